@@ -1,0 +1,26 @@
+# colorjax: `make demo` trains the main job, `make test` runs the test suite.
+# Both start from nothing but Python >= 3.11 and make: `make install` builds .venv.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: install demo test clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml Makefile
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e ".[tensorboard,test]"
+	# PyTorch CPU only for the tests that compare against it (installs from a local wheel here).
+	$(BIN)/pip install -q torch==2.13.0
+	touch $@
+
+demo: install
+	$(BIN)/python -m colorjax.train --config configs/demo.py --workdir runs/demo
+
+test: install
+	$(BIN)/python -m pytest -n 2 -q tests
+
+clean:
+	rm -rf $(VENV) runs

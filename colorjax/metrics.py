@@ -1,0 +1,45 @@
+"""Image-quality metrics in the seeds' protocol: RGB uint8 in [0, 255], per image.
+
+PSNR and SSIM come from dm-pix (SSIM with Wang et al.'s settings: 11x11 Gaussian window,
+sigma 1.5 — equal to scikit-image's `gaussian_weights=True, use_sample_covariance=False`).
+Colourfulness is Hasler & Süsstrunk (2003), the figure that tells sepia from colour.
+"""
+
+# No `from __future__ import annotations`: clu reads the metric classes from __annotations__.
+import dm_pix
+import flax
+import jax
+import jax.numpy as jnp
+from clu import metrics
+
+
+def psnr_ssim_mse(pred_u8: jax.Array, true_u8: jax.Array) -> dict[str, jax.Array]:
+  """Per-image PSNR (dB), SSIM and MSE of uint8 RGB batches [B, H, W, 3]."""
+  pred, true = pred_u8.astype(jnp.float32) / 255.0, true_u8.astype(jnp.float32) / 255.0
+  return {
+      "psnr": dm_pix.psnr(pred, true),
+      "ssim": dm_pix.ssim(pred, true),
+      "mse": jnp.mean(jnp.square(pred - true), axis=(1, 2, 3)) * 255.0 ** 2,
+  }
+
+
+def colorfulness(rgb_u8: jax.Array) -> jax.Array:
+  """Hasler & Süsstrunk colourfulness per image of a uint8 RGB batch [B, H, W, 3]."""
+  r, g, b = jnp.moveaxis(rgb_u8.astype(jnp.float32), -1, 0)
+  rg, yb = r - g, 0.5 * (r + g) - b
+  std = jnp.sqrt(jnp.var(rg, axis=(1, 2)) + jnp.var(yb, axis=(1, 2)))
+  mean = jnp.sqrt(jnp.mean(rg, axis=(1, 2)) ** 2 + jnp.mean(yb, axis=(1, 2)) ** 2)
+  return std + 0.3 * mean
+
+
+@flax.struct.dataclass
+class EvalMetrics(metrics.Collection):
+  """Held-out metrics of the model and of the no-colour (a = b = 0) baseline."""
+  l1: metrics.Average.from_output("l1")
+  psnr: metrics.Average.from_output("psnr")
+  ssim: metrics.Average.from_output("ssim")
+  mse: metrics.Average.from_output("mse")
+  colorfulness: metrics.Average.from_output("colorfulness")
+  gray_psnr: metrics.Average.from_output("gray_psnr")
+  gray_ssim: metrics.Average.from_output("gray_ssim")
+  real_colorfulness: metrics.Average.from_output("real_colorfulness")

@@ -1,0 +1,70 @@
+"""Metric writers: clu's TensorBoard + console writer, and always a `metrics.jsonl`.
+
+clu.metric_writers imports TensorFlow; GPU images without TF still train, logging to the
+console and to `metrics.jsonl` (plus PNG sample grids), with one line saying TensorBoard is off.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from typing import Any, Mapping
+
+import numpy as np
+
+
+class JsonlWriter:
+  """Appends one JSON object per `write_scalars` call: machine-readable, survives resumes."""
+
+  def __init__(self, path: str):
+    self._path = path
+
+  def write_scalars(self, step: int, scalars: Mapping[str, Any]) -> None:
+    row = {"step": int(step), **{k: float(v) for k, v in scalars.items()}}
+    with open(self._path, "a") as f:
+      f.write(json.dumps(row) + "\n")
+
+  def write_images(self, step: int, images: Mapping[str, np.ndarray]) -> None:
+    del step, images  # PNGs are written by the trainer.
+
+  def write_hparams(self, hparams: Mapping[str, Any]) -> None:
+    del hparams
+
+  def flush(self) -> None:
+    pass
+
+  def close(self) -> None:
+    pass
+
+
+class _ConsoleWriter(JsonlWriter):
+  def __init__(self):
+    super().__init__(os.devnull)
+
+  def write_scalars(self, step: int, scalars: Mapping[str, Any]) -> None:
+    logging.info("[%d] %s", step, ", ".join(f"{k}={float(v):.4g}" for k, v in sorted(scalars.items())))
+
+
+class MultiWriter:
+  def __init__(self, writers: list[Any]):
+    self._writers = writers
+
+  def __getattr__(self, name: str):
+    def call(*args, **kwargs):
+      for w in self._writers:
+        getattr(w, name)(*args, **kwargs)
+    return call
+
+
+def create_writer(workdir: str, is_main: bool) -> MultiWriter:
+  """TensorBoard event files + console + `workdir/metrics.jsonl` (main process only)."""
+  if not is_main:
+    return MultiWriter([])
+  try:
+    from clu import metric_writers  # pylint: disable=g-import-not-at-top
+    tb = metric_writers.create_default_writer(os.path.join(workdir, "tensorboard"))
+  except ImportError as e:
+    logging.warning("TensorBoard logging off (%s); logging to the console and metrics.jsonl", e)
+    tb = _ConsoleWriter()
+  return MultiWriter([tb, JsonlWriter(os.path.join(workdir, "metrics.jsonl"))])

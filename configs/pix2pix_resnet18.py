@@ -1,0 +1,27 @@
+"""Seed 000: ResNet-18 U-Net generator + 70x70 PatchGAN, L1 pretraining then BCE + 100 * L1.
+
+COCO 10k subset (8k train / 2k eval) at 256 px, batch 16, Adam 2e-4 (0.5, 0.999) for G and D;
+G pretrained 50 epochs with L1 (50 x 8000 / 16 = 25k steps), then 25k adversarial steps.
+
+    python -m colorjax.train --config configs/pix2pix_resnet18.py \
+        --config.data.train=folder:/path/to/coco_subset --workdir runs/pix2pix_resnet18
+
+`--config configs/pix2pix_resnet18.py:cpu` is the same system at 64 px for a 2-core CPU.
+"""
+
+from colorjax.config import default_config
+
+
+def get_config(variant: str = ""):
+  c = default_config()
+  c.data.eval_fraction = 0.2          # the seeds' 8k / 2k split
+  if variant == "cpu":
+    c.image_size = 64
+    c.total_steps = 6000
+    c.pretrain_steps = 3000
+    c.eval_every = 500
+    c.checkpoint_every = 500
+    c.eval_max_images = 200
+  elif variant:
+    raise ValueError(f"unknown variant {variant!r}: use '' or 'cpu'")
+  return c

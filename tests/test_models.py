@@ -1,0 +1,132 @@
+"""Model shapes, sizes and the upsampling / convolution rewrites against independent references."""
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+
+from colorjax import config as config_lib
+from colorjax import models
+from colorjax.models import layers
+from colorjax.models.pix2pix import PatchGAN, UNetGenerator
+
+
+def _numpy_conv_transpose(x, k):
+  """PyTorch ConvTranspose2d(k=4, s=2, p=1) by its definition: out[2i+p-1] += x[i] * k[p]."""
+  b, h, w, _ = x.shape
+  out = np.zeros((b, 2 * h, 2 * w, k.shape[-1]))
+  for i in range(h):
+    for j in range(w):
+      for p in range(4):
+        for q in range(4):
+          oh, ow = 2 * i + p - 1, 2 * j + q - 1
+          if 0 <= oh < 2 * h and 0 <= ow < 2 * w:
+            out[:, oh, ow] += x[:, i, j] @ k[p, q]
+  return out
+
+
+@pytest.mark.parametrize("impl", ["subpixel", "transpose"])
+def test_upconv_matches_transposed_convolution_definition(impl):
+  rng = np.random.default_rng(0)
+  x = rng.normal(size=(2, 5, 7, 3)).astype(np.float32)
+  k = rng.normal(size=(4, 4, 3, 4)).astype(np.float32)
+  y = layers.UpConv(4, impl=impl).apply({"params": {"kernel": k}}, x)
+  np.testing.assert_allclose(y, _numpy_conv_transpose(x, k), atol=1e-4)
+
+
+def test_upconv_matches_pytorch_conv_transpose2d():
+  torch = pytest.importorskip("torch")
+  rng = np.random.default_rng(1)
+  x = rng.normal(size=(2, 6, 5, 8)).astype(np.float32)
+  tconv = torch.nn.ConvTranspose2d(8, 3, 4, 2, 1, bias=True)
+  want = tconv(torch.from_numpy(x).permute(0, 3, 1, 2)).detach().permute(0, 2, 3, 1).numpy()
+  params = {"kernel": tconv.weight.detach().numpy().transpose(2, 3, 0, 1),  # [Cin,Cout,kh,kw] -> HWIO
+            "bias": tconv.bias.detach().numpy()}
+  got = layers.UpConv(3, use_bias=True).apply({"params": params}, x)
+  np.testing.assert_allclose(got, want, atol=1e-5)
+
+
+def test_subpixel_and_transpose_give_equal_gradients():
+  rng = np.random.default_rng(2)
+  x = jnp.asarray(rng.normal(size=(2, 4, 4, 6)), jnp.float32)
+  k = jnp.asarray(rng.normal(size=(4, 4, 6, 5)), jnp.float32)
+  target = jnp.asarray(rng.normal(size=(2, 8, 8, 5)), jnp.float32)
+
+  def grads(impl):
+    loss = lambda x, k: jnp.sum((layers.UpConv(5, impl=impl).apply({"params": {"kernel": k}}, x) - target) ** 2)
+    return jax.grad(loss, argnums=(0, 1))(x, k)
+
+  for a, b in zip(grads("subpixel"), grads("transpose")):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("shape,kernel,stride,pad", [
+    ((2, 2, 2, 16), 3, 1, 1), ((2, 4, 4, 8), 4, 2, 1), ((2, 3, 5, 8), 4, 1, 1), ((2, 6, 6, 4), 1, 2, 0),
+    ((2, 9, 7, 4), 2, 1, 0)])
+def test_im2col_convolution_equals_lax(shape, kernel, stride, pad):
+  rng = np.random.default_rng(3)
+  x = jnp.asarray(rng.normal(size=shape), jnp.float32)
+  k = jnp.asarray(rng.normal(size=(kernel, kernel, shape[-1], 5)), jnp.float32)
+  padding = ((pad, pad), (pad, pad))
+  want = jax.lax.conv_general_dilated(x, k, (stride, stride), padding,
+                                      dimension_numbers=("NHWC", "HWIO", "NHWC"))
+  got = layers._im2col_conv(x, k, (stride, stride), padding)
+  np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+def _param_count(module, *inputs):
+  variables = jax.eval_shape(lambda: module.init(jax.random.key(0), *inputs))
+  return sum(np.prod(x.shape) for x in jax.tree.leaves(variables["params"]))
+
+
+def test_pix2pix_networks_have_the_official_sizes():
+  l, ab = jnp.zeros((1, 256, 256, 1)), jnp.zeros((1, 256, 256, 2))
+  # pytorch-CycleGAN-and-pix2pix prints 54.414 M / 2.769 M for input_nc=1 (G) and 3 (D).
+  assert _param_count(UNetGenerator(num_downs=8), l) == 54_409_858
+  assert _param_count(PatchGAN(n_layers=3), l, ab) == 2_765_633
+  logits = jax.eval_shape(lambda: PatchGAN().init_with_output(jax.random.key(0), l, ab)[0])
+  assert logits.shape == (1, 30, 30, 1)  # 70x70 receptive fields over a 256 px image
+
+
+@pytest.mark.parametrize("generator,size,activation", [
+    ("resnet_unet", 64, "tanh"), ("resnet_unet", 32, "sigmoid"), ("pix2pix_unet", 64, "tanh")])
+def test_generators_map_l_to_bounded_ab(generator, size, activation):
+  c = config_lib.default_config()
+  c.image_size, c.model.generator, c.model.output_activation = size, generator, activation
+  c.model.ngf = 8
+  g = models.build_generator(c)
+  l = jax.random.uniform(jax.random.key(0), (2, size, size, 1), minval=-1, maxval=1)
+  variables = g.init(jax.random.key(1), l)
+  ab = g.apply(variables, l)
+  assert ab.shape == (2, size, size, 2)
+  assert float(jnp.abs(ab).max()) <= 1.0
+
+
+def test_pix2pix_unet_derives_num_downs_from_image_size():
+  c = config_lib.default_config()
+  c.model.generator, c.image_size = "pix2pix_unet", 64
+  assert models.build_generator(c).num_downs == 6  # seed 003's 6-level U-Net at 64 px
+  c.image_size = 256
+  assert models.build_generator(c).num_downs == 8
+
+
+def test_bad_model_names_and_sizes_are_clear_errors():
+  c = config_lib.default_config()
+  c.model.generator = "vit"
+  with pytest.raises(ValueError, match="unknown model.generator 'vit'"):
+    models.build_generator(c)
+  with pytest.raises(ValueError, match="divisible by 32"):
+    models.build_generator(config_lib.default_config()).init(jax.random.key(0), jnp.zeros((1, 48, 48, 1)))
+
+
+def test_weight_init_follows_pix2pix():
+  variables = UNetGenerator(num_downs=5, ngf=16).init(jax.random.key(0), jnp.zeros((1, 32, 32, 1)))
+  flat = {"/".join(k): np.asarray(v) for k, v in
+          jax.tree_util.tree_flatten_with_path(variables["params"])[0] and
+          [(tuple(p.key for p in path), leaf) for path, leaf in
+           jax.tree_util.tree_flatten_with_path(variables["params"])[0]]}
+  kernels = np.concatenate([v.ravel() for k, v in flat.items() if k.endswith("kernel")])
+  scales = np.concatenate([v.ravel() for k, v in flat.items() if k.endswith("scale")])
+  assert abs(kernels.std() - 0.02) < 0.001 and abs(kernels.mean()) < 0.001
+  assert abs(scales.mean() - 1.0) < 0.01 and abs(scales.std() - 0.02) < 0.01

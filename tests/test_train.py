@@ -1,0 +1,214 @@
+"""The trainer end to end on generated photos: phases, sharding, checkpoints and resumption."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+from PIL import Image
+
+from colorjax import config as config_lib
+from colorjax import train
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def write_photos(folder, n=16, size=(48, 40), seed=0):
+  """Smooth colourful images: a hue gradient plus a coloured square at a random place."""
+  os.makedirs(folder, exist_ok=True)
+  rng = np.random.default_rng(seed)
+  for i in range(n):
+    h, w = size
+    y, x = np.mgrid[0:h, 0:w] / max(h, w)
+    img = np.stack([x, y, 1 - x * y], -1) * rng.uniform(0.4, 1.0, 3)
+    top, left = rng.integers(0, h // 2), rng.integers(0, w // 2)
+    img[top:top + h // 3, left:left + w // 3] = rng.uniform(0, 1, 3)
+    Image.fromarray((img * 255).astype(np.uint8)).save(os.path.join(folder, f"photo_{i:02d}.png"))
+  return folder
+
+
+def tiny_config(data_dir, **overrides):
+  c = config_lib.default_config()
+  c.data.train = f"folder:{data_dir}"
+  c.data.eval_fraction = 0.25
+  c.image_size, c.batch_size = 32, 8
+  c.total_steps, c.pretrain_steps = 6, 3
+  c.log_every = c.eval_every = c.checkpoint_every = 2
+  c.eval_max_images = 8
+  c.model.generator, c.model.num_downs, c.model.ngf, c.model.ndf = "pix2pix_unet", 5, 8, 8
+  for key, value in overrides.items():
+    node = c
+    *path, last = key.split(".")
+    for p in path:
+      node = node[p]
+    node[last] = value
+  return c
+
+
+def _cli_overrides(c):
+  return [f"--config.{k}={v}" for k, v in [
+      ("data.train", c.data.train), ("data.eval_fraction", c.data.eval_fraction),
+      ("image_size", c.image_size), ("batch_size", c.batch_size), ("total_steps", c.total_steps),
+      ("pretrain_steps", c.pretrain_steps), ("log_every", c.log_every), ("eval_every", c.eval_every),
+      ("checkpoint_every", c.checkpoint_every), ("eval_max_images", c.eval_max_images),
+      ("model.generator", c.model.generator), ("model.num_downs", c.model.num_downs),
+      ("model.ngf", c.model.ngf), ("model.ndf", c.model.ndf)]]
+
+
+def _final_params(workdir, config):
+  trainer = train.Trainer(config)
+  mgr = ocp.CheckpointManager(os.path.join(workdir, "checkpoints"))
+  state = train.restore_state(mgr, trainer.init_state())
+  return int(state.step), jax.device_get((state.g_params, state.g_stats, state.d_params, state.d_opt))
+
+
+def _train_cli(config, workdir, **popen):
+  cmd = [sys.executable, "-m", "colorjax.train", "--config", os.path.join(REPO, "configs/demo.py"),
+         "--workdir", str(workdir), *_cli_overrides(config)]
+  return subprocess.Popen(cmd, cwd=REPO, env={**os.environ, "PYTHONPATH": REPO},
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **popen)
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory):
+  return write_photos(str(tmp_path_factory.mktemp("photos")))
+
+
+def test_train_and_evaluate_writes_everything_a_user_reads(photos, tmp_path):
+  config = tiny_config(photos)
+  summary = train.train_and_evaluate(config, str(tmp_path))
+  for key in ("psnr", "ssim", "gray_psnr", "gray_ssim", "colorfulness", "real_colorfulness", "l1"):
+    assert np.isfinite(summary[key]), key
+  final = json.load(open(tmp_path / "final_metrics.json"))
+  assert final["step"] == 6 and final["psnr"] == pytest.approx(summary["psnr"])
+  rows = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
+  assert {"train/g_recon", "train/img_per_s"} <= set(rows[0])             # phase 1 logs L1 only
+  assert {"train/d_loss", "train/g_adv"} <= set(rows[-2] if "train/d_loss" in rows[-2] else rows[-1])
+  assert sorted(os.listdir(tmp_path / "samples")) == [f"step_{s:07d}.png" for s in (2, 4, 6)]
+  grid = np.asarray(Image.open(tmp_path / "samples" / "step_0000006.png"))
+  assert grid.shape[0] == 3 * 32  # gray | prediction | truth
+  assert os.listdir(tmp_path / "tensorboard")
+  saved = json.load(open(tmp_path / "config.json"))
+  assert saved["model"]["generator"] == "pix2pix_unet"
+
+
+def test_gray_baseline_is_scored_like_scikit_image(photos, tmp_path):
+  skmetrics = pytest.importorskip("skimage.metrics")
+  from skimage import color as skcolor
+  config = tiny_config(photos)
+  trainer = train.Trainer(config)
+  images = np.stack([np.asarray(Image.open(os.path.join(photos, f"photo_{i:02d}.png")))[:32, :32]
+                     for i in range(3)])
+  summary, _ = trainer.evaluate(trainer.init_state(), images)
+  want = []
+  for rgb in images:
+    lab = skcolor.rgb2lab(rgb)
+    lab[..., 1:] = 0
+    gray = np.round(skcolor.lab2rgb(lab) * 255).astype(np.uint8)
+    want.append((skmetrics.peak_signal_noise_ratio(rgb, gray, data_range=255),
+                 skmetrics.structural_similarity(rgb, gray, channel_axis=-1, data_range=255,
+                                                 gaussian_weights=True, sigma=1.5,
+                                                 use_sample_covariance=False)))
+  assert summary["gray_psnr"] == pytest.approx(np.mean([w[0] for w in want]), abs=0.05)
+  assert summary["gray_ssim"] == pytest.approx(np.mean([w[1] for w in want]), abs=2e-3)
+
+
+def test_pretraining_then_gan_losses_go_down_on_a_fixed_batch(photos):
+  config = tiny_config(photos, **{"optim.g.lr": 1e-3})
+  trainer = train.Trainer(config)
+  state = trainer.init_state()
+  batch = np.stack([np.asarray(Image.open(os.path.join(photos, f"photo_{i:02d}.png")))[:32, :32]
+                    for i in range(8)])
+  losses = []
+  for _ in range(30):
+    state, m = trainer.step(state, batch)
+    losses.append(float(m["g_recon"]))
+  assert np.mean(losses[-5:]) < 0.5 * np.mean(losses[:5])
+  config.pretrain_steps = 0
+  state, m = trainer.gan_step(state, jax.make_array_from_process_local_data(trainer.data_sharding, batch))
+  assert set(m) == {"g_loss", "g_adv", "g_recon", "d_loss"}
+
+
+EIGHT_DEVICES = textwrap.dedent("""
+    import sys, numpy as np, jax
+    from PIL import Image
+    sys.path.insert(0, {tests!r})
+    from test_train import tiny_config
+    from colorjax import train
+    assert jax.device_count() == 8
+    config = tiny_config({photos!r}, total_steps=4, pretrain_steps=2)  # dropout on, BN on
+    batch = np.stack([np.asarray(Image.open(f"{photos}/photo_{{i:02d}}.png"))[:32, :32] for i in range(8)])
+    results = []
+    for devices in (jax.devices()[:1], jax.devices()):
+      trainer = train.Trainer(config, devices)
+      state, losses = trainer.init_state(), []
+      for step in range(4):
+        state, m = trainer.step(state, batch)
+        losses.append({{k: float(v) for k, v in m.items()}})
+      results.append((losses, jax.device_get((state.g_params, state.g_stats, state.d_params))))
+    (l1, w1), (l8, w8) = results
+    for a, b in zip(l1, l8):
+      for k in a:
+        np.testing.assert_allclose(a[k], b[k], rtol=1e-4, atol=1e-5)
+    for a, b in zip(jax.tree.leaves(w1), jax.tree.leaves(w8)):
+      np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-5)
+    print("SAME", len(jax.tree.leaves(w1)))
+""")
+
+
+def test_eight_devices_give_the_same_losses_and_weights_as_one(photos):
+  script = EIGHT_DEVICES.format(tests=os.path.dirname(__file__), photos=photos)
+  env = {**os.environ, "PYTHONPATH": REPO, "XLA_FLAGS": "--xla_force_host_platform_device_count=8"}
+  out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=600)
+  assert "SAME" in out.stdout, out.stdout[-2000:] + out.stderr[-4000:]
+
+
+def _wait_for_checkpoint(proc, workdir, step, timeout=300):
+  deadline = time.time() + timeout
+  while not os.path.isdir(os.path.join(workdir, "checkpoints", str(step))):
+    assert proc.poll() is None, proc.stdout.read()[-3000:]
+    assert time.time() < deadline, "no checkpoint in time"
+    time.sleep(0.2)
+
+
+def test_sigkill_then_resume_gives_the_same_final_weights(photos, tmp_path):
+  config = tiny_config(photos, total_steps=8, pretrain_steps=4)
+  straight, killed = tmp_path / "straight", tmp_path / "killed"
+  assert _train_cli(config, straight).wait(timeout=600) == 0
+
+  proc = _train_cli(config, killed)
+  _wait_for_checkpoint(proc, str(killed), 2)
+  proc.send_signal(signal.SIGKILL)
+  proc.wait()
+  resumed = _train_cli(config, killed)
+  out, _ = resumed.communicate(timeout=600)
+  assert resumed.returncode == 0, out[-3000:]
+  assert "resumed from" in out
+
+  step_a, a = _final_params(str(straight), config)
+  step_b, b = _final_params(str(killed), config)
+  assert step_a == step_b == 8
+  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+    np.testing.assert_array_equal(x, y)
+
+
+def test_sigterm_saves_a_checkpoint_and_exits_cleanly(photos, tmp_path):
+  config = tiny_config(photos, total_steps=1000, checkpoint_every=1000, eval_every=1000)
+  proc = _train_cli(config, tmp_path)
+  deadline = time.time() + 300
+  while not os.path.exists(tmp_path / "metrics.jsonl"):  # the first logged step
+    assert proc.poll() is None and time.time() < deadline
+    time.sleep(0.2)
+  proc.send_signal(signal.SIGTERM)
+  out, _ = proc.communicate(timeout=300)
+  assert proc.returncode == 0, out[-3000:]
+  assert "stopped by signal" in out
+  steps = ocp.CheckpointManager(str(tmp_path / "checkpoints")).all_steps()
+  assert steps and 0 < max(steps) < 1000
