@@ -67,7 +67,6 @@ import argparse
 import hashlib
 import json
 import math
-import os
 import random
 import statistics
 import sys

@@ -1,22 +1,28 @@
 """Colorizes photos with a trained model.
 
-    python -m colorjax.colorize --workdir runs/demo photo.jpg old_photos/ --out colorized/
+    python -m colorjax.colorize --workdir runs/demo photo.jpg old_photos/ 'scans/**/*.tif' --out colorized/
 
 The model predicts ab at the render size (short side `--render-size`, default the training
-`image_size`, rounded to the network's stride); ab is upsampled to the photo's full
-resolution and recombined with the photo's own full-resolution L, so no detail is lost.
-Python API: `Colorizer.from_workdir("runs/demo")(rgb_or_gray_uint8) -> uint8 RGB`.
+`image_size`, rounded to the network's stride: larger sees more detail, smaller gives surer
+colour, as DeOldify's render_factor); ab is upsampled to the photo's full resolution and
+recombined with the photo's own full-resolution L, so no detail is lost. The full-resolution
+work runs in bands of rows, so a 50-MP photo needs a few hundred MB, not tens of GB.
+Python API: `colorjax.Colorizer.from_workdir("runs/demo")(rgb_or_gray_array) -> uint8 RGB`.
 """
 
 from __future__ import annotations
 
 import functools
+import glob
+import io
 import json
 import logging
 import os
+import re
 import sys
+import warnings
 from pathlib import Path
-from typing import Sequence
+from typing import BinaryIO, Iterator, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -25,9 +31,16 @@ import numpy as np
 import orbax.checkpoint as ocp
 from absl import app, flags
 from PIL import Image
+from tqdm import tqdm
 
 from colorjax import color, models, train
 from colorjax.data.images import IMAGE_EXTENSIONS, BadImageError, open_image
+
+FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "TIFF")  # camera MPO files open as JPEG
+DEFAULT_MAX_PIXELS = 100_000_000  # decompression-bomb guard; a 100-MP photo still fits in ~2 GB
+_BAND_PIXELS = 1 << 18            # 0.26 MP per band keeps the float temporaries near 25 MB
+_BATCH_PIXELS = 64_000_000        # full-resolution pixels held in memory for one device batch
+_ORIENTATION = 0x0112             # EXIF tag; values 5-8 swap width and height
 
 
 def _stride(config: ml_collections.ConfigDict) -> int:
@@ -36,117 +49,322 @@ def _stride(config: ml_collections.ConfigDict) -> int:
   return 32
 
 
+def _restore(directory: str, abstract: train.TrainState, checkpoint: str) -> tuple[train.TrainState, int]:
+  """Restores a `checkpoints/` step (saved with the data iterator) or the single `best/` one."""
+  mgr = ocp.CheckpointManager(directory)
+  steps = mgr.all_steps()
+  if checkpoint == "best":
+    return mgr.restore(max(steps), args=ocp.args.StandardRestore(abstract)), max(steps)
+  step = max(steps) if checkpoint == "latest" else int(checkpoint)
+  if step not in steps:
+    raise FileNotFoundError(f"no checkpoint {step} in {directory} (has {sorted(steps)})")
+  return train.restore_state(mgr, abstract, step), step
+
+
 class Colorizer:
-  """A trained generator (EMA-free for now: the checkpoint's weights) ready for inference."""
+  """A trained generator ready for inference on photos of any size."""
 
   def __init__(self, config: ml_collections.ConfigDict, params, batch_stats,
-               render_size: int | None = None):
+               render_size: int | None = None, batch_size: int = 8):
     self.config = config
     self.generator = models.build_generator(config)
     self.variables = {"params": params, "batch_stats": batch_stats}
     self.render_size = render_size or config.image_size
+    self.batch_size = batch_size
     self.stride = _stride(config)
     self._predict = jax.jit(functools.partial(train.predict_ab, self.generator))
 
   @classmethod
   def from_workdir(cls, workdir: str, checkpoint: str = "latest",
-                   render_size: int | None = None) -> "Colorizer":
-    """Loads `workdir/config.json` and checkpoint `latest` or a step number."""
+                   render_size: int | None = None, batch_size: int = 8) -> "Colorizer":
+    """Loads `workdir/config.json` and checkpoint `latest`, `best` or a step number."""
     config_path = os.path.join(workdir, "config.json")
     if not os.path.exists(config_path):
       raise FileNotFoundError(f"{workdir!r} is not a colorjax workdir (no config.json): train first")
+    if checkpoint not in ("latest", "best") and not checkpoint.isdigit():
+      raise ValueError(f"checkpoint must be 'latest', 'best' or a step number, got {checkpoint!r}")
     with open(config_path) as f:
       config = ml_collections.ConfigDict(json.load(f))
-    mgr = ocp.CheckpointManager(os.path.join(os.path.abspath(workdir), "checkpoints"))
-    steps = mgr.all_steps()
-    if not steps:
-      raise FileNotFoundError(f"{workdir!r} has no checkpoint yet")
-    step = max(steps) if checkpoint == "latest" else int(checkpoint)
-    if step not in steps:
-      raise FileNotFoundError(f"{workdir!r} has no checkpoint {step} (has {sorted(steps)})")
+    directory = os.path.join(os.path.abspath(workdir), "best" if checkpoint == "best" else "checkpoints")
+    if not (os.path.isdir(directory) and ocp.CheckpointManager(directory).all_steps()):
+      what = "best checkpoint (best/ is written at evals)" if checkpoint == "best" else "checkpoint yet"
+      raise FileNotFoundError(f"{workdir!r} has no {what}")
     generator = models.build_generator(config)
     discriminator = models.build_discriminator(config) if config.model.discriminator != "none" else None
     abstract = jax.eval_shape(functools.partial(
         train.create_train_state, config, generator=generator, discriminator=discriminator),
         jax.random.key(0))
-    state = train.restore_state(mgr, abstract, step)
-    logging.info("loaded %s step %d", workdir, step)
-    return cls(config, state.g_params, state.g_stats, render_size)
+    state, step = _restore(directory, abstract, checkpoint)
+    logging.info("loaded %s %s (step %d)", workdir, checkpoint, step)
+    return cls(config, train.inference_params(state), state.g_stats, render_size, batch_size)
 
   def render_shape(self, height: int, width: int) -> tuple[int, int]:
-    """The network's input size: short side ~render_size, aspect kept, multiples of the stride."""
-    scale = self.render_size / min(height, width)
+    """The network's input size: short side ~render_size, aspect kept, multiples of the stride.
+
+    The long side is capped at 4x the render size so a panorama strip cannot exhaust memory.
+    """
+    scale = min(self.render_size / min(height, width), 4 * self.render_size / max(height, width))
     snap = lambda x: max(self.stride, int(round(x * scale / self.stride)) * self.stride)
     return snap(height), snap(width)
 
-  def predict_ab(self, l_norm: np.ndarray) -> np.ndarray:
-    """Model-space L [H, W] (full resolution) -> ab [H, W, 2] in [-1, 1]."""
-    h, w = l_norm.shape
-    rh, rw = self.render_shape(h, w)
-    small = np.asarray(Image.fromarray(l_norm.astype(np.float32), mode="F").resize((rw, rh), Image.BICUBIC))
-    ab = np.asarray(self._predict(self.variables["params"], self.variables["batch_stats"],
-                                  jnp.asarray(small)[None, :, :, None]))[0]
-    return np.stack([np.asarray(Image.fromarray(ab[..., c], mode="F").resize((w, h), Image.BILINEAR))
-                     for c in range(2)], axis=-1)
+  def lightness(self, image: np.ndarray) -> np.ndarray:
+    """uint8/uint16/float [0, 1] gray or RGB, [H, W] or [H, W, C] -> model-space L [H, W] float32."""
+    scale = _SCALE.get(image.dtype, 1.0)
+    h, w = image.shape[:2]
+    out = np.empty((h, w), np.float32)
+    for y0, y1 in _bands(h, w):
+      band = image[y0:y1].astype(np.float32) / scale
+      gray = band.ndim == 2 or band.shape[-1] < 3
+      rgb = np.repeat(band.reshape(band.shape[:2] + (-1,))[..., :1], 3, axis=-1) if gray else band[..., :3]
+      out[y0:y1] = color.rgb_to_lab(rgb, np)[..., 0] / 50.0 - 1.0
+    return out
+
+  def predict(self, l_small: np.ndarray) -> np.ndarray:
+    """Model-space L [B, h, w] (one render shape) -> ab [B, h, w, 2] in [-1, 1].
+
+    Batches are padded to a power of two, so each render shape compiles a few times at most.
+    """
+    n = len(l_small)
+    padded = np.zeros((1 << (n - 1).bit_length(),) + l_small.shape[1:], np.float32)
+    padded[:n] = l_small
+    ab = self._predict(self.variables["params"], self.variables["batch_stats"], jnp.asarray(padded)[..., None])
+    return np.asarray(ab)[:n]
+
+  def colorize_batch(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
+    """Several photos, one device call per render shape; each comes back as `__call__` gives it."""
+    lights = [self.lightness(image) for image in images]
+    smalls = [_resize(l, self.render_shape(*l.shape)) for l in lights]
+    results: list = [None] * len(images)
+    for shape in {s.shape for s in smalls}:
+      idx = [i for i, s in enumerate(smalls) if s.shape == shape]
+      for start in range(0, len(idx), self.batch_size):
+        chunk = idx[start:start + self.batch_size]
+        for i, ab in zip(chunk, self.predict(np.stack([smalls[i] for i in chunk]))):
+          rgb, alpha = recombine(lights[i], ab), _alpha(images[i])
+          results[i] = rgb if alpha is None else np.dstack([rgb, alpha])
+    return results
 
   def __call__(self, image: np.ndarray) -> np.ndarray:
     """uint8 RGB [H, W, 3] or gray [H, W] -> colorized uint8 RGB [H, W, 3] (same size).
 
-    A colour input is first reduced to its L channel.
+    A colour input is first reduced to its L channel. uint16 and float [0, 1] inputs work too;
+    an input with alpha (gray+alpha, RGBA) keeps it as the output's fourth channel (uint8).
     """
-    rgb = np.repeat(image[..., None], 3, axis=-1) if image.ndim == 2 else image
-    lab = color.rgb_to_lab(rgb.astype(np.float32) / 255.0, np)
-    l_norm = lab[..., 0] / 50.0 - 1.0
-    ab = self.predict_ab(l_norm)
-    return color.to_uint8(color.model_to_rgb(l_norm[..., None], ab, np), np)
+    return self.colorize_batch([image])[0]
 
 
-def collect_inputs(inputs: Sequence[str]) -> list[tuple[str, str]]:
-  """(input file, output path relative to --out); folders are walked and their tree kept."""
-  pairs = []
+_SCALE = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}
+
+
+def _alpha(image: np.ndarray) -> np.ndarray | None:
+  """The alpha channel of a gray+alpha or RGBA array as uint8 [H, W], else None."""
+  if image.ndim != 3 or image.shape[-1] not in (2, 4):
+    return None
+  return color.to_uint8(image[..., -1].astype(np.float32) / _SCALE.get(image.dtype, 1.0), np)
+
+
+def _bands(h: int, w: int) -> Iterator[tuple[int, int]]:
+  rows = max(1, _BAND_PIXELS // w)
+  for y0 in range(0, h, rows):
+    yield y0, min(h, y0 + rows)
+
+
+def _resize(x: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+  """float32 [H, W] -> [h, w], bicubic (antialiased when shrinking)."""
+  return np.asarray(Image.fromarray(x).resize(shape[::-1], Image.BICUBIC))
+
+
+def recombine(l_norm: np.ndarray, ab: np.ndarray) -> np.ndarray:
+  """Full-resolution L [H, W] + render-size ab [h, w, 2] -> uint8 RGB [H, W, 3], band by band.
+
+  Each band resamples its own window of ab (PIL's `box`), which gives the same pixels as
+  upsampling the whole ab plane at once without ever holding it.
+  """
+  h, w = l_norm.shape
+  rh, rw = ab.shape[:2]
+  planes = [Image.fromarray(np.ascontiguousarray(ab[..., c], np.float32)) for c in range(2)]
+  out = np.empty((h, w, 3), np.uint8)
+  for y0, y1 in _bands(h, w):
+    box = (0, y0 * rh / h, rw, y1 * rh / h)
+    ab_band = np.stack([np.asarray(p.resize((w, y1 - y0), Image.BILINEAR, box=box)) for p in planes], -1)
+    out[y0:y1] = color.to_uint8(color.model_to_rgb(l_norm[y0:y1, :, None], ab_band, np), np)
+  return out
+
+
+class TooManyPixelsError(BadImageError):
+  """An image over the pixel limit; `pixels` is its size (None when PIL refused to say)."""
+
+  def __init__(self, message: str, pixels: int | None = None):
+    super().__init__(message)
+    self.pixels = pixels
+
+
+def probe(source: str | os.PathLike | BinaryIO, max_pixels: int = DEFAULT_MAX_PIXELS,
+          name: str | None = None) -> tuple[int, int]:
+  """(height, width) as displayed (EXIF orientation applied), read from the header alone.
+
+  Raises `BadImageError` for files that are not JPEG/PNG/WebP/BMP/TIFF photos, and its
+  subclass `TooManyPixelsError` for images over `max_pixels`, before anything is decoded.
+  """
+  name = name or str(source)
+  if Image.MAX_IMAGE_PIXELS is not None and Image.MAX_IMAGE_PIXELS < max_pixels:
+    Image.MAX_IMAGE_PIXELS = max_pixels  # PIL's own guard must not fire below ours
+  over = f"over the limit of {max_pixels:,} pixels (a guard against decompression bombs)"
+  try:
+    with warnings.catch_warnings():
+      warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+      with Image.open(source, formats=FORMATS) as img:
+        w, h = img.size
+        if img.getexif().get(_ORIENTATION, 1) in (5, 6, 7, 8):
+          w, h = h, w
+  except Image.DecompressionBombError:
+    raise TooManyPixelsError(f"{name}: too many pixels, far {over}") from None
+  except FileNotFoundError:
+    pattern = " (the pattern matches nothing)" if glob.has_magic(name) else ""
+    raise BadImageError(f"{name}: no such file{pattern}") from None
+  except Image.UnidentifiedImageError:
+    raise BadImageError(f"{name}: not a JPEG, PNG, WebP, BMP or TIFF image") from None
+  except (OSError, ValueError, SyntaxError) as e:
+    raise BadImageError(f"{name}: unreadable image ({e})") from None
+  if w * h > max_pixels:
+    raise TooManyPixelsError(f"{name}: too many pixels, {w}x{h} = {w * h:,} is {over}", w * h)
+  return h, w
+
+
+def read_image(source: str | os.PathLike | bytes, max_pixels: int = DEFAULT_MAX_PIXELS,
+               name: str | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+  """`probe`, then decode: (uint8 RGB [H, W, 3], alpha [H, W] or None)."""
+  probe(io.BytesIO(source) if isinstance(source, bytes) else source, max_pixels, name)
+  return open_image(source, name=name)
+
+
+def _walk(folder: Path, exclude: Path | None) -> Iterator[Path]:
+  """Image files under `folder`, sorted, skipping hidden names and the output tree."""
+  for f in sorted(folder.rglob("*")):
+    rel = f.relative_to(folder)
+    if any(part.startswith(".") for part in rel.parts) or (exclude and f.resolve().is_relative_to(exclude)):
+      continue
+    if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS:
+      yield f
+
+
+def collect_inputs(inputs: Sequence[str], exclude: str | None = None) -> list[tuple[str, str]]:
+  """(input file, output path relative to --out) for files, folders and glob patterns.
+
+  Folders are walked recursively and a glob keeps the tree below its first wildcard, so the
+  output mirrors the input. Two inputs that would share an output name (a.jpg, a.png) keep
+  their extension in it (a.jpg.png, a.png.png). `exclude` (the output folder) is not walked.
+  """
+  skip = Path(exclude).resolve() if exclude else None
+  found: list[tuple[Path, Path]] = []
   for item in inputs:
     path = Path(item)
     if path.is_dir():
-      for f in sorted(path.rglob("*")):
-        if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS:
-          pairs.append((str(f), str(f.relative_to(path).with_suffix(".png"))))
+      found += [(f, f.relative_to(path)) for f in _walk(path, skip)]
+    elif glob.has_magic(item) and not path.exists():
+      base = Path(*[p for p in path.parts[:next(i for i, p in enumerate(path.parts) if glob.has_magic(p))]])
+      matches = sorted(Path(m) for m in glob.glob(item, recursive=True))
+      files = [m for m in matches if m.is_file() and not (skip and m.resolve().is_relative_to(skip))]
+      found += [(m, m.relative_to(base)) for m in files] or [(path, Path(path.name))]
     else:
-      pairs.append((item, path.with_suffix(".png").name))
-  return pairs
+      found.append((path, Path(path.name)))
+  seen, unique = set(), []
+  for src, rel in found:
+    key = os.path.realpath(src)
+    if key not in seen:
+      seen.add(key)
+      unique.append((src, rel))
+  stems: dict[Path, int] = {}
+  for _, rel in unique:
+    stems[rel.with_suffix("")] = stems.get(rel.with_suffix(""), 0) + 1
+  return [(str(src), str(rel.with_suffix(".png") if stems[rel.with_suffix("")] == 1 else rel.parent / (rel.name + ".png")))
+          for src, rel in unique]
 
 
-def colorize_files(colorizer: Colorizer, inputs: Sequence[str], out_dir: str) -> int:
-  """Writes one PNG per input; returns the number of failures (each logged in one line)."""
-  pairs = collect_inputs(inputs)
-  sources = {os.path.abspath(src) for src, _ in pairs}
-  failures = 0
-  for i, (src, rel) in enumerate(pairs, 1):
-    dst = os.path.join(out_dir, rel)
-    try:
-      if os.path.abspath(dst) in sources:
-        raise BadImageError(f"{src}: output {dst} would overwrite an input; choose another --out")
-      rgb, alpha = open_image(src)
-      out = colorizer(rgb)
-      os.makedirs(os.path.dirname(dst) or ".", exist_ok=True)
-      img = Image.fromarray(out)
-      if alpha is not None:
-        img.putalpha(Image.fromarray(alpha))
-      img.save(dst)
-      print(f"[{i}/{len(pairs)}] {src} -> {dst}", flush=True)
-    except BadImageError as e:
-      print(f"error: {e}", file=sys.stderr, flush=True)
+def _batches(jobs: list[tuple[str, str, int, int]], colorizer: Colorizer) -> Iterator[list[tuple[str, str, int, int]]]:
+  """Jobs (src, dst, h, w) grouped by render shape, in batches bounded by count and pixels."""
+  groups: dict[tuple[int, int], list] = {}
+  for job in jobs:
+    groups.setdefault(colorizer.render_shape(job[2], job[3]), []).append(job)
+  for group in groups.values():
+    batch, pixels = [], 0
+    for job in group:
+      if batch and (len(batch) == colorizer.batch_size or pixels + job[2] * job[3] > _BATCH_PIXELS):
+        yield batch
+        batch, pixels = [], 0
+      batch.append(job)
+      pixels += job[2] * job[3]
+    yield batch
+
+
+def colorize_files(colorizer: Colorizer, inputs: Sequence[str], out_dir: str,
+                   max_pixels: int = DEFAULT_MAX_PIXELS) -> int:
+  """Writes one PNG per input; returns the number of failures (each reported in one line)."""
+  pairs = collect_inputs(inputs, exclude=out_dir)
+  sources = {os.path.realpath(src) for src, _ in pairs}
+  failures = done_count = 0
+  with tqdm(total=len(pairs), unit="photo", file=sys.stderr, disable=None) as bar:
+
+    def fail(e: BadImageError) -> None:
+      nonlocal failures
       failures += 1
+      hint = ""
+      if isinstance(e, TooManyPixelsError):
+        hint = f"; if you trust the file, pass --max-pixels={e.pixels or 'N'}"
+      bar.write(f"error: {e}{hint}", file=sys.stderr)
+      bar.update()
+
+    jobs = []
+    for src, rel in pairs:
+      dst = os.path.join(out_dir, rel)
+      try:
+        if os.path.realpath(dst) in sources:
+          raise BadImageError(f"{src}: output {dst} would overwrite an input; choose another --out")
+        jobs.append((src, dst, *probe(src, max_pixels)))
+      except BadImageError as e:
+        fail(e)
+    for batch in _batches(jobs, colorizer):
+      images, done = [], []
+      for src, dst, _, _ in batch:
+        try:
+          rgb, alpha = open_image(src)
+          images.append(rgb if alpha is None else np.dstack([rgb, alpha]))
+          done.append((src, dst))
+        except BadImageError as e:
+          fail(e)
+      for (src, dst), out in zip(done, colorizer.colorize_batch(images) if images else []):
+        os.makedirs(os.path.dirname(dst) or ".", exist_ok=True)
+        Image.fromarray(out).save(dst)
+        done_count += 1
+        bar.update()
+        bar.write(f"[{done_count + failures}/{len(pairs)}] {src} -> {dst}", file=sys.stdout)
   return failures
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+  """absl's parser, also taking `--max-pixels` for `--max_pixels` (the usual CLI spelling)."""
+  end = argv.index("--") if "--" in argv else len(argv)
+  underscored = [re.sub(r"^--([^=]+)", lambda m: "--" + m.group(1).replace("-", "_"), a) for a in argv[:end]]
+  return app.parse_flags_with_usage(underscored + argv[end:])
 
 
 def main(argv: list[str]) -> None:
   inputs = argv[1:]
   if not inputs:
-    raise app.UsageError("give at least one image file or folder to colorize")
-  colorizer = Colorizer.from_workdir(FLAGS.workdir, FLAGS.checkpoint, FLAGS.render_size or None)
-  failures = colorize_files(colorizer, inputs, FLAGS.out)
+    raise app.UsageError("give at least one image file, folder or glob pattern to colorize")
+  total = len(collect_inputs(inputs, exclude=FLAGS.out))
+  if not total:
+    print(f"error: no images in {' '.join(inputs)} (looked for {', '.join(IMAGE_EXTENSIONS)})", file=sys.stderr)
+    sys.exit(1)
+  try:
+    colorizer = Colorizer.from_workdir(FLAGS.workdir, FLAGS.checkpoint, FLAGS.render_size or None,
+                                       FLAGS.batch_size)
+  except (FileNotFoundError, ValueError) as e:
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(1)
+  failures = colorize_files(colorizer, inputs, FLAGS.out, FLAGS.max_pixels)
   if failures:
-    print(f"{failures} of {len(collect_inputs(inputs))} inputs failed", file=sys.stderr)
+    print(f"{failures} of {total} inputs failed", file=sys.stderr)
   sys.exit(1 if failures else 0)
 
 
@@ -154,8 +372,11 @@ FLAGS = flags.FLAGS
 
 if __name__ == "__main__":
   flags.DEFINE_string("workdir", None, "Training workdir with config.json and checkpoints/")
-  flags.DEFINE_string("out", "colorized", "Output folder (one PNG per input, same stem)")
-  flags.DEFINE_string("checkpoint", "latest", "'latest' or a step number")
-  flags.DEFINE_integer("render_size", 0, "Short side the model sees (default: the training image_size)")
+  flags.DEFINE_string("out", "colorized", "Output folder (one PNG per input, same stem, tree kept)")
+  flags.DEFINE_string("checkpoint", "latest", "'latest', 'best' or a step number")
+  flags.DEFINE_integer("render_size", 0, "Short side the model sees (default: the training image_size); "
+                       "larger keeps more detail, smaller gives surer colour")
+  flags.DEFINE_integer("batch_size", 8, "Photos of the same render shape colorized in one device call")
+  flags.DEFINE_integer("max_pixels", DEFAULT_MAX_PIXELS, "Refuse larger images (decompression-bomb guard)")
   flags.mark_flags_as_required(["workdir"])
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)

@@ -19,33 +19,65 @@ def default_config() -> ml_collections.ConfigDict:
   c.log_every = 50
   c.eval_every = 1000
   c.eval_max_images = 500       # held-out photos scored at each eval
+  c.fid_weights = ""            # pytorch-fid Inception weights: FID tracked at every eval
   c.checkpoint_every = 1000
   c.keep_checkpoints = 3
-  c.dtype = "float32"           # compute dtype; parameters and optimiser state stay float32
+  c.ema_decay = 0.0             # > 0 keeps an EMA of G's weights, used by eval and colorize
+  c.best_metric = "psnr"        # held-out metric whose best checkpoint is kept in workdir/best
+  c.patience = 0                # evals without a new best before "stopped improving" (0: off)
+  c.stop_on_plateau = False     # also stop training then
+  c.dtype = "auto"              # compute dtype ("auto": bfloat16 on TPU/GPU, float32 on CPU); params stay float32
 
   c.data = ml_collections.ConfigDict()
-  c.data.train = ""             # e.g. "folder:/photos" (several: "folder:a,folder:b")
+  c.data.train = ""             # "folder:PATH", "shards:DIR" (colorjax.prepare), "tfds:NAME"; join with ","
   c.data.eval = ""              # "" = the held-out split of data.train
   c.data.eval_fraction = 0.1    # share of data.train held out, by a hash of the file path
   c.data.num_workers = 0        # grain worker processes (0: threads in this process)
+  c.data.stats_images = 1000    # training photos counted for the ab-class histogram
+  c.data.max_zoom = 1.0         # crops see the photo at a short side of image_size * U(1, max_zoom)
 
   c.model = ml_collections.ConfigDict()
-  c.model.generator = "resnet_unet"   # or "pix2pix_unet"
+  c.model.generator = "resnet_unet"   # or "pix2pix_unet", "resnet_colorizer", "encdec_small"
   c.model.resnet_depth = 18
+  c.model.encoder_weights = ""        # torchvision ResNet-18/34 state dict (.pth/.safetensors/.npz)
   c.model.num_downs = -1              # pix2pix_unet: -1 derives log2(image_size)
   c.model.ngf = 64
   c.model.ndf = 64
   c.model.dropout = 0.5               # pix2pix_unet's middle blocks
   c.model.output_activation = "tanh"  # or "sigmoid" (seed 000)
   c.model.upsample = "subpixel"       # or "transpose": same maths, see models/layers.py
+  c.model.num_classes = 0             # resnet_colorizer: 256 predicts ab classes (seed 003)
+  c.model.decode = "annealed_mean"    # classes -> ab: "annealed_mean" (Zhang et al.) or "argmax"
+  c.model.temperature = 0.38          # annealed-mean temperature
   c.model.discriminator = "patchgan"  # or "none" for a plain regressor
   c.model.d_layers = 3                # 3: the 70x70 PatchGAN
 
   c.loss = ml_collections.ConfigDict()
   c.loss.reconstruction = "l1"        # "l1", "mse" or "smooth_l1"
   c.loss.l1_weight = 100.0            # lambda of BCE + lambda * L1 in phase 2
+  c.loss.color_weighted = False       # weight pixels by the rarity of their ab class (seed 001)
+  c.loss.tv_weight = 0.0              # total-variation regulariser on predicted ab (seed 001)
+  c.loss.rebalance = True             # classifiers: w_c = 1 / sqrt(n_c + 1e5) (seed 003)
 
   c.optim = ml_collections.ConfigDict()
   for name in ("g", "d"):
     c.optim[name] = ml_collections.ConfigDict({"lr": 2e-4, "b1": 0.5, "b2": 0.999})
+  return c
+
+
+def apply_variant(c: ml_collections.ConfigDict, variant: str) -> ml_collections.ConfigDict:
+  """`--config configs/X.py:cpu` gives the same system sized for a 2-core CPU (64 px).
+
+  Step counts shrink with the image area so a CPU run finishes in tens of minutes; the
+  pretraining share of the schedule is kept.
+  """
+  if variant == "cpu":
+    share = c.pretrain_steps / c.total_steps
+    c.image_size = 64
+    c.total_steps = 6000
+    c.pretrain_steps = int(c.total_steps * share)
+    c.eval_every = c.checkpoint_every = 500
+    c.eval_max_images = 200
+  elif variant:
+    raise ValueError(f"unknown config variant {variant!r}: use '' or 'cpu'")
   return c

@@ -1,26 +1,55 @@
-"""Losses (pure functions of arrays; means over every element unless said otherwise)."""
+"""Losses (pure functions of arrays).
+
+Reconstruction losses take optional per-pixel weights [B, H, W] (the colour-weighted loss of
+seed 001); without them they are plain means over every element, as PyTorch's defaults.
+"""
 
 from __future__ import annotations
+
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
 import optax
 
 
-def l1(pred: jax.Array, target: jax.Array) -> jax.Array:
-  return jnp.mean(jnp.abs(pred - target))
+def _mean(x: jax.Array, weights: jax.Array | None) -> jax.Array:
+  return jnp.mean(x if weights is None else x * weights[..., None])
 
 
-def mse(pred: jax.Array, target: jax.Array) -> jax.Array:
-  return jnp.mean(jnp.square(pred - target))
+def l1(pred: jax.Array, target: jax.Array, weights: jax.Array | None = None) -> jax.Array:
+  return _mean(jnp.abs(pred - target), weights)
 
 
-def smooth_l1(pred: jax.Array, target: jax.Array, beta: float = 1.0) -> jax.Array:
+def mse(pred: jax.Array, target: jax.Array, weights: jax.Array | None = None) -> jax.Array:
+  return _mean(jnp.square(pred - target), weights)
+
+
+def smooth_l1(pred: jax.Array, target: jax.Array, weights: jax.Array | None = None,
+              beta: float = 1.0) -> jax.Array:
   """PyTorch's SmoothL1Loss (Huber scaled by 1/beta)."""
-  return jnp.mean(optax.huber_loss(pred, target, delta=beta) / beta)
+  return _mean(optax.huber_loss(pred, target, delta=beta) / beta, weights)
 
 
 RECONSTRUCTION = {"l1": l1, "mse": mse, "smooth_l1": smooth_l1}
+
+
+def reconstruction(name: str) -> Callable[..., jax.Array]:
+  if name not in RECONSTRUCTION:
+    raise ValueError(f"loss.reconstruction must be one of {sorted(RECONSTRUCTION)}, got {name!r}")
+  return RECONSTRUCTION[name]
+
+
+def total_variation(x: jax.Array) -> jax.Array:
+  """Anisotropic TV of [B, H, W, C]: mean absolute difference of vertical and horizontal neighbours."""
+  return jnp.mean(jnp.abs(x[:, 1:] - x[:, :-1])) + jnp.mean(jnp.abs(x[:, :, 1:] - x[:, :, :-1]))
+
+
+def class_cross_entropy(logits: jax.Array, classes: jax.Array,
+                        class_weights: jax.Array | None = None) -> jax.Array:
+  """Per-pixel softmax cross-entropy, each pixel weighted by its true class's weight (seed 003)."""
+  ce = optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), classes)
+  return jnp.mean(ce if class_weights is None else ce * class_weights[classes])
 
 
 def bce_with_logits(logits: jax.Array, target_is_real: bool) -> jax.Array:
@@ -32,9 +61,3 @@ def bce_with_logits(logits: jax.Array, target_is_real: bool) -> jax.Array:
 def discriminator_loss(real_logits: jax.Array, fake_logits: jax.Array) -> jax.Array:
   """pix2pix's D objective: the mean of the real and the fake BCE terms."""
   return 0.5 * (bce_with_logits(real_logits, True) + bce_with_logits(fake_logits, False))
-
-
-def reconstruction(name: str):
-  if name not in RECONSTRUCTION:
-    raise ValueError(f"loss.reconstruction must be one of {sorted(RECONSTRUCTION)}, got {name!r}")
-  return RECONSTRUCTION[name]

@@ -18,9 +18,8 @@ import json
 import logging
 import os
 import signal
-import sys
 import time
-from typing import Any, Callable
+from typing import Any, Sequence
 
 import flax
 import flax.linen as nn
@@ -37,8 +36,9 @@ from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 from PIL import Image
 
-from colorjax import color, losses, metrics, models, writers
+from colorjax import ab_bins, color, fid, losses, metrics, models, writers
 from colorjax.data import pipeline, sources
+from colorjax.models import pretrained
 
 Batch = jax.Array  # uint8 RGB [B, S, S, 3], sharded along "data"
 
@@ -52,6 +52,7 @@ class TrainState(flax.struct.PyTreeNode):
   d_params: Any = None
   d_stats: Any = None
   d_opt: Any = None
+  g_ema: Any = None  # exponential moving average of g_params (None when config.ema_decay == 0)
 
 
 def make_optimizer(optim: ml_collections.ConfigDict) -> optax.GradientTransformation:
@@ -59,14 +60,19 @@ def make_optimizer(optim: ml_collections.ConfigDict) -> optax.GradientTransforma
 
 
 def create_train_state(config: ml_collections.ConfigDict, rng: jax.Array, generator: nn.Module,
-                       discriminator: nn.Module | None) -> TrainState:
-  """Initialises parameters (pix2pix init) and optimiser states."""
+                       discriminator: nn.Module | None, encoder: tuple[Any, Any] | None = None
+                       ) -> TrainState:
+  """Initialises parameters (pix2pix init, or `encoder` = pretrained (params, batch_stats)
+  of the ResNet encoder from `pretrained.load_torchvision_resnet`) and optimiser states."""
   g_key, d_key = jax.random.split(rng)
   l = jnp.zeros((1, config.image_size, config.image_size, 1))
   g_vars = generator.init(g_key, l)
+  if encoder is not None:
+    g_vars = pretrained.merge_encoder(g_vars, *encoder)
   state = TrainState(step=jnp.zeros((), jnp.int32), g_params=g_vars["params"],
                      g_stats=g_vars.get("batch_stats", {}),
-                     g_opt=make_optimizer(config.optim.g).init(g_vars["params"]))
+                     g_opt=make_optimizer(config.optim.g).init(g_vars["params"]),
+                     g_ema=g_vars["params"] if config.ema_decay > 0 else None)
   if discriminator is None:
     return state
   d_vars = discriminator.init(d_key, l, jnp.zeros(l.shape[:-1] + (2,)))
@@ -86,31 +92,60 @@ def _update(tx: optax.GradientTransformation, grads: Any, opt_state: Any, params
   return optax.apply_updates(params, updates), opt_state
 
 
+def _update_g(state: TrainState, config: ml_collections.ConfigDict, grads: Any, g_stats: Any,
+              **others: Any) -> TrainState:
+  """Applies G's gradients, advances the step and the weight average."""
+  g_params, g_opt = _update(make_optimizer(config.optim.g), grads, state.g_opt, state.g_params)
+  g_ema = state.g_ema
+  if g_ema is not None:
+    # Warm-up as TF's ExponentialMovingAverage(num_updates): early averages forget the init.
+    decay = jnp.minimum(config.ema_decay, (1.0 + state.step) / (10.0 + state.step))
+    g_ema = optax.incremental_update(g_params, g_ema, 1.0 - decay)
+  return state.replace(step=state.step + 1, g_params=g_params, g_stats=g_stats, g_opt=g_opt,
+                       g_ema=g_ema, **others)
+
+
+def reconstruction_loss(config: ml_collections.ConfigDict, pred: jax.Array, ab: jax.Array,
+                        class_weights: jax.Array | None) -> jax.Array:
+  """G's supervised objective: phase 1 of every system and the lambda-weighted term of phase 2.
+
+  Classifiers (model.num_classes > 0): cross-entropy over ab classes, rebalanced by
+  `class_weights`. Regressors: the configured reconstruction loss, per-pixel weighted by
+  `class_weights` of the true colour when given (colour-weighted loss), plus TV on ab.
+  """
+  classes = ab_bins.ab_to_class(ab) if class_weights is not None or config.model.num_classes else None
+  if config.model.num_classes:
+    return losses.class_cross_entropy(pred, classes, class_weights)
+  weights = class_weights[classes] if class_weights is not None else None
+  loss = losses.reconstruction(config.loss.reconstruction)(pred, ab, weights)
+  if config.loss.tv_weight:
+    loss += config.loss.tv_weight * losses.total_variation(pred)
+  return loss
+
+
 def pretrain_step(state: TrainState, rgb: Batch, *, config: ml_collections.ConfigDict,
-                  generator: nn.Module) -> tuple[TrainState, dict[str, jax.Array]]:
+                  generator: nn.Module, class_weights: jax.Array | None = None
+                  ) -> tuple[TrainState, dict[str, jax.Array]]:
   """Phase 1: one G update on the reconstruction loss alone."""
   l, ab = color.rgb_uint8_to_model(rgb)
-  recon = losses.reconstruction(config.loss.reconstruction)
   rng = jax.random.fold_in(jax.random.key(config.seed), state.step)
 
   def loss_fn(params):
     pred, stats = _apply_train(generator, params, state.g_stats, l, rng=rng)
-    return recon(pred, ab), stats
+    return reconstruction_loss(config, pred, ab, class_weights), stats
 
   (loss, g_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.g_params)
-  g_params, g_opt = _update(make_optimizer(config.optim.g), grads, state.g_opt, state.g_params)
-  new = state.replace(step=state.step + 1, g_params=g_params, g_stats=g_stats, g_opt=g_opt)
-  return new, {"g_recon": loss}
+  return _update_g(state, config, grads, g_stats), {"g_recon": loss}
 
 
 def gan_step(state: TrainState, rgb: Batch, *, config: ml_collections.ConfigDict,
-             generator: nn.Module, discriminator: nn.Module) -> tuple[TrainState, dict[str, jax.Array]]:
+             generator: nn.Module, discriminator: nn.Module,
+             class_weights: jax.Array | None = None) -> tuple[TrainState, dict[str, jax.Array]]:
   """Phase 2, pix2pix's `optimize_parameters`: update D on real vs detached fake, then G.
 
   G runs forward once; its VJP is kept and reused for the G update after D has moved.
   """
   l, ab = color.rgb_uint8_to_model(rgb)
-  recon = losses.reconstruction(config.loss.reconstruction)
   rng = jax.random.fold_in(jax.random.key(config.seed), state.step)
   fake, g_vjp, g_stats = jax.vjp(
       lambda p: _apply_train(generator, p, state.g_stats, l, rng=rng), state.g_params, has_aux=True)
@@ -125,36 +160,59 @@ def gan_step(state: TrainState, rgb: Batch, *, config: ml_collections.ConfigDict
 
   def g_loss_fn(fake_ab):
     logits, stats = _apply_train(discriminator, d_params, d_stats, l, fake_ab)
-    adv, rec = losses.bce_with_logits(logits, True), recon(fake_ab, ab)
+    adv, rec = losses.bce_with_logits(logits, True), reconstruction_loss(config, fake_ab, ab, class_weights)
     return adv + config.loss.l1_weight * rec, (adv, rec, stats)
 
   (g_loss, (adv, rec, d_stats)), d_fake = jax.value_and_grad(g_loss_fn, has_aux=True)(fake)
   (g_grads,) = g_vjp(d_fake)
-  g_params, g_opt = _update(make_optimizer(config.optim.g), g_grads, state.g_opt, state.g_params)
-  new = state.replace(step=state.step + 1, g_params=g_params, g_stats=g_stats, g_opt=g_opt,
-                      d_params=d_params, d_stats=d_stats, d_opt=d_opt)
+  new = _update_g(state, config, g_grads, g_stats, d_params=d_params, d_stats=d_stats, d_opt=d_opt)
   return new, {"g_loss": g_loss, "g_adv": adv, "g_recon": rec, "d_loss": d_loss}
+
+
+def decode_output(generator: nn.Module, out: jax.Array) -> jax.Array:
+  """A generator's output -> ab: classifiers' logits are decoded (`ab_bins.decode`)."""
+  if getattr(generator, "num_classes", 0):
+    return ab_bins.decode(out, generator.decode, generator.temperature)
+  return out
 
 
 def predict_ab(generator: nn.Module, params: Any, stats: Any, l: jax.Array) -> jax.Array:
   """Inference: model-space L [B, H, W, 1] -> ab [B, H, W, 2] with running BN statistics."""
-  return generator.apply({"params": params, "batch_stats": stats}, l, train=False)
+  return decode_output(generator, generator.apply({"params": params, "batch_stats": stats}, l, train=False))
+
+
+def inference_params(state: TrainState) -> Any:
+  """The weights eval and colorize use: the EMA when it is kept."""
+  return state.g_ema if state.g_ema is not None else state.g_params
+
+
+def score_batch(generator: nn.Module, params: Any, stats: Any, rgb: jax.Array
+                ) -> tuple[dict[str, jax.Array], jax.Array, jax.Array]:
+  """uint8 RGB crops [B, S, S, 3] -> (per-photo scores [B] each, prediction, no-colour image).
+
+  The model sees the L of the whole crop; both the prediction and the a = b = 0 baseline are
+  rebuilt from that L and scored in RGB uint8 against the crop (the seeds' protocol).
+  """
+  l, ab = color.rgb_uint8_to_model(rgb)
+  out = generator.apply({"params": params, "batch_stats": stats}, l, train=False)
+  pred = decode_output(generator, out)
+  pred_u8 = color.to_uint8(color.model_to_rgb(l, pred))
+  gray_u8 = color.to_uint8(color.model_to_rgb(l, jnp.zeros_like(pred)))
+  scores = {**metrics.psnr_ssim_mse(pred_u8, rgb), "colorfulness": metrics.colorfulness(pred_u8),
+            **{f"gray_{k}": v for k, v in metrics.psnr_ssim_mse(gray_u8, rgb).items()},
+            "gray_colorfulness": metrics.colorfulness(gray_u8), "real_colorfulness": metrics.colorfulness(rgb),
+            "l1": jnp.mean(jnp.abs(pred - ab), axis=(1, 2, 3))}
+  if getattr(generator, "num_classes", 0):
+    scores["pixel_accuracy"] = jnp.mean(jnp.argmax(out, -1) == ab_bins.ab_to_class(ab), axis=(1, 2))
+  return scores, pred_u8, gray_u8
 
 
 def eval_step(state: TrainState, rgb: Batch, mask: jax.Array, *,
-              generator: nn.Module) -> tuple[metrics.EvalMetrics, jax.Array]:
-  """Held-out metrics of the model and of the no-colour baseline; returns the predictions."""
-  l, ab = color.rgb_uint8_to_model(rgb)
-  pred = predict_ab(generator, state.g_params, state.g_stats, l)
-  pred_u8 = color.to_uint8(color.model_to_rgb(l, pred))
-  gray_u8 = color.to_uint8(color.model_to_rgb(l, jnp.zeros_like(pred)))
-  scores = metrics.psnr_ssim_mse(pred_u8, rgb)
-  gray = metrics.psnr_ssim_mse(gray_u8, rgb)
-  m = metrics.EvalMetrics.single_from_model_output(
-      l1=jnp.mean(jnp.abs(pred - ab), axis=(1, 2, 3)), **scores, mask=mask,
-      colorfulness=metrics.colorfulness(pred_u8), real_colorfulness=metrics.colorfulness(rgb),
-      gray_psnr=gray["psnr"], gray_ssim=gray["ssim"])
-  return m, pred_u8
+              generator: nn.Module) -> tuple[Any, jax.Array]:
+  """Held-out clu metrics of the model (EMA weights if kept) and of the no-colour baseline."""
+  scores, pred_u8, _ = score_batch(generator, inference_params(state), state.g_stats, rgb)
+  collection = metrics.ClassifierEvalMetrics if "pixel_accuracy" in scores else metrics.EvalMetrics
+  return collection.single_from_model_output(**scores, mask=mask), pred_u8
 
 
 class _StopSignal:
@@ -193,7 +251,8 @@ def _format_duration(seconds: float) -> str:
 class Trainer:
   """Owns the mesh, the jitted steps and their shardings; `train_and_evaluate` owns the loop."""
 
-  def __init__(self, config: ml_collections.ConfigDict, devices: list[jax.Device] | None = None):
+  def __init__(self, config: ml_collections.ConfigDict, devices: list[jax.Device] | None = None,
+               class_weights: np.ndarray | None = None):
     self.config = config
     devices = jax.devices() if devices is None else devices
     self.generator = models.build_generator(config)
@@ -206,28 +265,40 @@ class Trainer:
     self.replicated = NamedSharding(self.mesh, P())
     jit = functools.partial(jax.jit, in_shardings=(self.replicated, self.data_sharding),
                             out_shardings=self.replicated, donate_argnums=0)
-    self.pretrain_step = jit(functools.partial(pretrain_step, config=config, generator=self.generator))
+    weights = None if class_weights is None else jnp.asarray(class_weights)
+    self.pretrain_step = jit(functools.partial(pretrain_step, config=config, generator=self.generator,
+                                               class_weights=weights))
     self.gan_step = (jit(functools.partial(gan_step, config=config, generator=self.generator,
-                                           discriminator=self.discriminator))
+                                           discriminator=self.discriminator, class_weights=weights))
                      if self.discriminator is not None else None)
     self.eval_step = jax.jit(functools.partial(eval_step, generator=self.generator),
                              in_shardings=(self.replicated, self.data_sharding, self.data_sharding),
                              out_shardings=self.replicated)
 
   def init_state(self) -> TrainState:
+    # The weights file is read here, not in create_train_state: colorize builds the state's
+    # shapes with eval_shape on machines that do not have the file.
+    m = self.config.model
+    encoder = pretrained.load_torchvision_resnet(m.encoder_weights, m.resnet_depth) if m.encoder_weights else None
     init = functools.partial(create_train_state, self.config, generator=self.generator,
                              discriminator=self.discriminator)
-    return jax.jit(init, out_shardings=self.replicated)(jax.random.key(self.config.seed))
+    return jax.jit(init, out_shardings=self.replicated)(jax.random.key(self.config.seed), encoder=encoder)
 
-  def step(self, state: TrainState, local_rgb: np.ndarray) -> tuple[TrainState, dict[str, jax.Array]]:
+  def step(self, state: TrainState, local_rgb: np.ndarray,
+           step: int | None = None) -> tuple[TrainState, dict[str, jax.Array]]:
+    """One update. The loop passes `step` (== state.step) so the host never waits for the device."""
     rgb = jax.make_array_from_process_local_data(self.data_sharding, local_rgb)
-    in_pretrain = self.gan_step is None or int(state.step) < self.config.pretrain_steps
+    step = int(state.step) if step is None else step
+    in_pretrain = self.gan_step is None or step < self.config.pretrain_steps
     return (self.pretrain_step if in_pretrain else self.gan_step)(state, rgb)
 
-  def evaluate(self, state: TrainState, images: np.ndarray) -> tuple[dict[str, float], np.ndarray]:
-    """Metrics over all `images` (identical on every process) and the predictions of the first batch."""
+  def evaluate(self, state: TrainState, images: np.ndarray, features: fid.FeatureFn | None = None
+               ) -> tuple[dict[str, float], np.ndarray]:
+    """Metrics over all `images` (identical on every process) and the predictions of the first
+    batch; with `features` (e.g. `fid.InceptionFeatures`) also the FID of the predictions."""
     bs = self.config.batch_size
     total, first_preds = None, None
+    fake_stats, real_stats = fid.FeatureStats(), fid.FeatureStats()
     for start in range(0, len(images), bs):
       chunk = images[start:start + bs]
       mask = np.arange(bs) < len(chunk)
@@ -235,16 +306,57 @@ class Trainer:
       put = lambda x: jax.make_array_from_callback(x.shape, self.data_sharding, lambda idx: x[idx])
       m, preds = self.eval_step(state, put(chunk), put(mask))
       total = m if total is None else total.merge(m)
+      n = int(mask.sum())
       if first_preds is None:
-        first_preds = np.asarray(preds)[:int(mask.sum())]
-    return {k: float(v) for k, v in total.compute().items()}, first_preds
+        first_preds = np.asarray(preds)[:n]
+      if features is not None:
+        fake_stats.update(features(np.asarray(preds)[:n]))
+        real_stats.update(features(chunk[:n]))
+    summary = {k: float(v) for k, v in total.compute().items()}
+    if features is not None:
+      summary["fid"] = fid.fid(real_stats, fake_stats)
+    return summary, first_preds
 
 
-def _checkpoint_manager(workdir: str, config: ml_collections.ConfigDict) -> ocp.CheckpointManager:
+def _checkpoint_manager(workdir: str, max_to_keep: int, subdir: str = "checkpoints") -> ocp.CheckpointManager:
   # Synchronous saves: grain's iterator state must be read at the step it belongs to.
-  options = ocp.CheckpointManagerOptions(max_to_keep=config.keep_checkpoints, create=True,
+  options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True,
                                          enable_async_checkpointing=False)
-  return ocp.CheckpointManager(os.path.join(os.path.abspath(workdir), "checkpoints"), options=options)
+  return ocp.CheckpointManager(os.path.join(os.path.abspath(workdir), subdir), options=options)
+
+
+LOWER_IS_BETTER = ("l1", "mse")
+
+
+class BestCheckpoint:
+  """Keeps the checkpoint with the best held-out metric in `workdir/best/` and notices plateaus.
+
+  Its record (`workdir/best.json`) survives restarts, so patience counts across resumes.
+  """
+
+  def __init__(self, workdir: str, config: ml_collections.ConfigDict):
+    self.metric, self.patience = config.best_metric, config.patience
+    self.mgr = _checkpoint_manager(workdir, 1, "best")
+    self.path = os.path.join(workdir, "best.json")
+    self.record = {"metric": self.metric, "value": None, "step": None, "evals_since_best": 0}
+    if os.path.exists(self.path):
+      with open(self.path) as f:
+        self.record.update(json.load(f))
+
+  def update(self, state: TrainState, summary: dict[str, float], step: int) -> bool:
+    """Records an eval; saves `state` if it is the best so far. True once patience ran out."""
+    value, best = summary[self.metric], self.record["value"]
+    if best is None or (value < best if self.metric in LOWER_IS_BETTER else value > best):
+      self.mgr.save(step, args=ocp.args.StandardSave(state), force=True)
+      self.record.update(value=value, step=step, evals_since_best=0)
+    else:
+      self.record["evals_since_best"] += 1
+    if jax.process_index() == 0:
+      tmp = self.path + ".tmp"
+      with open(tmp, "w") as f:
+        json.dump(self.record, f)
+      os.replace(tmp, self.path)
+    return self.patience > 0 and self.record["evals_since_best"] >= self.patience
 
 
 def restore_state(mgr: ocp.CheckpointManager, state: TrainState, step: int | None = None,
@@ -288,7 +400,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   if is_main:
     _write_config(workdir, config)
   writer = writers.create_writer(workdir, is_main)
-  trainer = Trainer(config)
   logging.info("devices: %d x %s (%d processes)", jax.device_count(), jax.devices()[0].device_kind,
                jax.process_count())
 
@@ -297,24 +408,27 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   eval_report = sources.resolve(eval_spec, "eval" if not config.data.eval else "all", config.data.eval_fraction)
   logging.info("train data: %s", train_report.summary())
   logging.info("eval data: %s", eval_report.summary())
+  trainer = Trainer(config, class_weights=_class_weights(config, workdir, train_report.files))
   eval_images = pipeline.eval_images(eval_report.files, config.image_size, config.eval_max_images)
   local_batch = config.batch_size // jax.process_count()
   data = pipeline.train_dataset(train_report.files, config.image_size, local_batch, config.seed,
-                                config.data.num_workers)
+                                config.data.num_workers, max_zoom=config.data.max_zoom)
   data_iter = iter(data)
 
   state = trainer.init_state()
-  mgr = _checkpoint_manager(workdir, config)
+  mgr = _checkpoint_manager(workdir, config.keep_checkpoints)
+  best = BestCheckpoint(workdir, config)
   if mgr.latest_step() is not None:
     state = restore_state(mgr, state, data_iterator=data_iter)
     logging.info("resumed from %s at step %d", mgr.directory, int(state.step))
 
+  features = fid.InceptionFeatures.from_file(config.fid_weights) if config.fid_weights else None
   stop = _StopSignal()
   step = int(state.step)
   window, window_start, window_step = [], time.time(), step
   summary: dict[str, float] = {}
   while step < config.total_steps:
-    state, step_metrics = trainer.step(state, next(data_iter))
+    state, step_metrics = trainer.step(state, next(data_iter), step)
     window.append(step_metrics)
     step += 1
     last = step == config.total_steps
@@ -329,31 +443,65 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                    " ".join(f"{k}={v:.4f}" for k, v in sorted(scalars.items())), rate, _format_duration(eta))
       writer.write_scalars(step, {**{f"train/{k}": v for k, v in scalars.items()}, "train/img_per_s": rate})
       window, window_start, window_step = [], time.time(), step
+    plateau = False
     if step % config.eval_every == 0 or last:
-      summary = _evaluate_and_log(trainer, state, eval_images, writer, workdir, step)
+      summary = _evaluate_and_log(trainer, state, eval_images, writer, workdir, step, features)
+      plateau = best.update(state, summary, step)
+      r = best.record
+      writer.write_scalars(step, {f"eval/best_{r['metric']}": r["value"], "eval/evals_since_best": r["evals_since_best"]})
+      if plateau:
+        logging.info("held-out %s has not improved for %d evals (best %.4f at step %d): training has "
+                     "converged%s", r["metric"], r["evals_since_best"], r["value"], r["step"],
+                     "; stopping (stop_on_plateau)" if config.stop_on_plateau else "")
     if step % config.checkpoint_every == 0 or last:
       _save(mgr, state, data_iter)
-    if _agree(stop.received is not None) and not last:
+    if not last and (_agree(stop.received is not None) or (plateau and config.stop_on_plateau)):
       _save(mgr, state, data_iter)
-      logging.info("stopped by signal at step %d; checkpoint saved. Re-run the same command to resume.", step)
+      if stop.received is not None:
+        logging.info("stopped by signal at step %d; checkpoint saved. Re-run the same command to resume.", step)
       break
   mgr.wait_until_finished()
   writer.flush()
-  if is_main and step == config.total_steps:
-    final = {"step": step, **summary}
+  if is_main and (step == config.total_steps or stop.received is None):
+    final = {"step": step, **summary, "best": best.record}
     with open(os.path.join(workdir, "final_metrics.json"), "w") as f:
       json.dump(final, f, indent=2)
     logging.info("final: %s", json.dumps(final))
   return summary
 
 
+def _class_weights(config: ml_collections.ConfigDict, workdir: str, files: Sequence[Any]) -> np.ndarray | None:
+  """Per-ab-class weights from the training set's colour histogram, when the loss uses them.
+
+  The histogram is counted once (center crops of the first `data.stats_images` training
+  photos) and kept in `workdir/ab_histogram.json`, so a resumed run uses the same weights.
+  """
+  classifier = config.model.num_classes > 0
+  if not (config.loss.color_weighted or (classifier and config.loss.rebalance)):
+    return None
+  path = os.path.join(workdir, "ab_histogram.json")
+  if os.path.exists(path):
+    with open(path) as f:
+      counts = np.asarray(json.load(f)["counts"])
+  else:
+    crops = pipeline.eval_images(files, config.image_size, config.data.stats_images)
+    counts = ab_bins.histogram(color.rgb_uint8_to_model(crop, np)[1] for crop in crops)
+    if jax.process_index() == 0:
+      with open(path + ".tmp", "w") as f:
+        json.dump({"images": len(crops), "image_size": config.image_size, "counts": counts.tolist()}, f)
+      os.replace(path + ".tmp", path)
+  return ab_bins.rebalance_weights(counts) if classifier else ab_bins.inverse_frequency_weights(counts)
+
+
 def _evaluate_and_log(trainer: Trainer, state: TrainState, images: np.ndarray, writer: Any,
-                      workdir: str, step: int) -> dict[str, float]:
-  summary, preds = trainer.evaluate(state, images)
+                      workdir: str, step: int, features: fid.FeatureFn | None) -> dict[str, float]:
+  summary, preds = trainer.evaluate(state, images, features)
   logging.info("eval @ %d on %d photos: PSNR %.2f dB (no colour: %.2f), SSIM %.4f (no colour: %.4f), "
-               "colourfulness %.1f (real: %.1f), ab L1 %.4f", step, len(images), summary["psnr"],
+               "colourfulness %.1f (real: %.1f), ab L1 %.4f%s", step, len(images), summary["psnr"],
                summary["gray_psnr"], summary["ssim"], summary["gray_ssim"], summary["colorfulness"],
-               summary["real_colorfulness"], summary["l1"])
+               summary["real_colorfulness"], summary["l1"],
+               "".join(f", {name} {summary[key]:.3f}" for key, name in
+                       (("pixel_accuracy", "pixel accuracy"), ("fid", "FID")) if key in summary))
   writer.write_scalars(step, {f"eval/{k}": v for k, v in summary.items()})
   grid = _sample_grid(images[:len(preds)][:8], preds[:8])
   writer.write_images(step, {"samples": grid[None]})

@@ -9,19 +9,10 @@ G pretrained 50 epochs with L1 (50 x 8000 / 16 = 25k steps), then 25k adversaria
 `--config configs/pix2pix_resnet18.py:cpu` is the same system at 64 px for a 2-core CPU.
 """
 
-from colorjax.config import default_config
+from colorjax.config import apply_variant, default_config
 
 
 def get_config(variant: str = ""):
   c = default_config()
   c.data.eval_fraction = 0.2          # the seeds' 8k / 2k split
-  if variant == "cpu":
-    c.image_size = 64
-    c.total_steps = 6000
-    c.pretrain_steps = 3000
-    c.eval_every = 500
-    c.checkpoint_every = 500
-    c.eval_max_images = 200
-  elif variant:
-    raise ValueError(f"unknown variant {variant!r}: use '' or 'cpu'")
-  return c
+  return apply_variant(c, variant)

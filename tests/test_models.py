@@ -2,7 +2,6 @@
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import pytest
 
@@ -26,7 +25,7 @@ def _numpy_conv_transpose(x, k):
   return out
 
 
-@pytest.mark.parametrize("impl", ["subpixel", "transpose"])
+@pytest.mark.parametrize("impl", ["subpixel", "transpose", "col2im"])
 def test_upconv_matches_transposed_convolution_definition(impl):
   rng = np.random.default_rng(0)
   x = rng.normal(size=(2, 5, 7, 3)).astype(np.float32)

@@ -128,7 +128,7 @@ def test_pretraining_then_gan_losses_go_down_on_a_fixed_batch(photos):
                     for i in range(8)])
   losses = []
   for _ in range(30):
-    state, m = trainer.step(state, batch)
+    state, m = trainer.step(state, batch, _)
     losses.append(float(m["g_recon"]))
   assert np.mean(losses[-5:]) < 0.5 * np.mean(losses[:5])
   config.pretrain_steps = 0
@@ -150,7 +150,7 @@ EIGHT_DEVICES = textwrap.dedent("""
       trainer = train.Trainer(config, devices)
       state, losses = trainer.init_state(), []
       for step in range(4):
-        state, m = trainer.step(state, batch)
+        state, m = trainer.step(state, batch, step)
         losses.append({{k: float(v) for k, v in m.items()}})
       results.append((losses, jax.device_get((state.g_params, state.g_stats, state.d_params))))
     (l1, w1), (l8, w8) = results
@@ -212,3 +212,17 @@ def test_sigterm_saves_a_checkpoint_and_exits_cleanly(photos, tmp_path):
   assert "stopped by signal" in out
   steps = ocp.CheckpointManager(str(tmp_path / "checkpoints")).all_steps()
   assert steps and 0 < max(steps) < 1000
+
+
+def test_fid_is_tracked_at_eval_with_a_stand_in_feature_network(photos):
+  from colorjax import fid
+  trainer = train.Trainer(tiny_config(photos))
+  images = np.stack([np.asarray(Image.open(os.path.join(photos, f"photo_{i:02d}.png")))[:32, :32]
+                     for i in range(8)])
+  projection = np.random.default_rng(0).normal(size=(32 * 32 * 3, 6))
+  features = lambda rgb: (rgb.reshape(len(rgb), -1) / 255.0) @ projection  # a random linear "network"
+  summary, preds = trainer.evaluate(trainer.init_state(), images, features)
+  assert len(preds) == len(images)  # one batch holds every image here
+  fake, real = features(preds), features(images)
+  want = fid.frechet_distance(fake.mean(0), np.cov(fake, rowvar=False), real.mean(0), np.cov(real, rowvar=False))
+  assert summary["fid"] == pytest.approx(want, rel=1e-6)

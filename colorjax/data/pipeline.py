@@ -1,4 +1,8 @@
-"""grain pipelines: photo files -> batches of uint8 RGB crops [B, S, S, 3].
+"""grain pipelines: records of any source -> batches of uint8 RGB crops [B, S, S, 3].
+
+A record is what `sources.resolve` lists: a photo file's path (`folder:`), a shard record
+(`shards:`, bytes) or a TFDS example (`tfds:`, a dict); `load_rgb` turns each into uint8 RGB
+and one crop/flip transform serves them all.
 
 Records stay uint8 RGB until they reach the device, where the jitted step converts them to
 Lab (`colorjax.color`): 4x less to copy than float Lab, and the maths runs on the
@@ -10,36 +14,62 @@ from __future__ import annotations
 
 import functools
 import logging
+from collections.abc import Sequence
 
 import grain
 import jax
 import numpy as np
 
+from colorjax.data import shards
 from colorjax.data.images import BadImageError, center_crop, open_image, resize_short_side
 
+Record = str | bytes | dict  # a file path, a shard record or a TFDS example
 
-def load_train_crop(path: str, rng: np.random.Generator, image_size: int) -> np.ndarray | None:
+
+def load_rgb(record: Record, draft_size: int) -> np.ndarray:
+  """Any source's record -> uint8 RGB [H, W, 3]; BadImageError if it can't be used.
+
+  `draft_size` lets a JPEG decode at a reduced scale that keeps its short side >= draft_size.
+  """
+  if isinstance(record, str):
+    return open_image(record, draft_size=draft_size)[0]
+  if isinstance(record, bytes):
+    return shards.decode_record(record, draft_size)
+  image = np.asarray(record["image"])
+  if image.ndim != 3 or image.shape[-1] != 3 or image.dtype != np.uint8:
+    raise BadImageError(f"TFDS example: image {image.dtype} {image.shape}, expected uint8 [H, W, 3]")
+  return image
+
+
+def load_train_crop(record: Record, rng: np.random.Generator, image_size: int,
+                    max_zoom: float = 1.0) -> np.ndarray | None:
+  """A random `image_size` crop of the photo resized to a short side of image_size * U(1, max_zoom).
+
+  max_zoom > 1 shows the network details as well as whole scenes: on a few dozen photos it is
+  the difference between memorising them and learning colours that carry over.
+  """
+  short = int(image_size * rng.uniform(1.0, max_zoom))
   try:
-    rgb, _ = open_image(path, draft_size=image_size)
+    rgb = load_rgb(record, draft_size=short)
   except BadImageError as e:
     logging.warning("skipping %s", e)
     return None
-  rgb = resize_short_side(rgb, image_size)
+  rgb = resize_short_side(rgb, max(image_size, min(short, *rgb.shape[:2])))  # never upscale to zoom
   h, w = rgb.shape[:2]
   top, left = rng.integers(0, h - image_size + 1), rng.integers(0, w - image_size + 1)
   crop = rgb[top:top + image_size, left:left + image_size]
   return crop[:, ::-1] if rng.random() < 0.5 else crop
 
 
-def load_eval_crop(path: str, image_size: int) -> np.ndarray:
-  rgb, _ = open_image(path, draft_size=image_size)
+def load_eval_crop(record: Record, image_size: int) -> np.ndarray:
+  rgb = load_rgb(record, draft_size=image_size)
   return center_crop(resize_short_side(rgb, image_size), image_size)
 
 
-def train_dataset(files: list[str], image_size: int, local_batch_size: int, seed: int,
+def train_dataset(files: Sequence[Record], image_size: int, local_batch_size: int, seed: int,
                   num_workers: int = 0, shard_index: int | None = None,
-                  shard_count: int | None = None) -> grain.IterDataset:
-  """Endless, reshuffled every epoch, this process's disjoint share of `files`.
+                  shard_count: int | None = None, max_zoom: float = 1.0) -> grain.IterDataset:
+  """Endless, reshuffled every epoch, this process's disjoint share of the records `files`.
 
   Its iterator's position is checkpointed with the model (`grain.checkpoint`).
   """
@@ -47,7 +77,7 @@ def train_dataset(files: list[str], image_size: int, local_batch_size: int, seed
   shard_count = jax.process_count() if shard_count is None else shard_count
   ds = grain.MapDataset.source(files)[shard_index::shard_count]
   ds = ds.seed(seed).shuffle().repeat()
-  ds = ds.random_map(functools.partial(load_train_crop, image_size=image_size))
+  ds = ds.random_map(functools.partial(load_train_crop, image_size=image_size, max_zoom=max_zoom))
   ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=max(1, num_workers) * 2, prefetch_buffer_size=64))
   ds = ds.batch(local_batch_size, drop_remainder=True)
   if num_workers > 0:
@@ -55,14 +85,14 @@ def train_dataset(files: list[str], image_size: int, local_batch_size: int, seed
   return ds
 
 
-def eval_images(files: list[str], image_size: int, max_images: int) -> np.ndarray:
+def eval_images(files: Sequence[Record], image_size: int, max_images: int) -> np.ndarray:
   """The first `max_images` eval photos as center crops, uint8 [N, S, S, 3]."""
   crops = []
-  for path in files:
+  for record in files:
     if len(crops) == max_images:
       break
     try:
-      crops.append(load_eval_crop(path, image_size))
+      crops.append(load_eval_crop(record, image_size))
     except BadImageError as e:
       logging.warning("skipping %s", e)
   return np.stack(crops)

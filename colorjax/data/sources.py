@@ -1,20 +1,31 @@
-"""Where photos come from: a source string from the config -> a list of usable image files.
+"""Where photos come from: a source string from the config -> the usable records of a split.
 
-`folder:PATH` (recursive) is the first source; several are joined with commas
-(`folder:a,folder:b`). The train/eval split is a hash of each file's path relative to its
-folder, so it is the same on every machine, in every process and across runs, and adding
-photos never moves old ones between splits.
+Sources, several joined with commas (`folder:a,shards:b`):
+  folder:PATH  image files under PATH (recursive), scanned here; records are their paths
+  shards:DIR   ArrayRecord shards written by `colorjax.prepare` (DIR/train, DIR/eval)
+  tfds:NAME    a TFDS image dataset on disk (`colorjax.data.tfds_source`)
+The train/eval split is a hash of each file's path relative to its folder, so it is the same
+on every machine, in every process and across runs, and adding photos never moves old ones
+between splits. `prepare` splits folders by the same rule, so their shards hold out the same
+photos, and TFDS examples by the same hash of their key.
 """
 
 from __future__ import annotations
 
+import bisect
+import collections.abc
 import concurrent.futures
 import dataclasses
 import hashlib
+import itertools
 import logging
 import os
 from pathlib import Path
+from typing import Any
 
+import numpy as np
+
+from colorjax.data import shards, tfds_source
 from colorjax.data.images import IMAGE_EXTENSIONS, BadImageError, is_grayscale, open_image
 
 SPLITS = ("train", "eval", "all")
@@ -22,8 +33,12 @@ SPLITS = ("train", "eval", "all")
 
 @dataclasses.dataclass
 class ScanReport:
-  """What a source held: usable colour photos and why the others were left out."""
-  files: list[str]
+  """What a source held: usable colour photos and why the others were left out.
+
+  `files` are the records for `pipeline`: a list of paths for folders, a random-access
+  sequence (shard records, TFDS examples) for the others.
+  """
+  files: collections.abc.Sequence[Any]
   grayscale: list[str] = dataclasses.field(default_factory=list)
   unreadable: dict[str, str] = dataclasses.field(default_factory=dict)
 
@@ -36,6 +51,21 @@ def in_eval_split(relpath: str, eval_fraction: float) -> bool:
   """Deterministic split: md5 of the relative path, as a fraction of 2**32."""
   h = int(hashlib.md5(relpath.replace(os.sep, "/").encode()).hexdigest()[:8], 16)
   return h / 2 ** 32 < eval_fraction
+
+
+def split_indices(keys: collections.abc.Sequence[str], split: str, eval_fraction: float,
+                  limit: int = 0, seed: int = 0) -> np.ndarray:
+  """Sorted indices of the `keys` in `split` by `in_eval_split`.
+
+  `limit` > 0 first draws a seeded random subset of that many keys (e.g. COCO's 10k of 118k),
+  which is then split by the same rule.
+  """
+  indices = np.arange(len(keys))
+  if 0 < limit < len(keys):
+    indices = np.sort(np.random.default_rng(seed).choice(len(keys), limit, replace=False))
+  if split == "all":
+    return indices
+  return indices[[in_eval_split(keys[i], eval_fraction) == (split == "eval") for i in indices]]
 
 
 def list_folder(root: str | os.PathLike, split: str = "all", eval_fraction: float = 0.1) -> list[str]:
@@ -79,17 +109,61 @@ def scan(files: list[str], workers: int = 8) -> ScanReport:
   return report
 
 
+class Concat(collections.abc.Sequence):
+  """Several random-access sources read as one (grain needs only len and [i])."""
+
+  def __init__(self, parts: list[collections.abc.Sequence[Any]]):
+    self.parts = parts
+    self.starts = list(itertools.accumulate(map(len, parts), initial=0))
+
+  def __len__(self) -> int:
+    return self.starts[-1]
+
+  def __getitem__(self, i: int) -> Any:
+    if not 0 <= i < len(self):
+      raise IndexError(i)
+    part = bisect.bisect_right(self.starts, i) - 1
+    return self.parts[part][i - self.starts[part]]
+
+
+def _prepared(directory: str, split: str, eval_fraction: float,
+              report: ScanReport) -> collections.abc.Sequence[bytes]:
+  """The shard records of `split`; what `prepare` left out is added to `report`."""
+  manifest = shards.read_manifest(directory)
+  if split != "all" and manifest["eval_fraction"] != eval_fraction:
+    logging.info("shards:%s was split by prepare with eval_fraction=%g; data.eval_fraction=%g "
+                 "does not apply to it", directory, manifest["eval_fraction"], eval_fraction)
+  for s in shards.SPLITS if split == "all" else (split,):
+    for key, reason in manifest["skipped"][s].items():
+      if reason == "grayscale":
+        report.grayscale.append(key)
+      else:
+        report.unreadable[key] = reason
+  return shards.open_split(directory, split)
+
+
 def resolve(spec: str, split: str, eval_fraction: float) -> ScanReport:
-  """A source string -> the usable colour photos of `split`."""
-  files = []
+  """A source string -> the usable colour photos of `split` ("train", "eval" or "all")."""
+  if split not in SPLITS:
+    raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+  files, others, left_out = [], [], ScanReport(files=[])
   for part in filter(None, (p.strip() for p in spec.split(","))):
     kind, _, arg = part.partition(":")
-    if kind != "folder" or not arg:
-      raise ValueError(f"unknown data source {part!r}: expected 'folder:PATH'")
-    files += list_folder(arg, split, eval_fraction)
-  if not files:
+    if kind == "folder" and arg:
+      files += list_folder(arg, split, eval_fraction)
+    elif kind == "shards" and arg:
+      others.append(_prepared(arg, split, eval_fraction, left_out))
+    elif kind == "tfds" and arg:
+      others.append(tfds_source.open_split(arg, split, eval_fraction))
+    else:
+      raise ValueError(f"unknown data source {part!r}: expected 'folder:PATH', 'shards:DIR' or 'tfds:NAME'")
+  if not files and not any(map(len, others)):
     raise ValueError(f"data source {spec!r} has no image files in split {split!r}")
-  report = scan(files)
-  if not report.files:
+  report = scan(files) if files else ScanReport(files=[])
+  report.grayscale += left_out.grayscale
+  report.unreadable.update(left_out.unreadable)
+  parts = [p for p in (report.files, *others) if len(p)]
+  if not parts:
     raise ValueError(f"data source {spec!r} ({split}): no usable colour photos ({report.summary()})")
+  report.files = parts[0] if len(parts) == 1 else Concat(parts)
   return report

@@ -5,15 +5,28 @@ from __future__ import annotations
 import math
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 import ml_collections
 
 from colorjax.models.pix2pix import PatchGAN, UNetGenerator
+from colorjax.models.regressors import EncoderDecoder, ResNetColorizer
 from colorjax.models.resnet_unet import ResNetUNet
+
+GENERATORS = ("resnet_unet", "pix2pix_unet", "resnet_colorizer", "encdec_small")
+
+
+def compute_dtype(config: ml_collections.ConfigDict) -> jnp.dtype:
+  """`config.dtype`; "auto" is bfloat16 on TPU/GPU and float32 on CPU, where XLA's bfloat16
+  convolutions are slower than float32 ones (docs/performance.md)."""
+  name = config.get("dtype", "float32")
+  if name == "auto":
+    return jnp.dtype(jnp.float32 if jax.default_backend() == "cpu" else jnp.bfloat16)
+  return jnp.dtype(name)
 
 
 def build_generator(config: ml_collections.ConfigDict) -> nn.Module:
-  m, dtype = config.model, jnp.dtype(config.get("dtype", "float32"))
+  m, dtype = config.model, compute_dtype(config)
   if m.generator == "resnet_unet":
     return ResNetUNet(resnet_depth=m.resnet_depth, output_activation=m.output_activation,
                       upsample=m.upsample, dtype=dtype)
@@ -21,11 +34,17 @@ def build_generator(config: ml_collections.ConfigDict) -> nn.Module:
     num_downs = m.num_downs if m.num_downs > 0 else int(math.log2(config.image_size))
     return UNetGenerator(num_downs=num_downs, ngf=m.ngf, dropout=m.dropout,
                          output_activation=m.output_activation, upsample=m.upsample, dtype=dtype)
-  raise ValueError(f"unknown model.generator {m.generator!r}: use 'resnet_unet' or 'pix2pix_unet'")
+  if m.generator == "resnet_colorizer":
+    return ResNetColorizer(resnet_depth=m.resnet_depth, num_classes=m.num_classes,
+                           output_activation=m.output_activation, decode=m.decode,
+                           temperature=m.temperature, dtype=dtype)
+  if m.generator == "encdec_small":
+    return EncoderDecoder(output_activation=m.output_activation, upsample=m.upsample, dtype=dtype)
+  raise ValueError(f"unknown model.generator {m.generator!r}: use one of {GENERATORS}")
 
 
 def build_discriminator(config: ml_collections.ConfigDict) -> nn.Module:
   m = config.model
   if m.discriminator == "patchgan":
-    return PatchGAN(n_layers=m.d_layers, ndf=m.ndf, dtype=jnp.dtype(config.get("dtype", "float32")))
+    return PatchGAN(n_layers=m.d_layers, ndf=m.ndf, dtype=compute_dtype(config))
   raise ValueError(f"unknown model.discriminator {m.discriminator!r}: use 'patchgan'")

@@ -38,9 +38,10 @@ class BasicBlock(nn.Module):
 
 
 class ResNetEncoder(nn.Module):
-  """Returns the feature maps of the stem and of every stage, finest first."""
+  """Returns the feature maps of the stem and of the first `num_stages` stages, finest first."""
   depth: int = 18
   dtype: Dtype = jnp.float32
+  num_stages: int = 4
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> list[jax.Array]:
@@ -50,7 +51,7 @@ class ResNetEncoder(nn.Module):
     h = nn.relu(batch_norm(train, self.dtype, "bn1")(h))
     features = [h]
     h = nn.max_pool(h, (3, 3), (2, 2), padding=((1, 1), (1, 1)))
-    for stage, blocks in enumerate(STAGES[self.depth]):
+    for stage, blocks in enumerate(STAGES[self.depth][:self.num_stages]):
       width = 64 * 2 ** stage
       for block in range(blocks):
         stride = 2 if stage > 0 and block == 0 else 1

@@ -1,0 +1,63 @@
+"""The 16 x 16 grid of ab colour classes (seed 003) and the colour statistics of a training set.
+
+Classes tile normalised ab in [-1, 1]^2 (= [-110, 110] in Lab units) with 16 bins per axis;
+class = 16 * bin(a) + bin(b). The same histogram serves the classifier's rebalanced
+cross-entropy (seed 003) and the colour-weighted regression loss (seed 001).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+BINS = 16
+NUM_CLASSES = BINS * BINS
+
+
+def ab_to_class(ab: jax.Array, xp=jnp) -> jax.Array:
+  """Normalised ab [..., 2] -> class index [...] in [0, 256)."""
+  idx = xp.clip(xp.floor((ab + 1.0) * (BINS / 2.0)), 0, BINS - 1).astype(xp.int32)
+  return idx[..., 0] * BINS + idx[..., 1]
+
+
+def class_centers() -> np.ndarray:
+  """[256, 2] normalised ab at each class's bin centre."""
+  c = -1.0 + (np.arange(BINS) + 0.5) * (2.0 / BINS)
+  return np.stack(np.meshgrid(c, c, indexing="ij"), axis=-1).reshape(-1, 2).astype(np.float32)
+
+
+def decode(logits: jax.Array, method: str = "annealed_mean", temperature: float = 0.38) -> jax.Array:
+  """Class logits [..., 256] -> ab [..., 2].
+
+  "argmax" takes the most likely bin (seed 003); "annealed_mean" is Zhang et al.'s
+  softmax(logits / T) expectation, between the mode (T -> 0) and the mean (T = 1).
+  """
+  centers = jnp.asarray(class_centers())
+  if method == "argmax":
+    return centers[jnp.argmax(logits, axis=-1)]
+  if method == "annealed_mean":
+    return jax.nn.softmax(logits.astype(jnp.float32) / temperature, axis=-1) @ centers
+  raise ValueError(f"model.decode must be 'argmax' or 'annealed_mean', got {method!r}")
+
+
+def histogram(ab_batches) -> np.ndarray:
+  """Pixel counts per class [256] over an iterable of normalised ab arrays [..., 2]."""
+  counts = np.zeros(NUM_CLASSES, np.int64)
+  for ab in ab_batches:
+    counts += np.bincount(np.asarray(ab_to_class(np.asarray(ab), np)).ravel(), minlength=NUM_CLASSES)
+  return counts
+
+
+def rebalance_weights(counts: np.ndarray, offset: float = 1e5) -> np.ndarray:
+  """Seed 003's class weights w_c = 1 / sqrt(n_c + offset), scaled so a pixel's mean weight is 1."""
+  w = 1.0 / np.sqrt(counts.astype(np.float64) + offset)
+  return (w / (counts @ w / counts.sum())).astype(np.float32)
+
+
+def inverse_frequency_weights(counts: np.ndarray, mix: float = 0.5) -> np.ndarray:
+  """Seed 001's colour weights: inverse of the class frequency smoothed with a uniform
+  distribution (Zhang et al.'s rule, mix 0.5) so empty bins do not explode; mean weight 1."""
+  p = counts / counts.sum()
+  w = 1.0 / ((1 - mix) * p + mix / NUM_CLASSES)
+  return (w / (p @ w)).astype(np.float32)

@@ -1,0 +1,118 @@
+"""Prepared photos in ArrayRecord shards: the record format, atomic writes and the reader.
+
+A shard directory (written by `colorjax.prepare`) holds `train/` and `eval/` shards and
+`manifest.json`, written last. Readers open only the shards the manifest lists, with their
+record counts, so a prepare that was killed half-way is never read.
+
+A record is msgpack `{"key": str, "jpeg": bytes}`: the photo resized to a short side of the
+prepared size (aspect kept, so training still draws random crops from it), as JPEG q95 4:2:0.
+Measured on 200 ADE20K photos at 256 px (mean 275 x 329) on a busy 2-core CPU; errors against
+the uint8 photo, ab in model units ([-1, 1], x110 for Lab units):
+
+  format           size/photo  decode   mean |RGB error|  mean |ab error|
+  JPEG q95 4:2:0    34 KiB     1.0 ms   0.86 levels       0.0038 (0.4 Lab units)
+  JPEG q95 4:4:4    40 KiB     1.3 ms   0.77              0.0029
+  PNG              135 KiB     3-5 ms   0                 0
+  raw uint8        261 KiB     ~0       0                 0
+
+Raw saves ~1 ms of one core per photo but is 7.6x larger: Places365's 1.8 M photos would take
+~470 GB instead of ~60 GB, and a GPU eating 1500 photos/s would need ~390 MB/s of reads (more
+than gs:// gives one host). A core decodes ~1000 JPEGs/s, so a few cores feed one GPU; the
+colour error is far below a just-noticeable difference (~2.3 Lab units), and 4:4:4 buys 0.1
+Lab units for +17% size and +25% decode time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import tempfile
+from typing import Any, Iterator
+
+import grain
+import msgpack
+import numpy as np
+from etils import epath
+from PIL import Image
+
+from colorjax.data.images import BadImageError, open_image
+
+FORMAT = "colorjax-shards"
+VERSION = 1
+MANIFEST = "manifest.json"
+JPEG_QUALITY = 95
+SPLITS = ("train", "eval")
+
+
+def encode_record(key: str, rgb: np.ndarray) -> bytes:
+  """uint8 RGB [H, W, 3] -> one shard record."""
+  jpeg = io.BytesIO()
+  Image.fromarray(rgb).save(jpeg, "JPEG", quality=JPEG_QUALITY, subsampling=2)  # 2: 4:2:0
+  return msgpack.packb({"key": key, "jpeg": jpeg.getvalue()})
+
+
+def decode_record(record: bytes, draft_size: int | None = None) -> np.ndarray:
+  """A shard record -> uint8 RGB [H, W, 3]; BadImageError if it is damaged."""
+  try:
+    fields = msgpack.unpackb(record)
+    key, jpeg = fields["key"], fields["jpeg"]
+  except Exception as e:  # msgpack raises many types on garbage; all mean the same here
+    raise BadImageError(f"shard record: not a colorjax record ({type(e).__name__}: {e})") from None
+  return open_image(jpeg, draft_size=draft_size, name=key)[0]
+
+
+@contextlib.contextmanager
+def local_path_for(dest: epath.PathLike) -> Iterator[str]:
+  """A local file to write `dest` through, so readers see all of it or none of it.
+
+  Locally: a `.tmp` beside `dest`, renamed at the end. Elsewhere (gs://): a temporary file
+  uploaded at the end (an object appears only once its upload is complete). An exception
+  leaves `dest` untouched.
+  """
+  dest = epath.Path(dest)
+  remote = "://" in os.fspath(dest)
+  if remote:
+    fd, tmp = tempfile.mkstemp(suffix=".tmp")
+    os.close(fd)
+  else:
+    tmp = os.fspath(dest) + ".tmp"
+  try:
+    yield tmp
+    if remote:
+      epath.Path(tmp).copy(dest, overwrite=True)
+    else:
+      os.replace(tmp, dest)
+  finally:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+
+
+def write_json(dest: epath.PathLike, obj: Any) -> None:
+  with local_path_for(dest) as tmp, open(tmp, "w") as f:
+    json.dump(obj, f, indent=1)
+
+
+def read_manifest(directory: epath.PathLike) -> dict[str, Any]:
+  path = epath.Path(directory) / MANIFEST
+  if not path.exists():
+    raise FileNotFoundError(f"{os.fspath(directory)!r} has no {MANIFEST}: not a prepared shard "
+                            "directory, or its `colorjax.prepare` has not finished (re-run it)")
+  manifest = json.loads(path.read_text())
+  if manifest.get("format") != FORMAT or manifest.get("version") != VERSION:
+    raise ValueError(f"{os.fspath(path)}: format {manifest.get('format')} v{manifest.get('version')}, "
+                     f"this colorjax reads {FORMAT} v{VERSION}: prepare it again")
+  return manifest
+
+
+def open_split(directory: epath.PathLike, split: str) -> grain.sources.ArrayRecordDataSource:
+  """Random access to the records of `split` ("train", "eval" or "all"), in manifest order."""
+  manifest = read_manifest(directory)
+  # "path[0:n]" tells the reader the record count: no file is opened until it is read.
+  paths = [f"{os.fspath(epath.Path(directory) / s)}/{shard['file']}[0:{shard['records']}]"
+           for s in (SPLITS if split == "all" else (split,)) for shard in manifest["shards"][s]
+           if shard["records"]]
+  if not paths:
+    raise ValueError(f"shards:{os.fspath(directory)} has no records in split {split!r}")
+  return grain.sources.ArrayRecordDataSource(paths)

@@ -1,0 +1,51 @@
+"""`tfds:NAME`: a TFDS image dataset already on disk, read by random access with grain.
+
+Any TFDS dataset with an `image` feature works (`coco/2017`, `places365_small`, ...); it is
+read from the default TFDS data directory (`TFDS_DATA_DIR`) and never downloaded here. Only
+the dataset's own `train` split is used; it is divided into train/eval by the md5 of each
+example's key `train/INDEX` (`sources.split_indices`, the rule of folder sources), so
+`colorjax.prepare --source tfds:NAME` without --limit holds out exactly the photos that
+training on `tfds:NAME` does.
+
+Unlike prepared shards, these photos are not scanned: TFDS examples that are gray (about 1%
+of COCO) are trained on as they are. Prepare shards to leave them out.
+"""
+
+from __future__ import annotations
+
+import collections.abc
+from typing import Any
+
+from colorjax.data import sources
+
+
+class Subset(collections.abc.Sequence):
+  """The examples `indices` of a random-access source (what grain's MapDataset needs)."""
+
+  def __init__(self, source: collections.abc.Sequence, indices: collections.abc.Sequence[int]):
+    self.source, self.indices = source, indices
+
+  def __len__(self) -> int:
+    return len(self.indices)
+
+  def __getitem__(self, i: int) -> Any:
+    return self.source[int(self.indices[i])]
+
+
+def data_source(name: str) -> collections.abc.Sequence[dict[str, Any]]:
+  """The `train` split of TFDS dataset `name`, decoded to numpy examples on access."""
+  import tensorflow_datasets as tfds  # loads TensorFlow (~4 s): only tfds: sources pay for it
+  source = tfds.data_source(name, split="train")
+  if "image" not in source.dataset_info.features:
+    raise ValueError(f"tfds:{name} has no 'image' feature: not an image dataset")
+  return source
+
+
+def example_keys(num_examples: int) -> list[str]:
+  return [f"train/{i}" for i in range(num_examples)]
+
+
+def open_split(name: str, split: str, eval_fraction: float) -> Subset:
+  """The examples of `split` as grain records (dicts with an `image` uint8 [H, W, 3])."""
+  source = data_source(name)
+  return Subset(source, sources.split_indices(example_keys(len(source)), split, eval_fraction))

@@ -1,0 +1,191 @@
+"""Decodes a photo source once into ArrayRecord shards, for training from `shards:DIR`.
+
+  python -m colorjax.prepare --source folder:/photos --out /data/photos_256
+  python -m colorjax.prepare --source tfds:coco/2017 --out gs://bucket/coco10k \
+      --limit 10000 --eval-fraction 0.2      # the seeds' COCO subset: ~8k train / ~2k eval
+  python -m colorjax.prepare --source tfds:places365_small --out /data/places --eval-fraction 0.1
+
+Each photo is decoded once; gray and unreadable ones are left out (the manifest names them and
+says why); the rest are resized to a short side of --size and stored as JPEG records
+(`colorjax.data.shards` says why JPEG). Folders are split by the hash of each file's relative
+path, exactly as training on `folder:PATH` splits them; TFDS datasets use their `train` split,
+a seeded --limit subset of it, split by the hash of each example's key.
+
+Photos are decoded by one process per core. Shards are written one at a time through a
+temporary name, and each finished one is noted in DIR/.prepare/, so a prepare that was killed
+resumes at its first unfinished shard when run again with the same arguments. The manifest is
+written last: until it exists no reader accepts DIR.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import functools
+import hashlib
+import json
+import logging
+import multiprocessing
+import os
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any
+
+import tqdm
+from absl import app, flags
+from array_record.python.array_record_module import ArrayRecordWriter
+from etils import epath
+
+from colorjax.data import pipeline, shards, sources, tfds_source
+from colorjax.data.images import BadImageError, is_grayscale, resize_short_side
+
+PROGRESS = ".prepare"  # per-shard completion notes of an unfinished prepare
+
+
+def open_source(source: str) -> tuple[Sequence[Any], list[str]]:
+  """SOURCE -> (records `pipeline.load_rgb` reads, the key of each: its split hash and name)."""
+  kind, _, arg = source.partition(":")
+  if kind == "folder" and arg:
+    root = os.path.expanduser(arg)
+    files = sources.list_folder(root, "all")
+    return files, [os.path.relpath(f, root) for f in files]
+  if kind == "tfds" and arg:
+    records = tfds_source.data_source(arg)
+    return records, tfds_source.example_keys(len(records))
+  raise ValueError(f"unknown source {source!r}: expected 'folder:PATH' or 'tfds:NAME'")
+
+
+_records: Sequence[Any] = ()  # the source's records, given once to each worker process
+
+
+def _set_records(records: Sequence[Any]) -> None:
+  global _records
+  _records = records
+
+
+def _prepare_one(task: tuple[int, str], size: int) -> tuple[str, bytes | None, str | None]:
+  """(index, key) -> (key, shard record, None) or (key, None, why it is left out)."""
+  index, key = task
+  try:
+    rgb = pipeline.load_rgb(_records[index], draft_size=size)
+  except BadImageError as e:
+    return key, None, str(e)
+  if is_grayscale(rgb):
+    return key, None, "grayscale"
+  return key, shards.encode_record(key, resize_short_side(rgb, size)), None
+
+
+def _write_shard(path: epath.Path, results: Iterable[tuple[str, bytes | None, str | None]],
+                 bar: tqdm.tqdm) -> dict[str, Any]:
+  """Writes the records among `results` to `path` whole; returns its count and what was skipped."""
+  count, skipped = 0, {}
+  with shards.local_path_for(path) as tmp:
+    writer = ArrayRecordWriter(tmp, "group_size:1")  # 1: fast random access (grain's advice)
+    for key, record, reason in results:
+      bar.update()
+      if record is None:
+        skipped[key] = reason
+      else:
+        writer.write(record)
+        count += 1
+    writer.close()
+  return {"file": path.name, "records": count, "skipped": skipped}
+
+
+@contextlib.contextmanager
+def _decoding(records: Sequence[Any], size: int, workers: int) -> Iterator[Callable]:
+  """A function (index, key) tasks -> their results in order, over `workers` processes."""
+  work = functools.partial(_prepare_one, size=size)
+  if workers == 1:
+    _set_records(records)
+    yield lambda tasks: map(work, tasks)
+    return
+  with multiprocessing.get_context("spawn").Pool(workers, _set_records, (records,)) as pool:
+    yield lambda tasks: pool.imap(work, tasks, chunksize=max(1, min(16, len(tasks) // (4 * workers))))
+
+
+def _finished(out: epath.Path, config: dict[str, Any]) -> dict[str, Any] | None:
+  """The manifest if `out` holds this prepare finished; None if it holds it unfinished or nothing."""
+  if (out / shards.MANIFEST).exists():
+    manifest = shards.read_manifest(out)
+    if {k: manifest[k] for k in config} != config:
+      raise ValueError(f"{os.fspath(out)} already holds other shards: see its {shards.MANIFEST}")
+    return manifest
+  started = out / PROGRESS / "config.json"
+  if started.exists() and json.loads(started.read_text()) != config:
+    raise ValueError(f"{os.fspath(out)} holds an unfinished prepare with other arguments or inputs: "
+                     "run that again, or delete the directory")
+  return None
+
+
+def prepare(source: str, out: str, size: int = 256, limit: int = 0, seed: int = 0,
+            eval_fraction: float = 0.1, workers: int = 0, shard_size: int = 1024,
+            progress: bool = True) -> dict[str, Any]:
+  """Writes the shards and manifest of `source` into `out`; returns the manifest.
+
+  `workers` processes decode photos (0: one per core, 1: this process alone).
+  """
+  records, keys = open_source(source)
+  plan = {s: sources.split_indices(keys, s, eval_fraction, limit, seed) for s in shards.SPLITS}
+  picked = "\n".join(keys[i] for s in shards.SPLITS for i in plan[s])
+  # What makes two prepares the same: compared on resume and against a finished DIR.
+  config = {"source": source, "image_size": size, "limit": limit, "seed": seed,
+            "eval_fraction": eval_fraction, "shard_size": shard_size,
+            "inputs_md5": hashlib.md5(picked.encode()).hexdigest()}
+  out, notes = epath.Path(out), epath.Path(out) / PROGRESS
+  if manifest := _finished(out, config):
+    logging.info("%s is already prepared", os.fspath(out))
+    return manifest
+  notes.mkdir(parents=True, exist_ok=True)
+  shards.write_json(notes / "config.json", config)
+
+  written = {s: [] for s in shards.SPLITS}
+  with (_decoding(records, size, workers or os.cpu_count() or 1) as decode,
+        tqdm.tqdm(total=sum(map(len, plan.values())), unit="photo", disable=not progress) as bar):
+    for split in shards.SPLITS:
+      (out / split).mkdir(parents=True, exist_ok=True)
+      chunks = [plan[split][i:i + shard_size] for i in range(0, len(plan[split]), shard_size)]
+      for k, chunk in enumerate(chunks):
+        note = notes / f"{split}-{k:05d}.json"
+        if note.exists():
+          bar.update(len(chunk))
+        else:
+          path = out / split / f"{k:05d}-of-{len(chunks):05d}.array_record"
+          shards.write_json(note, _write_shard(path, decode([(int(i), keys[i]) for i in chunk]), bar))
+        written[split].append(json.loads(note.read_text()))
+
+  manifest = {
+      "format": shards.FORMAT, "version": shards.VERSION, **config,
+      "record": f"msgpack {{key, jpeg}}: short side {size} px, aspect kept, JPEG q{shards.JPEG_QUALITY} 4:2:0",
+      "split": "md5 of the key (relative path, or train/INDEX of TFDS) < eval_fraction",
+      "counts": {s: sum(w["records"] for w in written[s]) for s in shards.SPLITS},
+      "shards": {s: [{"file": w["file"], "records": w["records"]} for w in written[s]] for s in shards.SPLITS},
+      "skipped": {s: {k: v for w in written[s] for k, v in w["skipped"].items()} for s in shards.SPLITS},
+      "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+  }
+  shards.write_json(out / shards.MANIFEST, manifest)
+  notes.rmtree()
+  return manifest
+
+
+def main(argv: list[str]) -> None:
+  del argv
+  f = flags.FLAGS
+  manifest = prepare(f.source, f.out, f.size, f.limit, f.seed, f["eval-fraction"].value, f.workers,
+                     f["shard-size"].value)
+  skipped = {s: len(v) for s, v in manifest["skipped"].items()}
+  print(f"{os.fspath(f.out)}: {manifest['counts']} photos, skipped {skipped}: "
+        f"train with --config.data.train=shards:{f.out}")
+
+
+if __name__ == "__main__":
+  flags.DEFINE_string("source", None, "folder:PATH, tfds:coco/2017, tfds:places365_small, ...")
+  flags.DEFINE_string("out", None, "Output directory, local or gs://")
+  flags.DEFINE_integer("size", 256, "Short side of the stored photos, in pixels")
+  flags.DEFINE_integer("limit", 0, "Prepare a seeded random subset of this many photos (0: all)")
+  flags.DEFINE_integer("seed", 0, "Seed of the --limit subset")
+  flags.DEFINE_float("eval-fraction", 0.1, "Share held out for eval, by a hash of each photo's key")
+  flags.DEFINE_integer("workers", 0, "Decoding processes (0: one per core)")
+  flags.DEFINE_integer("shard-size", 1024, "Photos per shard (also the unit of resumption)")
+  flags.mark_flags_as_required(["source", "out"])
+  logging.getLogger().setLevel(logging.INFO)
+  app.run(main)

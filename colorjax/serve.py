@@ -1,0 +1,250 @@
+"""A web page to colorize one photo: upload it, see the gray input beside the colour result.
+
+    python -m colorjax.serve --workdir runs/demo [--port 8000]   # then open http://127.0.0.1:8000/
+
+Standard library only (`http.server`); no JavaScript. Listens on localhost unless `--host`
+says otherwise. Uploads are held in memory and never written to disk: the page shows small
+previews inline, and the full-resolution PNG stays in a bounded in-memory store for its
+download link. Uploads over `--max-upload-mb` or `--max-pixels`, and anything that is not a
+JPEG/PNG/WebP/BMP/TIFF photo, get the page back with the reason.
+"""
+
+from __future__ import annotations
+
+import base64
+import collections
+import html
+import io
+import logging
+import os
+import re
+import secrets
+import threading
+from email import policy
+from email.parser import BytesParser
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import numpy as np
+from absl import app, flags
+from PIL import Image
+
+from colorjax import color
+from colorjax.colorize import Colorizer, TooManyPixelsError, parse_flags, read_image
+from colorjax.data.images import BadImageError
+
+PREVIEW_SIZE = 768                 # long side of the inline previews
+_DRAIN_FACTOR = 16                 # an oversized body up to 16x the limit is read and dropped
+_ACCEPT = "image/jpeg,image/png,image/webp,image/bmp,image/tiff"
+
+_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>colorjax</title>
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<style>
+body {{ font-family: system-ui, sans-serif; margin: 2rem auto; max-width: 1100px; padding: 0 1rem; }}
+.pair {{ display: flex; gap: 1rem; flex-wrap: wrap; }}
+figure {{ margin: 0; flex: 1 1 400px; }} img {{ max-width: 100%; }}
+.error {{ color: #b00020; font-weight: bold; }}
+</style></head><body>
+<h1>Colorize a photo</h1>
+<form method="post" action="/colorize" enctype="multipart/form-data">
+<input type="file" name="photo" accept="{accept}" required>
+<button type="submit">Colorize</button>
+<p><small>JPEG, PNG, WebP, BMP or TIFF; at most {max_mb:g} MB and {max_mp:g} megapixels.</small></p>
+</form>
+{body}
+</body></html>
+"""
+
+
+class Results:
+  """Full-resolution PNGs for the download links, oldest dropped beyond `max_bytes`."""
+
+  def __init__(self, max_bytes: int):
+    self.max_bytes = max_bytes
+    self._items: collections.OrderedDict[str, tuple[str, bytes]] = collections.OrderedDict()
+    self._lock = threading.Lock()
+
+  def add(self, filename: str, png: bytes) -> str:
+    token = secrets.token_urlsafe(16)
+    with self._lock:
+      self._items[token] = (filename, png)
+      while sum(len(v[1]) for v in self._items.values()) > self.max_bytes and len(self._items) > 1:
+        self._items.popitem(last=False)
+    return token
+
+  def get(self, token: str) -> tuple[str, bytes] | None:
+    with self._lock:
+      return self._items.get(token)
+
+
+def _png(image: np.ndarray) -> bytes:
+  buf = io.BytesIO()
+  Image.fromarray(image).save(buf, format="PNG")
+  return buf.getvalue()
+
+
+def _preview_uri(image: np.ndarray) -> str:
+  """A small PNG as a data: URI, so the page needs no second request for its images."""
+  img = Image.fromarray(image)
+  img.thumbnail((PREVIEW_SIZE, PREVIEW_SIZE), Image.LANCZOS)
+  buf = io.BytesIO()
+  img.save(buf, format="PNG")
+  return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+def _gray(rgb: np.ndarray) -> np.ndarray:
+  """What the model sees: the L channel as a uint8 gray image [H, W] (sRGB with a = b = 0)."""
+  l, _ = color.rgb_uint8_to_model(rgb, np)
+  return color.to_uint8(color.model_to_rgb(l, np.zeros(rgb.shape[:2] + (2,), np.float32), np), np)[..., 1]
+
+
+class ColorizeServer(ThreadingHTTPServer):
+  """Holds the model and the limits; one colorization runs at a time to bound memory."""
+
+  daemon_threads = True
+
+  def __init__(self, address: tuple[str, int], colorizer: Colorizer, max_upload_bytes: int,
+               max_pixels: int, store_bytes: int = 512 << 20):
+    super().__init__(address, Handler)
+    self.colorizer = colorizer
+    self.max_upload_bytes = max_upload_bytes
+    self.max_pixels = max_pixels
+    self.results = Results(store_bytes)
+    self.model_lock = threading.Lock()
+
+  def colorize(self, data: bytes, filename: str) -> str:
+    """Upload bytes -> the HTML of the result (previews and download link)."""
+    rgb, alpha = read_image(data, self.max_pixels, name=filename)
+    with self.model_lock:
+      out = self.colorizer(rgb if alpha is None else np.dstack([rgb, alpha]))
+    stem = os.path.splitext(os.path.basename(filename))[0] or "photo"
+    token = self.results.add(f"{stem}_colorized.png", _png(out))
+    h, w = out.shape[:2]
+    return (f'<div class="pair">'
+            f'<figure><img id="gray" alt="gray input" src="{_preview_uri(_gray(rgb))}">'
+            f'<figcaption>Gray input</figcaption></figure>'
+            f'<figure><img id="result" alt="colorized" src="{_preview_uri(out)}">'
+            f'<figcaption>Colorized</figcaption></figure></div>'
+            f'<p><a id="download" href="/download/{token}" download="{html.escape(stem)}_colorized.png">'
+            f'Download the colorized photo ({w}&times;{h} PNG)</a></p>')
+
+
+class Handler(BaseHTTPRequestHandler):
+  server: ColorizeServer
+  server_version = "colorjax"
+
+  def _send(self, status: HTTPStatus, body: bytes, content_type: str, extra: dict[str, str] | None = None) -> None:
+    self.send_response(status)
+    self.send_header("Content-Type", content_type)
+    self.send_header("Content-Length", str(len(body)))
+    self.send_header("X-Content-Type-Options", "nosniff")
+    self.send_header("Content-Security-Policy",
+                     "default-src 'none'; img-src data:; style-src 'unsafe-inline'; form-action 'self'")
+    for k, v in (extra or {}).items():
+      self.send_header(k, v)
+    self.end_headers()
+    if self.command != "HEAD":
+      self.wfile.write(body)
+
+  def _page(self, status: HTTPStatus, body: str = "", error: str = "") -> None:
+    if error:
+      body = f'<p class="error" id="error">{html.escape(error)}</p>'
+    page = _PAGE.format(accept=_ACCEPT, body=body, max_mb=self.server.max_upload_bytes / 1e6,
+                        max_mp=self.server.max_pixels / 1e6)
+    self._send(status, page.encode(), "text/html; charset=utf-8")
+
+  def do_GET(self) -> None:
+    if self.path in ("/", "/index.html"):
+      return self._page(HTTPStatus.OK)
+    match = re.fullmatch(r"/download/([\w-]+)", self.path)
+    item = self.server.results.get(match.group(1)) if match else None
+    if item is None:
+      return self._page(HTTPStatus.NOT_FOUND, error="Not found (results are kept in memory only "
+                                                    "for a while; colorize the photo again).")
+    filename, png = item
+    self._send(HTTPStatus.OK, png, "image/png", {"Content-Disposition": f'attachment; filename="{filename}"'})
+
+  do_HEAD = do_GET
+
+  def do_POST(self) -> None:
+    if self.path != "/colorize":
+      return self._page(HTTPStatus.NOT_FOUND, error="Not found.")
+    length = int(self.headers.get("Content-Length") or -1)
+    limit = self.server.max_upload_bytes
+    if length < 0:
+      return self._page(HTTPStatus.LENGTH_REQUIRED, error="The upload must say its length.")
+    if length > limit:
+      self._drain(length)
+      return self._page(HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+                        error=f"The file is too large: {length / 1e6:.1f} MB, the limit is {limit / 1e6:g} MB.")
+    try:
+      data, filename = self._read_upload(length)
+      body = self.server.colorize(data, filename)
+    except TooManyPixelsError as e:
+      return self._page(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, error=str(e))
+    except BadImageError as e:
+      return self._page(HTTPStatus.BAD_REQUEST, error=str(e))
+    self._page(HTTPStatus.OK, body=body)
+
+  def _drain(self, length: int) -> None:
+    """Reads and drops an oversized body so the browser sees the answer, not a reset."""
+    if length > _DRAIN_FACTOR * self.server.max_upload_bytes:
+      self.close_connection = True
+      return
+    while length > 0:
+      chunk = self.rfile.read(min(length, 1 << 20))
+      if not chunk:
+        break
+      length -= len(chunk)
+
+  def _read_upload(self, length: int) -> tuple[bytes, str]:
+    """The `photo` field of a multipart form -> (bytes, file name)."""
+    content_type = self.headers.get("Content-Type", "")
+    raw = self.rfile.read(length)
+    if not content_type.startswith("multipart/form-data"):
+      raise BadImageError("expected a form upload (multipart/form-data)")
+    form = BytesParser(policy=policy.HTTP).parsebytes(
+        f"Content-Type: {content_type}\r\n\r\n".encode() + raw)
+    for part in form.iter_parts():
+      if part.get_param("name", header="content-disposition") == "photo":
+        data = part.get_payload(decode=True) or b""
+        filename = os.path.basename(part.get_filename() or "photo")
+        if not data:
+          raise BadImageError(f"{filename}: the file is empty")
+        return data, filename
+    raise BadImageError("no photo in the upload: choose a file first")
+
+  def log_message(self, format: str, *args) -> None:
+    logging.info("%s %s", self.address_string(), format % args)
+
+
+def main(argv: list[str]) -> None:
+  del argv
+  colorizer = Colorizer.from_workdir(FLAGS.workdir, FLAGS.checkpoint, FLAGS.render_size or None)
+  server = ColorizeServer((FLAGS.host, FLAGS.port), colorizer, int(FLAGS.max_upload_mb * 1e6), FLAGS.max_pixels)
+  if FLAGS.host not in ("127.0.0.1", "localhost", "::1"):
+    logging.warning("listening on %s: anyone who can reach this machine can upload photos", FLAGS.host)
+  host, port = server.server_address[:2]
+  print(f"colorjax: serving on http://{host}:{port}/ (Ctrl-C to stop)", flush=True)
+  try:
+    server.serve_forever()
+  except KeyboardInterrupt:
+    pass
+  finally:
+    server.server_close()
+
+
+FLAGS = flags.FLAGS
+
+if __name__ == "__main__":
+  flags.DEFINE_string("workdir", None, "Training workdir with config.json and checkpoints/")
+  flags.DEFINE_string("checkpoint", "latest", "'latest', 'best' or a step number")
+  flags.DEFINE_integer("render_size", 0, "Short side the model sees (default: the training image_size)")
+  flags.DEFINE_string("host", "127.0.0.1", "Address to listen on (0.0.0.0: every interface)")
+  flags.DEFINE_integer("port", 8000, "Port to listen on (0: any free port)")
+  flags.DEFINE_float("max_upload_mb", 50.0, "Largest upload accepted, in MB")
+  flags.DEFINE_integer("max_pixels", 50_000_000, "Largest photo accepted, in pixels")
+  flags.mark_flags_as_required(["workdir"])
+  logging.getLogger().setLevel(logging.INFO)
+  app.run(main, flags_parser=parse_flags)

@@ -1,0 +1,126 @@
+"""Colorizer and the colorize command line on a tiny checkpoint trained here."""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+from skimage import color as skcolor
+
+from colorjax import config as config_lib
+from colorjax import train
+from colorjax.colorize import Colorizer
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def colourful(h, w, seed=0):
+  rng = np.random.default_rng(seed)
+  y, x = np.mgrid[0:h, 0:w] / max(h, w, 1)
+  img = np.stack([x, y, 1 - x * y], -1) * rng.uniform(0.4, 1.0, 3)
+  top, left = rng.integers(0, max(1, h // 2)), rng.integers(0, max(1, w // 2))
+  img[top:top + h // 3, left:left + w // 3] = rng.uniform(0, 1, 3)
+  return (img * 255).astype(np.uint8)
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+  photos = tmp_path_factory.mktemp("photos")
+  for i in range(12):
+    Image.fromarray(colourful(48, 64, seed=i)).save(photos / f"photo_{i:02d}.png")
+  c = config_lib.default_config()
+  c.image_size, c.batch_size = 32, 4
+  c.total_steps, c.pretrain_steps = 2, 1
+  c.eval_every = c.checkpoint_every = 2
+  c.log_every = 1
+  c.eval_max_images = 4
+  c.data.train = f"folder:{photos}"
+  c.data.eval_fraction = 0.3
+  c.model.generator, c.model.discriminator = "resnet_unet", "patchgan"
+  w = str(tmp_path_factory.mktemp("workdir"))
+  train.train_and_evaluate(c, w)
+  return w
+
+
+@pytest.fixture(scope="module")
+def colorizer(workdir):
+  return Colorizer.from_workdir(workdir)
+
+
+def _l(rgb):
+  return skcolor.rgb2lab(rgb.astype(np.float64) / 255.0)[..., 0]
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (33, 77), (200, 50)])
+def test_colorize_gray_keeps_size_and_luminance(colorizer, shape):
+  gray = np.random.default_rng(0).integers(0, 256, shape).astype(np.uint8)
+  out = colorizer(gray)
+  assert out.dtype == np.uint8 and out.shape == shape + (3,)
+  target = _l(np.repeat(gray[..., None], 3, -1))
+  assert np.abs(_l(out) - target).max() <= 1.5
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (33, 77), (200, 50)])
+def test_colorize_rgb_keeps_size_and_luminance(colorizer, shape):
+  rgb = colourful(*shape, seed=5)
+  out = colorizer(rgb)
+  assert out.dtype == np.uint8 and out.shape == shape + (3,)
+  assert np.abs(_l(out) - _l(rgb)).max() <= 1.5
+
+
+def test_from_workdir_without_config(tmp_path):
+  with pytest.raises(FileNotFoundError, match="config.json"):
+    Colorizer.from_workdir(str(tmp_path))
+
+
+def _run_cli(workdir, *args):
+  env = dict(os.environ, PYTHONPATH=REPO)
+  return subprocess.run([sys.executable, "-m", "colorjax.colorize", "--workdir", workdir, *args],
+                        capture_output=True, text=True, env=env, cwd=REPO, timeout=300)
+
+
+def _snapshot(folder):
+  return {p: p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_cli_folder_tree_bad_file_and_alpha(workdir, tmp_path):
+  src, out = tmp_path / "in", tmp_path / "out"
+  (src / "sub").mkdir(parents=True)
+  Image.fromarray(colourful(40, 56, seed=1)).save(src / "a.jpg", quality=90)
+  Image.fromarray(colourful(30, 30, seed=2)[..., 0]).save(src / "sub" / "x.png")
+  rgba = np.dstack([colourful(36, 44, seed=3), np.tile(np.arange(44, dtype=np.uint8) * 5, (36, 1))])
+  Image.fromarray(rgba).save(src / "alpha.png")
+  (src / "bad.jpg").write_text("not an image\n")
+  before = _snapshot(src)
+
+  r = _run_cli(workdir, str(src), "--out", str(out))
+  assert r.returncode == 1, r.stderr
+  errors = [line for line in r.stderr.splitlines() if line.startswith("error:")]
+  assert len(errors) == 1 and "bad.jpg" in errors[0], r.stderr
+  assert sorted(str(p.relative_to(out)) for p in out.rglob("*.png")) == sorted(
+      ["a.png", "alpha.png", os.path.join("sub", "x.png")])
+  with Image.open(out / "sub" / "x.png") as im:
+    assert im.size == (30, 30) and im.mode == "RGB"
+  with Image.open(out / "a.png") as im:
+    assert im.size == (56, 40)
+  with Image.open(out / "alpha.png") as im:
+    assert im.mode == "RGBA" and im.size == (44, 36)
+    np.testing.assert_array_equal(np.asarray(im)[..., 3], rgba[..., 3])
+  assert _snapshot(src) == before
+
+
+@pytest.mark.parametrize("as_file", [True, False], ids=["file", "folder"])
+def test_cli_out_is_input_folder_never_overwrites(workdir, tmp_path, as_file):
+  src = tmp_path / "in"
+  src.mkdir()
+  Image.fromarray(colourful(20, 24, seed=4)).save(src / "x.png")
+  before = _snapshot(src)
+  r = _run_cli(workdir, str(src / "x.png") if as_file else str(src), "--out", str(src))
+  assert r.returncode == 1, r.stderr
+  errors = [line for line in r.stderr.splitlines() if line.startswith("error:")]
+  assert len(errors) == 1, r.stderr
+  if as_file:
+    assert "x.png" in errors[0] and "overwrite" in errors[0], r.stderr
+  assert _snapshot(src) == before

@@ -1,0 +1,61 @@
+"""Every shipped config builds, trains at 64 px, and lowers its loss on a fixed batch."""
+
+import glob
+import importlib.util
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from colorjax import ab_bins, color, train
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONFIGS = sorted(glob.glob(os.path.join(REPO, "configs", "*.py")))
+PHOTOS = sorted(glob.glob(os.path.join(REPO, "colorjax", "assets", "photos", "*.jpg")))
+
+
+def load_config(path, variant=""):
+  spec = importlib.util.spec_from_file_location("cfg", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config(variant) if variant else module.get_config()
+
+
+def fixed_batch(n=4, size=64):
+  return np.stack([np.asarray(Image.open(p).convert("RGB").resize((size, size))) for p in PHOTOS[:n]])
+
+
+def test_every_seed_system_has_a_config():
+  names = {os.path.basename(p)[:-3] for p in CONFIGS}
+  assert {"demo", "pix2pix_resnet18", "regress_resnet18", "regress_resnet34", "classify_resnet18",
+          "encdec_small"} <= names
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: os.path.basename(p)[:-3])
+def test_config_trains_and_its_loss_goes_down_on_a_fixed_batch(path):
+  config = load_config(path)
+  config.image_size, config.batch_size = 64, 4
+  if config.model.generator == "pix2pix_unet":
+    config.model.num_downs = -1
+  batch = fixed_batch()
+  weights = None
+  if config.model.num_classes or config.loss.color_weighted:
+    counts = ab_bins.histogram([color.rgb_uint8_to_model(batch, np)[1]])
+    weights = (ab_bins.rebalance_weights(counts) if config.model.num_classes
+               else ab_bins.inverse_frequency_weights(counts))
+  trainer = train.Trainer(config, class_weights=weights)
+  state = trainer.init_state()
+  losses = []
+  for step in range(50):
+    state, m = trainer.step(state, batch, step)
+    losses.append(float(m["g_recon"]))
+  assert np.isfinite(losses).all()
+  assert np.mean(losses[-5:]) < 0.7 * np.mean(losses[:5]), (losses[:5], losses[-5:])
+  if trainer.gan_step is not None:  # the adversarial phase runs too
+    config.pretrain_steps = 0
+    state, m = trainer.step(state, batch, 50)
+    assert np.isfinite(float(m["d_loss"])) and np.isfinite(float(m["g_adv"]))
+  summary, preds = trainer.evaluate(state, batch)
+  assert preds.shape == batch.shape and 0 <= summary["ssim"] <= 1
+  assert ("pixel_accuracy" in summary) == bool(config.model.num_classes)

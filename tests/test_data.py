@@ -1,0 +1,336 @@
+"""Decoding, folder listing/splitting, scanning and the grain pipelines, on generated files."""
+
+import io
+import logging
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from colorjax.data import pipeline, sources
+from colorjax.data.images import BadImageError, is_grayscale, open_image
+
+
+def colourful(h, w, seed=0):
+  """A smooth, clearly colourful uint8 RGB image."""
+  rng = np.random.default_rng(seed)
+  y, x = np.mgrid[0:h, 0:w] / max(h, w, 1)
+  img = np.stack([x, y, 1 - x * y], -1) * rng.uniform(0.5, 1.0, 3)
+  img[: h // 2, : w // 2] = rng.uniform(0, 1, 3)
+  return (img * 255).astype(np.uint8)
+
+
+def gray_photo(h, w, seed=0):
+  """A gray gradient with gray noise, uint8 [H, W]."""
+  rng = np.random.default_rng(seed)
+  y, x = np.mgrid[0:h, 0:w]
+  g = 40 + 150 * (x + y) / (h + w) + rng.normal(0, 6, (h, w))
+  return np.clip(g, 0, 255).astype(np.uint8)
+
+
+def save(arr_or_img, path, **kw):
+  img = arr_or_img if isinstance(arr_or_img, Image.Image) else Image.fromarray(arr_or_img)
+  img.save(path, **kw)
+  return str(path)
+
+
+def truncated_jpeg(path):
+  buf = io.BytesIO()
+  Image.fromarray(colourful(120, 160)).save(buf, "JPEG", quality=90)
+  data = buf.getvalue()
+  path.write_bytes(data[: len(data) // 2])
+  return str(path)
+
+
+def bad_files(folder):
+  """A truncated JPEG, a text file named .jpg and an empty .png."""
+  return [truncated_jpeg(folder / "cut.jpg"),
+          _write(folder / "notes.jpg", b"this is not a photo\n"),
+          _write(folder / "empty.png", b"")]
+
+
+def _write(path, data):
+  path.write_bytes(data)
+  return str(path)
+
+
+# ---------------------------------------------------------------- open_image
+
+
+def test_open_grayscale_l(tmp_path):
+  g = gray_photo(20, 30)
+  rgb, alpha = open_image(save(g, tmp_path / "g.png"))
+  assert rgb.dtype == np.uint8 and rgb.shape == (20, 30, 3) and alpha is None
+  for c in range(3):
+    np.testing.assert_array_equal(rgb[..., c], g)
+
+
+def test_open_palette(tmp_path):
+  colours = [(255, 0, 0), (0, 128, 255), (10, 200, 30)]
+  idx = np.zeros((6, 9), np.uint8)
+  idx[:, 3:6], idx[:, 6:] = 1, 2
+  img = Image.fromarray(idx, "P")
+  img.putpalette([v for c in colours for v in c] + [0] * (768 - 9))
+  rgb, alpha = open_image(save(img, tmp_path / "p.png"))
+  assert alpha is None and rgb.shape == (6, 9, 3)
+  np.testing.assert_array_equal(rgb[0, 0], colours[0])
+  np.testing.assert_array_equal(rgb[0, 4], colours[1])
+  np.testing.assert_array_equal(rgb[5, 8], colours[2])
+
+  # index 0 transparent: alpha 0 there, composited on white
+  rgb, alpha = open_image(save(img, tmp_path / "pt.png", transparency=0))
+  assert alpha is not None and alpha.shape == (6, 9)
+  assert (alpha[:, :3] == 0).all() and (alpha[:, 3:] == 255).all()
+  assert (rgb[:, :3] == 255).all()
+  np.testing.assert_array_equal(rgb[0, 4], colours[1])
+
+
+def test_open_rgba_composites_on_white(tmp_path):
+  arr = np.zeros((4, 6, 4), np.uint8)
+  arr[..., :3] = (200, 0, 0)
+  arr[..., 3] = np.array([0, 255, 128, 255, 0, 255], np.uint8)
+  rgb, alpha = open_image(save(arr, tmp_path / "a.png"))
+  np.testing.assert_array_equal(alpha, arr[..., 3])
+  np.testing.assert_array_equal(rgb[0, 0], (255, 255, 255))   # transparent -> white
+  np.testing.assert_array_equal(rgb[0, 1], (200, 0, 0))       # opaque -> itself
+  # half transparent: a blend of red and white
+  assert abs(int(rgb[0, 2, 0]) - 228) <= 2 and abs(int(rgb[0, 2, 1]) - 127) <= 2
+
+
+def test_open_la(tmp_path):
+  la = np.zeros((5, 5, 2), np.uint8)
+  la[..., 0] = 50
+  la[..., 1] = 255
+  la[0, 0, 1] = 0
+  rgb, alpha = open_image(save(Image.fromarray(la, "LA"), tmp_path / "la.png"))
+  np.testing.assert_array_equal(alpha, la[..., 1])
+  np.testing.assert_array_equal(rgb[1, 1], (50, 50, 50))
+  np.testing.assert_array_equal(rgb[0, 0], (255, 255, 255))
+
+
+def test_open_cmyk_jpeg(tmp_path):
+  img = Image.new("CMYK", (32, 16), (0, 0, 0, 0))
+  img.paste((255, 0, 0, 0), (16, 0, 32, 16))   # full cyan -> (0, 255, 255)
+  rgb, alpha = open_image(save(img, tmp_path / "c.jpg", quality=95))
+  assert alpha is None and rgb.shape == (16, 32, 3)
+  assert np.abs(rgb[8, 4].astype(int) - 255).max() <= 3
+  assert np.abs(rgb[8, 28].astype(int) - (0, 255, 255)).max() <= 3
+
+
+def test_open_16bit_png(tmp_path):
+  v = np.linspace(0, 65535, 7 * 11).reshape(7, 11).astype(np.uint16)
+  img = Image.fromarray(v)
+  assert img.mode.startswith("I;16")
+  rgb, _ = open_image(save(img, tmp_path / "d.png"))
+  assert rgb.shape == (7, 11, 3)
+  expected = np.round(v / 257.0)
+  assert np.abs(rgb[..., 0].astype(int) - expected).max() <= 1
+  np.testing.assert_array_equal(rgb[..., 0], rgb[..., 2])
+
+
+def test_open_one_pixel(tmp_path):
+  rgb, _ = open_image(save(np.array([[[10, 20, 30]]], np.uint8), tmp_path / "one.png"))
+  np.testing.assert_array_equal(rgb, [[[10, 20, 30]]])
+
+
+def test_open_exif_orientation(tmp_path):
+  arr = np.zeros((40, 80, 3), np.uint8)
+  arr[:, :] = (0, 0, 255)
+  arr[:10, :10] = (255, 0, 0)      # stored top-left
+  img = Image.fromarray(arr)
+  exif = img.getexif()
+  exif[0x0112] = 6                 # display rotated 90 degrees clockwise
+  path = save(img, tmp_path / "rot.jpg", exif=exif, quality=95)
+  rgb, _ = open_image(path)
+  assert rgb.shape == (80, 40, 3)
+  # clockwise: the stored top-left corner is displayed top-right
+  assert rgb[3, 36, 0] > 200 and rgb[3, 36, 2] < 60
+  assert rgb[3, 3, 2] > 200 and rgb[3, 3, 0] < 60
+
+
+@pytest.mark.parametrize("fmt,ext", [("WEBP", "webp"), ("BMP", "bmp")])
+def test_open_webp_bmp(tmp_path, fmt, ext):
+  arr = colourful(12, 20, seed=3)
+  kw = {"lossless": True} if fmt == "WEBP" else {}
+  rgb, alpha = open_image(save(arr, tmp_path / f"x.{ext}", format=fmt, **kw))
+  assert alpha is None
+  np.testing.assert_array_equal(rgb, arr)
+
+
+def test_bad_images_name_the_file(tmp_path):
+  for path in bad_files(tmp_path) + [str(tmp_path / "missing.jpg")]:
+    with pytest.raises(BadImageError) as e:
+      open_image(path)
+    assert os.path.basename(path) in str(e.value), str(e.value)
+
+
+# ---------------------------------------------------------------- is_grayscale
+
+
+def test_is_grayscale_jpeg_noise(tmp_path):
+  # a scanned gray print: gray gradient plus mild low-frequency per-channel (chroma) noise
+  noise = np.kron(np.random.default_rng(7).normal(0, 2, (30, 40, 3)), np.ones((4, 4, 1)))
+  g = np.clip(gray_photo(120, 160, seed=1)[..., None] + noise, 0, 255).astype(np.uint8)
+  rgb, _ = open_image(save(g, tmp_path / "g.jpg", quality=75))
+  assert (rgb[..., 0] != rgb[..., 2]).mean() > 0.2   # the channels really do differ
+  assert is_grayscale(rgb)
+
+
+def test_is_grayscale_false_for_colour():
+  assert not is_grayscale(colourful(100, 100))
+
+
+def test_is_grayscale_false_for_small_coloured_region():
+  g = np.repeat(gray_photo(100, 100, seed=2)[..., None], 3, -1)
+  g[40:63, 40:63] = (200, 60, 40)  # 529 px = 5.3 %
+  assert is_grayscale(np.repeat(gray_photo(100, 100, seed=2)[..., None], 3, -1))
+  assert not is_grayscale(g)
+
+
+# ---------------------------------------------------------------- list_folder / split
+
+
+def _touch_names(root, names):
+  for n in names:
+    p = root / n
+    p.parent.mkdir(parents=True, exist_ok=True)
+    p.write_bytes(b"")
+
+
+def test_list_folder_recursive_and_extensions(tmp_path):
+  _touch_names(tmp_path, ["a.jpg", "b.JPG", "sub/c.Png", "sub/deep/d.webp", "e.TIFF", "f.bmp",
+                          "g.jpeg", "notes.txt", "h.jpg.txt", "sub/i.gif", "noext"])
+  (tmp_path / "folder.jpg").mkdir()   # a directory with an image-like name
+  got = sources.list_folder(tmp_path)
+  rel = sorted(os.path.relpath(p, tmp_path) for p in got)
+  assert rel == sorted(["a.jpg", "b.JPG", os.path.join("sub", "c.Png"),
+                        os.path.join("sub", "deep", "d.webp"), "e.TIFF", "f.bmp", "g.jpeg"])
+
+
+def test_list_folder_split(tmp_path):
+  names = [f"d{i % 7}/photo_{i:04d}.{'jpg' if i % 3 else 'PNG'}" for i in range(400)]
+  _touch_names(tmp_path, names)
+  all_ = sources.list_folder(tmp_path, "all", 0.2)
+  train = sources.list_folder(tmp_path, "train", 0.2)
+  ev = sources.list_folder(tmp_path, "eval", 0.2)
+  assert len(all_) == 400
+  assert not set(train) & set(ev)
+  assert set(train) | set(ev) == set(all_)
+  assert 50 <= len(ev) <= 110, len(ev)   # 80 expected, sd ~8
+  assert sources.list_folder(tmp_path, "eval", 0.2) == ev   # deterministic
+  with pytest.raises(ValueError):
+    sources.list_folder(tmp_path, "test", 0.2)
+
+  # adding photos never moves old ones between splits
+  _touch_names(tmp_path, [f"new/extra_{i}.jpg" for i in range(100)] + ["d0/zzz.jpg"])
+  train2 = set(sources.list_folder(tmp_path, "train", 0.2))
+  ev2 = set(sources.list_folder(tmp_path, "eval", 0.2))
+  assert set(train) <= train2 and set(ev) <= ev2
+  assert len(train2) + len(ev2) == 501 and not train2 & ev2
+
+
+# ---------------------------------------------------------------- scan / resolve
+
+
+def test_scan_and_resolve_counts(tmp_path):
+  good = [save(colourful(50, 70, seed=i), tmp_path / f"col_{i}.jpg", quality=90) for i in range(3)]
+  (tmp_path / "sub").mkdir()
+  gray = [save(gray_photo(40, 60, seed=5), tmp_path / "sub" / "gray_l.png"),
+          save(np.repeat(gray_photo(60, 40, seed=6)[..., None], 3, -1), tmp_path / "gray_rgb.jpg",
+               quality=75)]
+  bad = bad_files(tmp_path)
+
+  report = sources.scan(sources.list_folder(tmp_path))
+  assert sorted(report.files) == sorted(good)
+  assert sorted(report.grayscale) == sorted(gray)
+  assert sorted(report.unreadable) == sorted(bad)
+  for path, reason in report.unreadable.items():
+    assert os.path.basename(path) in reason
+  assert report.summary() == "3 colour photos, 2 grayscale left out, 3 unreadable skipped"
+
+  rep = sources.resolve(f"folder:{tmp_path}", "all", 0.1)
+  assert sorted(rep.files) == sorted(good)
+  assert len(rep.grayscale) == 2 and len(rep.unreadable) == 3
+
+
+def test_resolve_errors(tmp_path):
+  only_bad = tmp_path / "bad"
+  only_bad.mkdir()
+  bad_files(only_bad)
+  save(gray_photo(30, 30), only_bad / "g.png")
+  with pytest.raises(ValueError, match="no usable colour photos"):
+    sources.resolve(f"folder:{only_bad}", "all", 0.1)
+  empty = tmp_path / "empty"
+  empty.mkdir()
+  (empty / "readme.txt").write_text("hi")
+  with pytest.raises(ValueError, match="no image files"):
+    sources.resolve(f"folder:{empty}", "all", 0.1)
+  with pytest.raises(ValueError, match="unknown data source 'foo:bar'"):
+    sources.resolve("foo:bar", "train", 0.1)
+  with pytest.raises(FileNotFoundError):
+    sources.resolve(f"folder:{tmp_path / 'nope'}", "train", 0.1)
+
+
+# ---------------------------------------------------------------- pipeline
+
+
+def _take(ds, n):
+  it = iter(ds)
+  return [np.asarray(next(it)) for _ in range(n)]
+
+
+def test_train_dataset_shapes_determinism_and_late_corruption(tmp_path, caplog):
+  sizes = [(40, 90), (300, 200), (64, 64), (50, 50)]
+  for i, (h, w) in enumerate(sizes):
+    save(colourful(h, w, seed=i), tmp_path / f"p{i}.png")
+  doomed = save(colourful(60, 60, seed=9), tmp_path / "doomed.jpg")
+  files = sources.resolve(f"folder:{tmp_path}", "all", 0.1).files
+  assert doomed in files
+  (tmp_path / "doomed.jpg").write_bytes(b"garbage" * 100)   # changed after the scan
+
+  S, B = 32, 2
+  with caplog.at_level(logging.WARNING):
+    batches = _take(pipeline.train_dataset(files, S, B, seed=0, num_workers=0,
+                                           shard_index=0, shard_count=1), 12)  # ~5 epochs
+  for b in batches:
+    assert b.dtype == np.uint8 and b.shape == (B, S, S, 3)
+  assert any("doomed.jpg" in r.getMessage() for r in caplog.records)
+
+  again = _take(pipeline.train_dataset(files, S, B, seed=0, shard_index=0, shard_count=1), 3)
+  for a, b in zip(batches[:3], again):
+    np.testing.assert_array_equal(a, b)
+  other = _take(pipeline.train_dataset(files, S, B, seed=1, shard_index=0, shard_count=1), 3)
+  assert any(not np.array_equal(a, b) for a, b in zip(batches[:3], other))
+
+
+def test_train_dataset_shards_disjoint_and_complete(tmp_path):
+  n, S = 20, 8
+  files = []
+  for i in range(n):
+    files.append(save(np.full((S, S, 3), (i * 10, 100, 200), np.uint8), tmp_path / f"f{i:02d}.png"))
+  seen = []
+  for shard in range(2):
+    # batch 2, 5 batches = one epoch of this shard's 10 files
+    batches = _take(pipeline.train_dataset(files, S, 2, seed=3, shard_index=shard, shard_count=2), 5)
+    crops = np.concatenate(batches)
+    assert (crops == crops[:, :1, :1]).all()       # uniform crops: colour = file
+    ids = [int(c[0, 0, 0]) // 10 for c in crops]
+    assert len(set(ids)) == 10, ids                # one epoch: each file once
+    seen.append(set(ids))
+  assert not seen[0] & seen[1]
+  assert seen[0] | seen[1] == set(range(n))
+
+
+def test_eval_images_center_crops_and_skips_bad(tmp_path):
+  S = 32
+  arr = np.zeros((64, 32, 3), np.uint8)
+  arr[..., 0] = (np.arange(64) * 4)[:, None]    # row index in red
+  arr[..., 2] = 77
+  tall = save(arr, tmp_path / "tall.png")
+  big = save(colourful(90, 150, seed=4), tmp_path / "big.png")
+  files = [bad_files(tmp_path)[0], tall, str(tmp_path / "missing.png"), big, bad_files(tmp_path)[1]]
+  out = pipeline.eval_images(files, S, max_images=10)
+  assert out.dtype == np.uint8 and out.shape == (2, S, S, 3)
+  np.testing.assert_array_equal(out[0], arr[16:48])   # no resize needed: rows 16..47
+  assert pipeline.eval_images(files, S, max_images=1).shape == (1, S, S, 3)

@@ -1,0 +1,114 @@
+"""Multi-host start-up: two real processes on localhost train like one process with the same batch."""
+
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from colorjax import distributed
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# Each process: join the run, train 3 steps on its half of a fixed global batch, then train a
+# 1-device copy on the whole batch and compare. Batch norm must see the global batch.
+WORKER = textwrap.dedent("""
+    import jax, numpy as np
+    from colorjax import config as config_lib, distributed, train
+    assert distributed.initialize()
+    assert jax.process_count() == 2 and jax.device_count() == 2 and jax.local_device_count() == 1
+    c = config_lib.default_config()
+    c.image_size, c.batch_size = 32, 4
+    c.model.generator, c.model.num_downs, c.model.ngf, c.model.discriminator = "pix2pix_unet", 5, 8, "none"
+    y, x = np.mgrid[0:32, 0:32] / 32
+    batch = np.stack([np.stack([x, y, 1 - x * y], -1) * (0.4 + 0.15 * i) for i in range(4)])
+    batch = (batch * 255).astype(np.uint8)
+    me = jax.process_index()
+
+    def fit(trainer, local):
+      state = trainer.init_state()
+      for step in range(3):
+        state, m = trainer.step(state, local, step)
+      return jax.device_get((state.g_params, state.g_stats)), float(m["g_recon"])
+
+    (both, loss2) = fit(train.Trainer(c), batch[2 * me:2 * me + 2])
+    (alone, loss1) = fit(train.Trainer(c, jax.local_devices()), batch)
+    np.testing.assert_allclose(loss2, loss1, rtol=1e-4)
+    for a, b in zip(jax.tree.leaves(both), jax.tree.leaves(alone)):
+      np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-5)
+    print("SAME", me, len(jax.tree.leaves(both)))
+""")
+
+
+def _free_port() -> int:
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    return s.getsockname()[1]
+
+
+def test_two_processes_train_like_one(tmp_path):
+  env = {**os.environ, "PYTHONPATH": REPO, "JAX_PLATFORMS": "cpu", "JAX_DISABLE_MOST_OPTIMIZATIONS": "1",
+         "COLORJAX_COORDINATOR": f"127.0.0.1:{_free_port()}", "COLORJAX_NUM_PROCESSES": "2"}
+  env.pop("XLA_FLAGS", None)
+  procs = [subprocess.Popen([sys.executable, "-c", WORKER], env={**env, "COLORJAX_PROCESS_ID": str(i)},
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp_path)
+           for i in range(2)]
+  outs = []
+  for p in procs:
+    try:
+      outs.append(p.communicate(timeout=400)[0])
+    finally:
+      p.kill()
+  for i, out in enumerate(outs):
+    assert f"SAME {i}" in out, out[-4000:]
+
+
+@pytest.fixture
+def calls(monkeypatch):
+  """Records jax.distributed.initialize calls instead of making them."""
+  made = []
+  for var in ("COLORJAX_COORDINATOR", "COLORJAX_NUM_PROCESSES", "COLORJAX_PROCESS_ID", "COLORJAX_DISTRIBUTED",
+              "SLURM_NTASKS", "OMPI_COMM_WORLD_SIZE", "TPU_WORKER_HOSTNAMES", "TPU_PROCESS_ADDRESSES"):
+    monkeypatch.delenv(var, raising=False)
+  monkeypatch.setattr(distributed.jax.distributed, "is_initialized", lambda: False)
+  monkeypatch.setattr(distributed.jax.distributed, "initialize", lambda **kw: made.append(kw))
+  monkeypatch.setattr(distributed.jax, "process_count", lambda: 2)
+  return made
+
+
+def test_single_host_does_nothing(calls, monkeypatch):
+  assert not distributed.initialize()
+  monkeypatch.setenv("SLURM_NTASKS", "1")
+  monkeypatch.setenv("TPU_WORKER_HOSTNAMES", "localhost")
+  monkeypatch.setenv("COLORJAX_COORDINATOR", "h:1")
+  monkeypatch.setenv("COLORJAX_NUM_PROCESSES", "1")
+  monkeypatch.setenv("COLORJAX_PROCESS_ID", "0")
+  assert not distributed.initialize()
+  assert calls == []
+
+
+@pytest.mark.parametrize("env, expected", [
+    ({"COLORJAX_COORDINATOR": "10.0.0.2:1234", "COLORJAX_NUM_PROCESSES": "4", "COLORJAX_PROCESS_ID": "3"},
+     {"coordinator_address": "10.0.0.2:1234", "num_processes": 4, "process_id": 3}),
+    ({"COLORJAX_DISTRIBUTED": "1"}, {}),        # Cloud TPU VM pod slice (launch/tpu_vm.sh sets it)
+    ({"SLURM_NTASKS": "8"}, {}),
+    ({"OMPI_COMM_WORLD_SIZE": "2"}, {}),
+    ({"TPU_WORKER_HOSTNAMES": "t-0,t-1"}, {}),  # GKE TPU slice
+])
+def test_multi_host_environments_initialize(calls, monkeypatch, env, expected):
+  for k, v in env.items():
+    monkeypatch.setenv(k, v)
+  assert distributed.initialize()
+  assert calls == [expected]
+
+
+def test_incomplete_settings_say_what_is_missing(calls, monkeypatch):
+  monkeypatch.setenv("COLORJAX_COORDINATOR", "h:1")
+  with pytest.raises(ValueError, match="COLORJAX_NUM_PROCESSES and COLORJAX_PROCESS_ID must be"):
+    distributed.initialize()
+  monkeypatch.setenv("COLORJAX_NUM_PROCESSES", "2")
+  monkeypatch.setenv("COLORJAX_PROCESS_ID", "2")
+  with pytest.raises(ValueError, match=r"must be in \[0, 2\)"):
+    distributed.initialize()

@@ -1,0 +1,136 @@
+"""colorjax.evaluate and colorjax.compare on a tiny trained workdir: the numbers agree with the
+trainer's eval and with scikit-image, gray and broken photos are skipped and counted."""
+
+import csv
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from PIL import Image
+
+from colorjax import color, compare, evaluate, models, train
+from colorjax.colorize import Colorizer
+from colorjax.data import pipeline, sources
+from test_fid import fast_compiles, tiny_feature_fn  # noqa: F401 (an autouse fixture)
+from test_train import REPO, tiny_config, write_photos
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory):
+  return write_photos(str(tmp_path_factory.mktemp("photos")))
+
+
+@pytest.fixture(scope="module")
+def run(photos, tmp_path_factory):
+  """A workdir trained for 2 steps (the scores need not be good, only computed right)."""
+  workdir = str(tmp_path_factory.mktemp("runs") / "tiny")
+  config = tiny_config(photos, batch_size=4, total_steps=2, pretrain_steps=2)
+  train.train_and_evaluate(config, workdir)
+  return workdir
+
+
+def _colorfulness(rgb):
+  """Hasler & Süsstrunk (2003), eq. 3, written out."""
+  r, g, b = rgb.astype(np.float64).transpose(2, 0, 1)
+  rg, yb = r - g, 0.5 * (r + g) - b
+  return np.hypot(rg.std(), yb.std()) + 0.3 * np.hypot(rg.mean(), yb.mean())
+
+
+def test_scores_agree_with_the_trainers_eval_and_scikit_image(run, photos):
+  skmetrics = pytest.importorskip("skimage.metrics")
+  colorizer = Colorizer.from_workdir(run)
+  data = sources.resolve(f"folder:{photos}", "eval", colorizer.config.data.eval_fraction)
+  result = evaluate.evaluate(colorizer, data, image_size=32, batch_size=4)
+  summary = result.summary()
+
+  final = json.load(open(os.path.join(run, "final_metrics.json")))  # the same photos, in training
+  assert len(result.rows) == len(data.files) <= colorizer.config.eval_max_images
+  for system, key, final_key in [("model", "psnr", "psnr"), ("model", "ssim", "ssim"),
+                                 ("model", "colorfulness", "colorfulness"),
+                                 ("no_colour", "psnr", "gray_psnr"), ("no_colour", "ssim", "gray_ssim"),
+                                 ("ground_truth", "colorfulness", "real_colorfulness")]:
+    assert summary[system][key] == pytest.approx(final[final_key], rel=1e-5), (system, key)
+
+  for row in result.rows:  # each photo again, predicted through Colorizer's NumPy path
+    crop = pipeline.load_eval_crop(row["file"], 32)
+    l = colorizer.lightness(crop)
+    pred = color.to_uint8(color.model_to_rgb(l[..., None], colorizer.predict(l[None])[0], np), np)
+    assert row["psnr"] == pytest.approx(skmetrics.peak_signal_noise_ratio(crop, pred, data_range=255), abs=0.05)
+    assert row["ssim"] == pytest.approx(skmetrics.structural_similarity(
+        crop, pred, channel_axis=-1, data_range=255, gaussian_weights=True, sigma=1.5,
+        use_sample_covariance=False), abs=2e-3)
+    assert row["mse"] == pytest.approx(np.mean((crop.astype(float) - pred) ** 2), rel=0.02)
+    assert row["real_colorfulness"] == pytest.approx(_colorfulness(crop), rel=1e-4)
+    assert row["gray_colorfulness"] < 1.0
+
+
+def test_cli_skips_gray_and_broken_photos_and_writes_json_and_csv(run, tmp_path):
+  held_out = write_photos(str(tmp_path / "held_out"), n=5, size=(40, 56), seed=1)
+  Image.fromarray(np.tile(np.arange(40, dtype=np.uint8)[:, None] * 6, (1, 48))).save(f"{held_out}/gray.png")
+  with open(f"{held_out}/broken.jpg", "wb") as f:
+    f.write(b"not a jpeg")
+  out = tmp_path / "report" / "report.json"
+  cmd = [sys.executable, "-m", "colorjax.evaluate", "--workdir", run, "--data", f"folder:{held_out}",
+         "--image-size", "32", "--batch-size", "4", "--out", str(out)]
+  env = {**os.environ, "PYTHONPATH": REPO, "JAX_DISABLE_MOST_OPTIMIZATIONS": "1"}
+  proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert "5 photos (1 grayscale skipped, 1 unreadable skipped)" in proc.stdout
+  table = [line for line in proc.stdout.splitlines() if line.startswith("|")]
+  assert table[0] == "|  | PSNR (dB) | SSIM | MSE | colourfulness |"
+  assert [line.split("|")[1].strip() for line in table[2:]] == [
+      "model (step 2)", "no colour (a = b = 0)", "ground truth"]
+  assert "FID not computed: pass --fid-weights" in proc.stdout
+
+  report = json.load(open(out))
+  assert report["photos"] == 5 and report["step"] == 2 and report["fid"].startswith("FID not computed")
+  assert [os.path.basename(f) for f in report["grayscale_skipped"]] == ["gray.png"]
+  assert [os.path.basename(f) for f in report["unreadable_skipped"]] == ["broken.jpg"]
+  rows = list(csv.DictReader(open(tmp_path / "report" / "report.csv")))
+  assert len(rows) == 5
+  assert list(rows[0])[:7] == ["file", "psnr", "ssim", "mse", "colorfulness", "gray_psnr", "gray_ssim"]
+  assert np.mean([float(r["gray_psnr"]) for r in rows]) == pytest.approx(report["summary"]["no_colour"]["psnr"])
+
+  missing = subprocess.run(cmd[:4] + [str(tmp_path / "nowhere")] + cmd[5:], cwd=REPO, env=env,
+                           capture_output=True, text=True)
+  assert missing.returncode == 1 and "not a colorjax workdir" in missing.stderr
+
+
+def test_classifier_gets_pixel_accuracy_and_fid_columns(photos):
+  config = tiny_config(photos, **{"model.generator": "resnet_colorizer", "model.num_classes": 256,
+                                  "model.discriminator": "none"})
+  generator = models.build_generator(config)
+  variables = jax.jit(generator.init)(jax.random.key(0), jnp.zeros((1, 32, 32, 1)))
+  colorizer = Colorizer(config, variables["params"], variables["batch_stats"])
+  data = sources.resolve(f"folder:{photos}", "all", 0.25)
+  result = evaluate.evaluate(colorizer, data, image_size=32, batch_size=8, features=tiny_feature_fn())
+  summary = result.summary()
+  assert 0 <= summary["model"]["pixel_accuracy"] <= 1 and "pixel_accuracy" not in summary["no_colour"]
+  assert summary["model"]["fid"] > 0 and summary["no_colour"]["fid"] > 0
+  table = evaluate.format_table(evaluate.system_rows(summary, "classifier"), [("system", "")])
+  assert table.splitlines()[0] == "|  | PSNR (dB) | SSIM | MSE | colourfulness | pixel accuracy | FID |"
+  assert table.splitlines()[-1].endswith("| – | – |")  # ground truth: no accuracy, no FID
+
+
+def test_compare_tables_runs_on_the_same_photos(run, photos, tmp_path):
+  other = str(tmp_path / "other")
+  shutil.copytree(run, other)
+  table = compare.compare([run, other], f"folder:{photos}", split="eval", image_size=32, batch_size=4)
+  lines = table.splitlines()
+  rows = [line.split("|")[1:-1] for line in lines if line.startswith("|")]
+  assert [r[0].strip() for r in rows] == ["run", "---", "tiny", "other", "no colour (a = b = 0)", "ground truth"]
+  assert rows[2][1].strip() == "pix2pix_unet + patchgan, 32 px" and rows[2][2].strip() == "2"
+  assert rows[2][3:] == rows[3][3:]  # the same weights score the same
+  assert "FID not computed" in lines[-1]
+
+  config = json.load(open(os.path.join(other, "config.json")))
+  config["data"]["eval_fraction"] = 0.5
+  json.dump(config, open(os.path.join(other, "config.json"), "w"))
+  with pytest.raises(ValueError, match="same split"):
+    compare.compare([run, other], f"folder:{photos}", split="eval", image_size=32, batch_size=4)

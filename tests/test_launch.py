@@ -1,0 +1,92 @@
+"""The Cloud TPU VM script: what it would run (--dry-run), and that it runs exactly what it prints."""
+
+import os
+import shlex
+import subprocess
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SCRIPT = os.path.join(REPO, "launch", "tpu_vm.sh")
+
+
+@pytest.fixture
+def fake_gcloud(tmp_path):
+  """A `gcloud` first on PATH that records its arguments; `describe` answers PREEMPTED."""
+  bin_dir = tmp_path / "bin"
+  bin_dir.mkdir()
+  log = tmp_path / "gcloud.log"
+  (bin_dir / "gcloud").write_text(
+      '#!/usr/bin/env bash\n'
+      f'printf "%q " gcloud "$@" >> {log}; echo >> {log}\n'
+      'if [[ " $* " == *" describe "* ]]; then echo PREEMPTED; fi\n')
+  (bin_dir / "gcloud").chmod(0o755)
+  env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "TMPDIR": str(tmp_path)}
+  return env, log
+
+
+def launch(env, *args):
+  return subprocess.run(["bash", SCRIPT, *args], env=env, capture_output=True, text=True, timeout=60)
+
+
+def printed(out):
+  return [shlex.split(line[2:]) for line in out.splitlines() if line.startswith("+ ")]
+
+
+def test_dry_run_prints_the_whole_pod_slice_workflow_and_runs_nothing(fake_gcloud):
+  env, log = fake_gcloud
+  run = launch(env, "--dry-run", "up", "--name", "cj", "--zone", "us-central2-b", "--type", "v4-32", "--spot",
+               "--workdir", "gs://bucket/runs/r18", "--data", "folder:gs://photos/all", "--",
+               "--config.total_steps=1000")
+  assert run.returncode == 0, run.stderr
+  assert not log.exists()
+  create, tar, scp, install, train = printed(run.stdout)
+  assert create == ["gcloud", "compute", "tpus", "tpu-vm", "create", "cj", "--zone=us-central2-b",
+                    "--accelerator-type=v4-32", "--version=tpu-ubuntu2204-base", "--spot"]
+  assert tar[:2] == ["tar", "-czf"] and "--exclude=.venv" in tar
+  assert scp[4:7] == ["scp", tar[2], "cj:colorjax-src.tgz"] and "--worker=all" in scp
+  assert "--worker=all" in install and 'pip install -q -e ".[tensorboard]" "jax[tpu]"' in install[-1]
+  assert "gcsfuse" in install[-1]
+  command = train[-1]
+  assert "--worker=all" in train and command.startswith("--command=")
+  assert "gcsfuse --implicit-dirs bucket /mnt/gcs/bucket" in command
+  assert "gcsfuse --implicit-dirs photos /mnt/gcs/photos" in command
+  assert ("COLORJAX_DISTRIBUTED=1 setsid nohup python3 -m colorjax.train --config configs/pix2pix_resnet18.py "
+          "--workdir /mnt/gcs/bucket/runs/r18 --config.data.train=folder:/mnt/gcs/photos/all "
+          "--config.total_steps=1000") in command
+
+
+def test_dry_run_of_logs_resume_and_delete(fake_gcloud):
+  env, log = fake_gcloud
+  logs = printed(launch(env, "--dry-run", "logs", "--worker", "3", "--project", "p").stdout)
+  assert logs == [["gcloud", "compute", "tpus", "tpu-vm", "ssh", "colorjax", "--zone=us-central2-b",
+                   "--project=p", "--worker=3", "--command=tail -n 200 -F ~/colorjax-train.log"]]
+  resume = printed(launch(env, "--dry-run", "resume", "--workdir", "gs://b/w").stdout)
+  # In a dry run the VM's state is unknown: it shows the path taken after a preemption.
+  assert [c[4] if c[0] == "gcloud" else c[0] for c in resume] == \
+      ["describe", "delete", "create", "tar", "scp", "ssh", "ssh"]
+  delete = printed(launch(env, "--dry-run", "delete", "--type", "v5litepod-16").stdout)
+  assert delete == [["gcloud", "compute", "tpus", "tpu-vm", "delete", "colorjax", "--zone=us-central2-b", "--quiet"]]
+  assert not log.exists()
+
+
+def test_resume_runs_exactly_the_commands_it_prints(fake_gcloud, tmp_path):
+  env, log = fake_gcloud
+  run = launch(env, "resume", "--name", "cj", "--workdir", "gs://b/w", "--", "--config.batch_size=256")
+  assert run.returncode == 0, run.stderr
+  shown = [c for c in printed(run.stdout) if c[0] == "gcloud"]
+  ran = [shlex.split(line) for line in log.read_text().splitlines()]
+  assert ran == shown
+  assert "state: PREEMPTED" in run.stdout
+  assert (tmp_path / "colorjax-src.tgz").stat().st_size > 0
+
+
+def test_mistakes_are_refused_before_anything_runs(fake_gcloud):
+  env, log = fake_gcloud
+  run = launch(env, "train")
+  assert run.returncode == 2 and "--workdir is required" in run.stderr
+  run = launch(env, "--dry-run", "frobnicate")
+  assert run.returncode == 2 and "unknown command frobnicate" in run.stderr
+  run = launch(env, "--bogus", "create")
+  assert run.returncode == 2 and "unknown option --bogus" in run.stderr
+  assert not log.exists()

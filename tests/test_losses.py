@@ -1,0 +1,69 @@
+"""Losses and ab classes against NumPy formulas and PyTorch's implementations."""
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from colorjax import ab_bins, losses
+
+RNG = np.random.default_rng(0)
+
+
+def test_regression_losses_match_pytorch():
+  torch = pytest.importorskip("torch")
+  pred, target = RNG.normal(size=(2, 4, 4, 2)).astype(np.float32), RNG.normal(size=(2, 4, 4, 2)).astype(np.float32)
+  tp, tt = torch.from_numpy(pred), torch.from_numpy(target)
+  assert float(losses.l1(pred, target)) == pytest.approx(float(torch.nn.L1Loss()(tp, tt)), rel=1e-5)
+  assert float(losses.mse(pred, target)) == pytest.approx(float(torch.nn.MSELoss()(tp, tt)), rel=1e-5)
+  assert float(losses.smooth_l1(pred, target)) == pytest.approx(float(torch.nn.SmoothL1Loss()(tp, tt)), rel=1e-5)
+  logits = RNG.normal(size=(2, 30, 30, 1)).astype(np.float32)
+  want = torch.nn.BCEWithLogitsLoss()(torch.from_numpy(logits), torch.ones(2, 30, 30, 1))
+  assert float(losses.bce_with_logits(logits, True)) == pytest.approx(float(want), rel=1e-5)
+
+
+def test_weighted_losses_and_total_variation_match_numpy():
+  pred, target = RNG.normal(size=(2, 5, 6, 2)), RNG.normal(size=(2, 5, 6, 2))
+  w = RNG.uniform(0.5, 2, size=(2, 5, 6))
+  assert float(losses.l1(pred, target, w)) == pytest.approx(np.mean(np.abs(pred - target) * w[..., None]), rel=1e-6)
+  tv = np.abs(np.diff(pred, axis=1)).mean() + np.abs(np.diff(pred, axis=2)).mean()
+  assert float(losses.total_variation(jnp.asarray(pred))) == pytest.approx(tv, rel=1e-6)
+
+
+def test_class_cross_entropy_matches_pytorch_with_class_weights():
+  torch = pytest.importorskip("torch")
+  logits = RNG.normal(size=(2, 3, 3, 256)).astype(np.float32)
+  classes = RNG.integers(0, 256, size=(2, 3, 3))
+  w = RNG.uniform(0.1, 3, size=256).astype(np.float32)
+  per_pixel = torch.nn.CrossEntropyLoss(weight=torch.from_numpy(w), reduction="none")(
+      torch.from_numpy(logits).permute(0, 3, 1, 2), torch.from_numpy(classes))
+  got = losses.class_cross_entropy(logits, jnp.asarray(classes), jnp.asarray(w))
+  assert float(got) == pytest.approx(float(per_pixel.mean()), rel=1e-5)
+
+
+def test_ab_classes_tile_the_plane_and_centres_round_trip():
+  centers = ab_bins.class_centers()
+  assert centers.shape == (256, 2)
+  np.testing.assert_array_equal(ab_bins.ab_to_class(centers, np), np.arange(256))
+  assert ab_bins.ab_to_class(np.array([[-1.0, -1.0], [1.0, 1.0], [-5, 5]]), np).tolist() == [0, 255, 15]
+  # The neutral gray pixel falls in one of the four bins around (0, 0).
+  assert int(ab_bins.ab_to_class(np.zeros(2), np)) in (119, 120, 135, 136)
+
+
+def test_decoding_argmax_and_annealed_mean():
+  logits = RNG.normal(size=(4, 256)).astype(np.float32)
+  centers = ab_bins.class_centers()
+  np.testing.assert_allclose(ab_bins.decode(logits, "argmax"), centers[logits.argmax(-1)])
+  p = np.exp(logits / 0.38)
+  p /= p.sum(-1, keepdims=True)
+  np.testing.assert_allclose(ab_bins.decode(logits, "annealed_mean", 0.38), p @ centers, atol=1e-5)
+
+
+def test_class_weights_follow_the_seed_formulas():
+  counts = RNG.integers(0, 10 ** 6, size=256)
+  w = ab_bins.rebalance_weights(counts)
+  raw = 1 / np.sqrt(counts + 1e5)
+  np.testing.assert_allclose(w / w[0], raw / raw[0], rtol=1e-5)        # w_c ∝ 1/sqrt(n_c + 1e5)
+  assert counts @ w / counts.sum() == pytest.approx(1.0, rel=1e-5)      # mean pixel weight 1
+  inv = ab_bins.inverse_frequency_weights(counts)
+  assert inv[np.argmin(counts)] > inv[np.argmax(counts)]
+  assert ab_bins.histogram([np.zeros((3, 4, 2))]).sum() == 12

@@ -1,0 +1,103 @@
+"""colorjax.prepare: folders and real TFDS builders (mock data) -> shards + manifest, resumable."""
+
+import json
+import os
+
+import msgpack
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+from PIL import Image
+
+from colorjax import prepare as prepare_lib
+from colorjax.data import shards, sources
+
+
+def _keys(directory, split):
+  return [msgpack.unpackb(r)["key"] for r in shards.open_split(directory, split)]
+
+
+@pytest.fixture(scope="module")
+def photo_dir(tmp_path_factory):
+  """12 colour photos of assorted sizes in nested folders, one gray, one truncated, one not an image."""
+  root = tmp_path_factory.mktemp("photos")
+  rng = np.random.default_rng(0)
+  for i in range(12):
+    path = root / f"sub{i % 2}" / f"p{i:02d}.jpg"
+    path.parent.mkdir(exist_ok=True)
+    Image.fromarray(rng.integers(0, 256, (40 + 7 * i, 60, 3), dtype=np.uint8)).save(path, quality=90)
+  Image.fromarray(np.full((40, 40), 128, np.uint8)).convert("RGB").save(root / "gray.jpg")
+  (root / "truncated.jpg").write_bytes((root / "sub0" / "p00.jpg").read_bytes()[:300])
+  (root / "notes.jpg").write_text("not a photo")
+  return root
+
+
+def test_folder_prepare_splits_like_training_and_reports_skips(photo_dir, tmp_path):
+  out = tmp_path / "shards"
+  manifest = prepare_lib.prepare(f"folder:{photo_dir}", str(out), size=32, eval_fraction=0.3,
+                                 workers=2, shard_size=4, progress=False)
+  for split in shards.SPLITS:
+    want = sorted(os.path.relpath(f, photo_dir) for f in sources.list_folder(photo_dir, split, 0.3)
+                  if os.path.basename(f).startswith("p"))
+    assert sorted(_keys(out, split)) == want
+    assert manifest["counts"][split] == len(want)
+  skipped = {**manifest["skipped"]["train"], **manifest["skipped"]["eval"]}
+  assert skipped["gray.jpg"] == "grayscale"
+  assert "unreadable" in skipped["truncated.jpg"] and "not an image" in skipped["notes.jpg"]
+  assert json.loads((out / shards.MANIFEST).read_text()) == manifest
+  assert not (out / prepare_lib.PROGRESS).exists()
+  rgb = shards.decode_record(shards.open_split(out, "train")[0])
+  assert min(rgb.shape[:2]) == 32 and rgb.dtype == np.uint8
+
+
+def test_killed_prepare_is_not_read_and_resumes(photo_dir, tmp_path, monkeypatch):
+  out = tmp_path / "shards"
+  real_write, calls = prepare_lib._write_shard, []
+
+  def dies_on_second_shard(path, results, bar):
+    calls.append(path)
+    if len(calls) == 2:
+      path.with_name(path.name + ".tmp").write_bytes(b"half a shard")
+      raise KeyboardInterrupt("killed")
+    return real_write(path, results, bar)
+
+  monkeypatch.setattr(prepare_lib, "_write_shard", dies_on_second_shard)
+  with pytest.raises(KeyboardInterrupt):
+    prepare_lib.prepare(f"folder:{photo_dir}", str(out), size=32, workers=1, shard_size=3, progress=False)
+  with pytest.raises(FileNotFoundError, match="has not finished"):
+    sources.resolve(f"shards:{out}", "train", 0.1)
+  first = out / "train" / calls[0].name
+  written_before = first.stat().st_mtime_ns
+  with pytest.raises(ValueError, match="unfinished prepare with other arguments"):
+    prepare_lib.prepare(f"folder:{photo_dir}", str(out), size=48, workers=1, shard_size=3, progress=False)
+
+  monkeypatch.setattr(prepare_lib, "_write_shard", real_write)
+  manifest = prepare_lib.prepare(f"folder:{photo_dir}", str(out), size=32, workers=1, shard_size=3,
+                                 progress=False)
+  assert first.stat().st_mtime_ns == written_before  # finished shards are kept, not redone
+  assert not list(out.rglob("*.tmp")) and not (out / prepare_lib.PROGRESS).exists()
+  fresh = prepare_lib.prepare(f"folder:{photo_dir}", str(tmp_path / "fresh"), size=32, workers=1,
+                              shard_size=3, progress=False)
+  assert {k: v for k, v in manifest.items() if k != "created"} == {k: v for k, v in fresh.items() if k != "created"}
+  for split in shards.SPLITS:
+    assert _keys(out, split) == _keys(tmp_path / "fresh", split)
+  assert prepare_lib.prepare(f"folder:{photo_dir}", str(out), size=32, workers=1, shard_size=3,
+                             progress=False) == manifest  # already done: nothing rewritten
+  with pytest.raises(ValueError, match="already holds other shards"):
+    prepare_lib.prepare(f"folder:{photo_dir}", str(out), size=64, workers=1, progress=False)
+
+
+@pytest.mark.parametrize("name", ["coco/2017", "places365_small"])
+def test_tfds_prepare_takes_a_seeded_subset_split_by_key(name, tmp_path):
+  with tfds.testing.mock_data(num_examples=30):
+    manifest = prepare_lib.prepare(f"tfds:{name}", str(tmp_path / "a"), size=24, limit=12, seed=3,
+                                   eval_fraction=0.25, workers=1, progress=False)
+    prepare_lib.prepare(f"tfds:{name}", str(tmp_path / "b"), size=24, limit=12, seed=3,
+                        eval_fraction=0.25, workers=1, progress=False)
+  keys = [f"train/{i}" for i in range(30)]
+  for split in shards.SPLITS:
+    want = [keys[i] for i in sources.split_indices(keys, split, 0.25, limit=12, seed=3)]
+    assert _keys(tmp_path / "a", split) == want == _keys(tmp_path / "b", split)
+  assert manifest["counts"]["train"] + manifest["counts"]["eval"] == 12
+  rgb = shards.decode_record(shards.open_split(tmp_path / "a", "train")[0])
+  assert min(rgb.shape[:2]) == 24 and rgb.shape[2] == 3

@@ -1,0 +1,106 @@
+"""Training from `shards:DIR` and `tfds:NAME`: disjoint process shares, resume, damaged records."""
+
+import grain
+import msgpack
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+import tensorflow_datasets as tfds
+from array_record.python.array_record_module import ArrayRecordWriter
+from PIL import Image
+
+from colorjax import prepare as prepare_lib
+from colorjax.data import images, pipeline, shards, sources
+
+# 12 flat colours far apart: a crop's mean colour names the photo it came from.
+PALETTE = np.array([[r, g, b] for r in (20, 230) for g in (20, 125, 230) for b in (100, 180)], np.float32)
+
+
+def _ids(batches):
+  means = np.concatenate([b.reshape(b.shape[0], -1, 3).mean(1) for b in batches])
+  return [int(np.argmin(np.abs(PALETTE - m).sum(1))) for m in means]
+
+
+@pytest.fixture(scope="module")
+def palette_shards(tmp_path_factory):
+  """Shards of the 12 palette photos, all in train (eval_fraction 0), 5 per shard."""
+  root = tmp_path_factory.mktemp("palette")
+  for i, colour in enumerate(PALETTE.astype(np.uint8)):
+    Image.fromarray(np.broadcast_to(colour, (24, 30 + i, 3)).copy()).save(root / f"c{i:02d}.png")
+  out = root / "shards"
+  prepare_lib.prepare(f"folder:{root}", str(out), size=24, eval_fraction=0.0, workers=1,
+                      shard_size=5, progress=False)
+  return out
+
+
+def test_record_round_trip_and_damage():
+  y, x = np.mgrid[:20, :30]
+  rgb = np.stack([y * 12, x * 8, 255 - x * 8], -1).astype(np.uint8)
+  back = shards.decode_record(shards.encode_record("a/b.jpg", rgb))
+  assert back.shape == rgb.shape and np.abs(back.astype(int) - rgb).mean() < 2
+  with pytest.raises(images.BadImageError, match="not a colorjax record"):
+    shards.decode_record(b"\x93garbage")
+  jpeg = msgpack.unpackb(shards.encode_record("a/b.jpg", rgb))["jpeg"]
+  with pytest.raises(images.BadImageError, match="a/b.jpg: unreadable"):
+    shards.decode_record(msgpack.packb({"key": "a/b.jpg", "jpeg": jpeg[:len(jpeg) // 2]}))
+
+
+def test_two_processes_read_disjoint_complete_shares_reshuffled_each_epoch(palette_shards):
+  files = sources.resolve(f"shards:{palette_shards}", "train", 0.0).files
+  assert len(files) == 12
+  seen = []
+  for index in (0, 1):
+    it = iter(pipeline.train_dataset(files, 16, 2, seed=7, shard_index=index, shard_count=2))
+    ids = _ids([next(it) for _ in range(6)])  # two epochs of 6 photos
+    assert sorted(ids[:6]) == sorted(ids[6:]) and ids[:6] != ids[6:]
+    seen.append(set(ids[:6]))
+  assert not seen[0] & seen[1] and seen[0] | seen[1] == set(range(12))
+
+
+def test_restored_iterator_continues_with_the_next_batch(palette_shards, tmp_path):
+  files = sources.resolve(f"shards:{palette_shards}", "train", 0.0).files
+  make = lambda: iter(pipeline.train_dataset(files, 16, 4, seed=1, shard_index=0, shard_count=1))
+  it = make()
+  for _ in range(4):
+    next(it)
+  mgr = ocp.CheckpointManager(tmp_path / "ckpt", options=ocp.CheckpointManagerOptions(
+      enable_async_checkpointing=False))
+  mgr.save(4, args=ocp.args.Composite(data=grain.checkpoint.CheckpointSave(it)))
+  expected = [next(it) for _ in range(3)]
+  resumed = make()
+  mgr.restore(4, args=ocp.args.Composite(data=grain.checkpoint.CheckpointRestore(resumed)))
+  for want in expected:
+    np.testing.assert_array_equal(next(resumed), want)
+
+
+def test_damaged_record_is_skipped(palette_shards, tmp_path, caplog):
+  """A shard whose second record is garbage: training and eval go on without it."""
+  good = list(shards.open_split(palette_shards, "train"))[:3]
+  damaged = tmp_path / "damaged.array_record"
+  writer = ArrayRecordWriter(str(damaged), "group_size:1")
+  for record in (good[0], b"\x00not a record", *good[1:], good[0][:-100]):
+    writer.write(record)
+  writer.close()
+  files = grain.sources.ArrayRecordDataSource([str(damaged)])
+  batch = next(iter(pipeline.train_dataset(files, 16, 3, seed=0, shard_index=0, shard_count=1)))
+  assert sorted(_ids([batch])) == sorted(_ids([pipeline.eval_images(good, 16, 3)]))
+  assert len(pipeline.eval_images(files, 16, 10)) == 3
+  assert "not a colorjax record" in caplog.text
+
+
+def test_sources_mix_folders_and_shards(palette_shards):
+  folder = palette_shards.parent
+  both = sources.resolve(f"folder:{folder},shards:{palette_shards}", "all", 0.0)
+  assert len(both.files) == 24
+  assert pipeline.eval_images(both.files, 16, 24).shape == (24, 16, 16, 3)
+
+
+@pytest.mark.parametrize("name", ["coco/2017", "places365_small"])
+def test_tfds_source_trains_directly(name):
+  with tfds.testing.mock_data(num_examples=20):
+    train = sources.resolve(f"tfds:{name}", "train", 0.3).files
+    held_out = sources.resolve(f"tfds:{name}", "eval", 0.3).files
+    assert len(train) + len(held_out) == 20 and not set(train.indices) & set(held_out.indices)
+    batch = next(iter(pipeline.train_dataset(train, 32, 4, seed=0, shard_index=0, shard_count=1)))
+    assert batch.shape == (4, 32, 32, 3) and batch.dtype == np.uint8
+    assert pipeline.eval_images(held_out, 32, 2).shape == (2, 32, 32, 3)
