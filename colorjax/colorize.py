@@ -332,9 +332,13 @@ def colorize_files(colorizer: Colorizer, inputs: Sequence[str], out_dir: str,
           done.append((src, dst))
         except BadImageError as e:
           fail(e)
-      for (src, dst), out in zip(done, colorizer.colorize_batch(images) if images else []):
-        os.makedirs(os.path.dirname(dst) or ".", exist_ok=True)
-        Image.fromarray(out).save(dst)
+      for (src, dst), out in zip(done, colorizer.colorize_batch(images)):
+        try:
+          os.makedirs(os.path.dirname(dst) or ".", exist_ok=True)
+          Image.fromarray(out).save(dst)
+        except OSError as e:
+          fail(BadImageError(f"{src}: cannot write {dst} ({e.strerror or e})"))
+          continue
         done_count += 1
         bar.update()
         bar.write(f"[{done_count + failures}/{len(pairs)}] {src} -> {dst}", file=sys.stdout)

@@ -118,7 +118,7 @@ class ColorizeServer(ThreadingHTTPServer):
     rgb, alpha = read_image(data, self.max_pixels, name=filename)
     with self.model_lock:
       out = self.colorizer(rgb if alpha is None else np.dstack([rgb, alpha]))
-    stem = os.path.splitext(os.path.basename(filename))[0] or "photo"
+    stem = re.sub(r"[^A-Za-z0-9._-]", "_", os.path.splitext(filename)[0]) or "photo"  # safe in a header
     token = self.results.add(f"{stem}_colorized.png", _png(out))
     h, w = out.shape[:2]
     return (f'<div class="pair">'
@@ -126,7 +126,7 @@ class ColorizeServer(ThreadingHTTPServer):
             f'<figcaption>Gray input</figcaption></figure>'
             f'<figure><img id="result" alt="colorized" src="{_preview_uri(out)}">'
             f'<figcaption>Colorized</figcaption></figure></div>'
-            f'<p><a id="download" href="/download/{token}" download="{html.escape(stem)}_colorized.png">'
+            f'<p><a id="download" href="/download/{token}" download="{stem}_colorized.png">'
             f'Download the colorized photo ({w}&times;{h} PNG)</a></p>')
 
 
@@ -185,6 +185,9 @@ class Handler(BaseHTTPRequestHandler):
       return self._page(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, error=str(e))
     except BadImageError as e:
       return self._page(HTTPStatus.BAD_REQUEST, error=str(e))
+    except Exception:  # a bug or an exhausted machine: say so on the page, keep serving
+      logging.exception("colorizing an upload failed")
+      return self._page(HTTPStatus.INTERNAL_SERVER_ERROR, error="Colorizing failed; the server's log says why.")
     self._page(HTTPStatus.OK, body=body)
 
   def _drain(self, length: int) -> None:

@@ -22,6 +22,7 @@ def get_config():
   c.data.eval_fraction = 0.2          # the seed's 8k / 2k split
   c.model.generator = "pix2pix_unet"
   c.model.num_downs = -1
+  c.model.upsample = "auto"           # col2im on CPU: same maths, ~1.3x faster step (docs/performance.md)
   c.model.discriminator = "patchgan"
   c.model.d_layers = 3
   c.loss.reconstruction = "l1"

@@ -1,0 +1,219 @@
+"""Speed of training, colorizing and loading data; each command prints one JSON line.
+
+    python -m colorjax.bench step --config configs/pix2pix_unet64.py [--config.image_size=256] \
+        [--config.batch_size=16] [--phase gan|pretrain] [--steps 10] [--warmup 2]
+    python -m colorjax.bench colorize --workdir runs/demo
+    python -m colorjax.bench pipeline --data folder:../shared/data/ade20k [--image-size 256] [--workers 2]
+
+`step` times the jitted update the trainer runs (`gan` = pix2pix's `optimize_parameters`: one
+D and one G update) on a fixed random batch, so data loading is not in it; `pipeline` times
+data loading alone. Results and the PyTorch comparison live in docs/performance.md and
+benchmarks/results.jsonl.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from typing import Any, Callable
+
+import flax
+import jax
+import ml_collections
+import numpy as np
+from absl import app, flags
+from ml_collections import config_flags
+from PIL import Image
+
+from colorjax import models, train
+from colorjax.colorize import Colorizer
+from colorjax.data import pipeline, sources
+
+# Dense peak FLOP/s per chip (vendor data sheets), by substring of `device.device_kind`, first
+# match wins. float32 is the rate JAX's default matmul precision reaches: one bfloat16 pass on
+# TPU, TF32 on NVIDIA GPUs. CPUs are not listed: their peak depends on clocks and sharing.
+PEAK_TFLOPS = (  # (device_kind substring, bfloat16, float32)
+    ("TPU v4", 275.0, 275.0),
+    ("TPU v5 lite", 197.0, 197.0),   # v5e
+    ("TPU v5e", 197.0, 197.0),
+    ("TPU v5", 459.0, 459.0),        # v5p
+    ("TPU v6 lite", 918.0, 918.0),   # v6e (Trillium)
+    ("TPU v6e", 918.0, 918.0),
+    ("H100 PCIe", 756.0, 378.0),
+    ("H100", 989.0, 494.0),          # SXM
+    ("H200", 989.0, 494.0),
+    ("A100", 312.0, 156.0),
+)
+PHOTO = os.path.join(os.path.dirname(__file__), "assets", "photos", "astronaut.jpg")
+
+
+def peak_flops(device_kind: str, dtype: str) -> float | None:
+  """Peak FLOP/s of one chip for `dtype` compute, or None when unknown (CPUs)."""
+  for name, bf16, f32 in PEAK_TFLOPS:
+    if name.lower() in device_kind.lower():
+      return (bf16 if dtype == "bfloat16" else f32) * 1e12
+  return None
+
+
+def _environment() -> dict[str, Any]:
+  device = jax.devices()[0]
+  return {"date": datetime.datetime.now().isoformat(timespec="seconds"), "host": platform.node(),
+          "cpu_count": os.cpu_count(), "jax": jax.__version__, "flax": flax.__version__,
+          "backend": jax.default_backend(), "device_kind": device.device_kind,
+          "device_count": jax.device_count(), "process_count": jax.process_count()}
+
+
+def _timings(fn: Callable[[], Any], steps: int, warmup: int) -> list[float]:
+  for _ in range(warmup):
+    fn()
+  times = []
+  for _ in range(steps):
+    start = time.perf_counter()
+    fn()
+    times.append(time.perf_counter() - start)
+  return times
+
+
+def _summary(times: list[float]) -> dict[str, float]:
+  return {"steps": len(times), "median_step_s": round(statistics.median(times), 4),
+          "min_step_s": round(min(times), 4), "max_step_s": round(max(times), 4)}
+
+
+def bench_step(config: ml_collections.ConfigDict, phase: str = "gan", steps: int = 10,
+               warmup: int = 2) -> dict[str, Any]:
+  """Compile time, step time and FLOP rate of the trainer's jitted `phase` update."""
+  trainer = train.Trainer(config)
+  step_fn = {"gan": trainer.gan_step, "pretrain": trainer.pretrain_step}.get(phase)
+  if step_fn is None:
+    raise ValueError(f"phase must be 'gan' (with a discriminator) or 'pretrain', got {phase!r}")
+  state = trainer.init_state()
+  local = config.batch_size // jax.process_count()
+  pixels = np.random.default_rng(0).integers(0, 256, (local, config.image_size, config.image_size, 3), np.uint8)
+  rgb = jax.make_array_from_process_local_data(trainer.data_sharding, pixels)
+
+  start = time.perf_counter()
+  compiled = step_fn.lower(state, rgb).compile()
+  compile_s = time.perf_counter() - start
+  cost = compiled.cost_analysis()
+  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+  device_flops = float(cost["flops"]) if cost and cost.get("flops", -1) > 0 else None  # one device's program
+
+  box = [state]
+
+  def run():  # the state is donated: each step consumes the previous one
+    box[0], metrics = compiled(box[0], rgb)
+    jax.block_until_ready((box[0], metrics))
+
+  times = _timings(run, steps, warmup)
+  median = statistics.median(times)
+  env = _environment()
+  dtype = models.compute_dtype(config).name
+  peak = peak_flops(env["device_kind"], dtype)
+  achieved = device_flops / median if device_flops else None
+  return {"bench": "step", **env, "phase": phase, "generator": config.model.generator,
+          "discriminator": config.model.discriminator, "upsample": config.model.upsample,
+          "image_size": config.image_size, "global_batch": config.batch_size, "dtype": dtype,
+          "compile_s": round(compile_s, 2), **_summary(times),
+          "img_per_s": round(config.batch_size / median, 2),
+          "flops_per_step": device_flops * env["device_count"] if device_flops else None,
+          "tflops_per_s": round(achieved * env["device_count"] / 1e12, 4) if achieved else None,
+          "peak_tflops_per_device": peak / 1e12 if peak else None,
+          "mfu": round(achieved / peak, 4) if achieved and peak else None}
+
+
+def bench_colorize(workdir: str, repeats: int = 10) -> dict[str, Any]:
+  """Milliseconds per photo for a 256 px photo and a 12-MP (4000x3000) one, after a warm-up."""
+  colorizer = Colorizer.from_workdir(workdir)
+  photo = Image.open(PHOTO).convert("RGB")
+  result = {"bench": "colorize", **_environment(), "workdir": workdir,
+            "generator": colorizer.config.model.generator, "render_size": colorizer.render_size}
+  for name, size, n in (("256px", (256, 256), repeats), ("12mp", (4000, 3000), max(2, repeats // 3))):
+    image = np.asarray(photo.resize(size, Image.BICUBIC))
+    times = _timings(lambda: colorizer(image), n, 1)
+    result[f"ms_{name}"] = round(1e3 * statistics.median(times), 1)
+    result[f"ms_{name}_min"] = round(1e3 * min(times), 1)
+  return result
+
+
+def _plain_crop(path: str, image_size: int, rng: np.random.Generator) -> np.ndarray:
+  """The loader everyone writes first: full decode, bicubic resize, random crop and flip."""
+  with Image.open(path) as img:
+    img = img.convert("RGB")
+    scale = image_size / min(img.size)
+    img = img.resize((max(image_size, round(img.width * scale)), max(image_size, round(img.height * scale))),
+                     Image.BICUBIC)
+  rgb = np.asarray(img)
+  top = rng.integers(0, rgb.shape[0] - image_size + 1)
+  left = rng.integers(0, rgb.shape[1] - image_size + 1)
+  crop = rgb[top:top + image_size, left:left + image_size]
+  return crop[:, ::-1] if rng.random() < 0.5 else crop
+
+
+def bench_pipeline(source: str, image_size: int = 256, batch_size: int = 16, workers: int = 0,
+                   batches: int = 20) -> dict[str, Any]:
+  """Images/s of the training pipeline, and of a plain PIL + NumPy loop over the same files."""
+  start = time.perf_counter()
+  files = sources.resolve(source, "train", 0.1).files
+  scan_s = time.perf_counter() - start
+  it = iter(pipeline.train_dataset(files, image_size, batch_size, seed=0, num_workers=workers))
+  start = time.perf_counter()
+  next(it)  # starts the threads / worker processes
+  first_s = time.perf_counter() - start
+  start = time.perf_counter()
+  for _ in range(batches):
+    next(it)
+  grain_s = time.perf_counter() - start
+  n = batches * batch_size
+  rng = np.random.default_rng(0)
+  start = time.perf_counter()
+  for i in range(n):
+    _plain_crop(files[i % len(files)], image_size, rng)
+  plain_s = time.perf_counter() - start
+  return {"bench": "pipeline", **_environment(), "source": source, "files": len(files),
+          "image_size": image_size, "batch_size": batch_size, "workers": workers, "images": n,
+          "scan_s": round(scan_s, 2), "first_batch_s": round(first_s, 2),
+          "img_per_s": round(n / grain_s, 1), "plain_pil_img_per_s": round(n / plain_s, 1)}
+
+
+FLAGS = flags.FLAGS
+COMMANDS = ("step", "colorize", "pipeline")
+
+
+def main(argv: list[str]) -> None:
+  if len(argv) != 2 or argv[1] not in COMMANDS:
+    raise app.UsageError(f"usage: python -m colorjax.bench {{{'|'.join(COMMANDS)}}} [flags]")
+  if argv[1] == "step":
+    if FLAGS.config is None:
+      raise app.UsageError("bench step needs --config, e.g. configs/pix2pix_unet64.py")
+    result = bench_step(FLAGS.config, FLAGS.phase, FLAGS.steps, FLAGS.warmup)
+    result["config"] = config_flags.get_config_filename(FLAGS["config"])
+  elif argv[1] == "colorize":
+    if not FLAGS.workdir:
+      raise app.UsageError("bench colorize needs --workdir (a trained run)")
+    result = bench_colorize(FLAGS.workdir, FLAGS.steps)
+  else:
+    if not FLAGS.data:
+      raise app.UsageError("bench pipeline needs --data, e.g. folder:../shared/data/ade20k")
+    result = bench_pipeline(FLAGS.data, FLAGS.image_size, FLAGS.batch_size, FLAGS.workers, FLAGS.batches)
+  result["command"] = " ".join(["python -m colorjax.bench"] + sys.argv[1:])
+  print(json.dumps(result), flush=True)
+
+
+if __name__ == "__main__":
+  config_flags.DEFINE_config_file("config", None, "step: config file, e.g. configs/pix2pix_unet64.py")
+  flags.DEFINE_enum("phase", "gan", ["gan", "pretrain"], "step: pix2pix G+D update, or G alone on L1")
+  flags.DEFINE_integer("steps", 10, "step: timed steps; colorize: timed 256 px photos")
+  flags.DEFINE_integer("warmup", 2, "step: untimed steps after compiling")
+  flags.DEFINE_string("workdir", "", "colorize: a training workdir")
+  flags.DEFINE_string("data", "", "pipeline: data source, e.g. folder:PATH")
+  flags.DEFINE_integer("image_size", 256, "pipeline: crop size")
+  flags.DEFINE_alias("image-size", "image_size")
+  flags.DEFINE_integer("batch_size", 16, "pipeline: images per batch")
+  flags.DEFINE_integer("batches", 20, "pipeline: timed batches")
+  flags.DEFINE_integer("workers", 0, "pipeline: grain worker processes (0: threads)")
+  app.run(main)

@@ -1,0 +1,40 @@
+"""The benchmark commands run on a tiny model and report numbers that hang together."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from colorjax import bench
+from test_train import REPO, tiny_config, write_photos
+
+
+def test_step_reports_time_rate_and_flops(tmp_path):
+  config = tiny_config(write_photos(str(tmp_path / "photos"), n=4))
+  result = bench.bench_step(config, phase="gan", steps=2, warmup=1)
+  assert result["steps"] == 2 and result["min_step_s"] <= result["median_step_s"] <= result["max_step_s"]
+  assert result["img_per_s"] == pytest.approx(config.batch_size / result["median_step_s"], rel=0.01)
+  assert result["flops_per_step"] > 0 and result["mfu"] is None  # no published peak for a CPU
+  with pytest.raises(ValueError, match="phase must be"):
+    bench.bench_step(config, phase="warmup")
+
+
+def test_peak_flops_matches_the_most_specific_device_name():
+  assert bench.peak_flops("NVIDIA H100 PCIe", "bfloat16") == 756e12
+  assert bench.peak_flops("NVIDIA H100 80GB HBM3", "float32") == 494e12
+  assert bench.peak_flops("TPU v5 lite", "bfloat16") == 197e12
+  assert bench.peak_flops("cpu", "float32") is None
+
+
+def test_pipeline_command_prints_one_json_line(tmp_path):
+  photos = write_photos(str(tmp_path / "photos"), n=12, size=(80, 96))
+  out = subprocess.run([sys.executable, "-m", "colorjax.bench", "pipeline", f"--data=folder:{photos}",
+                        "--image_size=32", "--batch_size=4", "--batches=3"],
+                       cwd=REPO, env={**os.environ, "PYTHONPATH": REPO}, capture_output=True, text=True,
+                       timeout=300)
+  assert out.returncode == 0, out.stderr[-3000:]
+  result = json.loads(out.stdout.strip().splitlines()[-1])
+  assert result["images"] == 12 and result["img_per_s"] > 0 and result["plain_pil_img_per_s"] > 0
+  assert 0 < result["files"] <= 12  # the training split
