@@ -64,9 +64,12 @@ Needs: torch (CPU is fine), numpy, pillow, scikit-image. No torchvision.
 from __future__ import annotations
 
 import argparse
+import datetime
 import hashlib
 import json
 import math
+import os
+import platform
 import random
 import statistics
 import sys
@@ -306,7 +309,9 @@ def cmd_step(args):
         sync(device)
         times.append(time.perf_counter() - t0)
     med = statistics.median(times)
-    out = {"framework": "torch", "torch": torch.__version__, "device": str(device),
+    out = {"bench": "step", "framework": "torch", "torch": torch.__version__, "device": str(device),
+           "date": datetime.datetime.now().isoformat(timespec="seconds"), "host": platform.node(),
+           "cpu_count": os.cpu_count(), "command": " ".join(["benchmarks/torch_pix2pix.py"] + sys.argv[1:]),
            "threads": torch.get_num_threads(), "image_size": S, "batch_size": B,
            "num_downs": nd, "g_params": n_params(model.G), "d_params": n_params(model.D),
            "steps": len(times), "median_step_s": round(med, 4), "min_step_s": round(min(times), 4),

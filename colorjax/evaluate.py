@@ -3,13 +3,14 @@
     python -m colorjax.evaluate --workdir runs/demo --data folder:/photos/val --out report.json
 
 The seeds' protocol: each photo's short side resized to 256 (bicubic), the center 256 x 256
-crop, the model run on that crop's L, and its prediction compared with the crop in RGB uint8:
+crop colorized as `colorize` would (the model sees the crop's L at the render size, default the
+training image_size, and its ab is upsampled onto the crop's L), compared with the crop in RGB uint8:
 PSNR, SSIM (Wang et al.: 11x11 Gaussian window, sigma 1.5 = scikit-image's
 `gaussian_weights=True, sigma=1.5, use_sample_covariance=False`) and MSE. Predicting no colour
 at all (a = b = 0) already scores about 23.5 dB and SSIM 0.94 on real photos, so that baseline
 is always a row of the table, and Hasler & Süsstrunk colourfulness (ground truth in its own
 row) tells a colourful model from a safely sepia one. Classifiers (seed 003) also get the share
-of pixels whose ab class is right; `--fid-weights` adds FID (`colorjax.fid`).
+of pixels whose delivered colour is in the right ab class; `--fid-weights` adds FID (`colorjax.fid`).
 
 All photos of `--data` are scored (`--split eval`: only the hash-held-out share of a training
 source, with the workdir's `data.eval_fraction`). Grayscale photos have no colour to score:
@@ -22,7 +23,6 @@ from __future__ import annotations
 import contextlib
 import csv
 import dataclasses
-import functools
 import json
 import os
 import sys
@@ -30,12 +30,13 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import msgpack
 import numpy as np
 import orbax.checkpoint as ocp
 from absl import app, flags
 
-from colorjax import fid, train
+from colorjax import ab_bins, color, fid, train
 from colorjax.colorize import Colorizer, parse_flags
 from colorjax.data import pipeline, sources
 from colorjax.data.images import BadImageError
@@ -105,28 +106,38 @@ def crop_batches(files: Sequence[pipeline.Record], image_size: int, batch_size: 
     yield names, np.stack(crops)
 
 
+def _pixel_accuracy(pred_u8: jax.Array, rgb: jax.Array) -> jax.Array:
+  """Share of pixels whose delivered colour falls in the true ab class (seed 003), per photo."""
+  classes = lambda x: ab_bins.ab_to_class(color.rgb_uint8_to_model(x)[1])
+  return jnp.mean(classes(pred_u8) == classes(rgb), axis=(1, 2))
+
+
 def evaluate(colorizer: Colorizer, data: sources.ScanReport, image_size: int = 256,
              batch_size: int = 16, features: fid.FeatureFn | None = None) -> Evaluation:
   """Scores `colorizer` on the center crops of the colour photos `data` (`sources.resolve`).
 
-  `features` (uint8 RGB -> vectors, e.g. `fid.InceptionFeatures`) adds FID of the model and of
-  the no-colour baseline against the real crops.
+  Each crop is colorized exactly as `colorize` would (the model sees its L at the colorizer's
+  render size; the ab is upsampled onto the crop's own L), so the scores are those of the
+  pictures a user gets. `features` (uint8 RGB -> vectors, e.g. `fid.InceptionFeatures`) adds
+  FID of the model and of the no-colour baseline against the real crops.
   """
-  if image_size % colorizer.stride:
-    raise ValueError(f"--image-size {image_size} must be a multiple of the model's stride {colorizer.stride}")
-  score = jax.jit(functools.partial(train.score_batch, colorizer.generator))
+  classifier = bool(getattr(colorizer.generator, "num_classes", 0))
+  score = jax.jit(lambda pred, rgb: {**train.score_predictions(pred, rgb),
+                                     **({"pixel_accuracy": _pixel_accuracy(pred, rgb)} if classifier else {})})
   result = Evaluation(rows=[], grayscale=list(data.grayscale), unreadable=dict(data.unreadable))
   stats = {k: fid.FeatureStats() for k in ("model", "no_colour", "real")} if features else None
   for names, crops in crop_batches(data.files, image_size, batch_size, result.unreadable):
     n = len(crops)
-    padded = np.concatenate([crops, np.zeros((batch_size - n,) + crops.shape[1:], np.uint8)])
-    scores, pred_u8, gray_u8 = jax.device_get(score(colorizer.variables["params"],
-                                                    colorizer.variables["batch_stats"], padded))
+    pad = lambda x: np.concatenate([x, np.zeros((batch_size - n,) + x.shape[1:], np.uint8)])
+    pred_u8 = np.stack(colorizer.colorize_batch(list(crops)))
+    scores = jax.device_get(score(pad(pred_u8), pad(crops)))  # one compiled shape for every batch
     result.rows += [{"file": name, **{k: float(scores[k][i]) for k in CSV_FIELDS if k in scores}}
                     for i, name in enumerate(names)]
     if stats:
-      for key, images in (("model", pred_u8), ("no_colour", gray_u8), ("real", padded)):
-        stats[key].update(features(images)[:n])
+      l, ab = color.rgb_uint8_to_model(crops, np)
+      gray_u8 = color.to_uint8(color.model_to_rgb(l, np.zeros_like(ab), np), np)
+      for key, images in (("model", pred_u8), ("no_colour", gray_u8), ("real", crops)):
+        stats[key].update(features(images))
   if not result.rows:
     raise ValueError(f"no photo could be scored: {result.counts()}")
   if stats:
@@ -183,7 +194,7 @@ def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments {argv[1:]}")
   try:
-    colorizer = Colorizer.from_workdir(FLAGS.workdir, FLAGS.checkpoint)
+    colorizer = Colorizer.from_workdir(FLAGS.workdir, FLAGS.checkpoint, FLAGS.render_size or None)
     data = sources.resolve(FLAGS.data, FLAGS.split, colorizer.config.data.eval_fraction)
     features = fid.InceptionFeatures.from_file(FLAGS.fid_weights) if FLAGS.fid_weights else None
     evaluation = evaluate(colorizer, data, FLAGS.image_size, FLAGS.batch_size, features)
@@ -192,13 +203,14 @@ def main(argv: list[str]) -> None:
     sys.exit(1)
   step = checkpoint_step(FLAGS.workdir, FLAGS.checkpoint)
   print(f"{FLAGS.workdir} ({FLAGS.checkpoint} checkpoint, step {step}) on {FLAGS.data} [{FLAGS.split}]: "
-        f"{evaluation.counts()}; {FLAGS.image_size} px center crops, RGB uint8\n")
+        f"{evaluation.counts()}; {FLAGS.image_size} px center crops colorized at render size "
+        f"{colorizer.render_size}, RGB uint8\n")
   print(format_table(system_rows(evaluation.summary(), f"model (step {step})"), [("system", "")]))
   if features is None:
     print("\n" + FID_MISSING)
   if FLAGS.out:
     meta = {"workdir": FLAGS.workdir, "checkpoint": FLAGS.checkpoint, "step": step, "data": FLAGS.data,
-            "split": FLAGS.split, "image_size": FLAGS.image_size}
+            "split": FLAGS.split, "image_size": FLAGS.image_size, "render_size": colorizer.render_size}
     print(f"\nwrote {FLAGS.out} and {write_report(FLAGS.out, evaluation, meta)}")
 
 
@@ -211,6 +223,8 @@ if __name__ == "__main__":
                     "held out from training by the workdir's data.eval_fraction")
   flags.DEFINE_string("checkpoint", "latest", "'latest', 'best' or a step number")
   flags.DEFINE_integer("image_size", 256, "Short side resize and center crop (the seeds' protocol: 256)")
+  flags.DEFINE_integer("render_size", 0, "Short side the model sees, as colorize's --render-size "
+                       "(default: the training image_size)")
   flags.DEFINE_integer("batch_size", 16, "Crops per device call")
   flags.DEFINE_string("fid_weights", "", "pytorch-fid Inception weights (.pth/.npz/.safetensors) for FID")
   flags.DEFINE_string("out", "", "Write this JSON report and a per-photo CSV beside it")

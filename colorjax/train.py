@@ -36,7 +36,7 @@ from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 from PIL import Image
 
-from colorjax import ab_bins, color, fid, losses, metrics, models, writers
+from colorjax import ab_bins, color, distributed, fid, losses, metrics, models, writers
 from colorjax.data import pipeline, sources
 from colorjax.models import pretrained
 
@@ -186,31 +186,36 @@ def inference_params(state: TrainState) -> Any:
   return state.g_ema if state.g_ema is not None else state.g_params
 
 
-def score_batch(generator: nn.Module, params: Any, stats: Any, rgb: jax.Array
-                ) -> tuple[dict[str, jax.Array], jax.Array, jax.Array]:
-  """uint8 RGB crops [B, S, S, 3] -> (per-photo scores [B] each, prediction, no-colour image).
+def score_predictions(pred_u8: jax.Array, rgb: jax.Array) -> dict[str, jax.Array]:
+  """uint8 RGB predictions and the true crops [B, S, S, 3] -> per-photo scores [B] each.
 
-  The model sees the L of the whole crop; both the prediction and the a = b = 0 baseline are
-  rebuilt from that L and scored in RGB uint8 against the crop (the seeds' protocol).
+  Scored in RGB uint8 (the seeds' protocol), beside the a = b = 0 image rebuilt from the same L.
   """
+  l, _ = color.rgb_uint8_to_model(rgb)
+  gray_u8 = color.to_uint8(color.model_to_rgb(l, jnp.zeros(l.shape[:-1] + (2,))))
+  return {**metrics.psnr_ssim_mse(pred_u8, rgb), "colorfulness": metrics.colorfulness(pred_u8),
+          **{f"gray_{k}": v for k, v in metrics.psnr_ssim_mse(gray_u8, rgb).items()},
+          "gray_colorfulness": metrics.colorfulness(gray_u8), "real_colorfulness": metrics.colorfulness(rgb)}
+
+
+def score_batch(generator: nn.Module, params: Any, stats: Any, rgb: jax.Array
+                ) -> tuple[dict[str, jax.Array], jax.Array]:
+  """uint8 RGB crops [B, S, S, 3] -> (per-photo scores [B] each, prediction); the model sees
+  the L of the whole crop and its ab is laid over that L."""
   l, ab = color.rgb_uint8_to_model(rgb)
   out = generator.apply({"params": params, "batch_stats": stats}, l, train=False)
   pred = decode_output(generator, out)
   pred_u8 = color.to_uint8(color.model_to_rgb(l, pred))
-  gray_u8 = color.to_uint8(color.model_to_rgb(l, jnp.zeros_like(pred)))
-  scores = {**metrics.psnr_ssim_mse(pred_u8, rgb), "colorfulness": metrics.colorfulness(pred_u8),
-            **{f"gray_{k}": v for k, v in metrics.psnr_ssim_mse(gray_u8, rgb).items()},
-            "gray_colorfulness": metrics.colorfulness(gray_u8), "real_colorfulness": metrics.colorfulness(rgb),
-            "l1": jnp.mean(jnp.abs(pred - ab), axis=(1, 2, 3))}
+  scores = {**score_predictions(pred_u8, rgb), "l1": jnp.mean(jnp.abs(pred - ab), axis=(1, 2, 3))}
   if getattr(generator, "num_classes", 0):
     scores["pixel_accuracy"] = jnp.mean(jnp.argmax(out, -1) == ab_bins.ab_to_class(ab), axis=(1, 2))
-  return scores, pred_u8, gray_u8
+  return scores, pred_u8
 
 
 def eval_step(state: TrainState, rgb: Batch, mask: jax.Array, *,
               generator: nn.Module) -> tuple[Any, jax.Array]:
   """Held-out clu metrics of the model (EMA weights if kept) and of the no-colour baseline."""
-  scores, pred_u8, _ = score_batch(generator, inference_params(state), state.g_stats, rgb)
+  scores, pred_u8 = score_batch(generator, inference_params(state), state.g_stats, rgb)
   collection = metrics.ClassifierEvalMetrics if "pixel_accuracy" in scores else metrics.EvalMetrics
   return collection.single_from_model_output(**scores, mask=mask), pred_u8
 
@@ -513,8 +518,15 @@ def _evaluate_and_log(trainer: Trainer, state: TrainState, images: np.ndarray, w
   return summary
 
 
+def _quiet_orbax(record: logging.LogRecord) -> bool:
+  """Drops orbax's several INFO lines per checkpoint from the console; its warnings still show."""
+  return record.levelno >= logging.WARNING or f"{os.sep}orbax{os.sep}" not in record.pathname
+
+
 def main(argv: list[str]) -> None:
   del argv
+  distributed.initialize()  # before JAX touches a device, so the mesh spans every process
+  logging.getLogger("absl").addFilter(_quiet_orbax)
   config = flags.FLAGS.config
   workdir = flags.FLAGS.workdir or os.path.join(
       "runs", os.path.splitext(os.path.basename(config_flags.get_config_filename(flags.FLAGS["config"])))[0])

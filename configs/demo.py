@@ -3,7 +3,7 @@
     make demo        # = python -m colorjax.train --config configs/demo.py --workdir runs/demo
     python -m colorjax.colorize --workdir runs/demo my_old_photo.jpg --out colorized/
 
-ResNet-18 U-Net at 64 px, batch 16, L1 then a short pix2pix GAN phase, on the 35 free-licensed
+ResNet-18 U-Net at 64 px, batch 16, L1 then a short pix2pix GAN phase, on the 32 free-licensed
 photos in colorjax/assets/photos. With so few photos the crops zoom into them (max_zoom 4) so
 the network learns colours of textures and scenes rather than memorising 30 pictures, and an
 EMA of the weights colorizes.

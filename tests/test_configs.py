@@ -12,7 +12,7 @@ from colorjax import ab_bins, color, train
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = sorted(glob.glob(os.path.join(REPO, "configs", "*.py")))
-STEPS = 30  # enough for every config to lower its loss by 30%
+STEPS = 50  # issue 4: every config lowers its loss over 50 steps on a fixed batch
 PHOTOS = sorted(glob.glob(os.path.join(REPO, "colorjax", "assets", "photos", "*.jpg")))
 
 
