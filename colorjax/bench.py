@@ -14,6 +14,7 @@ benchmarks/results.jsonl.
 from __future__ import annotations
 
 import datetime
+import io
 import json
 import os
 import platform
@@ -25,6 +26,7 @@ from typing import Any, Callable
 import flax
 import jax
 import ml_collections
+import msgpack
 import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
@@ -140,9 +142,18 @@ def bench_colorize(workdir: str, repeats: int = 10) -> dict[str, Any]:
   return result
 
 
-def _plain_crop(path: str, image_size: int, rng: np.random.Generator) -> np.ndarray:
+def _plain_open(record: pipeline.Record) -> Image.Image:
+  """A file path, a shard record (msgpack {key, jpeg}) or a TFDS example, opened plainly."""
+  if isinstance(record, str):
+    return Image.open(record)
+  if isinstance(record, bytes):
+    return Image.open(io.BytesIO(msgpack.unpackb(record)["jpeg"]))
+  return Image.fromarray(np.asarray(record["image"]))
+
+
+def _plain_crop(record: pipeline.Record, image_size: int, rng: np.random.Generator) -> np.ndarray:
   """The loader everyone writes first: full decode, bicubic resize, random crop and flip."""
-  with Image.open(path) as img:
+  with _plain_open(record) as img:
     img = img.convert("RGB")
     scale = image_size / min(img.size)
     img = img.resize((max(image_size, round(img.width * scale)), max(image_size, round(img.height * scale))),

@@ -76,8 +76,13 @@ class Colorizer:
 
   @classmethod
   def from_workdir(cls, workdir: str, checkpoint: str = "latest",
-                   render_size: int | None = None, batch_size: int = 8) -> "Colorizer":
-    """Loads `workdir/config.json` and checkpoint `latest`, `best` or a step number."""
+                   render_size: int | None = None, batch_size: int = 8,
+                   temperature: float | None = None) -> "Colorizer":
+    """Loads `workdir/config.json` and checkpoint `latest`, `best` or a step number.
+
+    `temperature` overrides a classifier's annealed-mean temperature: lower gives bolder
+    colour, higher (up to 1, the mean) safer colour.
+    """
     config_path = os.path.join(workdir, "config.json")
     if not os.path.exists(config_path):
       raise FileNotFoundError(f"{workdir!r} is not a colorjax workdir (no config.json): train first")
@@ -85,6 +90,10 @@ class Colorizer:
       raise ValueError(f"checkpoint must be 'latest', 'best' or a step number, got {checkpoint!r}")
     with open(config_path) as f:
       config = ml_collections.ConfigDict(json.load(f))
+    if temperature:
+      if not config.model.num_classes:
+        raise ValueError(f"temperature applies to ab-class models; {workdir!r} regresses ab")
+      config.model.decode, config.model.temperature = "annealed_mean", temperature
     directory = os.path.join(os.path.abspath(workdir), "best" if checkpoint == "best" else "checkpoints")
     if not (os.path.isdir(directory) and ocp.CheckpointManager(directory).all_steps()):
       what = "best checkpoint (best/ is written at evals)" if checkpoint == "best" else "checkpoint yet"
@@ -362,7 +371,7 @@ def main(argv: list[str]) -> None:
     sys.exit(1)
   try:
     colorizer = Colorizer.from_workdir(FLAGS.workdir, FLAGS.checkpoint, FLAGS.render_size or None,
-                                       FLAGS.batch_size)
+                                       FLAGS.batch_size, FLAGS.temperature or None)
   except (FileNotFoundError, ValueError) as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(1)
@@ -381,6 +390,8 @@ if __name__ == "__main__":
   flags.DEFINE_integer("render_size", 0, "Short side the model sees (default: the training image_size); "
                        "larger keeps more detail, smaller gives surer colour")
   flags.DEFINE_integer("batch_size", 8, "Photos of the same render shape colorized in one device call")
+  flags.DEFINE_float("temperature", 0, "ab-class models: annealed-mean temperature (0: the trained "
+                     "config's); lower is bolder, 1 is the safe mean")
   flags.DEFINE_integer("max_pixels", DEFAULT_MAX_PIXELS, "Refuse larger images (decompression-bomb guard)")
   flags.mark_flags_as_required(["workdir"])
   app.run(main, flags_parser=parse_flags)

@@ -46,7 +46,7 @@ def default_config() -> ml_collections.ConfigDict:
   c.model.dropout = 0.5               # pix2pix_unet's middle blocks
   c.model.output_activation = "tanh"  # or "sigmoid" (seed 000)
   c.model.upsample = "subpixel"       # or "transpose": same maths, see models/layers.py
-  c.model.num_classes = 0             # resnet_colorizer: 256 predicts ab classes (seed 003)
+  c.model.num_classes = 0             # resnet_unet, resnet_colorizer: 256 predicts ab classes (seed 003)
   c.model.decode = "annealed_mean"    # classes -> ab: "annealed_mean" (Zhang et al.) or "argmax"
   c.model.temperature = 0.38          # annealed-mean temperature
   c.model.discriminator = "patchgan"  # or "none" for a plain regressor
@@ -61,7 +61,8 @@ def default_config() -> ml_collections.ConfigDict:
 
   c.optim = ml_collections.ConfigDict()
   for name in ("g", "d"):
-    c.optim[name] = ml_collections.ConfigDict({"lr": 2e-4, "b1": 0.5, "b2": 0.999})
+    # decay_steps > 0: cosine decay of lr to 0 over that many updates of this network
+    c.optim[name] = ml_collections.ConfigDict({"lr": 2e-4, "b1": 0.5, "b2": 0.999, "decay_steps": 0})
   return c
 
 

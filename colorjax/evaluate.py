@@ -16,6 +16,9 @@ All photos of `--data` are scored (`--split eval`: only the hash-held-out share 
 source, with the workdir's `data.eval_fraction`). Grayscale photos have no colour to score:
 they are skipped and counted, as are unreadable files. `--out report.json` also writes
 `report.csv`, one row per photo.
+
+`--predictions DIR` scores another system's pictures of the same photos instead (e.g. a
+PyTorch baseline's, `benchmarks/quick_cpu_vs_torch.sh`), with the same crops and metrics.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ import msgpack
 import numpy as np
 import orbax.checkpoint as ocp
 from absl import app, flags
+from PIL import Image, ImageOps
 
 from colorjax import ab_bins, color, fid, train
 from colorjax.colorize import Colorizer, parse_flags
@@ -78,6 +82,33 @@ class Evaluation:
             f"{len(self.unreadable)} unreadable skipped)")
 
 
+class PredictionFolder:
+  """Another colorizer's pictures of the same photos, scored exactly as colorjax's own: the
+  picture of photo `.../NAME.ext` is `DIR/NAME.*` (searched recursively), at the photo's size."""
+
+  def __init__(self, directory: str):
+    if not os.path.isdir(directory):
+      raise FileNotFoundError(f"predictions folder {directory!r} does not exist")
+    self.directory, self.by_stem = directory, {}
+    for path in sources.list_folder(directory, "all"):
+      stem = os.path.splitext(os.path.basename(path))[0]
+      if stem in self.by_stem:
+        raise ValueError(f"{directory}: two predictions named {stem}: {self.by_stem[stem]} and {path}")
+      self.by_stem[stem] = path
+
+  def crop(self, name: str, photo: pipeline.Record, image_size: int) -> np.ndarray:
+    """The prediction for photo `name`, cropped as the photo; BadImageError if missing or misfit."""
+    path = self.by_stem.get(os.path.splitext(os.path.basename(name))[0])
+    if path is None:
+      raise BadImageError(f"no prediction for it in {self.directory}")
+    if isinstance(photo, str):
+      with Image.open(photo) as a, Image.open(path) as b:
+        if ImageOps.exif_transpose(a).size != b.size:
+          raise BadImageError(f"prediction {path} is {b.size[0]}x{b.size[1]}, the photo "
+                              f"{ImageOps.exif_transpose(a).size[0]}x{ImageOps.exif_transpose(a).size[1]}")
+    return pipeline.load_eval_crop(path, image_size)
+
+
 def record_name(record: pipeline.Record, index: int) -> str:
   """A photo's name in the report: its path, its shard key, or its position in a TFDS split."""
   if isinstance(record, str):
@@ -89,12 +120,19 @@ def record_name(record: pipeline.Record, index: int) -> str:
 
 
 def crop_batches(files: Sequence[pipeline.Record], image_size: int, batch_size: int,
-                 unreadable: dict[str, str]) -> Iterator[tuple[list[str], np.ndarray]]:
-  """(names, uint8 center crops [<= batch_size, S, S, 3]); photos that fail go to `unreadable`."""
+                 unreadable: dict[str, str], predictions: PredictionFolder | None = None
+                 ) -> Iterator[tuple[list[str], np.ndarray]]:
+  """(names, uint8 center crops [<= batch_size, S, S, 3]); photos that fail go to `unreadable`.
+
+  With `predictions`, each crop is a pair [2, S, S, 3]: the photo's and its prediction's.
+  """
   names, crops = [], []
   for i, record in enumerate(files):
     try:
-      crops.append(pipeline.load_eval_crop(record, image_size))
+      crop = pipeline.load_eval_crop(record, image_size)
+      if predictions:
+        crop = np.stack([crop, predictions.crop(record_name(record, i), record, image_size)])
+      crops.append(crop)
     except BadImageError as e:
       unreadable[record_name(record, i)] = str(e)
       continue
@@ -112,24 +150,29 @@ def _pixel_accuracy(pred_u8: jax.Array, rgb: jax.Array) -> jax.Array:
   return jnp.mean(classes(pred_u8) == classes(rgb), axis=(1, 2))
 
 
-def evaluate(colorizer: Colorizer, data: sources.ScanReport, image_size: int = 256,
+def evaluate(colorizer: Colorizer | PredictionFolder, data: sources.ScanReport, image_size: int = 256,
              batch_size: int = 16, features: fid.FeatureFn | None = None) -> Evaluation:
   """Scores `colorizer` on the center crops of the colour photos `data` (`sources.resolve`).
 
   Each crop is colorized exactly as `colorize` would (the model sees its L at the colorizer's
   render size; the ab is upsampled onto the crop's own L), so the scores are those of the
-  pictures a user gets. `features` (uint8 RGB -> vectors, e.g. `fid.InceptionFeatures`) adds
-  FID of the model and of the no-colour baseline against the real crops.
+  pictures a user gets. A `PredictionFolder` scores another system's pictures the same way.
+  `features` (uint8 RGB -> vectors, e.g. `fid.InceptionFeatures`) adds FID of the model and
+  of the no-colour baseline against the real crops.
   """
-  classifier = bool(getattr(colorizer.generator, "num_classes", 0))
+  folder = colorizer if isinstance(colorizer, PredictionFolder) else None
+  classifier = bool(getattr(getattr(colorizer, "generator", None), "num_classes", 0))
   score = jax.jit(lambda pred, rgb: {**train.score_predictions(pred, rgb),
                                      **({"pixel_accuracy": _pixel_accuracy(pred, rgb)} if classifier else {})})
   result = Evaluation(rows=[], grayscale=list(data.grayscale), unreadable=dict(data.unreadable))
   stats = {k: fid.FeatureStats() for k in ("model", "no_colour", "real")} if features else None
-  for names, crops in crop_batches(data.files, image_size, batch_size, result.unreadable):
+  for names, crops in crop_batches(data.files, image_size, batch_size, result.unreadable, folder):
     n = len(crops)
     pad = lambda x: np.concatenate([x, np.zeros((batch_size - n,) + x.shape[1:], np.uint8)])
-    pred_u8 = np.stack(colorizer.colorize_batch(list(crops)))
+    if folder:
+      crops, pred_u8 = crops[:, 0], crops[:, 1]
+    else:
+      pred_u8 = np.stack(colorizer.colorize_batch(list(crops)))
     scores = jax.device_get(score(pad(pred_u8), pad(crops)))  # one compiled shape for every batch
     result.rows += [{"file": name, **{k: float(scores[k][i]) for k in CSV_FIELDS if k in scores}}
                     for i, name in enumerate(names)]
@@ -193,31 +236,45 @@ def write_report(path: str, evaluation: Evaluation, meta: dict[str, Any]) -> str
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments {argv[1:]}")
+  if bool(FLAGS.workdir) == bool(FLAGS.predictions):
+    raise app.UsageError("give --workdir (a trained run) or --predictions (another system's pictures)")
   try:
-    colorizer = Colorizer.from_workdir(FLAGS.workdir, FLAGS.checkpoint, FLAGS.render_size or None)
-    data = sources.resolve(FLAGS.data, FLAGS.split, colorizer.config.data.eval_fraction)
+    if FLAGS.predictions:
+      system, eval_fraction = PredictionFolder(FLAGS.predictions), FLAGS.eval_fraction
+      label, how = "predictions", f"pictures in {FLAGS.predictions}"
+      meta = {"predictions": FLAGS.predictions}
+    else:
+      system = Colorizer.from_workdir(FLAGS.workdir, FLAGS.checkpoint, FLAGS.render_size or None,
+                                      temperature=FLAGS.temperature or None)
+      eval_fraction, step = system.config.data.eval_fraction, checkpoint_step(FLAGS.workdir, FLAGS.checkpoint)
+      label, how = f"model (step {step})", f"colorized at render size {system.render_size}"
+      meta = {"workdir": FLAGS.workdir, "checkpoint": FLAGS.checkpoint, "step": step,
+              "render_size": system.render_size, "model": system.config.model.to_dict()}
+    data = sources.resolve(FLAGS.data, FLAGS.split, eval_fraction)
     features = fid.InceptionFeatures.from_file(FLAGS.fid_weights) if FLAGS.fid_weights else None
-    evaluation = evaluate(colorizer, data, FLAGS.image_size, FLAGS.batch_size, features)
+    evaluation = evaluate(system, data, FLAGS.image_size, FLAGS.batch_size, features)
   except (FileNotFoundError, ValueError, ImportError) as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(1)
-  step = checkpoint_step(FLAGS.workdir, FLAGS.checkpoint)
-  print(f"{FLAGS.workdir} ({FLAGS.checkpoint} checkpoint, step {step}) on {FLAGS.data} [{FLAGS.split}]: "
-        f"{evaluation.counts()}; {FLAGS.image_size} px center crops colorized at render size "
-        f"{colorizer.render_size}, RGB uint8\n")
-  print(format_table(system_rows(evaluation.summary(), f"model (step {step})"), [("system", "")]))
+  print(f"{FLAGS.workdir or FLAGS.predictions} on {FLAGS.data} [{FLAGS.split}]: {evaluation.counts()}; "
+        f"{FLAGS.image_size} px center crops {how}, RGB uint8\n")
+  print(format_table(system_rows(evaluation.summary(), label), [("system", "")]))
+  for name, why in list(evaluation.unreadable.items())[:5]:
+    print(f"skipped {name}: {why}")
   if features is None:
     print("\n" + FID_MISSING)
   if FLAGS.out:
-    meta = {"workdir": FLAGS.workdir, "checkpoint": FLAGS.checkpoint, "step": step, "data": FLAGS.data,
-            "split": FLAGS.split, "image_size": FLAGS.image_size, "render_size": colorizer.render_size}
+    meta.update(data=FLAGS.data, split=FLAGS.split, image_size=FLAGS.image_size)
     print(f"\nwrote {FLAGS.out} and {write_report(FLAGS.out, evaluation, meta)}")
 
 
 FLAGS = flags.FLAGS
 
 if __name__ == "__main__":
-  flags.DEFINE_string("workdir", None, "Training workdir with config.json and checkpoints/")
+  flags.DEFINE_string("workdir", "", "Training workdir with config.json and checkpoints/")
+  flags.DEFINE_string("predictions", "", "Instead of --workdir: a folder of another system's "
+                      "pictures of the --data photos, one per photo with the same name and size")
+  flags.DEFINE_float("eval_fraction", 0.1, "With --predictions and --split eval: the held-out share")
   flags.DEFINE_string("data", None, "Held-out photos: folder:PATH, shards:DIR or tfds:NAME (comma-joined)")
   flags.DEFINE_enum("split", "all", ["all", "eval"], "all photos of --data, or only the share "
                     "held out from training by the workdir's data.eval_fraction")
@@ -226,7 +283,8 @@ if __name__ == "__main__":
   flags.DEFINE_integer("render_size", 0, "Short side the model sees, as colorize's --render-size "
                        "(default: the training image_size)")
   flags.DEFINE_integer("batch_size", 16, "Crops per device call")
+  flags.DEFINE_float("temperature", 0, "ab-class models: annealed-mean temperature (0: the trained config's)")
   flags.DEFINE_string("fid_weights", "", "pytorch-fid Inception weights (.pth/.npz/.safetensors) for FID")
   flags.DEFINE_string("out", "", "Write this JSON report and a per-photo CSV beside it")
-  flags.mark_flags_as_required(["workdir", "data"])
+  flags.mark_flags_as_required(["data"])
   app.run(main, flags_parser=parse_flags)

@@ -4,6 +4,7 @@
   python -m colorjax.prepare --source tfds:coco/2017 --out gs://bucket/coco10k \
       --limit 10000 --eval-fraction 0.2      # the seeds' COCO subset: ~8k train / ~2k eval
   python -m colorjax.prepare --source tfds:places365_small --out /data/places --eval-fraction 0.1
+  python -m colorjax.prepare --source folder:/a,folder:/b --out /data/ab   # several as one
 
 Each photo is decoded once; gray and unreadable ones are left out (the manifest names them and
 says why); the rest are resized to a short side of --size and stored as JPEG records
@@ -42,7 +43,19 @@ PROGRESS = ".prepare"  # per-shard completion notes of an unfinished prepare
 
 
 def open_source(source: str) -> tuple[Sequence[Any], list[str]]:
-  """SOURCE -> (records `pipeline.load_rgb` reads, the key of each: its split hash and name)."""
+  """SOURCE[,SOURCE...] -> (records `pipeline.load_rgb` reads, the key of each: its split hash and name).
+
+  Several sources are prepared as one, each split exactly as training on the same list splits it.
+  """
+  opened = [_open_one(part) for part in filter(None, (p.strip() for p in source.split(",")))]
+  if not opened:
+    raise ValueError(f"no source in {source!r}")
+  if len(opened) == 1:
+    return opened[0]
+  return sources.Concat([records for records, _ in opened]), [k for _, keys in opened for k in keys]
+
+
+def _open_one(source: str) -> tuple[Sequence[Any], list[str]]:
   kind, _, arg = source.partition(":")
   if kind == "folder" and arg:
     root = os.path.expanduser(arg)
@@ -178,7 +191,7 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-  flags.DEFINE_string("source", None, "folder:PATH, tfds:coco/2017, tfds:places365_small, ...")
+  flags.DEFINE_string("source", None, "folder:PATH, tfds:coco/2017, tfds:places365_small, ... (comma-separated: several as one)")
   flags.DEFINE_string("out", None, "Output directory, local or gs://")
   flags.DEFINE_integer("size", 256, "Short side of the stored photos, in pixels")
   flags.DEFINE_integer("limit", 0, "Prepare a seeded random subset of this many photos (0: all)")

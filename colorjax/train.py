@@ -56,7 +56,10 @@ class TrainState(flax.struct.PyTreeNode):
 
 
 def make_optimizer(optim: ml_collections.ConfigDict) -> optax.GradientTransformation:
-  return optax.adam(optim.lr, b1=optim.b1, b2=optim.b2)
+  """Adam; `decay_steps` > 0 anneals the rate to 0 along a cosine over that many updates, which
+  is what a short run needs to settle (configs/quick_cpu.py)."""
+  lr = optax.cosine_decay_schedule(optim.lr, optim.decay_steps) if optim.get("decay_steps", 0) else optim.lr
+  return optax.adam(lr, b1=optim.b1, b2=optim.b2)
 
 
 def create_train_state(config: ml_collections.ConfigDict, rng: jax.Array, generator: nn.Module,

@@ -22,5 +22,5 @@ def get_config(variant: str = ""):
   c.model.resnet_depth = 18
   c.model.discriminator = "none"
   c.loss.reconstruction = "mse"
-  c.optim.g = {"lr": 1e-4, "b1": 0.9, "b2": 0.999}
+  c.optim.g.update(lr=1e-4, b1=0.9, b2=0.999)
   return apply_variant(c, variant)

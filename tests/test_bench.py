@@ -38,3 +38,11 @@ def test_pipeline_command_prints_one_json_line(tmp_path):
   result = json.loads(out.stdout.strip().splitlines()[-1])
   assert result["images"] == 12 and result["img_per_s"] > 0 and result["plain_pil_img_per_s"] > 0
   assert 0 < result["files"] <= 12  # the training split
+
+
+def test_pipeline_bench_reads_shards_in_both_loops(tmp_path):
+  from colorjax import prepare
+  photos = write_photos(str(tmp_path / "photos"), n=8, size=(80, 96))
+  prepare.prepare(f"folder:{photos}", str(tmp_path / "shards"), size=48, workers=1, progress=False)
+  result = bench.bench_pipeline(f"shards:{tmp_path / 'shards'}", image_size=32, batch_size=4, batches=2)
+  assert result["images"] == 8 and result["img_per_s"] > 0 and result["plain_pil_img_per_s"] > 0

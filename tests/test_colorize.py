@@ -79,6 +79,11 @@ def test_from_workdir_without_config(tmp_path):
     Colorizer.from_workdir(str(tmp_path))
 
 
+def test_temperature_is_only_for_ab_class_models(workdir):
+  with pytest.raises(ValueError, match="temperature applies to ab-class models"):
+    Colorizer.from_workdir(workdir, temperature=0.5)
+
+
 def _run_cli(workdir, *args):
   env = dict(os.environ, PYTHONPATH=REPO)
   return subprocess.run([sys.executable, "-m", "colorjax.colorize", "--workdir", workdir, *args],

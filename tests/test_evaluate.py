@@ -134,3 +134,29 @@ def test_compare_tables_runs_on_the_same_photos(run, photos, tmp_path):
   json.dump(config, open(os.path.join(other, "config.json"), "w"))
   with pytest.raises(ValueError, match="same split"):
     compare.compare([run, other], f"folder:{photos}", split="eval", image_size=32, batch_size=4)
+
+
+def test_another_systems_pictures_are_scored_on_the_same_crops(photos, tmp_path):
+  skmetrics = pytest.importorskip("skimage.metrics")
+  data = sources.resolve(f"folder:{photos}", "all", 0.1)
+  files, preds = sorted(data.files), tmp_path / "preds"
+  (preds / "nested").mkdir(parents=True)
+  for f in files[:-1]:  # the last photo gets no prediction
+    rgb = np.asarray(Image.open(f).convert("RGB"))
+    Image.fromarray((rgb // 2 + 60).astype(np.uint8)).save(preds / "nested" / (os.path.basename(f)[:-4] + ".png"))
+  misfit = Image.open(files[0]).resize((17, 19))
+  misfit.save(preds / "nested" / (os.path.basename(files[0])[:-4] + ".png"))
+  result = evaluate.evaluate(evaluate.PredictionFolder(str(preds)), data, image_size=32, batch_size=4)
+  assert "no prediction" in result.unreadable[files[-1]] and "17x19" in result.unreadable[files[0]]
+  assert len(result.rows) == len(files) - 2
+  for row in result.rows:
+    truth = pipeline.load_eval_crop(row["file"], 32)
+    pred = pipeline.load_eval_crop(str(preds / "nested" / (os.path.basename(row["file"])[:-4] + ".png")), 32)
+    assert row["psnr"] == pytest.approx(skmetrics.peak_signal_noise_ratio(truth, pred, data_range=255), abs=0.05)
+
+  proc = subprocess.run([sys.executable, "-m", "colorjax.evaluate", "--predictions", str(preds), "--data",
+                         f"folder:{photos}", "--image-size", "32"], cwd=REPO, capture_output=True, text=True,
+                        env={**os.environ, "PYTHONPATH": REPO, "JAX_DISABLE_MOST_OPTIMIZATIONS": "1"})
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert f"{len(files) - 2} photos (0 grayscale skipped, 2 unreadable skipped)" in proc.stdout
+  assert "| predictions |" in proc.stdout and "no prediction for it in" in proc.stdout

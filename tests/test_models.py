@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from colorjax import config as config_lib
-from colorjax import models
+from colorjax import models, train
 from colorjax.models import layers
 from colorjax.models.pix2pix import PatchGAN, UNetGenerator
 
@@ -100,6 +100,20 @@ def test_generators_map_l_to_bounded_ab(generator, size, activation):
   ab = jax.jit(g.apply)(variables, l)
   assert ab.shape == (2, size, size, 2)
   assert float(jnp.abs(ab).max()) <= 1.0
+
+
+def test_resnet_unet_predicts_ab_classes_decoded_by_temperature():
+  c = config_lib.default_config()
+  c.model.num_classes = 256
+  g = models.build_generator(c)
+  l = jax.random.uniform(jax.random.key(0), (1, 32, 32, 1), minval=-1, maxval=1)
+  variables = jax.jit(g.init)(jax.random.key(1), l)
+  logits = jax.jit(g.apply)(variables, l)
+  assert logits.shape == (1, 32, 32, 256)
+  ab = train.decode_output(g, logits)
+  assert ab.shape == (1, 32, 32, 2) and float(jnp.abs(ab).max()) <= 1.0
+  bolder = train.decode_output(g.clone(temperature=0.1), logits)
+  assert float(jnp.abs(bolder).mean()) > float(jnp.abs(ab).mean())  # lower T: farther from the mean
 
 
 def test_pix2pix_unet_derives_num_downs_from_image_size():

@@ -101,3 +101,18 @@ def test_tfds_prepare_takes_a_seeded_subset_split_by_key(name, tmp_path):
   assert manifest["counts"]["train"] + manifest["counts"]["eval"] == 12
   rgb = shards.decode_record(shards.open_split(tmp_path / "a", "train")[0])
   assert min(rgb.shape[:2]) == 24 and rgb.shape[2] == 3
+
+
+def test_several_sources_prepare_as_one_split_like_training(photo_dir, tmp_path):
+  other = tmp_path / "other"
+  other.mkdir()
+  rng = np.random.default_rng(1)
+  for i in range(6):
+    Image.fromarray(rng.integers(0, 256, (48, 48, 3), dtype=np.uint8)).save(other / f"q{i}.png")
+  out = tmp_path / "shards"
+  prepare_lib.prepare(f"folder:{photo_dir},folder:{other}", str(out), size=32, eval_fraction=0.3,
+                      workers=1, progress=False)
+  for split in shards.SPLITS:
+    want = [os.path.relpath(f, root) for root in (photo_dir, other)
+            for f in sources.list_folder(root, split, 0.3) if os.path.basename(f)[0] in "pq"]
+    assert sorted(_keys(out, split)) == sorted(want)

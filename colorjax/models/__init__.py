@@ -29,7 +29,8 @@ def build_generator(config: ml_collections.ConfigDict) -> nn.Module:
   m, dtype = config.model, compute_dtype(config)
   if m.generator == "resnet_unet":
     return ResNetUNet(resnet_depth=m.resnet_depth, output_activation=m.output_activation,
-                      upsample=m.upsample, dtype=dtype)
+                      upsample=m.upsample, num_classes=m.num_classes, decode=m.decode,
+                      temperature=m.temperature, dtype=dtype)
   if m.generator == "pix2pix_unet":
     num_downs = m.num_downs if m.num_downs > 0 else int(math.log2(config.image_size))
     return UNetGenerator(num_downs=num_downs, ngf=m.ngf, dropout=m.dropout,

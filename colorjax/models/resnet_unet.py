@@ -79,6 +79,9 @@ class ResNetUNet(nn.Module):
   decoder_features: Sequence[int] = (256, 128, 64, 64, 32)
   output_activation: str = "tanh"
   upsample: str = "subpixel"
+  num_classes: int = 0            # > 0: ab-class logits instead of ab (as ResNetColorizer)
+  decode: str = "annealed_mean"   # how `colorjax.ab_bins.decode` turns classes into ab
+  temperature: float = 0.38
   dtype: Dtype = jnp.float32
 
   @nn.compact
@@ -90,5 +93,6 @@ class ResNetUNet(nn.Module):
     h = stages[-1]                           # H/32
     for i, (features, skip) in enumerate(zip(self.decoder_features, reversed(skips))):
       h = DecoderBlock(features, self.upsample, self.dtype, name=f"decoder{i}")(h, skip, train)
-    h = nn.Conv(2, (1, 1), dtype=self.dtype, kernel_init=nn.initializers.normal(0.02), name="head")(h)
-    return output_activation(self.output_activation, h.astype(jnp.float32))
+    h = nn.Conv(self.num_classes or 2, (1, 1), dtype=self.dtype, kernel_init=nn.initializers.normal(0.02),
+                name="head")(h).astype(jnp.float32)
+    return h if self.num_classes else output_activation(self.output_activation, h)
