@@ -10,6 +10,7 @@ cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
 OUT=${OUT:-runs/vs_torch}
 MINUTES=${MINUTES:-15}                  # per PyTorch phase
+CJ_FLAGS=${CJ_FLAGS:-}                  # extra colorjax.train flags (a smoke run: a few steps)
 DIRS=(../shared/data/ade20k ../shared/data/imagenet_sample)
 SOURCE=folder:${DIRS[0]},folder:${DIRS[1]}
 mkdir -p "$OUT"
@@ -22,13 +23,13 @@ $PY benchmarks/torch_pix2pix.py train --data "${DIRS[0]}" --data "${DIRS[1]}" --
 PYTHONPATH=. $PY -c "from colorjax.data import sources
 print(*sources.resolve('$SOURCE', 'eval', 0.2).files, sep='\n')" 2>/dev/null > "$OUT/held_out.txt"
 for phase in l1 gan; do
-  xargs -a "$OUT/held_out.txt" $PY benchmarks/torch_pix2pix.py colorize --short-side 64 \
+  xargs -d "\n" -a "$OUT/held_out.txt" $PY benchmarks/torch_pix2pix.py colorize --short-side 64 \
     --checkpoint "$OUT/torch/$phase.pt" --out "$OUT/torch_$phase" > /dev/null
 done
 
 log "colorjax configs/quick_cpu.py"
 start=$(date +%s)
-$PY -m colorjax.train --config configs/quick_cpu.py --workdir "$OUT/colorjax" > "$OUT/colorjax.log" 2>&1
+$PY -m colorjax.train --config configs/quick_cpu.py --workdir "$OUT/colorjax" $CJ_FLAGS > "$OUT/colorjax.log" 2>&1
 echo "colorjax wall: $(( $(date +%s) - start )) s" | tee -a "$OUT/summary.md"
 
 log "scores: 256 px centre crops of the held-out photos, RGB uint8"
