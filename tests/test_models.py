@@ -74,6 +74,28 @@ def test_im2col_convolution_equals_lax(shape, kernel, stride, pad):
   np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
 
 
+def test_strided_downsampling_conv_takes_im2col_with_lax_gradients(monkeypatch):
+  """The U-Net's 4x4 stride-2 convs at 64+ channels and 32x32+ outputs go through im2col on CPU."""
+  rng = np.random.default_rng(4)
+  x = jnp.asarray(rng.normal(size=(1, 64, 64, 64)), jnp.float32)
+  k = jnp.asarray(rng.normal(size=(4, 4, 64, 8)) * 0.05, jnp.float32)
+  padding = ((1, 1), (1, 1))
+  calls = []
+  im2col = layers._im2col_conv
+  monkeypatch.setattr(layers, "_im2col_conv", lambda *a: calls.append(1) or im2col(*a))
+
+  def grads(conv):
+    return jax.grad(lambda x, k: jnp.sum(jnp.sin(conv(x, k, (2, 2), padding))), argnums=(0, 1))(x, k)
+
+  want = grads(lambda x, k, s, p: jax.lax.conv_general_dilated(
+      x, k, s, p, dimension_numbers=("NHWC", "HWIO", "NHWC")))
+  got = grads(lambda x, k, s, p: layers.conv_general_dilated(
+      x, k, s, p, dimension_numbers=("NHWC", "HWIO", "NHWC")))
+  assert calls
+  for a, b in zip(got, want):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+
+
 def _param_count(module, *inputs):
   variables = jax.eval_shape(lambda: module.init(jax.random.key(0), *inputs))
   return sum(np.prod(x.shape) for x in jax.tree.leaves(variables["params"]))

@@ -35,9 +35,14 @@ def batch_norm(train: bool, dtype: Dtype, name: str | None = None) -> nn.BatchNo
 
 # XLA:CPU's convolution picks an algorithm up to 60x slower than a patch matrix times the
 # kernel for small outputs (3x3, 512 channels at 2x2: 131 ms vs 2 ms for a batch of 16) and
-# for 2x2 kernels at every size measured (docs/performance.md). Same maths, only speed differs.
+# for 2x2 kernels at every size measured (docs/performance.md), and 1.1-1.4x slower for the
+# U-Net's and PatchGAN's 4x4 stride-2 convolutions with 64+ input channels and 32x32+ outputs
+# (fwd + both grads, batch 16: 128x128x64 -> 128 952 vs 687 ms; smaller ones were a wash in the
+# whole step). Same maths, only speed differs.
 _IM2COL_MAX_PIXELS = 16
 _IM2COL_MAX_TAPS = 4
+_IM2COL_MIN_STRIDED_CHANNELS = 64
+_IM2COL_MIN_STRIDED_PIXELS = 32 * 32
 _NHWC = jax.lax.ConvDimensionNumbers((0, 3, 1, 2), (3, 2, 0, 1), (0, 3, 1, 2))
 
 
@@ -64,7 +69,9 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, r
     (pt, pb), (pl, pr) = padding
     ho = (lhs.shape[1] + pt + pb - rhs.shape[0]) // window_strides[0] + 1
     wo = (lhs.shape[2] + pl + pr - rhs.shape[1]) // window_strides[1] + 1
-    if ho * wo <= _IM2COL_MAX_PIXELS or rhs.shape[0] * rhs.shape[1] <= _IM2COL_MAX_TAPS:
+    strided = (tuple(window_strides) == (2, 2) and rhs.shape[2] >= _IM2COL_MIN_STRIDED_CHANNELS
+               and ho * wo >= _IM2COL_MIN_STRIDED_PIXELS)
+    if ho * wo <= _IM2COL_MAX_PIXELS or rhs.shape[0] * rhs.shape[1] <= _IM2COL_MAX_TAPS or strided:
       return _im2col_conv(lhs, rhs, tuple(window_strides), tuple(map(tuple, padding)))
   return jax.lax.conv_general_dilated(
       lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation, dimension_numbers,
