@@ -26,7 +26,6 @@ from typing import Any, Callable
 import flax
 import jax
 import ml_collections
-import msgpack
 import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
@@ -34,7 +33,7 @@ from PIL import Image
 
 from colorjax import models, train
 from colorjax.colorize import Colorizer
-from colorjax.data import pipeline, sources
+from colorjax.data import pipeline, shards, sources
 
 # Dense peak FLOP/s per chip (vendor data sheets), by substring of `device.device_kind`, first
 # match wins. float32 is the rate JAX's default matmul precision reaches: one bfloat16 pass on
@@ -147,7 +146,7 @@ def _plain_open(record: pipeline.Record) -> Image.Image:
   if isinstance(record, str):
     return Image.open(record)
   if isinstance(record, bytes):
-    return Image.open(io.BytesIO(msgpack.unpackb(record)["jpeg"]))
+    return Image.open(io.BytesIO(shards.unpack_record(record)[1]))
   return Image.fromarray(np.asarray(record["image"]))
 
 

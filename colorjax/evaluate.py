@@ -34,7 +34,6 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import msgpack
 import numpy as np
 import orbax.checkpoint as ocp
 from absl import app, flags
@@ -42,7 +41,7 @@ from PIL import Image, ImageOps
 
 from colorjax import ab_bins, color, fid, train
 from colorjax.colorize import Colorizer, parse_flags
-from colorjax.data import pipeline, sources
+from colorjax.data import pipeline, shards, sources
 from colorjax.data.images import BadImageError
 
 # Per-photo scores of a system; a system's columns are its prefix + these names.
@@ -103,9 +102,9 @@ class PredictionFolder:
       raise BadImageError(f"no prediction for it in {self.directory}")
     if isinstance(photo, str):
       with Image.open(photo) as a, Image.open(path) as b:
-        if ImageOps.exif_transpose(a).size != b.size:
-          raise BadImageError(f"prediction {path} is {b.size[0]}x{b.size[1]}, the photo "
-                              f"{ImageOps.exif_transpose(a).size[0]}x{ImageOps.exif_transpose(a).size[1]}")
+        size = ImageOps.exif_transpose(a).size
+        if size != b.size:
+          raise BadImageError(f"prediction {path} is {b.size[0]}x{b.size[1]}, the photo {size[0]}x{size[1]}")
     return pipeline.load_eval_crop(path, image_size)
 
 
@@ -114,8 +113,8 @@ def record_name(record: pipeline.Record, index: int) -> str:
   if isinstance(record, str):
     return record
   if isinstance(record, bytes):
-    with contextlib.suppress(Exception):
-      return msgpack.unpackb(record)["key"]
+    with contextlib.suppress(BadImageError):
+      return shards.unpack_record(record)[0]
   return f"#{index}"
 
 

@@ -53,13 +53,18 @@ def encode_record(key: str, rgb: np.ndarray) -> bytes:
   return msgpack.packb({"key": key, "jpeg": jpeg.getvalue()})
 
 
-def decode_record(record: bytes, draft_size: int | None = None) -> np.ndarray:
-  """A shard record -> uint8 RGB [H, W, 3]; BadImageError if it is damaged."""
+def unpack_record(record: bytes) -> tuple[str, bytes]:
+  """A shard record -> (key, JPEG bytes); BadImageError if it is not one."""
   try:
     fields = msgpack.unpackb(record)
-    key, jpeg = fields["key"], fields["jpeg"]
+    return fields["key"], fields["jpeg"]
   except Exception as e:  # msgpack raises many types on garbage; all mean the same here
     raise BadImageError(f"shard record: not a colorjax record ({type(e).__name__}: {e})") from None
+
+
+def decode_record(record: bytes, draft_size: int | None = None) -> np.ndarray:
+  """A shard record -> uint8 RGB [H, W, 3]; BadImageError if it is damaged."""
+  key, jpeg = unpack_record(record)
   return open_image(jpeg, draft_size=draft_size, name=key)[0]
 
 
