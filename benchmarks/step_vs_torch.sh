@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # colorjax's pix2pix training step beside PyTorch's, same machine, same run, same architecture
-# (pix2pix U-Net, num_downs = log2(size), ngf 64, 70x70 PatchGAN), global batch 16.
-# Appends one JSON line per measurement to benchmarks/results.jsonl.
+# (pix2pix U-Net, num_downs = log2(size), ngf 64, 70x70 PatchGAN), global batch 16 (BATCH).
+# Appends one JSON line per measurement to benchmarks/results.jsonl. On a GPU, PyTorch runs
+# there in float32 and colorjax in its default dtype (bfloat16 on GPU).
 #     SIZES="64 256" bash benchmarks/step_vs_torch.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
 for size in ${SIZES:-64 256}; do
-  $PY benchmarks/torch_pix2pix.py step --image-size "$size" --batch-size 16 --steps 10 \
+  $PY benchmarks/torch_pix2pix.py step --image-size "$size" --batch-size "${BATCH:-16}" --steps 10 \
     | tee -a benchmarks/results.jsonl
   $PY -m colorjax.bench step --config configs/pix2pix_unet64.py --config.image_size="$size" \
-    --config.batch_size=16 --steps 10 2>/dev/null | tee -a benchmarks/results.jsonl
+    --config.batch_size="${BATCH:-16}" --steps 10 2>/dev/null | tee -a benchmarks/results.jsonl
 done

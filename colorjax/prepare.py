@@ -75,7 +75,7 @@ def _set_records(records: Sequence[Any]) -> None:
   _records = records
 
 
-def _prepare_one(task: tuple[int, str], size: int) -> tuple[str, bytes | None, str | None]:
+def _prepare_one(task: tuple[int, str], size: int, quality: int) -> tuple[str, bytes | None, str | None]:
   """(index, key) -> (key, shard record, None) or (key, None, why it is left out)."""
   index, key = task
   try:
@@ -84,7 +84,7 @@ def _prepare_one(task: tuple[int, str], size: int) -> tuple[str, bytes | None, s
     return key, None, str(e)
   if is_grayscale(rgb):
     return key, None, "grayscale"
-  return key, shards.encode_record(key, resize_short_side(rgb, size)), None
+  return key, shards.encode_record(key, resize_short_side(rgb, size), quality), None
 
 
 def _write_shard(path: epath.Path, results: Iterable[tuple[str, bytes | None, str | None]],
@@ -105,9 +105,9 @@ def _write_shard(path: epath.Path, results: Iterable[tuple[str, bytes | None, st
 
 
 @contextlib.contextmanager
-def _decoding(records: Sequence[Any], size: int, workers: int) -> Iterator[Callable]:
+def _decoding(records: Sequence[Any], size: int, quality: int, workers: int) -> Iterator[Callable]:
   """A function (index, key) tasks -> their results in order, over `workers` processes."""
-  work = functools.partial(_prepare_one, size=size)
+  work = functools.partial(_prepare_one, size=size, quality=quality)
   if workers == 1:
     _set_records(records)
     yield lambda tasks: map(work, tasks)
@@ -120,7 +120,7 @@ def _finished(out: epath.Path, config: dict[str, Any]) -> dict[str, Any] | None:
   """The manifest if `out` holds this prepare finished; None if it holds it unfinished or nothing."""
   if (out / shards.MANIFEST).exists():
     manifest = shards.read_manifest(out)
-    if {k: manifest[k] for k in config} != config:
+    if {k: manifest.get(k) for k in config} != config:
       raise ValueError(f"{os.fspath(out)} already holds other shards: see its {shards.MANIFEST}")
     return manifest
   started = out / PROGRESS / "config.json"
@@ -132,17 +132,19 @@ def _finished(out: epath.Path, config: dict[str, Any]) -> dict[str, Any] | None:
 
 def prepare(source: str, out: str, size: int = 256, limit: int = 0, seed: int = 0,
             eval_fraction: float = 0.1, workers: int = 0, shard_size: int = 1024,
-            progress: bool = True) -> dict[str, Any]:
+            quality: int = shards.JPEG_QUALITY, progress: bool = True) -> dict[str, Any]:
   """Writes the shards and manifest of `source` into `out`; returns the manifest.
 
-  `workers` processes decode photos (0: one per core, 1: this process alone).
+  `workers` processes decode photos (0: one per core, 1: this process alone). A lower JPEG
+  `quality` trades colour fidelity for size (q85 is ~half of q95's bytes, for shipping a
+  dataset to a machine with a small upload limit).
   """
   records, keys = open_source(source)
   plan = {s: sources.split_indices(keys, s, eval_fraction, limit, seed) for s in shards.SPLITS}
   picked = "\n".join(keys[i] for s in shards.SPLITS for i in plan[s])
   # What makes two prepares the same: compared on resume and against a finished DIR.
   config = {"source": source, "image_size": size, "limit": limit, "seed": seed,
-            "eval_fraction": eval_fraction, "shard_size": shard_size,
+            "eval_fraction": eval_fraction, "shard_size": shard_size, "quality": quality,
             "inputs_md5": hashlib.md5(picked.encode()).hexdigest()}
   out, notes = epath.Path(out), epath.Path(out) / PROGRESS
   if manifest := _finished(out, config):
@@ -152,7 +154,7 @@ def prepare(source: str, out: str, size: int = 256, limit: int = 0, seed: int = 
   shards.write_json(notes / "config.json", config)
 
   written = {s: [] for s in shards.SPLITS}
-  with (_decoding(records, size, workers or os.cpu_count() or 1) as decode,
+  with (_decoding(records, size, quality, workers or os.cpu_count() or 1) as decode,
         tqdm.tqdm(total=sum(map(len, plan.values())), unit="photo", disable=not progress) as bar):
     for split in shards.SPLITS:
       (out / split).mkdir(parents=True, exist_ok=True)
@@ -168,7 +170,7 @@ def prepare(source: str, out: str, size: int = 256, limit: int = 0, seed: int = 
 
   manifest = {
       "format": shards.FORMAT, "version": shards.VERSION, **config,
-      "record": f"msgpack {{key, jpeg}}: short side {size} px, aspect kept, JPEG q{shards.JPEG_QUALITY} 4:2:0",
+      "record": f"msgpack {{key, jpeg}}: short side {size} px, aspect kept, JPEG q{quality} 4:2:0",
       "split": "md5 of the key (relative path, or train/INDEX of TFDS) < eval_fraction",
       "counts": {s: sum(w["records"] for w in written[s]) for s in shards.SPLITS},
       "shards": {s: [{"file": w["file"], "records": w["records"]} for w in written[s]] for s in shards.SPLITS},
@@ -184,7 +186,7 @@ def main(argv: list[str]) -> None:
   del argv
   f = flags.FLAGS
   manifest = prepare(f.source, f.out, f.size, f.limit, f.seed, f["eval-fraction"].value, f.workers,
-                     f["shard-size"].value)
+                     f["shard-size"].value, f.quality)
   skipped = {s: len(v) for s, v in manifest["skipped"].items()}
   print(f"{os.fspath(f.out)}: {manifest['counts']} photos, skipped {skipped}: "
         f"train with --config.data.train=shards:{f.out}")
@@ -197,6 +199,7 @@ if __name__ == "__main__":
   flags.DEFINE_integer("limit", 0, "Prepare a seeded random subset of this many photos (0: all)")
   flags.DEFINE_integer("seed", 0, "Seed of the --limit subset")
   flags.DEFINE_float("eval-fraction", 0.1, "Share held out for eval, by a hash of each photo's key")
+  flags.DEFINE_integer("quality", shards.JPEG_QUALITY, "JPEG quality of the stored photos (colorjax.data.shards says why 95)")
   flags.DEFINE_integer("workers", 0, "Decoding processes (0: one per core)")
   flags.DEFINE_integer("shard-size", 1024, "Photos per shard (also the unit of resumption)")
   flags.mark_flags_as_required(["source", "out"])

@@ -46,3 +46,19 @@ def test_pipeline_bench_reads_shards_in_both_loops(tmp_path):
   prepare.prepare(f"folder:{photos}", str(tmp_path / "shards"), size=48, workers=1, progress=False)
   result = bench.bench_pipeline(f"shards:{tmp_path / 'shards'}", image_size=32, batch_size=4, batches=2)
   assert result["images"] == 8 and result["img_per_s"] > 0 and result["plain_pil_img_per_s"] > 0
+
+
+def test_matmul_flops_counts_convolutions_their_gradients_and_matrix_products():
+  import jax
+  import jax.numpy as jnp
+  n, h, cin, cout, k, s = 2, 64, 8, 12, 4, 2
+  x, w = jnp.ones((n, h, h, cin)), jnp.ones((k, k, cin, cout))
+  conv = lambda x, w: jax.lax.conv_general_dilated(x, w, (s, s), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+  ho = (h - k) // s + 1
+  forward = 2 * n * ho * ho * cout * k * k * cin  # one multiply-add per tap, output and input channel
+  assert bench.matmul_flops(conv, x, w) == forward
+  # forward, input gradient (a stride-dilated transposed conv: real taps only) and kernel gradient
+  grads = jax.grad(lambda x, w: (conv(x, w) ** 2).sum(), argnums=(0, 1))
+  assert bench.matmul_flops(grads, x, w) == pytest.approx(3 * forward, rel=0.1)
+  a, b = jnp.ones((3, 5, 7)), jnp.ones((7, 11))
+  assert bench.matmul_flops(jax.jit(lambda a, b: a @ b), a, b) == 2 * 3 * 5 * 7 * 11  # through pjit

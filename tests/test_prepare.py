@@ -116,3 +116,15 @@ def test_several_sources_prepare_as_one_split_like_training(photo_dir, tmp_path)
     want = [os.path.relpath(f, root) for root in (photo_dir, other)
             for f in sources.list_folder(root, split, 0.3) if os.path.basename(f)[0] in "pq"]
     assert sorted(_keys(out, split)) == sorted(want)
+
+
+def test_jpeg_quality_is_a_prepare_argument_and_part_of_its_identity(photo_dir, tmp_path):
+  def sizes(out):
+    return sum(len(shards.unpack_record(r)[1]) for s in shards.SPLITS for r in shards.open_split(out, s))
+  common = dict(size=32, eval_fraction=0.3, workers=1, progress=False)
+  best = prepare_lib.prepare(f"folder:{photo_dir}", str(tmp_path / "q95"), **common)
+  small = prepare_lib.prepare(f"folder:{photo_dir}", str(tmp_path / "q40"), quality=40, **common)
+  assert (best["quality"], small["quality"]) == (95, 40) and "JPEG q40" in small["record"]
+  assert sizes(tmp_path / "q40") < 0.7 * sizes(tmp_path / "q95")
+  with pytest.raises(ValueError, match="already holds other shards"):
+    prepare_lib.prepare(f"folder:{photo_dir}", str(tmp_path / "q95"), quality=40, **common)

@@ -46,10 +46,10 @@ JPEG_QUALITY = 95
 SPLITS = ("train", "eval")
 
 
-def encode_record(key: str, rgb: np.ndarray) -> bytes:
+def encode_record(key: str, rgb: np.ndarray, quality: int = JPEG_QUALITY) -> bytes:
   """uint8 RGB [H, W, 3] -> one shard record."""
   jpeg = io.BytesIO()
-  Image.fromarray(rgb).save(jpeg, "JPEG", quality=JPEG_QUALITY, subsampling=2)  # 2: 4:2:0
+  Image.fromarray(rgb).save(jpeg, "JPEG", quality=quality, subsampling=2)  # 2: 4:2:0
   return msgpack.packb({"key": key, "jpeg": jpeg.getvalue()})
 
 

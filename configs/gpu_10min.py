@@ -1,0 +1,49 @@
+"""The best colorizer colorjax trains in 8 minutes on one H100, at 256 px (issue 8).
+
+    python -m colorjax.prepare --source folder:../shared/data/ade20k,folder:../shared/data/imagenet_sample \
+        --out data/scenes --eval-fraction 0.2
+    python -m colorjax.train --config configs/gpu_10min.py --config.data.train=shards:data/scenes
+    bash benchmarks/gpu_10min.sh        # the same, then scored on the held-out photos
+
+quick_cpu's system (256 ab classes, class-rebalanced cross-entropy, annealed-mean decoding, EMA,
+cosine decay) on the ResNet-18 U-Net, whose skip connections keep colour edges at 256 px (an
+800-step probe: U-Net 23.21 dB / colourfulness 25.4, ResNet colorizer 22.71 / 29.5), with
+zoomed crops. bfloat16 compute ("auto" on GPU); 12 grain worker processes decode the JPEGs.
+Measured (one H100 80GB, jax 0.11.2, 2026-11-24): 317 s of training wall (~1830 img/s, 196
+epochs of 1962 photos). On the 512 held-out photos (256 px, RGB uint8, truth stored as q90
+JPEG), latest: PSNR 22.16, SSIM 0.9322, colourfulness 32.2; `--checkpoint best` (step 1000):
+23.26 / 0.9412 / 25.8. No colour: 22.90 / 0.9428; real photos: 39.8. Issue 8's GPU goal
+(+1.5 dB at 0.7x real colourfulness) is NOT met: the held-out PSNR peaks at step 1000 and
+colour then grows at its expense (docs/results.md, "On one H100", has the other runs).
+"""
+
+import os
+
+from colorjax.config import default_config
+
+DATA = os.path.join(os.path.dirname(__file__), os.pardir, os.pardir, "shared", "data")
+STEPS = 6000
+
+
+def get_config():
+  c = default_config()
+  c.data.train = ",".join("folder:" + os.path.normpath(os.path.join(DATA, d))
+                          for d in ("ade20k", "imagenet_sample"))
+  c.data.eval_fraction = 0.2
+  c.data.num_workers = 12
+  c.data.max_zoom = 1.5
+  c.image_size = 256
+  c.batch_size = 64
+  c.total_steps = c.pretrain_steps = STEPS
+  c.log_every = 100
+  c.eval_every = c.checkpoint_every = 1000
+  c.eval_max_images = 512
+  c.ema_decay = 0.999
+  c.model.generator = "resnet_unet"
+  c.model.num_classes = 256
+  c.model.decode = "annealed_mean"
+  c.model.temperature = 0.38
+  c.model.discriminator = "none"
+  c.loss.rebalance = True
+  c.optim.g.update(lr=1e-3, b1=0.9, b2=0.999, decay_steps=STEPS)
+  return c
