@@ -6,6 +6,8 @@ every field can be overridden on the command line (`--config.batch_size=32`).
 
 from __future__ import annotations
 
+import os
+
 import ml_collections
 
 
@@ -81,4 +83,28 @@ def apply_variant(c: ml_collections.ConfigDict, variant: str) -> ml_collections.
     c.eval_max_images = 200
   elif variant:
     raise ValueError(f"unknown config variant {variant!r}: use '' or 'cpu'")
+  return c
+
+
+def shared_photos(config_file: str) -> str:
+  """`../shared/data`'s ADE20K + ImageNet sample beside the checkout of `config_file` (issue 8's photos)."""
+  data = os.path.join(os.path.dirname(os.path.abspath(config_file)), os.pardir, os.pardir, "shared", "data")
+  return ",".join("folder:" + os.path.normpath(os.path.join(data, d)) for d in ("ade20k", "imagenet_sample"))
+
+
+def ab_class_recipe(c: ml_collections.ConfigDict, steps: int) -> ml_collections.ConfigDict:
+  """Issue 8's colour recipe for `c.model.generator`, trained for `steps` updates.
+
+  256 ab classes with the class-rebalanced cross-entropy, Zhang et al.'s annealed mean (T = 0.38),
+  no discriminator, an EMA of the weights and Adam 1e-3 with a cosine decay to 0 (docs/results.md,
+  "Choosing quick_cpu", says why).
+  """
+  c.total_steps = c.pretrain_steps = steps
+  c.ema_decay = 0.999
+  c.model.num_classes = 256
+  c.model.decode = "annealed_mean"
+  c.model.temperature = 0.38
+  c.model.discriminator = "none"
+  c.loss.rebalance = True
+  c.optim.g.update(lr=1e-3, b1=0.9, b2=0.999, decay_steps=steps)
   return c

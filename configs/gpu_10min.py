@@ -17,33 +17,19 @@ JPEG), latest: PSNR 22.16, SSIM 0.9322, colourfulness 32.2; `--checkpoint best` 
 colour then grows at its expense (docs/results.md, "On one H100", has the other runs).
 """
 
-import os
-
-from colorjax.config import default_config
-
-DATA = os.path.join(os.path.dirname(__file__), os.pardir, os.pardir, "shared", "data")
-STEPS = 6000
+from colorjax.config import ab_class_recipe, default_config, shared_photos
 
 
 def get_config():
   c = default_config()
-  c.data.train = ",".join("folder:" + os.path.normpath(os.path.join(DATA, d))
-                          for d in ("ade20k", "imagenet_sample"))
+  c.data.train = shared_photos(__file__)
   c.data.eval_fraction = 0.2
   c.data.num_workers = 12
   c.data.max_zoom = 1.5
   c.image_size = 256
   c.batch_size = 64
-  c.total_steps = c.pretrain_steps = STEPS
   c.log_every = 100
   c.eval_every = c.checkpoint_every = 1000
   c.eval_max_images = 512
-  c.ema_decay = 0.999
   c.model.generator = "resnet_unet"
-  c.model.num_classes = 256
-  c.model.decode = "annealed_mean"
-  c.model.temperature = 0.38
-  c.model.discriminator = "none"
-  c.loss.rebalance = True
-  c.optim.g.update(lr=1e-3, b1=0.9, b2=0.999, decay_steps=STEPS)
-  return c
+  return ab_class_recipe(c, steps=6000)

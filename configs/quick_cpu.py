@@ -14,31 +14,17 @@ RGB uint8): PSNR 22.93, SSIM 0.9397, colourfulness 24.3. In the same run: no col
 8's goal is not reached yet. `--checkpoint best` (step 1500) gives 23.29 dB at colourfulness 19.7.
 """
 
-import os
-
-from colorjax.config import default_config
-
-DATA = os.path.join(os.path.dirname(__file__), os.pardir, os.pardir, "shared", "data")
-STEPS = 4500
+from colorjax.config import ab_class_recipe, default_config, shared_photos
 
 
 def get_config():
   c = default_config()
-  c.data.train = ",".join("folder:" + os.path.normpath(os.path.join(DATA, d))
-                          for d in ("ade20k", "imagenet_sample"))
+  c.data.train = shared_photos(__file__)
   c.data.eval_fraction = 0.2
   c.image_size = 64
   c.batch_size = 16
-  c.total_steps = c.pretrain_steps = STEPS
   c.log_every = 100
   c.eval_every = c.checkpoint_every = 1500
   c.eval_max_images = 200
-  c.ema_decay = 0.999
   c.model.generator = "resnet_colorizer"
-  c.model.num_classes = 256
-  c.model.decode = "annealed_mean"
-  c.model.temperature = 0.38
-  c.model.discriminator = "none"
-  c.loss.rebalance = True
-  c.optim.g.update(lr=1e-3, b1=0.9, b2=0.999, decay_steps=STEPS)
-  return c
+  return ab_class_recipe(c, steps=4500)
