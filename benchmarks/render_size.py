@@ -32,7 +32,7 @@ def main() -> None:
   sizes = [int(s) for s in args.sizes.split(",")]
   colorizers = {s: Colorizer.from_workdir(args.workdir, render_size=s) for s in sizes}
   files = sources.resolve(args.data, args.split, colorizers[sizes[0]].config.data.eval_fraction).files
-  crops = [pipeline.load_eval_crop(f, args.crop) for f in files[:args.photos]]
+  crops = [pipeline.load_eval_crop(files[i], args.crop) for i in range(min(args.photos, len(files)))]
   ab = {s: np.stack([color.rgb_to_lab(c.astype(np.float32) / 255, np)[..., 1:]
                      for c in colorizers[s].colorize_batch(crops)]) for s in sizes}
   ref = sizes[0]
