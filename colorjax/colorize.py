@@ -61,6 +61,9 @@ def _restore(directory: str, abstract: train.TrainState, checkpoint: str) -> tup
   return train.restore_state(mgr, abstract, step), step
 
 
+CHECKPOINT_HELP = "'latest', 'best' or a step number (default: the run's config.colorize_checkpoint)"
+
+
 class Colorizer:
   """A trained generator ready for inference on photos of any size."""
 
@@ -75,10 +78,13 @@ class Colorizer:
     self._predict = jax.jit(functools.partial(train.predict_ab, self.generator))
 
   @classmethod
-  def from_workdir(cls, workdir: str, checkpoint: str = "latest",
+  def from_workdir(cls, workdir: str, checkpoint: str = "",
                    render_size: int | None = None, batch_size: int = 8,
                    temperature: float | None = None) -> "Colorizer":
     """Loads `workdir/config.json` and checkpoint `latest`, `best` or a step number.
+
+    "" takes the run's `config.colorize_checkpoint`: a run can name its held-out best as its
+    product (the demo does: 26 photos over-fit within a few hundred steps).
 
     `temperature` overrides a classifier's annealed-mean temperature: lower gives bolder
     colour, higher (up to 1, the mean) safer colour.
@@ -86,10 +92,11 @@ class Colorizer:
     config_path = os.path.join(workdir, "config.json")
     if not os.path.exists(config_path):
       raise FileNotFoundError(f"{workdir!r} is not a colorjax workdir (no config.json): train first")
-    if checkpoint not in ("latest", "best") and not checkpoint.isdigit():
-      raise ValueError(f"checkpoint must be 'latest', 'best' or a step number, got {checkpoint!r}")
     with open(config_path) as f:
       config = ml_collections.ConfigDict(json.load(f))
+    checkpoint = checkpoint or config.get("colorize_checkpoint", "latest")
+    if checkpoint not in ("latest", "best") and not checkpoint.isdigit():
+      raise ValueError(f"checkpoint must be 'latest', 'best' or a step number, got {checkpoint!r}")
     if temperature:
       if not config.model.num_classes:
         raise ValueError(f"temperature applies to ab-class models; {workdir!r} regresses ab")
@@ -105,7 +112,9 @@ class Colorizer:
         jax.random.key(0))
     state, step = _restore(directory, abstract, checkpoint)
     logging.info("loaded %s %s (step %d)", workdir, checkpoint, step)
-    return cls(config, train.inference_params(state), state.g_stats, render_size, batch_size)
+    colorizer = cls(config, train.inference_params(state), state.g_stats, render_size, batch_size)
+    colorizer.step = step
+    return colorizer
 
   def render_shape(self, height: int, width: int) -> tuple[int, int]:
     """The network's input size: short side ~render_size, aspect kept, multiples of the stride.
@@ -386,7 +395,7 @@ FLAGS = flags.FLAGS
 if __name__ == "__main__":
   flags.DEFINE_string("workdir", None, "Training workdir with config.json and checkpoints/")
   flags.DEFINE_string("out", "colorized", "Output folder (one PNG per input, same stem, tree kept)")
-  flags.DEFINE_string("checkpoint", "latest", "'latest', 'best' or a step number")
+  flags.DEFINE_string("checkpoint", "", CHECKPOINT_HELP)
   flags.DEFINE_integer("render_size", 0, "Short side the model sees (default: the training image_size); "
                        "larger keeps more detail, smaller gives surer colour")
   flags.DEFINE_integer("batch_size", 8, "Photos of the same render shape colorized in one device call")

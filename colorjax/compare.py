@@ -18,7 +18,7 @@ import ml_collections
 from absl import app, flags
 
 from colorjax import evaluate, fid
-from colorjax.colorize import Colorizer, parse_flags
+from colorjax.colorize import CHECKPOINT_HELP, Colorizer, parse_flags
 from colorjax.data import sources
 
 COLUMNS = tuple(c for c in evaluate.COLUMNS if c[0] != "mse")  # README-sized
@@ -39,7 +39,7 @@ def describe(config: ml_collections.ConfigDict) -> str:
 
 
 def compare(workdirs: Sequence[str], data: str, split: str = "all", image_size: int = 256,
-            batch_size: int = 16, checkpoint: str = "latest", features: fid.FeatureFn | None = None) -> str:
+            batch_size: int = 16, checkpoint: str = "", features: fid.FeatureFn | None = None) -> str:
   """The markdown table (with a line saying which photos) of `workdirs` scored on `data`.
 
   `split="eval"` uses the first run's `data.eval_fraction`; runs that held out a different
@@ -57,7 +57,7 @@ def compare(workdirs: Sequence[str], data: str, split: str = "all", image_size: 
                        f"{workdirs[0]} {fraction}: --split eval needs runs with the same split")
     last = evaluate.evaluate(colorizer, photos, image_size, batch_size, features)
     rows.append({"run": os.path.basename(os.path.normpath(workdir)), "system": describe(colorizer.config),
-                 "steps": evaluate.checkpoint_step(workdir, checkpoint), **last.summary()["model"]})
+                 "steps": colorizer.step, **last.summary()["model"]})
   summary = last.summary()  # the baseline and ground truth are the same for every run
   rows += [{"run": label, **summary[system]} for system, label in evaluate.LABELS.items()]
   line = f"{last.counts()} of `{data}` [{split}], {image_size} px center crops, RGB uint8, {checkpoint} checkpoints"
@@ -87,7 +87,7 @@ if __name__ == "__main__":
   flags.DEFINE_string("data", None, "Held-out photos: folder:PATH, shards:DIR or tfds:NAME (comma-joined)")
   flags.DEFINE_enum("split", "all", ["all", "eval"], "all photos of --data, or only the share "
                     "held out from training by data.eval_fraction")
-  flags.DEFINE_string("checkpoint", "latest", "'latest', 'best' or a step number, for every run")
+  flags.DEFINE_string("checkpoint", "", CHECKPOINT_HELP + ", for every run")
   flags.DEFINE_integer("image_size", 256, "Short side resize and center crop (the seeds' protocol: 256)")
   flags.DEFINE_integer("batch_size", 16, "Crops per device call")
   flags.DEFINE_string("fid_weights", "", "pytorch-fid Inception weights (.pth/.npz/.safetensors) for FID")

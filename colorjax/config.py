@@ -26,6 +26,7 @@ def default_config() -> ml_collections.ConfigDict:
   c.keep_checkpoints = 3
   c.ema_decay = 0.0             # > 0 keeps an EMA of G's weights, used by eval and colorize
   c.best_metric = "psnr"        # held-out metric whose best checkpoint is kept in workdir/best
+  c.colorize_checkpoint = "latest"  # what colorize/serve/evaluate load unless told: "latest" or "best"
   c.patience = 0                # evals without a new best before "stopped improving" (0: off)
   c.stop_on_plateau = False     # also stop training then
   c.dtype = "auto"              # compute dtype ("auto": bfloat16 on TPU/GPU, float32 on CPU); params stay float32

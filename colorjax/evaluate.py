@@ -35,12 +35,11 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-import orbax.checkpoint as ocp
 from absl import app, flags
 from PIL import Image, ImageOps
 
 from colorjax import ab_bins, color, fid, train
-from colorjax.colorize import Colorizer, parse_flags
+from colorjax.colorize import CHECKPOINT_HELP, Colorizer, parse_flags
 from colorjax.data import pipeline, shards, sources
 from colorjax.data.images import BadImageError
 
@@ -187,15 +186,6 @@ def evaluate(colorizer: Colorizer | PredictionFolder, data: sources.ScanReport, 
   return result
 
 
-def checkpoint_step(workdir: str, checkpoint: str = "latest") -> int:
-  """The training step of checkpoint `latest`, `best` or a step number in `workdir`."""
-  if checkpoint.isdigit():
-    return int(checkpoint)
-  steps = ocp.CheckpointManager(os.path.join(os.path.abspath(workdir), "best" if checkpoint == "best"
-                                             else "checkpoints")).all_steps()
-  return max(steps)
-
-
 def format_table(rows: Sequence[dict[str, Any]], leading: Sequence[tuple[str, str]],
                  columns: Sequence[tuple[str, str, str]] = COLUMNS) -> str:
   """A markdown table: `leading` (key, header) text columns, then the score `columns` any row has."""
@@ -245,7 +235,7 @@ def main(argv: list[str]) -> None:
     else:
       system = Colorizer.from_workdir(FLAGS.workdir, FLAGS.checkpoint, FLAGS.render_size or None,
                                       temperature=FLAGS.temperature or None)
-      eval_fraction, step = system.config.data.eval_fraction, checkpoint_step(FLAGS.workdir, FLAGS.checkpoint)
+      eval_fraction, step = system.config.data.eval_fraction, system.step
       label, how = f"model (step {step})", f"colorized at render size {system.render_size}"
       meta = {"workdir": FLAGS.workdir, "checkpoint": FLAGS.checkpoint, "step": step,
               "render_size": system.render_size, "model": system.config.model.to_dict()}
@@ -277,7 +267,7 @@ if __name__ == "__main__":
   flags.DEFINE_string("data", None, "Held-out photos: folder:PATH, shards:DIR or tfds:NAME (comma-joined)")
   flags.DEFINE_enum("split", "all", ["all", "eval"], "all photos of --data, or only the share "
                     "held out from training by the workdir's data.eval_fraction")
-  flags.DEFINE_string("checkpoint", "latest", "'latest', 'best' or a step number")
+  flags.DEFINE_string("checkpoint", "", CHECKPOINT_HELP)
   flags.DEFINE_integer("image_size", 256, "Short side resize and center crop (the seeds' protocol: 256)")
   flags.DEFINE_integer("render_size", 0, "Short side the model sees, as colorize's --render-size "
                        "(default: the training image_size)")

@@ -30,7 +30,7 @@ from absl import app, flags
 from PIL import Image
 
 from colorjax import color
-from colorjax.colorize import Colorizer, TooManyPixelsError, parse_flags, read_image
+from colorjax.colorize import CHECKPOINT_HELP, Colorizer, TooManyPixelsError, parse_flags, read_image
 from colorjax.data.images import BadImageError
 
 PREVIEW_SIZE = 768                 # long side of the inline previews
@@ -242,7 +242,7 @@ FLAGS = flags.FLAGS
 
 if __name__ == "__main__":
   flags.DEFINE_string("workdir", None, "Training workdir with config.json and checkpoints/")
-  flags.DEFINE_string("checkpoint", "latest", "'latest', 'best' or a step number")
+  flags.DEFINE_string("checkpoint", "", CHECKPOINT_HELP)
   flags.DEFINE_integer("render_size", 0, "Short side the model sees (default: the training image_size)")
   flags.DEFINE_string("host", "127.0.0.1", "Address to listen on (0.0.0.0: every interface)")
   flags.DEFINE_integer("port", 8000, "Port to listen on (0: any free port)")

@@ -1,7 +1,9 @@
 """Colorize anything: every input kind, any size in bounded memory, batches, and the command line."""
 
 import contextlib
+import json
 import os
+import shutil
 import subprocess
 import sys
 import tracemalloc
@@ -39,9 +41,10 @@ def fast_compiles():
     yield
 
 
-def make_workdir(path, best: bool = False) -> str:
-  """A workdir as training leaves it (config.json, checkpoint 0, optionally best/), untrained."""
+def make_workdir(path, best: bool = False, **fields) -> str:
+  """A workdir as training leaves it (config.json, checkpoint 0, optionally best/ at step 5), untrained."""
   c = config_lib.default_config()
+  c.update(fields)
   c.image_size = 32
   c.model.generator, c.model.num_downs, c.model.ngf, c.model.ndf = "pix2pix_unet", 5, 8, 8
   os.makedirs(path, exist_ok=True)
@@ -53,7 +56,7 @@ def make_workdir(path, best: bool = False) -> str:
     mgr.save(0, args=ocp.args.Composite(state=ocp.args.StandardSave(state)))
   if best:
     with ocp.CheckpointManager(os.path.join(path, "best")) as mgr:
-      mgr.save(0, args=ocp.args.StandardSave(state))
+      mgr.save(5, args=ocp.args.StandardSave(state))
   return str(path)
 
 
@@ -168,6 +171,19 @@ def test_best_checkpoint_loads_and_a_missing_one_says_so(workdir, tmp_path):
     colorize.Colorizer.from_workdir(bare, "best")
   with pytest.raises(ValueError, match="'latest', 'best' or a step number"):
     colorize.Colorizer.from_workdir(bare, "newest")
+
+
+def test_the_run_chooses_the_default_checkpoint(workdir, tmp_path):
+  assert colorize.Colorizer.from_workdir(workdir).step == 0  # colorize_checkpoint = "latest"
+  demo_like = make_workdir(tmp_path / "demo_like", best=True, colorize_checkpoint="best")
+  assert colorize.Colorizer.from_workdir(demo_like).step == 5
+  assert colorize.Colorizer.from_workdir(demo_like, "latest").step == 0
+  older = json.load(open(os.path.join(workdir, "config.json")))
+  del older["colorize_checkpoint"]  # a run trained before the field existed
+  (tmp_path / "older").mkdir()
+  shutil.copytree(os.path.join(workdir, "checkpoints"), tmp_path / "older" / "checkpoints")
+  (tmp_path / "older" / "config.json").write_text(json.dumps(older))
+  assert colorize.Colorizer.from_workdir(str(tmp_path / "older")).step == 0
 
 
 def _inputs(root):
