@@ -68,8 +68,11 @@ class Colorizer:
   """A trained generator ready for inference on photos of any size."""
 
   def __init__(self, config: ml_collections.ConfigDict, params, batch_stats,
-               render_size: int | None = None, batch_size: int = 8):
+               render_size: int | None = None, batch_size: int = 8, *,
+               checkpoint: str = "", step: int | None = None):
+    """`checkpoint` ("latest", "best" or a step) and `step` say where the weights came from."""
     self.config = config
+    self.checkpoint, self.step = checkpoint, step
     self.generator = models.build_generator(config)
     self.variables = {"params": params, "batch_stats": batch_stats}
     self.render_size = render_size or config.image_size
@@ -112,9 +115,8 @@ class Colorizer:
         jax.random.key(0))
     state, step = _restore(directory, abstract, checkpoint)
     logging.info("loaded %s %s (step %d)", workdir, checkpoint, step)
-    colorizer = cls(config, train.inference_params(state), state.g_stats, render_size, batch_size)
-    colorizer.step = step
-    return colorizer
+    return cls(config, train.inference_params(state), state.g_stats, render_size, batch_size,
+               checkpoint=checkpoint, step=step)
 
   def render_shape(self, height: int, width: int) -> tuple[int, int]:
     """The network's input size: short side ~render_size, aspect kept, multiples of the stride.

@@ -237,7 +237,7 @@ def main(argv: list[str]) -> None:
                                       temperature=FLAGS.temperature or None)
       eval_fraction, step = system.config.data.eval_fraction, system.step
       label, how = f"model (step {step})", f"colorized at render size {system.render_size}"
-      meta = {"workdir": FLAGS.workdir, "checkpoint": FLAGS.checkpoint, "step": step,
+      meta = {"workdir": FLAGS.workdir, "checkpoint": system.checkpoint, "step": step,
               "render_size": system.render_size, "model": system.config.model.to_dict()}
     data = sources.resolve(FLAGS.data, FLAGS.split, eval_fraction)
     features = fid.InceptionFeatures.from_file(FLAGS.fid_weights) if FLAGS.fid_weights else None
