@@ -62,6 +62,13 @@ def _restore(directory: str, abstract: train.TrainState, checkpoint: str) -> tup
 
 
 CHECKPOINT_HELP = "'latest', 'best' or a step number (default: the run's config.colorize_checkpoint)"
+PRIOR_CORRECTION_HELP = ("ab-class models trained with rebalanced classes: 0 keeps the loss's bias to "
+                         "rare colours, 1 divides it out (default -1: the run's model.prior_correction)")
+
+
+def prior_correction_flag() -> float | None:
+  """`--prior_correction` of colorize/evaluate: None (the run's value) when negative."""
+  return None if flags.FLAGS.prior_correction < 0 else flags.FLAGS.prior_correction
 
 
 class Colorizer:
@@ -69,11 +76,12 @@ class Colorizer:
 
   def __init__(self, config: ml_collections.ConfigDict, params, batch_stats,
                render_size: int | None = None, batch_size: int = 8, *,
-               checkpoint: str = "", step: int | None = None):
-    """`checkpoint` ("latest", "best" or a step) and `step` say where the weights came from."""
+               checkpoint: str = "", step: int | None = None, class_weights: np.ndarray | None = None):
+    """`checkpoint` ("latest", "best" or a step) and `step` say where the weights came from;
+    `class_weights` are the run's loss weights (for `model.prior_correction`)."""
     self.config = config
     self.checkpoint, self.step = checkpoint, step
-    self.generator = models.build_generator(config)
+    self.generator = models.build_generator(config, class_weights)
     self.variables = {"params": params, "batch_stats": batch_stats}
     self.render_size = render_size or config.image_size
     self.batch_size = batch_size
@@ -83,14 +91,16 @@ class Colorizer:
   @classmethod
   def from_workdir(cls, workdir: str, checkpoint: str = "",
                    render_size: int | None = None, batch_size: int = 8,
-                   temperature: float | None = None) -> "Colorizer":
+                   temperature: float | None = None,
+                   prior_correction: float | None = None) -> "Colorizer":
     """Loads `workdir/config.json` and checkpoint `latest`, `best` or a step number.
 
     "" takes the run's `config.colorize_checkpoint`: a run can name its held-out best as its
     product (the demo does: 26 photos over-fit within a few hundred steps).
 
     `temperature` overrides a classifier's annealed-mean temperature: lower gives bolder
-    colour, higher (up to 1, the mean) safer colour.
+    colour, higher (up to 1, the mean) safer colour. `prior_correction` overrides
+    `model.prior_correction` (0 keeps the rebalanced loss's bias to rare colours, 1 removes it).
     """
     config_path = os.path.join(workdir, "config.json")
     if not os.path.exists(config_path):
@@ -104,6 +114,10 @@ class Colorizer:
       if not config.model.num_classes:
         raise ValueError(f"temperature applies to ab-class models; {workdir!r} regresses ab")
       config.model.decode, config.model.temperature = "annealed_mean", temperature
+    if prior_correction is not None:
+      if not config.model.num_classes:
+        raise ValueError(f"prior_correction applies to ab-class models; {workdir!r} regresses ab")
+      config.model.prior_correction = prior_correction
     directory = os.path.join(os.path.abspath(workdir), "best" if checkpoint == "best" else "checkpoints")
     if not (os.path.isdir(directory) and ocp.CheckpointManager(directory).all_steps()):
       what = "best checkpoint (best/ is written at evals)" if checkpoint == "best" else "checkpoint yet"
@@ -115,8 +129,10 @@ class Colorizer:
         jax.random.key(0))
     state, step = _restore(directory, abstract, checkpoint)
     logging.info("loaded %s %s (step %d)", workdir, checkpoint, step)
+    corrected = config.model.num_classes and config.model.get("prior_correction", 0.0)
     return cls(config, train.inference_params(state), state.g_stats, render_size, batch_size,
-               checkpoint=checkpoint, step=step)
+               checkpoint=checkpoint, step=step,
+               class_weights=train.read_class_weights(config, workdir) if corrected else None)
 
   def render_shape(self, height: int, width: int) -> tuple[int, int]:
     """The network's input size: short side ~render_size, aspect kept, multiples of the stride.
@@ -382,7 +398,8 @@ def main(argv: list[str]) -> None:
     sys.exit(1)
   try:
     colorizer = Colorizer.from_workdir(FLAGS.workdir, FLAGS.checkpoint, FLAGS.render_size or None,
-                                       FLAGS.batch_size, FLAGS.temperature or None)
+                                       FLAGS.batch_size, FLAGS.temperature or None,
+                                       prior_correction_flag())
   except (FileNotFoundError, ValueError) as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(1)
@@ -403,6 +420,7 @@ if __name__ == "__main__":
   flags.DEFINE_integer("batch_size", 8, "Photos of the same render shape colorized in one device call")
   flags.DEFINE_float("temperature", 0, "ab-class models: annealed-mean temperature (0: the trained "
                      "config's); lower is bolder, 1 is the safe mean")
+  flags.DEFINE_float("prior_correction", -1, PRIOR_CORRECTION_HELP)
   flags.DEFINE_integer("max_pixels", DEFAULT_MAX_PIXELS, "Refuse larger images (decompression-bomb guard)")
   flags.mark_flags_as_required(["workdir"])
   app.run(main, flags_parser=parse_flags)

@@ -52,6 +52,7 @@ def default_config() -> ml_collections.ConfigDict:
   c.model.num_classes = 0             # resnet_unet, resnet_colorizer: 256 predicts ab classes (seed 003)
   c.model.decode = "annealed_mean"    # classes -> ab: "annealed_mean" (Zhang et al.) or "argmax"
   c.model.temperature = 0.38          # annealed-mean temperature
+  c.model.prior_correction = 0.0      # 0..1: divide a rebalanced loss's class weights^alpha out before decoding
   c.model.discriminator = "patchgan"  # or "none" for a plain regressor
   c.model.d_layers = 3                # 3: the 70x70 PatchGAN
 
@@ -96,7 +97,8 @@ def shared_photos(config_file: str) -> str:
 def ab_class_recipe(c: ml_collections.ConfigDict, steps: int) -> ml_collections.ConfigDict:
   """Issue 8's colour recipe for `c.model.generator`, trained for `steps` updates.
 
-  256 ab classes with the class-rebalanced cross-entropy, Zhang et al.'s annealed mean (T = 0.38),
+  256 ab classes trained with the class-rebalanced cross-entropy and decoded by the mean of the
+  model's distribution with the rebalancing divided back out (`model.prior_correction` 1, T 1),
   no discriminator, an EMA of the weights and Adam 1e-3 with a cosine decay to 0 (docs/results.md,
   "Choosing quick_cpu", says why).
   """
@@ -104,7 +106,8 @@ def ab_class_recipe(c: ml_collections.ConfigDict, steps: int) -> ml_collections.
   c.ema_decay = 0.999
   c.model.num_classes = 256
   c.model.decode = "annealed_mean"
-  c.model.temperature = 0.38
+  c.model.temperature = 1.0
+  c.model.prior_correction = 1.0
   c.model.discriminator = "none"
   c.loss.rebalance = True
   c.optim.g.update(lr=1e-3, b1=0.9, b2=0.999, decay_steps=steps)

@@ -39,7 +39,7 @@ from absl import app, flags
 from PIL import Image, ImageOps
 
 from colorjax import ab_bins, color, fid, train
-from colorjax.colorize import CHECKPOINT_HELP, Colorizer, parse_flags
+from colorjax.colorize import CHECKPOINT_HELP, PRIOR_CORRECTION_HELP, Colorizer, parse_flags, prior_correction_flag
 from colorjax.data import pipeline, shards, sources
 from colorjax.data.images import BadImageError
 
@@ -234,7 +234,8 @@ def main(argv: list[str]) -> None:
       meta = {"predictions": FLAGS.predictions}
     else:
       system = Colorizer.from_workdir(FLAGS.workdir, FLAGS.checkpoint, FLAGS.render_size or None,
-                                      temperature=FLAGS.temperature or None)
+                                      temperature=FLAGS.temperature or None,
+                                      prior_correction=prior_correction_flag())
       eval_fraction, step = system.config.data.eval_fraction, system.step
       label, how = f"model (step {step})", f"colorized at render size {system.render_size}"
       meta = {"workdir": FLAGS.workdir, "checkpoint": system.checkpoint, "step": step,
@@ -273,6 +274,7 @@ if __name__ == "__main__":
                        "(default: the training image_size)")
   flags.DEFINE_integer("batch_size", 16, "Crops per device call")
   flags.DEFINE_float("temperature", 0, "ab-class models: annealed-mean temperature (0: the trained config's)")
+  flags.DEFINE_float("prior_correction", -1, PRIOR_CORRECTION_HELP)
   flags.DEFINE_string("fid_weights", "", "pytorch-fid Inception weights (.pth/.npz/.safetensors) for FID")
   flags.DEFINE_string("out", "", "Write this JSON report and a per-photo CSV beside it")
   flags.mark_flags_as_required(["data"])

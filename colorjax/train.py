@@ -173,8 +173,11 @@ def gan_step(state: TrainState, rgb: Batch, *, config: ml_collections.ConfigDict
 
 
 def decode_output(generator: nn.Module, out: jax.Array) -> jax.Array:
-  """A generator's output -> ab: classifiers' logits are decoded (`ab_bins.decode`)."""
+  """A generator's output -> ab: classifiers' logits, shifted by their `prior_shift`, are decoded
+  (`ab_bins.decode`)."""
   if getattr(generator, "num_classes", 0):
+    if generator.prior_shift:
+      out = out + jnp.asarray(generator.prior_shift, jnp.float32)
     return ab_bins.decode(out, generator.decode, generator.temperature)
   return out
 
@@ -263,7 +266,7 @@ class Trainer:
                class_weights: np.ndarray | None = None):
     self.config = config
     devices = jax.devices() if devices is None else devices
-    self.generator = models.build_generator(config)
+    self.generator = models.build_generator(config, class_weights)
     self.discriminator = (models.build_discriminator(config)
                           if config.model.discriminator != "none" else None)
     if config.batch_size % len(devices):
@@ -337,6 +340,7 @@ def _checkpoint_manager(workdir: str, max_to_keep: int, subdir: str = "checkpoin
 
 
 LOWER_IS_BETTER = ("l1", "mse")
+HISTOGRAM_FILE = "ab_histogram.json"
 
 
 class BestCheckpoint:
@@ -481,27 +485,39 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   return summary
 
 
+def _uses_class_weights(config: ml_collections.ConfigDict) -> bool:
+  return bool(config.loss.color_weighted or (config.model.num_classes and config.loss.rebalance))
+
+
+def read_class_weights(config: ml_collections.ConfigDict, workdir: str) -> np.ndarray | None:
+  """The per-ab-class weights of a run's loss, from its `workdir/ab_histogram.json`; None when
+  the loss uses none."""
+  if not _uses_class_weights(config):
+    return None
+  path = os.path.join(workdir, HISTOGRAM_FILE)
+  if not os.path.exists(path):
+    raise FileNotFoundError(f"{path} is missing: a run with class weights writes it when training starts")
+  with open(path) as f:
+    counts = np.asarray(json.load(f)["counts"])
+  return ab_bins.rebalance_weights(counts) if config.model.num_classes else ab_bins.inverse_frequency_weights(counts)
+
+
 def _class_weights(config: ml_collections.ConfigDict, workdir: str, files: Sequence[Any]) -> np.ndarray | None:
   """Per-ab-class weights from the training set's colour histogram, when the loss uses them.
 
   The histogram is counted once (center crops of the first `data.stats_images` training
-  photos) and kept in `workdir/ab_histogram.json`, so a resumed run uses the same weights.
+  photos) and kept in `workdir/ab_histogram.json`, so a resumed run (and colorize, for
+  `model.prior_correction`) uses the same weights.
   """
-  classifier = config.model.num_classes > 0
-  if not (config.loss.color_weighted or (classifier and config.loss.rebalance)):
-    return None
-  path = os.path.join(workdir, "ab_histogram.json")
-  if os.path.exists(path):
-    with open(path) as f:
-      counts = np.asarray(json.load(f)["counts"])
-  else:
+  path = os.path.join(workdir, HISTOGRAM_FILE)
+  if _uses_class_weights(config) and not os.path.exists(path):
     crops = pipeline.eval_images(files, config.image_size, config.data.stats_images)
     counts = ab_bins.histogram(color.rgb_uint8_to_model(crop, np)[1] for crop in crops)
     if jax.process_index() == 0:
       with open(path + ".tmp", "w") as f:
         json.dump({"images": len(crops), "image_size": config.image_size, "counts": counts.tolist()}, f)
       os.replace(path + ".tmp", path)
-  return ab_bins.rebalance_weights(counts) if classifier else ab_bins.inverse_frequency_weights(counts)
+  return read_class_weights(config, workdir)
 
 
 def _evaluate_and_log(trainer: Trainer, state: TrainState, images: np.ndarray, writer: Any,

@@ -5,8 +5,7 @@
     python -m colorjax.train --config configs/gpu_10min.py --config.data.train=shards:data/scenes
     bash benchmarks/gpu_10min.sh        # the same, then scored on the held-out photos
 
-quick_cpu's system (256 ab classes, class-rebalanced cross-entropy, annealed-mean decoding, EMA,
-cosine decay) on the ResNet-18 U-Net, whose skip connections keep colour edges at 256 px (an
+quick_cpu's system (256 ab classes, class-rebalanced cross-entropy, EMA, cosine decay) on the ResNet-18 U-Net, whose skip connections keep colour edges at 256 px (an
 800-step probe: U-Net 23.21 dB / colourfulness 25.4, ResNet colorizer 22.71 / 29.5), with
 zoomed crops. bfloat16 compute ("auto" on GPU); 12 grain worker processes decode the JPEGs.
 Measured (one H100 80GB, jax 0.11.2, 2026-11-24): 317 s of training wall (~1830 img/s, 196
@@ -15,6 +14,8 @@ JPEG), latest: PSNR 22.16, SSIM 0.9322, colourfulness 32.2; `--checkpoint best` 
 23.26 / 0.9412 / 25.8. No colour: 22.90 / 0.9428; real photos: 39.8. Issue 8's GPU goal
 (+1.5 dB at 0.7x real colourfulness) is NOT met: the held-out PSNR peaks at step 1000 and
 colour then grows at its expense (docs/results.md, "On one H100", has the other runs).
+These numbers were taken with the decode of then (`--prior_correction 0 --temperature 0.38`);
+the prior-corrected mean this config now inherits from quick_cpu was not measured on a GPU.
 """
 
 from colorjax.config import ab_class_recipe, default_config, shared_photos

@@ -1,5 +1,6 @@
 """Colorizer and the colorize command line on a tiny checkpoint trained here."""
 
+import json
 import os
 import subprocess
 import sys
@@ -9,6 +10,7 @@ import pytest
 from PIL import Image
 from skimage import color as skcolor
 
+from colorjax import ab_bins
 from colorjax import config as config_lib
 from colorjax import train
 from colorjax.colorize import Colorizer
@@ -82,6 +84,36 @@ def test_from_workdir_without_config(tmp_path):
 def test_temperature_is_only_for_ab_class_models(workdir):
   with pytest.raises(ValueError, match="temperature applies to ab-class models"):
     Colorizer.from_workdir(workdir, temperature=0.5)
+
+
+def test_prior_correction_reads_the_runs_class_weights(workdir, tmp_path):
+  with pytest.raises(ValueError, match="prior_correction applies to ab-class models"):
+    Colorizer.from_workdir(workdir, prior_correction=1.0)
+  photos = tmp_path / "photos"
+  photos.mkdir()
+  for i in range(8):
+    Image.fromarray(colourful(40, 40, seed=i)).save(photos / f"photo_{i}.png")
+  c = config_lib.default_config()
+  c.image_size, c.batch_size, c.total_steps, c.pretrain_steps = 32, 4, 2, 2
+  c.eval_every = c.checkpoint_every = c.log_every = 2
+  c.eval_max_images, c.data.train, c.data.eval_fraction = 4, f"folder:{photos}", 0.3
+  c.model.generator, c.model.num_classes, c.model.discriminator = "resnet_colorizer", 256, "none"
+  c.model.prior_correction = 1.0
+  run = str(tmp_path / "run")
+  train.train_and_evaluate(c, run)
+
+  histogram = os.path.join(run, "ab_histogram.json")
+  with open(histogram) as f:
+    weights = ab_bins.rebalance_weights(np.asarray(json.load(f)["counts"]))
+  corrected = Colorizer.from_workdir(run)
+  np.testing.assert_allclose(corrected.generator.prior_shift, -np.log(weights), rtol=1e-6)
+  biased = Colorizer.from_workdir(run, prior_correction=0.0)
+  assert biased.generator.prior_shift == ()
+  photo = colourful(40, 56, seed=3)
+  assert not np.array_equal(corrected(photo), biased(photo))
+  os.remove(histogram)
+  with pytest.raises(FileNotFoundError, match="ab_histogram.json is missing"):
+    Colorizer.from_workdir(run)
 
 
 def _run_cli(workdir, *args):

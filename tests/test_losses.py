@@ -67,3 +67,41 @@ def test_class_weights_follow_the_seed_formulas():
   inv = ab_bins.inverse_frequency_weights(counts)
   assert inv[np.argmin(counts)] > inv[np.argmax(counts)]
   assert ab_bins.histogram([np.zeros((3, 4, 2))]).sum() == 12
+
+
+def test_prior_correction_undoes_the_rebalanced_cross_entropy():
+  # Weighted CE's minimiser is softmax(logits) = w p / sum(w p); `prior_shift` (-log w) must
+  # give back the photos' own class distribution p, so T = 1 decodes p's mean colour.
+  import jax
+  import optax
+  from colorjax import config as config_lib
+  from colorjax import models, train
+  p = 0.3 * RNG.dirichlet(np.full(ab_bins.NUM_CLASSES, 0.3))
+  p[ab_bins.NUM_CLASSES // 2 + ab_bins.BINS // 2] += 0.7  # mostly one near-grey class, as photos are
+  classes = jnp.asarray(RNG.choice(ab_bins.NUM_CLASSES, size=20000, p=p))
+  counts = np.bincount(np.asarray(classes), minlength=ab_bins.NUM_CLASSES)
+  w = ab_bins.rebalance_weights(counts * 100, offset=1e3)  # a strong rebalancing
+  opt = optax.adam(0.1)
+
+  @jax.jit
+  def fit(logits, opt_state):
+    grads = jax.grad(lambda z: losses.class_cross_entropy(jnp.broadcast_to(z, (classes.size, z.size)),
+                                                          classes, jnp.asarray(w)))(logits)
+    updates, opt_state = opt.update(grads, opt_state)
+    return optax.apply_updates(logits, updates), opt_state
+
+  logits = jnp.zeros(ab_bins.NUM_CLASSES)
+  opt_state = opt.init(logits)
+  for _ in range(600):
+    logits, opt_state = fit(logits, opt_state)
+  c = config_lib.default_config()
+  c.model.generator, c.model.num_classes, c.model.temperature = "resnet_colorizer", 256, 1.0
+  empirical = counts / counts.sum()
+  centers = ab_bins.class_centers()
+  c.model.prior_correction = 1.0
+  corrected = np.asarray(train.decode_output(models.build_generator(c, w), logits))
+  np.testing.assert_allclose(corrected, empirical @ centers, atol=2e-3)
+  c.model.prior_correction = 0.0
+  biased = np.asarray(train.decode_output(models.build_generator(c, w), logits))
+  np.testing.assert_allclose(biased, (empirical * w) @ centers / (empirical @ w), atol=2e-3)
+  assert np.abs(biased - corrected).max() > 0.02  # the rebalancing moved the mean (10x the tolerance)

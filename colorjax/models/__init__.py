@@ -8,6 +8,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 
 from colorjax.models.pix2pix import PatchGAN, UNetGenerator
 from colorjax.models.regressors import EncoderDecoder, ResNetColorizer
@@ -25,12 +26,28 @@ def compute_dtype(config: ml_collections.ConfigDict) -> jnp.dtype:
   return jnp.dtype(name)
 
 
-def build_generator(config: ml_collections.ConfigDict) -> nn.Module:
+def prior_shift(config: ml_collections.ConfigDict, class_weights: np.ndarray | None) -> tuple[float, ...]:
+  """Logit shift -alpha * log(w) that undoes a rebalanced cross-entropy at decode time.
+
+  Training with weights w_c makes softmax(logits) ~ w_c p(c | L) / Z, which over-weights rare,
+  saturated colours wherever the model is unsure (the blotches of docs/results.md). Dividing
+  w back out (alpha = `model.prior_correction` = 1) recovers p(c | L), whose mean is the
+  PSNR-optimal colour; the rebalanced training still taught the rare colours.
+  """
+  alpha = config.model.get("prior_correction", 0.0)
+  if not (alpha and config.model.num_classes and class_weights is not None):
+    return ()
+  return tuple(float(s) for s in -alpha * np.log(class_weights))
+
+
+def build_generator(config: ml_collections.ConfigDict, class_weights: np.ndarray | None = None) -> nn.Module:
+  """The configured generator; a classifier's `class_weights` (its loss's) set its `prior_shift`."""
   m, dtype = config.model, compute_dtype(config)
+  shift = prior_shift(config, class_weights)
   if m.generator == "resnet_unet":
     return ResNetUNet(resnet_depth=m.resnet_depth, output_activation=m.output_activation,
                       upsample=m.upsample, num_classes=m.num_classes, decode=m.decode,
-                      temperature=m.temperature, dtype=dtype)
+                      temperature=m.temperature, prior_shift=shift, dtype=dtype)
   if m.generator == "pix2pix_unet":
     num_downs = m.num_downs if m.num_downs > 0 else int(math.log2(config.image_size))
     return UNetGenerator(num_downs=num_downs, ngf=m.ngf, dropout=m.dropout,
@@ -38,7 +55,7 @@ def build_generator(config: ml_collections.ConfigDict) -> nn.Module:
   if m.generator == "resnet_colorizer":
     return ResNetColorizer(resnet_depth=m.resnet_depth, num_classes=m.num_classes,
                            output_activation=m.output_activation, decode=m.decode,
-                           temperature=m.temperature, dtype=dtype)
+                           temperature=m.temperature, prior_shift=shift, dtype=dtype)
   if m.generator == "encdec_small":
     return EncoderDecoder(output_activation=m.output_activation, upsample=m.upsample, dtype=dtype)
   raise ValueError(f"unknown model.generator {m.generator!r}: use one of {GENERATORS}")

@@ -31,6 +31,7 @@ class ResNetColorizer(nn.Module):
   output_activation: str = "tanh"
   decode: str = "annealed_mean"   # how `colorjax.ab_bins.decode` turns classes into ab
   temperature: float = 0.38
+  prior_shift: tuple[float, ...] = ()  # added to the logits before decoding (`build_generator`)
   dtype: Dtype = jnp.float32
 
   @nn.compact

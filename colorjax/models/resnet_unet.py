@@ -82,6 +82,7 @@ class ResNetUNet(nn.Module):
   num_classes: int = 0            # > 0: ab-class logits instead of ab (as ResNetColorizer)
   decode: str = "annealed_mean"   # how `colorjax.ab_bins.decode` turns classes into ab
   temperature: float = 0.38
+  prior_shift: tuple[float, ...] = ()  # added to the logits before decoding (`build_generator`)
   dtype: Dtype = jnp.float32
 
   @nn.compact
