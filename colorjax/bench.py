@@ -1,7 +1,7 @@
 """Speed of training, colorizing and loading data; each command prints one JSON line.
 
     python -m colorjax.bench step --config configs/pix2pix_unet64.py [--config.image_size=256] \
-        [--config.batch_size=16] [--phase gan|pretrain] [--steps 10] [--warmup 2]
+        [--config.batch_size=16] [--phase gan|pretrain] [--steps 10] [--warmup 2] [--profile 2]
     python -m colorjax.bench colorize --workdir runs/demo
     python -m colorjax.bench pipeline --data folder:../shared/data/ade20k [--image-size 256] [--workers 2]
 
@@ -13,13 +13,17 @@ benchmarks/results.jsonl.
 
 from __future__ import annotations
 
+import collections
 import datetime
+import glob
 import io
 import json
 import os
 import platform
+import re
 import statistics
 import sys
+import tempfile
 import time
 from typing import Any, Callable
 
@@ -113,9 +117,52 @@ def matmul_flops(fn: Callable[..., Any], *args: Any) -> float:
   return count(jax.make_jaxpr(fn)(*args).jaxpr)
 
 
+_HLO_OP = re.compile(r"^\s*(?:ROOT )?%?([\w.\-]+) = ")
+_OP_NAME = re.compile(r'op_name="([^"]*)"')
+
+
+def profile_ops(fn: Callable[[], Any], hlo_text: str, steps: int = 2, top: int = 12) -> dict[str, Any]:
+  """Device time per XLA op of the compiled module `hlo_text` while `fn` runs `steps` times.
+
+  Reads a `jax.profiler` trace and keeps the events named like an instruction of the module, on
+  any backend (CPU thunks, GPU kernels' "XLA Ops"). Ops are grouped by kind (the name without
+  its number: `ynn_fusion`, `convolution`, `concatenate`, ...) and the costliest are listed with
+  the model code that produced them (the HLO's `op_name`). On CPU ops can overlap on the
+  thread pool, so the sum may exceed the step's wall time. Not run on a GPU yet.
+  """
+  source = {}
+  for line in hlo_text.splitlines():
+    match = _HLO_OP.match(line)
+    if match:
+      op_name = _OP_NAME.search(line)
+      source[match.group(1)] = op_name.group(1) if op_name else ""
+  host: collections.Counter[str] = collections.Counter()
+  device: collections.Counter[str] = collections.Counter()
+  with tempfile.TemporaryDirectory() as trace_dir:
+    with jax.profiler.trace(trace_dir):
+      for _ in range(steps):
+        fn()
+    (path,) = glob.glob(os.path.join(trace_dir, "**", "*.xplane.pb"), recursive=True)
+    for plane in jax.profiler.ProfileData.from_file(path).planes:
+      counter = device if plane.name.startswith("/device:") else host
+      for line in plane.lines:
+        for event in line.events:
+          if event.name in source:
+            counter[event.name] += event.duration_ns / 1e6 / steps
+  per_op = device or host  # an accelerator's kernels, not the host threads that launched them
+  by_kind: collections.Counter[str] = collections.Counter()
+  for name, ms in per_op.items():
+    by_kind[re.sub(r"[.\d]+$", "", name)] += ms
+  return {"profiled_steps": steps, "op_ms_per_step": round(sum(per_op.values()), 1),
+          "by_kind_ms": {k: round(v, 1) for k, v in by_kind.most_common(top)},
+          "top_ops": [{"op": name, "ms": round(ms, 1), "source": source[name]}
+                      for name, ms in per_op.most_common(top)]}
+
+
 def bench_step(config: ml_collections.ConfigDict, phase: str = "gan", steps: int = 10,
-               warmup: int = 2) -> dict[str, Any]:
-  """Compile time, step time and FLOP rate of the trainer's jitted `phase` update."""
+               warmup: int = 2, profile_steps: int = 0) -> dict[str, Any]:
+  """Compile time, step time and FLOP rate of the trainer's jitted `phase` update; with
+  `profile_steps`, also where its time goes (`profile_ops`)."""
   trainer = train.Trainer(config)
   step_fn = {"gan": trainer.gan_step, "pretrain": trainer.pretrain_step}.get(phase)
   if step_fn is None:
@@ -137,6 +184,7 @@ def bench_step(config: ml_collections.ConfigDict, phase: str = "gan", steps: int
     jax.block_until_ready((box[0], metrics))
 
   times = _timings(run, steps, warmup)
+  profile = {"profile": profile_ops(run, compiled.as_text(), profile_steps)} if profile_steps else {}
   median = statistics.median(times)
   env = _environment()
   dtype = models.compute_dtype(config).name
@@ -150,7 +198,7 @@ def bench_step(config: ml_collections.ConfigDict, phase: str = "gan", steps: int
           "flops_per_step": flops,
           "tflops_per_s": round(achieved * env["device_count"] / 1e12, 4),
           "peak_tflops_per_device": peak / 1e12 if peak else None,
-          "mfu": round(achieved / peak, 4) if peak else None}
+          "mfu": round(achieved / peak, 4) if peak else None, **profile}
 
 
 def bench_colorize(workdir: str, repeats: int = 10) -> dict[str, Any]:
@@ -226,7 +274,7 @@ def main(argv: list[str]) -> None:
   if argv[1] == "step":
     if FLAGS.config is None:
       raise app.UsageError("bench step needs --config, e.g. configs/pix2pix_unet64.py")
-    result = bench_step(FLAGS.config, FLAGS.phase, FLAGS.steps, FLAGS.warmup)
+    result = bench_step(FLAGS.config, FLAGS.phase, FLAGS.steps, FLAGS.warmup, FLAGS.profile)
     result["config"] = config_flags.get_config_filename(FLAGS["config"])
   elif argv[1] == "colorize":
     if not FLAGS.workdir:
@@ -245,6 +293,7 @@ if __name__ == "__main__":
   flags.DEFINE_enum("phase", "gan", ["gan", "pretrain"], "step: pix2pix G+D update, or G alone on L1")
   flags.DEFINE_integer("steps", 10, "step: timed steps; colorize: timed 256 px photos")
   flags.DEFINE_integer("warmup", 2, "step: untimed steps after compiling")
+  flags.DEFINE_integer("profile", 0, "step: also trace this many steps and report the time per XLA op")
   flags.DEFINE_string("workdir", "", "colorize: a training workdir")
   flags.DEFINE_string("data", "", "pipeline: data source, e.g. folder:PATH")
   flags.DEFINE_integer("image_size", 256, "pipeline: crop size")

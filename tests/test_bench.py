@@ -21,6 +21,17 @@ def test_step_reports_time_rate_and_flops(tmp_path):
     bench.bench_step(config, phase="warmup")
 
 
+def test_step_profile_names_the_ops_and_the_layers_they_come_from(tmp_path):
+  config = tiny_config(write_photos(str(tmp_path / "photos"), n=4))
+  profile = bench.bench_step(config, phase="gan", steps=1, warmup=1, profile_steps=1)["profile"]
+  assert profile["profiled_steps"] == 1 and profile["op_ms_per_step"] > 0
+  assert sum(op["ms"] for op in profile["top_ops"]) <= profile["op_ms_per_step"] + 0.1
+  assert sum(profile["by_kind_ms"].values()) <= profile["op_ms_per_step"] + 0.1
+  assert all(not kind[-1].isdigit() for kind in profile["by_kind_ms"])
+  sources = " ".join(op["source"] for op in profile["top_ops"])
+  assert "UNetGenerator" in sources or "PatchGAN" in sources
+
+
 def test_peak_flops_matches_the_most_specific_device_name():
   assert bench.peak_flops("NVIDIA H100 PCIe", "bfloat16") == 756e12
   assert bench.peak_flops("NVIDIA H100 80GB HBM3", "float32") == 494e12
