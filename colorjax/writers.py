@@ -1,5 +1,7 @@
-"""Metric writers: clu's TensorBoard + console writer, and always a `metrics.jsonl`.
+"""Metric writers: clu's TensorBoard writer, and always a `metrics.jsonl`.
 
+The console gets the trainer's own readable lines (step, losses, img/s, ETA; each eval), so
+clu's LoggingWriter, which would repeat every scalar in a second line, is left out.
 clu.metric_writers imports TensorFlow; GPU images without TF still train, logging to the
 console and to `metrics.jsonl` (plus PNG sample grids), with one line saying TensorBoard is off.
 """
@@ -38,14 +40,6 @@ class JsonlWriter:
     pass
 
 
-class _ConsoleWriter(JsonlWriter):
-  def __init__(self):
-    super().__init__(os.devnull)
-
-  def write_scalars(self, step: int, scalars: Mapping[str, Any]) -> None:
-    logging.info("[%d] %s", step, ", ".join(f"{k}={float(v):.4g}" for k, v in sorted(scalars.items())))
-
-
 class MultiWriter:
   def __init__(self, writers: list[Any]):
     self._writers = writers
@@ -58,13 +52,14 @@ class MultiWriter:
 
 
 def create_writer(workdir: str, is_main: bool) -> MultiWriter:
-  """TensorBoard event files + console + `workdir/metrics.jsonl` (main process only)."""
+  """TensorBoard event files + `workdir/metrics.jsonl` (main process only)."""
   if not is_main:
     return MultiWriter([])
+  jsonl = JsonlWriter(os.path.join(workdir, "metrics.jsonl"))
   try:
     from clu import metric_writers  # pylint: disable=g-import-not-at-top
-    tb = metric_writers.create_default_writer(os.path.join(workdir, "tensorboard"))
   except ImportError as e:
-    logging.warning("TensorBoard logging off (%s); logging to the console and metrics.jsonl", e)
-    tb = _ConsoleWriter()
-  return MultiWriter([tb, JsonlWriter(os.path.join(workdir, "metrics.jsonl"))])
+    logging.warning("TensorBoard logging off (%s); metrics go to the console and metrics.jsonl", e)
+    return MultiWriter([jsonl])
+  tb = metric_writers.AsyncWriter(metric_writers.SummaryWriter(os.path.join(workdir, "tensorboard")))
+  return MultiWriter([tb, jsonl])

@@ -13,6 +13,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 from PIL import Image
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from colorjax import config as config_lib
 from colorjax import train
@@ -95,7 +96,9 @@ def test_train_and_evaluate_writes_everything_a_user_reads(photos, tmp_path):
   assert sorted(os.listdir(tmp_path / "samples")) == [f"step_{s:07d}.png" for s in (2, 4, 6)]
   grid = np.asarray(Image.open(tmp_path / "samples" / "step_0000006.png"))
   assert grid.shape[0] == 3 * 32  # gray | prediction | truth
-  assert os.listdir(tmp_path / "tensorboard")
+  events = EventAccumulator(str(tmp_path / "tensorboard"))
+  events.Reload()
+  assert {"train/g_recon", "train/d_loss", "eval/psnr", "eval/ssim"} <= set(events.Tags()["tensors"])
   saved = json.load(open(tmp_path / "config.json"))
   assert saved["model"]["generator"] == "pix2pix_unet"
 
