@@ -19,7 +19,6 @@ import math
 import os
 import statistics
 import sys
-import time
 
 import jax
 import jax.numpy as jnp
@@ -27,6 +26,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir))
+from colorjax.bench import timings  # noqa: E402
 from colorjax.models import layers  # noqa: E402
 
 
@@ -51,14 +51,8 @@ def specs(size: int) -> list[tuple[str, str, int, int, int, int]]:
   return out
 
 
-def median_ms(fn, repeats: int = 3) -> float:
-  fn()
-  times = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    fn()
-    times.append(time.perf_counter() - start)
-  return 1000 * statistics.median(times)
+def median_ms(fn) -> float:
+  return 1000 * statistics.median(timings(fn, steps=3, warmup=1))
 
 
 def main() -> None:

@@ -74,7 +74,8 @@ def _environment() -> dict[str, Any]:
           "device_count": jax.device_count(), "process_count": jax.process_count()}
 
 
-def _timings(fn: Callable[[], Any], steps: int, warmup: int) -> list[float]:
+def timings(fn: Callable[[], Any], steps: int, warmup: int) -> list[float]:
+  """Seconds of each of `steps` calls of `fn` after `warmup` untimed ones."""
   for _ in range(warmup):
     fn()
   times = []
@@ -183,7 +184,7 @@ def bench_step(config: ml_collections.ConfigDict, phase: str = "gan", steps: int
     box[0], metrics = compiled(box[0], rgb)
     jax.block_until_ready((box[0], metrics))
 
-  times = _timings(run, steps, warmup)
+  times = timings(run, steps, warmup)
   profile = {"profile": profile_ops(run, compiled.as_text(), profile_steps)} if profile_steps else {}
   median = statistics.median(times)
   env = _environment()
@@ -209,7 +210,7 @@ def bench_colorize(workdir: str, repeats: int = 10) -> dict[str, Any]:
             "generator": colorizer.config.model.generator, "render_size": colorizer.render_size}
   for name, size, n in (("256px", (256, 256), repeats), ("12mp", (4000, 3000), max(2, repeats // 3))):
     image = np.asarray(photo.resize(size, Image.BICUBIC))
-    times = _timings(lambda: colorizer(image), n, 1)
+    times = timings(lambda: colorizer(image), n, 1)
     result[f"ms_{name}"] = round(1e3 * statistics.median(times), 1)
     result[f"ms_{name}_min"] = round(1e3 * min(times), 1)
   return result

@@ -1,10 +1,13 @@
 """Losses and ab classes against NumPy formulas and PyTorch's implementations."""
 
+import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
-from colorjax import ab_bins, losses
+from colorjax import ab_bins, losses, models, train
+from colorjax import config as config_lib
 
 RNG = np.random.default_rng(0)
 
@@ -72,10 +75,6 @@ def test_class_weights_follow_the_seed_formulas():
 def test_prior_correction_undoes_the_rebalanced_cross_entropy():
   # Weighted CE's minimiser is softmax(logits) = w p / sum(w p); `prior_shift` (-log w) must
   # give back the photos' own class distribution p, so T = 1 decodes p's mean colour.
-  import jax
-  import optax
-  from colorjax import config as config_lib
-  from colorjax import models, train
   p = 0.3 * RNG.dirichlet(np.full(ab_bins.NUM_CLASSES, 0.3))
   p[ab_bins.NUM_CLASSES // 2 + ab_bins.BINS // 2] += 0.7  # mostly one near-grey class, as photos are
   classes = jnp.asarray(RNG.choice(ab_bins.NUM_CLASSES, size=20000, p=p))
