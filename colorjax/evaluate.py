@@ -41,7 +41,7 @@ from PIL import Image, ImageOps
 from colorjax import ab_bins, color, fid, train
 from colorjax.colorize import CHECKPOINT_HELP, PRIOR_CORRECTION_HELP, Colorizer, parse_flags, prior_correction_flag
 from colorjax.data import pipeline, shards, sources
-from colorjax.data.images import BadImageError
+from colorjax.data.images import BadImageError, GrayscaleError
 
 # Per-photo scores of a system; a system's columns are its prefix + these names.
 SCORES = ("psnr", "ssim", "mse", "colorfulness", "pixel_accuracy")
@@ -118,9 +118,10 @@ def record_name(record: pipeline.Record, index: int) -> str:
 
 
 def crop_batches(files: Sequence[pipeline.Record], image_size: int, batch_size: int,
-                 unreadable: dict[str, str], predictions: PredictionFolder | None = None
+                 left_out: Evaluation, predictions: PredictionFolder | None = None
                  ) -> Iterator[tuple[list[str], np.ndarray]]:
-  """(names, uint8 center crops [<= batch_size, S, S, 3]); photos that fail go to `unreadable`.
+  """(names, uint8 center crops [<= batch_size, S, S, 3]); photos that turn out gray or fail
+  to load are named in `left_out.grayscale` / `left_out.unreadable`.
 
   With `predictions`, each crop is a pair [2, S, S, 3]: the photo's and its prediction's.
   """
@@ -131,8 +132,11 @@ def crop_batches(files: Sequence[pipeline.Record], image_size: int, batch_size: 
       if predictions:
         crop = np.stack([crop, predictions.crop(record_name(record, i), record, image_size)])
       crops.append(crop)
+    except GrayscaleError:
+      left_out.grayscale.append(record_name(record, i))
+      continue
     except BadImageError as e:
-      unreadable[record_name(record, i)] = str(e)
+      left_out.unreadable[record_name(record, i)] = str(e)
       continue
     names.append(record_name(record, i))
     if len(crops) == batch_size:
@@ -164,7 +168,7 @@ def evaluate(colorizer: Colorizer | PredictionFolder, data: sources.ScanReport, 
                                      **({"pixel_accuracy": _pixel_accuracy(pred, rgb)} if classifier else {})})
   result = Evaluation(rows=[], grayscale=list(data.grayscale), unreadable=dict(data.unreadable))
   stats = {k: fid.FeatureStats() for k in ("model", "no_colour", "real")} if features else None
-  for names, crops in crop_batches(data.files, image_size, batch_size, result.unreadable, folder):
+  for names, crops in crop_batches(data.files, image_size, batch_size, result, folder):
     n = len(crops)
     pad = lambda x: np.concatenate([x, np.zeros((batch_size - n,) + x.shape[1:], np.uint8)])
     if folder:

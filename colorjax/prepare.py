@@ -37,7 +37,7 @@ from array_record.python.array_record_module import ArrayRecordWriter
 from etils import epath
 
 from colorjax.data import pipeline, shards, sources, tfds_source
-from colorjax.data.images import BadImageError, is_grayscale, resize_short_side
+from colorjax.data.images import BadImageError, GrayscaleError, is_grayscale, resize_short_side
 
 PROGRESS = ".prepare"  # per-shard completion notes of an unfinished prepare
 
@@ -80,8 +80,8 @@ def _prepare_one(task: tuple[int, str], size: int, quality: int) -> tuple[str, b
   index, key = task
   try:
     rgb = pipeline.load_rgb(_records[index], draft_size=size)
-  except BadImageError as e:
-    return key, None, str(e)
+  except BadImageError as e:  # a gray TFDS example raises GrayscaleError
+    return key, None, "grayscale" if isinstance(e, GrayscaleError) else str(e)
   if is_grayscale(rgb):
     return key, None, "grayscale"
   return key, shards.encode_record(key, resize_short_side(rgb, size), quality), None

@@ -10,6 +10,7 @@ from array_record.python.array_record_module import ArrayRecordWriter
 from PIL import Image
 
 from colorjax import prepare as prepare_lib
+from colorjax.evaluate import Evaluation, crop_batches
 from colorjax.data import images, pipeline, shards, sources
 
 # 12 flat colours far apart: a crop's mean colour names the photo it came from.
@@ -104,3 +105,21 @@ def test_tfds_source_trains_directly(name):
     batch = next(iter(pipeline.train_dataset(train, 32, 4, seed=0, shard_index=0, shard_count=1)))
     assert batch.shape == (4, 32, 32, 3) and batch.dtype == np.uint8
     assert pipeline.eval_images(held_out, 32, 2).shape == (2, 32, 32, 3)
+
+
+def test_gray_tfds_examples_are_left_out_of_training_and_scoring():
+  rng = np.random.default_rng(0)
+  colour = [{"image": rng.integers(0, 256, (40, 48, 3), np.uint8)} for _ in range(6)]
+  gray = [{"image": np.repeat(rng.integers(0, 256, (40, 48, 1), np.uint8), 3, -1)} for _ in range(3)]
+  records = [gray[0], *colour[:3], gray[1], *colour[3:], gray[2]]  # TFDS examples, as `tfds:` gives them
+  with pytest.raises(images.GrayscaleError, match="TFDS example"):
+    pipeline.load_rgb(gray[0], 32)
+  batches = iter(pipeline.train_dataset(records, 32, 3, seed=0, shard_index=0, shard_count=1))
+  for _ in range(4):  # two epochs: every batch is full and holds colour photos only
+    batch = next(batches)
+    assert batch.shape == (3, 32, 32, 3) and not any(images.is_grayscale(x) for x in batch)
+  assert len(pipeline.eval_images(records, 32, 10)) == 6
+  left_out = Evaluation(rows=[])
+  names = [n for names, _ in crop_batches(records, 32, 4, left_out) for n in names]
+  assert names == ["#1", "#2", "#3", "#5", "#6", "#7"]
+  assert left_out.grayscale == ["#0", "#4", "#8"] and not left_out.unreadable

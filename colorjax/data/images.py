@@ -27,6 +27,10 @@ class BadImageError(ValueError):
   """An input that cannot be used as a photo; the message names the file and the reason."""
 
 
+class GrayscaleError(BadImageError):
+  """A photo with no colour: nothing to learn from or score against (left out, not an error)."""
+
+
 def _to_rgb(img: Image.Image, background: int = 255) -> tuple[Image.Image, np.ndarray | None]:
   """Any PIL mode -> (8-bit RGB image, alpha as uint8 [H, W] or None)."""
   alpha = None

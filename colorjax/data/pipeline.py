@@ -7,7 +7,7 @@ and one crop/flip transform serves them all.
 Records stay uint8 RGB until they reach the device, where the jitted step converts them to
 Lab (`colorjax.color`): 4x less to copy than float Lab, and the maths runs on the
 accelerator. A photo that fails to decode here (changed since the scan) is dropped with a
-warning and the batch is filled from the next ones.
+warning, a gray TFDS example quietly, and the batch is filled from the next ones.
 """
 
 from __future__ import annotations
@@ -21,7 +21,8 @@ import jax
 import numpy as np
 
 from colorjax.data import shards
-from colorjax.data.images import BadImageError, center_crop, open_image, resize_short_side
+from colorjax.data.images import (BadImageError, GrayscaleError, center_crop, is_grayscale, open_image,
+                                  resize_short_side)
 
 Record = str | bytes | dict  # a file path, a shard record or a TFDS example
 
@@ -30,6 +31,8 @@ def load_rgb(record: Record, draft_size: int) -> np.ndarray:
   """Any source's record -> uint8 RGB [H, W, 3]; BadImageError if it can't be used.
 
   `draft_size` lets a JPEG decode at a reduced scale that keeps its short side >= draft_size.
+  Folders and shards were scanned for gray photos up front; a TFDS example is checked here and
+  raises GrayscaleError (about 1% of COCO), so no source trains or scores on a gray photo.
   """
   if isinstance(record, str):
     return open_image(record, draft_size=draft_size)[0]
@@ -38,6 +41,8 @@ def load_rgb(record: Record, draft_size: int) -> np.ndarray:
   image = np.asarray(record["image"])
   if image.ndim != 3 or image.shape[-1] != 3 or image.dtype != np.uint8:
     raise BadImageError(f"TFDS example: image {image.dtype} {image.shape}, expected uint8 [H, W, 3]")
+  if is_grayscale(image):
+    raise GrayscaleError("TFDS example: a grayscale photo")
   return image
 
 
@@ -51,6 +56,8 @@ def load_train_crop(record: Record, rng: np.random.Generator, image_size: int,
   short = int(image_size * rng.uniform(1.0, max_zoom))
   try:
     rgb = load_rgb(record, draft_size=short)
+  except GrayscaleError:
+    return None
   except BadImageError as e:
     logging.warning("skipping %s", e)
     return None
@@ -93,6 +100,8 @@ def eval_images(files: Sequence[Record], image_size: int, max_images: int) -> np
       break
     try:
       crops.append(load_eval_crop(record, image_size))
+    except GrayscaleError:
+      continue
     except BadImageError as e:
       logging.warning("skipping %s", e)
   return np.stack(crops)

@@ -7,8 +7,9 @@ example's key `train/INDEX` (`sources.split_indices`, the rule of folder sources
 `colorjax.prepare --source tfds:NAME` without --limit holds out exactly the photos that
 training on `tfds:NAME` does.
 
-Unlike prepared shards, these photos are not scanned: TFDS examples that are gray (about 1%
-of COCO) are trained on as they are. Prepare shards to leave them out.
+Gray examples (about 1% of COCO) are left out as they are read (`pipeline.load_rgb`): training
+skips them and `evaluate` counts them as grayscale, as the scan does for folders. Prepared
+shards leave them out once, up front.
 """
 
 from __future__ import annotations
