@@ -5,7 +5,8 @@ Colorizes the held-out photos once (as `evaluate`: 256 px centre crops, the mode
 size, the ab laid over each crop's own L), then scales the predicted ab by each of `--scales`
 and scores every photo at every scale (RGB uint8 PSNR, Hasler-Suesstrunk colourfulness). Prints
 one JSON line with
-- `global`: mean PSNR and colourfulness at each scale, the front a decode knob slides along;
+- `global`: mean PSNR and colourfulness at each scale, the front a decode knob slides along
+  (`--around mean` scales only each photo's deviations from its own mean ab, keeping its cast);
 - `oracle`: each photo at its own best scale, maximising PSNR + lam * colourfulness, for several
   lam: what knowing how colourful each photo is would give this model's colours;
 - `predicted`: each photo's scale picked from statistics of its L and of the model's prediction
@@ -65,6 +66,8 @@ def main() -> None:
   p.add_argument("--checkpoint", default="", help="latest (default), best or a step")
   p.add_argument("--data", required=True, help="source string, e.g. folder:PATH (the run's held-out share is used)")
   p.add_argument("--scales", default="0,0.25,0.5,0.75,1,1.25,1.5,1.75,2,2.5")
+  p.add_argument("--around", default="zero", choices=["zero", "mean"],
+                 help="scale ab around 0 (grey) or around each photo's mean predicted ab")
   args = p.parse_args()
   scales = [float(s) for s in args.scales.split(",")]
   colorizer = Colorizer.from_workdir(args.workdir, args.checkpoint)
@@ -74,7 +77,8 @@ def main() -> None:
     lights = [colorizer.lightness(x) for x in crops]
     smalls = np.stack([_resize(l, colorizer.render_shape(*l.shape)) for l in lights])
     ab = colorizer.predict(smalls)
-    scored = [_score(np.stack([recombine(l, a * s) for l, a in zip(lights, ab)]), crops) for s in scales]
+    centre = ab.mean((1, 2), keepdims=True) if args.around == "mean" else np.zeros_like(ab[:, :1, :1])
+    scored = [_score(np.stack([recombine(l, c + s * (a - c)) for l, a, c in zip(lights, ab, centre)]), crops) for s in scales]
     psnr.append(np.stack([np.asarray(q) for q, _ in scored], 1))
     colour.append(np.stack([np.asarray(c) for _, c in scored], 1))
     feats.append(_features(smalls, ab))
@@ -85,7 +89,7 @@ def main() -> None:
                       "mean_scale": round(float(np.asarray(scales)[picks].mean()), 3)}
   print(json.dumps({
       "bench": "chroma_scale", "workdir": args.workdir, "checkpoint": colorizer.checkpoint,
-      "step": colorizer.step, "photos": len(psnr), "render_size": colorizer.render_size,
+      "step": colorizer.step, "photos": len(psnr), "render_size": colorizer.render_size, "around": args.around,
       "global": {s: at(np.full(len(psnr), i)) for i, s in enumerate(scales)},
       "oracle": {lam: at((psnr + lam * colour).argmax(1)) for lam in LAMS},
       "predicted": {lam: at(_ridge_picks(x, psnr + lam * colour)) for lam in LAMS}}))
