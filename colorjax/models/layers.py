@@ -172,17 +172,6 @@ class UpConv(nn.Module):
     return y
 
 
-class ColorOutput(nn.Module):
-  """The output fields of the generators that can also classify: ab through `output_activation`,
-  or with `num_classes` > 0 ab-class logits that `train.decode_output` turns into ab."""
-  num_classes: int = 0
-  output_activation: str = "tanh"
-  decode: str = "annealed_mean"   # how `colorjax.ab_bins.decode` turns classes into ab
-  temperature: float = 0.38
-  prior_shift: tuple[float, ...] = ()  # added to the logits before decoding (`build_generator`)
-  dtype: Dtype = jnp.float32
-
-
 def output_activation(name: str, x: jax.Array) -> jax.Array:
   """Maps the last layer to ab in [-1, 1]: tanh, or sigmoid rescaled (seed 000's choice)."""
   if name == "tanh":

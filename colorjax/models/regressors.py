@@ -15,7 +15,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from colorjax.models.layers import ColorOutput, Dtype, UpConv, batch_norm, conv, conv_init, output_activation
+from colorjax.models.layers import Dtype, UpConv, batch_norm, conv, conv_init, output_activation
 from colorjax.models.resnet_unet import ResNetEncoder
 
 
@@ -24,9 +24,15 @@ def _upsample2(x: jax.Array) -> jax.Array:
   return jnp.repeat(jnp.repeat(x, 2, axis=1), 2, axis=2)
 
 
-class ResNetColorizer(ColorOutput):
+class ResNetColorizer(nn.Module):
   """L [B, H, W, 1] -> ab [B, H, W, 2] (or class logits [B, H, W, num_classes]); H, W % 8 == 0."""
   resnet_depth: int = 18
+  num_classes: int = 0
+  output_activation: str = "tanh"
+  decode: str = "annealed_mean"   # how `colorjax.ab_bins.decode` turns classes into ab
+  temperature: float = 0.38
+  prior_shift: tuple[float, ...] = ()  # added to the logits before decoding (`build_generator`)
+  dtype: Dtype = jnp.float32
 
   @nn.compact
   def __call__(self, l: jax.Array, train: bool = False) -> jax.Array:

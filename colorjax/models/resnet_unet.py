@@ -15,7 +15,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from colorjax.models.layers import ColorOutput, Dtype, UpConv, batch_norm, conv, output_activation
+from colorjax.models.layers import Dtype, UpConv, batch_norm, conv, output_activation
 
 STAGES = {18: (2, 2, 2, 2), 34: (3, 4, 6, 3)}
 
@@ -74,10 +74,16 @@ class DecoderBlock(nn.Module):
     return nn.relu(batch_norm(train, self.dtype, "bn")(h))
 
 
-class ResNetUNet(ColorOutput):
+class ResNetUNet(nn.Module):
   resnet_depth: int = 18
   decoder_features: Sequence[int] = (256, 128, 64, 64, 32)
+  output_activation: str = "tanh"
   upsample: str = "subpixel"
+  num_classes: int = 0            # > 0: ab-class logits instead of ab (as ResNetColorizer)
+  decode: str = "annealed_mean"   # how `colorjax.ab_bins.decode` turns classes into ab
+  temperature: float = 0.38
+  prior_shift: tuple[float, ...] = ()  # added to the logits before decoding (`build_generator`)
+  dtype: Dtype = jnp.float32
 
   @nn.compact
   def __call__(self, l: jax.Array, train: bool = False) -> jax.Array:
