@@ -60,7 +60,8 @@ def compare(workdirs: Sequence[str], data: str, split: str = "all", image_size: 
                  "steps": colorizer.step, **last.summary()["model"]})
   summary = last.summary()  # the baseline and ground truth are the same for every run
   rows += [{"run": label, **summary[system]} for system, label in evaluate.LABELS.items()]
-  line = f"{last.counts()} of `{data}` [{split}], {image_size} px center crops, RGB uint8, {checkpoint} checkpoints"
+  line = (f"{last.counts()} of `{data}` [{split}], {image_size} px center crops, RGB uint8, "
+          + (f"{checkpoint} checkpoints" if checkpoint else "each run's default checkpoint"))
   note = "" if features else "\n\n" + evaluate.FID_MISSING
   return line + "\n\n" + evaluate.format_table(rows, LEADING, COLUMNS) + note
 

@@ -1,4 +1,4 @@
-"""The main job: trains a colorizer on the bundled photos in about 10 minutes on a 2-core CPU.
+"""The main job: trains a colorizer on the bundled photos in about 5 minutes on a 2-core CPU.
 
     make demo        # = python -m colorjax.train --config configs/demo.py --workdir runs/demo
     python -m colorjax.colorize --workdir runs/demo my_old_photo.jpg --out colorized/

@@ -9,7 +9,8 @@ pix2pix's `unet_256`.
         --config.data.train=folder:/path/to/coco_subset --workdir runs/pix2pix_unet64
 
 Speed (docs/performance.md; `python -m colorjax.bench step --config configs/pix2pix_unet64.py`):
-on a 2-core CPU a GAN step takes ~0.5 s (~30 img/s), so the 50k steps take ~7 h.
+on a 2-core CPU a GAN step takes 0.5-0.8 s (20-30 img/s, the VM's speed varies by day), so the
+50k steps take 7-11 h.
 """
 
 from colorjax.config import default_config

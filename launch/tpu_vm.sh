@@ -19,7 +19,8 @@
 #   --type TYPE        accelerator type [TPU_TYPE] (v4-8; v4-32 = 4 hosts, v5litepod-16 = 4 hosts)
 #   --version VERSION  TPU software version [TPU_VERSION] (derived from --type)
 #   --project PROJECT  Google Cloud project [TPU_PROJECT] (gcloud's default)
-#   --spot             create a Spot VM: much cheaper, can be preempted (then run `resume`)
+#   --spot             create a Spot VM [TPU_SPOT=1]: much cheaper, can be preempted (then run
+#                      `resume`, which recreates a preempted Spot VM as a Spot VM again)
 #   --config FILE      config file in this checkout [CONFIG] (configs/pix2pix_resnet18.py)
 #   --workdir DIR      checkpoints and logs [WORKDIR]; gs://BUCKET/PATH is mounted with gcsfuse
 #                      on every worker, so all hosts share it and it outlives the VM
@@ -41,7 +42,7 @@ PROJECT="${TPU_PROJECT:-}"
 CONFIG="${CONFIG:-configs/pix2pix_resnet18.py}"
 WORKDIR="${WORKDIR:-}"
 DATA="${DATA:-}"
-SPOT=""
+SPOT="${TPU_SPOT:-}"
 WORKER=0
 DRY_RUN=""
 TRAIN_ARGS=()
@@ -151,14 +152,16 @@ logs() { run "${TPU[@]}" ssh "$NAME" "${WHERE[@]}" --worker="$WORKER" --command=
 delete() { run "${TPU[@]}" delete "$NAME" "${WHERE[@]}" --quiet; }
 
 resume() {
-  local describe=("${TPU[@]}" describe "$NAME" "${WHERE[@]}" --format='value(state)') state
+  local describe=("${TPU[@]}" describe "$NAME" "${WHERE[@]}" --format='value(state,schedulingConfig.spot)')
+  local state spot
   show "${describe[@]}"
   if [[ -n "$DRY_RUN" ]]; then
     echo "# dry run: what follows is what runs when the VM is not READY (preempted or gone)"
     state=PREEMPTED
   else
-    state="$("${describe[@]}" 2>/dev/null || true)"
-    echo "state: ${state:-not found}"
+    read -r state spot <<<"$("${describe[@]}" 2>/dev/null || true)"
+    echo "state: ${state:-not found}${spot:+, spot: $spot}"
+    [[ "${spot,,}" != true ]] || SPOT=1  # a preempted Spot VM is recreated as one
   fi
   if [[ "$state" != READY ]]; then
     [[ -z "$state" ]] || delete

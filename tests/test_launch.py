@@ -12,14 +12,15 @@ SCRIPT = os.path.join(REPO, "launch", "tpu_vm.sh")
 
 @pytest.fixture
 def fake_gcloud(tmp_path):
-  """A `gcloud` first on PATH that records its arguments; `describe` answers PREEMPTED."""
+  """A `gcloud` first on PATH that records its arguments; `describe` answers PREEMPTED (and
+  $FAKE_SPOT as the VM's schedulingConfig.spot)."""
   bin_dir = tmp_path / "bin"
   bin_dir.mkdir()
   log = tmp_path / "gcloud.log"
   (bin_dir / "gcloud").write_text(
       '#!/usr/bin/env bash\n'
       f'printf "%q " gcloud "$@" >> {log}; echo >> {log}\n'
-      'if [[ " $* " == *" describe "* ]]; then echo PREEMPTED; fi\n')
+      'if [[ " $* " == *" describe "* ]]; then printf "PREEMPTED\\t%s\\n" "$FAKE_SPOT"; fi\n')
   (bin_dir / "gcloud").chmod(0o755)
   env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "TMPDIR": str(tmp_path)}
   return env, log
@@ -79,6 +80,18 @@ def test_resume_runs_exactly_the_commands_it_prints(fake_gcloud, tmp_path):
   assert ran == shown
   assert "state: PREEMPTED" in run.stdout
   assert (tmp_path / "colorjax-src.tgz").stat().st_size > 0
+  assert "--spot" not in ran[2]  # [describe, delete, create, ...]
+
+
+def test_resume_recreates_a_preempted_spot_vm_as_spot(fake_gcloud):
+  env, log = fake_gcloud
+  run = launch({**env, "FAKE_SPOT": "True"}, "resume", "--name", "cj", "--workdir", "gs://b/w")
+  assert run.returncode == 0, run.stderr
+  assert "state: PREEMPTED, spot: True" in run.stdout
+  create = [shlex.split(line) for line in log.read_text().splitlines()][2]
+  assert create[4] == "create" and create[-1] == "--spot"
+  dry = printed(launch({**env, "TPU_SPOT": "1"}, "--dry-run", "resume", "--workdir", "gs://b/w").stdout)
+  assert dry[2][4] == "create" and dry[2][-1] == "--spot"
 
 
 def test_mistakes_are_refused_before_anything_runs(fake_gcloud):
