@@ -15,12 +15,12 @@ a light tint, and later ones lose to it: docs/results.md, "The demo".
 
 import os
 
-from colorjax.config import default_config
+from colorjax.config import apply_variant, default_config
 
 PHOTOS = os.path.join(os.path.dirname(__file__), os.pardir, "colorjax", "assets", "photos")
 
 
-def get_config():
+def get_config(variant: str = ""):
   c = default_config()
   c.data.train = "folder:" + os.path.normpath(PHOTOS)
   c.data.eval_fraction = 0.15
@@ -34,4 +34,4 @@ def get_config():
   c.checkpoint_every = 100
   c.ema_decay = 0.99
   c.colorize_checkpoint = "best"
-  return c
+  return apply_variant(c, variant, variants=())

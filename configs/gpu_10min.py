@@ -18,10 +18,10 @@ These numbers were taken with the decode of then (`--prior_correction 0 --temper
 the prior-corrected mean this config now inherits from quick_cpu was not measured on a GPU.
 """
 
-from colorjax.config import ab_class_recipe, default_config, shared_photos
+from colorjax.config import ab_class_recipe, apply_variant, default_config, shared_photos
 
 
-def get_config():
+def get_config(variant: str = ""):
   c = default_config()
   c.data.train = shared_photos(__file__)
   c.data.eval_fraction = 0.2
@@ -33,4 +33,4 @@ def get_config():
   c.eval_every = c.checkpoint_every = 1000
   c.eval_max_images = 512
   c.model.generator = "resnet_unet"
-  return ab_class_recipe(c, steps=6000)
+  return apply_variant(ab_class_recipe(c, steps=6000), variant, variants=())

@@ -13,10 +13,10 @@ on a 2-core CPU a GAN step takes 0.5-0.8 s (20-30 img/s, the VM's speed varies b
 50k steps take 7-11 h.
 """
 
-from colorjax.config import default_config
+from colorjax.config import apply_variant, default_config
 
 
-def get_config():
+def get_config(variant: str = ""):
   c = default_config()
   c.image_size = 64
   c.batch_size = 16
@@ -28,4 +28,4 @@ def get_config():
   c.model.d_layers = 3
   c.loss.reconstruction = "l1"
   c.loss.l1_weight = 100.0
-  return c
+  return apply_variant(c, variant)

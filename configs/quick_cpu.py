@@ -18,10 +18,10 @@ better than both: issue 8's goal is not reached. `--prior_correction 0 --tempera
 gives the old, bolder and blotchier decode.
 """
 
-from colorjax.config import ab_class_recipe, default_config, shared_photos
+from colorjax.config import ab_class_recipe, apply_variant, default_config, shared_photos
 
 
-def get_config():
+def get_config(variant: str = ""):
   c = default_config()
   c.data.train = shared_photos(__file__)
   c.data.eval_fraction = 0.2
@@ -31,4 +31,4 @@ def get_config():
   c.eval_every = c.checkpoint_every = 1500
   c.eval_max_images = 200
   c.model.generator = "resnet_colorizer"
-  return ab_class_recipe(c, steps=4500)
+  return apply_variant(ab_class_recipe(c, steps=4500), variant, variants=())

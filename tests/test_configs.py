@@ -34,6 +34,20 @@ def test_every_seed_system_has_a_config():
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: os.path.basename(p)[:-3])
+def test_cpu_variant_or_a_clear_refusal(path):
+  name = os.path.basename(path)[:-3]
+  if name in ("demo", "quick_cpu", "gpu_10min"):  # each made for one machine
+    with pytest.raises(ValueError, match="variant 'cpu': this config takes none"):
+      load_config(path, "cpu")
+  else:
+    full, cpu = load_config(path), load_config(path, "cpu")
+    assert (cpu.image_size, cpu.total_steps) == (64, 6000) and cpu.model == full.model
+    assert cpu.pretrain_steps / cpu.total_steps == pytest.approx(full.pretrain_steps / full.total_steps, abs=1e-3)
+  with pytest.raises(ValueError, match="unknown config variant 'tpu'"):
+    load_config(path, "tpu")
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: os.path.basename(p)[:-3])
 def test_config_trains_and_its_loss_goes_down_on_a_fixed_batch(path):
   config = load_config(path)
   config.image_size, config.batch_size = 64, 4
