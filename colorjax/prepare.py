@@ -80,8 +80,10 @@ def _prepare_one(task: tuple[int, str], size: int, quality: int) -> tuple[str, b
   index, key = task
   try:
     rgb = pipeline.load_rgb(_records[index], draft_size=size)
-  except BadImageError as e:  # a gray TFDS example raises GrayscaleError
-    return key, None, "grayscale" if isinstance(e, GrayscaleError) else str(e)
+  except GrayscaleError:  # a gray TFDS example
+    return key, None, "grayscale"
+  except BadImageError as e:
+    return key, None, str(e)
   if is_grayscale(rgb):
     return key, None, "grayscale"
   return key, shards.encode_record(key, resize_short_side(rgb, size), quality), None

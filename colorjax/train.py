@@ -498,7 +498,10 @@ def read_class_weights(config: ml_collections.ConfigDict, workdir: str) -> np.nd
   if not os.path.exists(path):
     raise FileNotFoundError(f"{path} is missing: a run with class weights writes it when training starts")
   with open(path) as f:
-    counts = np.asarray(json.load(f)["counts"])
+    return _weights_from_counts(config, np.asarray(json.load(f)["counts"]))
+
+
+def _weights_from_counts(config: ml_collections.ConfigDict, counts: np.ndarray) -> np.ndarray:
   return ab_bins.rebalance_weights(counts) if config.model.num_classes else ab_bins.inverse_frequency_weights(counts)
 
 
@@ -510,14 +513,15 @@ def _class_weights(config: ml_collections.ConfigDict, workdir: str, files: Seque
   `model.prior_correction`) uses the same weights.
   """
   path = os.path.join(workdir, HISTOGRAM_FILE)
-  if _uses_class_weights(config) and not os.path.exists(path):
-    crops = pipeline.eval_images(files, config.image_size, config.data.stats_images)
-    counts = ab_bins.histogram(color.rgb_uint8_to_model(crop, np)[1] for crop in crops)
-    if jax.process_index() == 0:
-      with open(path + ".tmp", "w") as f:
-        json.dump({"images": len(crops), "image_size": config.image_size, "counts": counts.tolist()}, f)
-      os.replace(path + ".tmp", path)
-  return read_class_weights(config, workdir)
+  if not _uses_class_weights(config) or os.path.exists(path):
+    return read_class_weights(config, workdir)
+  crops = pipeline.eval_images(files, config.image_size, config.data.stats_images)
+  counts = ab_bins.histogram(color.rgb_uint8_to_model(crop, np)[1] for crop in crops)
+  if jax.process_index() == 0:  # every process counts the same photos; one writes them down
+    with open(path + ".tmp", "w") as f:
+      json.dump({"images": len(crops), "image_size": config.image_size, "counts": counts.tolist()}, f)
+    os.replace(path + ".tmp", path)
+  return _weights_from_counts(config, counts)
 
 
 def _evaluate_and_log(trainer: Trainer, state: TrainState, images: np.ndarray, writer: Any,

@@ -5,7 +5,8 @@
     python -m colorjax.train --config configs/gpu_10min.py --config.data.train=shards:data/scenes
     bash benchmarks/gpu_10min.sh        # the same, then scored on the held-out photos
 
-quick_cpu's system (256 ab classes, class-rebalanced cross-entropy, EMA, cosine decay) on the ResNet-18 U-Net, whose skip connections keep colour edges at 256 px (an
+quick_cpu's system (256 ab classes, class-rebalanced cross-entropy, EMA, cosine decay) on the
+ResNet-18 U-Net, whose skip connections keep colour edges at 256 px (an
 800-step probe: U-Net 23.21 dB / colourfulness 25.4, ResNet colorizer 22.71 / 29.5), with
 zoomed crops. bfloat16 compute ("auto" on GPU); 12 grain worker processes decode the JPEGs.
 Measured (one H100 80GB, jax 0.11.2, 2026-11-24): 317 s of training wall (~1830 img/s, 196
