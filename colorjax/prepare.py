@@ -42,17 +42,22 @@ from colorjax.data.images import BadImageError, GrayscaleError, is_grayscale, re
 PROGRESS = ".prepare"  # per-shard completion notes of an unfinished prepare
 
 
-def open_source(source: str) -> tuple[Sequence[Any], list[str]]:
-  """SOURCE[,SOURCE...] -> (records `pipeline.load_rgb` reads, the key of each: its split hash and name).
+def open_source(source: str) -> tuple[Sequence[Any], list[str], list[str]]:
+  """SOURCE[,SOURCE...] -> (records `pipeline.load_rgb` reads, the key each is split by, its name).
 
-  Several sources are prepared as one, each split exactly as training on the same list splits it.
+  Several sources are prepared as one, each split exactly as training on the same list splits it
+  (by its key, the path relative to its folder). Their names are prefixed with their source, so
+  two folders holding the same relative path stay apart in the records and the manifest.
   """
-  opened = [_open_one(part) for part in filter(None, (p.strip() for p in source.split(",")))]
-  if not opened:
+  parts = list(filter(None, (p.strip() for p in source.split(","))))
+  if not parts:
     raise ValueError(f"no source in {source!r}")
+  opened = [_open_one(part) for part in parts]
   if len(opened) == 1:
-    return opened[0]
-  return sources.Concat([records for records, _ in opened]), [k for _, keys in opened for k in keys]
+    return opened[0] + (opened[0][1],)
+  keys = [k for _, part_keys in opened for k in part_keys]
+  names = [f"{part}/{k}" for part, (_, part_keys) in zip(parts, opened) for k in part_keys]
+  return sources.Concat([records for records, _ in opened]), keys, names
 
 
 def _open_one(source: str) -> tuple[Sequence[Any], list[str]]:
@@ -76,17 +81,17 @@ def _set_records(records: Sequence[Any]) -> None:
 
 
 def _prepare_one(task: tuple[int, str], size: int, quality: int) -> tuple[str, bytes | None, str | None]:
-  """(index, key) -> (key, shard record, None) or (key, None, why it is left out)."""
-  index, key = task
+  """(index, name) -> (name, shard record, None) or (name, None, why it is left out)."""
+  index, name = task
   try:
     rgb = pipeline.load_rgb(_records[index], draft_size=size)
   except GrayscaleError:  # a gray TFDS example
-    return key, None, "grayscale"
+    return name, None, "grayscale"
   except BadImageError as e:
-    return key, None, str(e)
+    return name, None, str(e)
   if is_grayscale(rgb):
-    return key, None, "grayscale"
-  return key, shards.encode_record(key, resize_short_side(rgb, size), quality), None
+    return name, None, "grayscale"
+  return name, shards.encode_record(name, resize_short_side(rgb, size), quality), None
 
 
 def _write_shard(path: epath.Path, results: Iterable[tuple[str, bytes | None, str | None]],
@@ -141,7 +146,7 @@ def prepare(source: str, out: str, size: int = 256, limit: int = 0, seed: int = 
   `quality` trades colour fidelity for size (q85 is ~half of q95's bytes, for shipping a
   dataset to a machine with a small upload limit).
   """
-  records, keys = open_source(source)
+  records, keys, names = open_source(source)
   plan = {s: sources.split_indices(keys, s, eval_fraction, limit, seed) for s in shards.SPLITS}
   picked = "\n".join(keys[i] for s in shards.SPLITS for i in plan[s])
   # What makes two prepares the same: compared on resume and against a finished DIR.
@@ -167,12 +172,13 @@ def prepare(source: str, out: str, size: int = 256, limit: int = 0, seed: int = 
           bar.update(len(chunk))
         else:
           path = out / split / f"{k:05d}-of-{len(chunks):05d}.array_record"
-          shards.write_json(note, _write_shard(path, decode([(int(i), keys[i]) for i in chunk]), bar))
+          shards.write_json(note, _write_shard(path, decode([(int(i), names[i]) for i in chunk]), bar))
         written[split].append(json.loads(note.read_text()))
 
   manifest = {
       "format": shards.FORMAT, "version": shards.VERSION, **config,
-      "record": f"msgpack {{key, jpeg}}: short side {size} px, aspect kept, JPEG q{quality} 4:2:0",
+      "record": f"msgpack {{key, jpeg}}: short side {size} px, aspect kept, JPEG q{quality} 4:2:0; the "
+                "key is the photo's relative path or train/INDEX, after SOURCE/ when several are prepared",
       "split": "md5 of the key (relative path, or train/INDEX of TFDS) < eval_fraction",
       "counts": {s: sum(w["records"] for w in written[s]) for s in shards.SPLITS},
       "shards": {s: [{"file": w["file"], "records": w["records"]} for w in written[s]] for s in shards.SPLITS},

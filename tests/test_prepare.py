@@ -104,18 +104,25 @@ def test_tfds_prepare_takes_a_seeded_subset_split_by_key(name, tmp_path):
 
 
 def test_several_sources_prepare_as_one_split_like_training(photo_dir, tmp_path):
+  """Split by relative path as training splits them; named by source, so equal names stay apart."""
   other = tmp_path / "other"
-  other.mkdir()
+  (other / "sub0").mkdir(parents=True)
   rng = np.random.default_rng(1)
   for i in range(6):
     Image.fromarray(rng.integers(0, 256, (48, 48, 3), dtype=np.uint8)).save(other / f"q{i}.png")
+  Image.fromarray(rng.integers(0, 256, (48, 48, 3), dtype=np.uint8)).save(other / "sub0" / "p00.jpg")
+  Image.fromarray(np.full((40, 40), 99, np.uint8)).convert("RGB").save(other / "gray.jpg")
   out = tmp_path / "shards"
-  prepare_lib.prepare(f"folder:{photo_dir},folder:{other}", str(out), size=32, eval_fraction=0.3,
-                      workers=1, progress=False)
+  sources_ = [f"folder:{photo_dir}", f"folder:{other}"]
+  manifest = prepare_lib.prepare(",".join(sources_), str(out), size=32, eval_fraction=0.3,
+                                 workers=1, progress=False)
   for split in shards.SPLITS:
-    want = [os.path.relpath(f, root) for root in (photo_dir, other)
+    want = [f"{source}/{os.path.relpath(f, root)}" for source, root in zip(sources_, (photo_dir, other))
             for f in sources.list_folder(root, split, 0.3) if os.path.basename(f)[0] in "pq"]
     assert sorted(_keys(out, split)) == sorted(want)
+  assert f"{sources_[1]}/sub0/p00.jpg" in _keys(out, "train") + _keys(out, "eval")
+  skipped = {**manifest["skipped"]["train"], **manifest["skipped"]["eval"]}
+  assert skipped[f"{sources_[0]}/gray.jpg"] == skipped[f"{sources_[1]}/gray.jpg"] == "grayscale"
 
 
 def test_jpeg_quality_is_a_prepare_argument_and_part_of_its_identity(photo_dir, tmp_path):
