@@ -17,7 +17,8 @@ import numpy as np
 
 from colorjax import color
 from colorjax.colorize import Colorizer
-from colorjax.data import pipeline, sources
+from colorjax.data import sources
+from colorjax.evaluate import Evaluation, crop_batches
 
 
 def main() -> None:
@@ -32,11 +33,14 @@ def main() -> None:
   sizes = [int(s) for s in args.sizes.split(",")]
   colorizers = {s: Colorizer.from_workdir(args.workdir, render_size=s) for s in sizes}
   files = sources.resolve(args.data, args.split, colorizers[sizes[0]].config.data.eval_fraction).files
-  crops = [pipeline.load_eval_crop(files[i], args.crop) for i in range(min(args.photos, len(files)))]
+  left_out = Evaluation(rows=[])
+  _, crops = next(crop_batches(files, args.crop, args.photos, left_out))  # gray or broken photos left out
   ab = {s: np.stack([color.rgb_to_lab(c.astype(np.float32) / 255, np)[..., 1:]
                      for c in colorizers[s].colorize_batch(crops)]) for s in sizes}
   ref = sizes[0]
-  print(json.dumps({"workdir": args.workdir, "photos": len(crops), "crop": args.crop, "reference": ref,
+  print(json.dumps({"workdir": args.workdir, "photos": len(crops), "grayscale_left_out": len(left_out.grayscale),
+                    "unreadable_left_out": len(left_out.unreadable),
+                    "crop": args.crop, "reference": ref,
                     "mean_abs_ab_diff": {s: round(float(np.abs(ab[s] - ab[ref]).mean()), 3) for s in sizes[1:]},
                     "mean_chroma": {s: round(float(np.hypot(*np.moveaxis(ab[s], -1, 0)).mean()), 2) for s in sizes}}))
 
