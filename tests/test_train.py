@@ -71,10 +71,10 @@ def _final_params(workdir, config):
   return int(state.step), jax.device_get((state.g_params, state.g_stats, state.d_params, state.d_opt))
 
 
-def _train_cli(config, workdir, **popen):
+def _train_cli(config, workdir, pythonpath=REPO, **popen):
   cmd = [sys.executable, "-m", "colorjax.train", "--config", os.path.join(REPO, "configs/demo.py"),
          "--workdir", str(workdir), *_cli_overrides(config)]
-  return subprocess.Popen(cmd, cwd=REPO, env={**os.environ, "PYTHONPATH": REPO},
+  return subprocess.Popen(cmd, cwd=REPO, env={**os.environ, "PYTHONPATH": pythonpath},
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **popen)
 
 
@@ -216,6 +216,32 @@ def test_sigterm_saves_a_checkpoint_and_exits_cleanly(photos, tmp_path):
   assert "stopped by signal" in out
   steps = ocp.CheckpointManager(str(tmp_path / "checkpoints")).all_steps()
   assert steps and 0 < max(steps) < 1000
+
+
+def test_trains_where_tensorflow_cannot_be_imported(photos, tmp_path):
+  """As on the GPU images, which have no TensorFlow: clu's writers are off, everything else works."""
+  blocker = tmp_path / "no_tf"
+  blocker.mkdir()
+  (blocker / "sitecustomize.py").write_text(textwrap.dedent("""\
+      import importlib.machinery, sys
+      class PathFinderWithoutTensorFlow(importlib.machinery.PathFinder):
+        @classmethod
+        def find_spec(cls, name, path=None, target=None):
+          if name.split(".")[0] in ("tensorflow", "tensorboard"):
+            return None  # as if not installed
+          return super().find_spec(name, path, target)
+      sys.meta_path = [PathFinderWithoutTensorFlow if f is importlib.machinery.PathFinder else f
+                       for f in sys.meta_path]
+      """))
+  workdir = tmp_path / "run"
+  proc = _train_cli(tiny_config(photos), workdir, pythonpath=f"{blocker}{os.pathsep}{REPO}")
+  out, _ = proc.communicate(timeout=600)
+  assert proc.returncode == 0, out[-3000:]
+  assert "TensorBoard logging off (No module named 'tensorflow')" in out
+  assert json.load(open(workdir / "final_metrics.json"))["step"] == 6
+  assert [json.loads(line)["step"] for line in open(workdir / "metrics.jsonl")][-1] == 6
+  assert not (workdir / "tensorboard").exists()
+  assert sorted(os.listdir(workdir / "samples"))[-1] == "step_0000006.png"
 
 
 def test_fid_is_tracked_at_eval_with_a_stand_in_feature_network(photos):
