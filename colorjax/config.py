@@ -70,6 +70,35 @@ def default_config() -> ml_collections.ConfigDict:
   return c
 
 
+BEST_METRICS = ("psnr", "ssim", "mse", "l1", "colorfulness", "pixel_accuracy", "fid")
+
+
+def check_run_config(c: ml_collections.ConfigDict) -> None:
+  """A ValueError naming the field for run settings that would fail later or lose work.
+
+  Checked before a run writes anything: a zero `keep_checkpoints` would delete every checkpoint,
+  a misspelt `best_metric` would crash at the first eval, a zero interval divides by zero.
+  """
+  for name in ("image_size", "batch_size", "total_steps", "log_every", "eval_every",
+               "checkpoint_every", "keep_checkpoints", "eval_max_images"):
+    if not isinstance(c[name], int) or c[name] < 1:
+      raise ValueError(f"config.{name} must be a positive integer, got {c[name]!r}")
+  if c.pretrain_steps < 0 or c.patience < 0:
+    raise ValueError("config.pretrain_steps and config.patience must not be negative")
+  if c.best_metric not in BEST_METRICS:
+    raise ValueError(f"config.best_metric {c.best_metric!r} is not one of {', '.join(BEST_METRICS)}")
+  if c.best_metric == "pixel_accuracy" and not c.model.num_classes:
+    raise ValueError("config.best_metric 'pixel_accuracy' needs an ab-class model (model.num_classes > 0)")
+  if c.best_metric == "fid" and not c.fid_weights:
+    raise ValueError("config.best_metric 'fid' needs config.fid_weights")
+  if not 0 <= c.data.eval_fraction < 1:
+    raise ValueError(f"config.data.eval_fraction must be in [0, 1), got {c.data.eval_fraction}")
+  if c.data.max_zoom < 1:
+    raise ValueError(f"config.data.max_zoom must be >= 1, got {c.data.max_zoom}")
+  if not 0 <= c.ema_decay < 1:
+    raise ValueError(f"config.ema_decay must be in [0, 1), got {c.ema_decay}")
+
+
 def apply_variant(c: ml_collections.ConfigDict, variant: str,
                   variants: tuple[str, ...] = ("cpu",)) -> ml_collections.ConfigDict:
   """`--config configs/X.py:cpu` gives the same system sized for a 2-core CPU (64 px).

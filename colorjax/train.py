@@ -18,6 +18,7 @@ import json
 import logging
 import os
 import signal
+import sys
 import time
 from typing import Any, Sequence
 
@@ -37,6 +38,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 from PIL import Image
 
 from colorjax import ab_bins, color, distributed, fid, losses, metrics, models, writers
+from colorjax import config as config_lib
 from colorjax.data import pipeline, sources
 from colorjax.models import pretrained
 
@@ -339,7 +341,9 @@ def _checkpoint_manager(workdir: str, max_to_keep: int, subdir: str = "checkpoin
   return ocp.CheckpointManager(os.path.join(os.path.abspath(workdir), subdir), options=options)
 
 
-LOWER_IS_BETTER = ("l1", "mse")
+LOWER_IS_BETTER = ("l1", "mse", "fid")
+# Fields that change what the held-out metric measures: a best value from before is not comparable.
+EVAL_FIELDS = ("image_size", "eval_max_images", "fid_weights", "data.train", "data.eval", "data.eval_fraction")
 HISTOGRAM_FILE = "ab_histogram.json"
 
 
@@ -349,14 +353,21 @@ class BestCheckpoint:
   Its record (`workdir/best.json`) survives restarts, so patience counts across resumes.
   """
 
-  def __init__(self, workdir: str, config: ml_collections.ConfigDict):
+  def __init__(self, workdir: str, config: ml_collections.ConfigDict, changed: Sequence[str] = ()):
+    """`changed`: the config fields that differ from the run being resumed."""
     self.metric, self.patience = config.best_metric, config.patience
     self.mgr = _checkpoint_manager(workdir, 1, "best")
     self.path = os.path.join(workdir, "best.json")
     self.record = {"metric": self.metric, "value": None, "step": None, "evals_since_best": 0}
     if os.path.exists(self.path):
       with open(self.path) as f:
-        self.record.update(json.load(f))
+        old = json.load(f)
+      if old.get("metric") == self.metric and not set(changed) & set(EVAL_FIELDS):
+        self.record.update(old)
+      elif old.get("value") is not None:
+        logging.warning("the held-out eval changed (%s): the best checkpoint so far (%s %.4f at step %s) "
+                        "is replaced at the next eval", ", ".join(sorted(set(changed) & set(EVAL_FIELDS))) or
+                        "best_metric", old.get("metric"), old["value"], old.get("step"))
 
   def update(self, state: TrainState, summary: dict[str, float], step: int) -> bool:
     """Records an eval; saves `state` if it is the best so far. True once patience ran out."""
@@ -385,6 +396,20 @@ def restore_state(mgr: ocp.CheckpointManager, state: TrainState, step: int | Non
   return mgr.restore(step, args=ocp.args.Composite(**args)).state
 
 
+def _misfits(mgr: ocp.CheckpointManager, state: TrainState) -> str:
+  """What differs between the latest checkpoint's arrays and `state`'s ("" if they fit).
+
+  Read from the checkpoint's metadata, so a misfit is named before orbax starts restoring.
+  """
+  name = lambda path: ".".join(str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k)))) for k in path)
+  saved = ocp.StandardCheckpointer().metadata(os.path.join(mgr.directory, str(mgr.latest_step()), "state"))
+  saved = {name(p): tuple(m.shape) for p, m in jax.tree_util.tree_leaves_with_path(saved.item_metadata)}
+  mine = {name(p): tuple(x.shape) for p, x in jax.tree_util.tree_leaves_with_path(state)}
+  diffs = [f"{k} {saved.get(k, 'missing')} in the checkpoint, {mine.get(k, 'missing')} here"
+           for k in sorted(set(saved) | set(mine)) if saved.get(k) != mine.get(k)]
+  return "; ".join(diffs[:3]) + (f" and {len(diffs) - 3} more arrays" if len(diffs) > 3 else "")
+
+
 def _save(mgr: ocp.CheckpointManager, state: TrainState, data_iterator: Any) -> None:
   step = int(state.step)
   if step in mgr.all_steps():
@@ -393,15 +418,19 @@ def _save(mgr: ocp.CheckpointManager, state: TrainState, data_iterator: Any) -> 
                                          data=grain.checkpoint.CheckpointSave(data_iterator)), force=True)
 
 
+def _changed_fields(workdir: str, config: ml_collections.ConfigDict) -> list[str]:
+  """The dotted config fields that differ from the run saved in `workdir` (none for a new run)."""
+  path = os.path.join(workdir, "config.json")
+  if not os.path.exists(path):
+    return []
+  with open(path) as f:
+    old = flax.traverse_util.flatten_dict(json.load(f))
+  new = flax.traverse_util.flatten_dict(json.loads(config.to_json()))
+  return sorted(".".join(k) for k in set(old) | set(new) if old.get(k) != new.get(k))
+
+
 def _write_config(workdir: str, config: ml_collections.ConfigDict) -> None:
   path = os.path.join(workdir, "config.json")
-  if os.path.exists(path):
-    with open(path) as f:
-      old = json.load(f)
-    changed = sorted(k for k, v in flax.traverse_util.flatten_dict(json.loads(config.to_json())).items()
-                     if flax.traverse_util.flatten_dict(old).get(k) != v)
-    if changed:
-      logging.warning("resuming with a changed config: %s", ", ".join(".".join(k) for k in changed))
   tmp = path + ".tmp"
   with open(tmp, "w") as f:
     f.write(config.to_json(indent=2))
@@ -410,10 +439,14 @@ def _write_config(workdir: str, config: ml_collections.ConfigDict) -> None:
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
   """Trains `config` in `workdir` (resuming if it has checkpoints); returns the final eval metrics."""
+  config_lib.check_run_config(config)
+  if os.path.exists(workdir) and not os.path.isdir(workdir):
+    raise ValueError(f"workdir {workdir} is a file, not a directory")
+  changed = _changed_fields(workdir, config)
+  if changed:
+    logging.warning("resuming with a changed config: %s", ", ".join(changed))
   os.makedirs(os.path.join(workdir, "samples"), exist_ok=True)
   is_main = jax.process_index() == 0
-  if is_main:
-    _write_config(workdir, config)
   writer = writers.create_writer(workdir, is_main)
   logging.info("devices: %d x %s (%d processes)", jax.device_count(), jax.devices()[0].device_kind,
                jax.process_count())
@@ -432,10 +465,22 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 
   state = trainer.init_state()
   mgr = _checkpoint_manager(workdir, config.keep_checkpoints)
-  best = BestCheckpoint(workdir, config)
+  best = BestCheckpoint(workdir, config, changed)
   if mgr.latest_step() is not None:
+    if misfits := _misfits(mgr, state):
+      raise ValueError(f"the checkpoints in {workdir} do not fit this config (changed: "
+                       f"{', '.join(changed) or 'none'}; {misfits}): train it in another --workdir, "
+                       f"or resume with the config in {os.path.join(workdir, 'config.json')}")
     state = restore_state(mgr, state, data_iterator=data_iter)
     logging.info("resumed from %s at step %d", mgr.directory, int(state.step))
+  if is_main:
+    _write_config(workdir, config)
+  final_path = os.path.join(workdir, "final_metrics.json")
+  if int(state.step) >= config.total_steps and os.path.exists(final_path):
+    logging.info("%s is already trained to step %d (total_steps %d): nothing to do; its scores are in %s",
+                 workdir, int(state.step), config.total_steps, final_path)
+    with open(final_path) as f:
+      return {k: v for k, v in json.load(f).items() if k not in ("step", "best")}
 
   features = fid.InceptionFeatures.from_file(config.fid_weights) if config.fid_weights else None
   stop = _StopSignal()
@@ -443,7 +488,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   window, window_start, window_step = [], time.time(), step
   summary: dict[str, float] = {}
   while step < config.total_steps:
-    state, step_metrics = trainer.step(state, next(data_iter), step)
+    try:
+      batch = next(data_iter)
+    except ValueError as e:  # grain: most photos drawn could not be read
+      raise ValueError(f"training data {config.data.train}: more than "
+                       f"{pipeline.UNREADABLE_RAISE_RATIO:.0%} of the photos drawn could not be read "
+                       f"(each is named in a 'skipping' line above); grain says: {e}") from e
+    state, step_metrics = trainer.step(state, batch, step)
     window.append(step_metrics)
     step += 1
     last = step == config.total_steps
@@ -477,10 +528,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       break
   mgr.wait_until_finished()
   writer.flush()
-  if is_main and (step == config.total_steps or stop.received is None):
+  if not summary and step >= config.total_steps:  # resumed there, without that run's final scores
+    summary = _evaluate_and_log(trainer, state, eval_images, writer, workdir, step, features)
+  if is_main and (step >= config.total_steps or stop.received is None):
     final = {"step": step, **summary, "best": best.record}
-    with open(os.path.join(workdir, "final_metrics.json"), "w") as f:
+    with open(final_path + ".tmp", "w") as f:
       json.dump(final, f, indent=2)
+    os.replace(final_path + ".tmp", final_path)
     logging.info("final: %s", json.dumps(final))
   return summary
 
@@ -553,7 +607,10 @@ def main(argv: list[str]) -> None:
   config = flags.FLAGS.config
   workdir = flags.FLAGS.workdir or os.path.join(
       "runs", os.path.splitext(os.path.basename(config_flags.get_config_filename(flags.FLAGS["config"])))[0])
-  train_and_evaluate(config, workdir)
+  try:
+    train_and_evaluate(config, workdir)
+  except (ValueError, FileNotFoundError) as e:  # a bad config, source or workdir: the message says which
+    sys.exit(f"error: {e}")
 
 
 if __name__ == "__main__":

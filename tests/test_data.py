@@ -303,6 +303,11 @@ def test_train_dataset_shapes_determinism_and_late_corruption(tmp_path, caplog):
   other = _take(pipeline.train_dataset(files, S, B, seed=1, shard_index=0, shard_count=1), 3)
   assert any(not np.array_equal(a, b) for a, b in zip(batches[:3], other))
 
+  for f in files:  # every photo gone after the scan (an unmounted drive): an error, not a hang
+    os.remove(f)
+  with pytest.raises(ValueError, match="skipped 100.00 %"):
+    _take(pipeline.train_dataset(files, S, B, seed=0, shard_index=0, shard_count=1), 1)
+
 
 def test_train_dataset_shards_disjoint_and_complete(tmp_path):
   n, S = 20, 8

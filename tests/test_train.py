@@ -103,6 +103,38 @@ def test_train_and_evaluate_writes_everything_a_user_reads(photos, tmp_path):
   assert saved["model"]["generator"] == "pix2pix_unet"
 
 
+def test_a_rerun_keeps_what_the_run_wrote(photos, tmp_path):
+  """A finished run is left alone; another model is refused before config.json is touched; a
+  changed held-out set restarts the best checkpoint instead of comparing unlike scores."""
+  summary = train.train_and_evaluate(tiny_config(photos), str(tmp_path))
+  final = tmp_path / "final_metrics.json"
+  written, evals = final.read_bytes(), final.stat().st_mtime_ns
+  assert train.train_and_evaluate(tiny_config(photos), str(tmp_path)) == pytest.approx(summary)
+  assert final.read_bytes() == written and final.stat().st_mtime_ns == evals
+
+  saved = (tmp_path / "config.json").read_text()
+  with pytest.raises(ValueError, match="do not fit this config \\(changed: model.ngf; "):
+    train.train_and_evaluate(tiny_config(photos, **{"model.ngf": 16}), str(tmp_path))
+  assert (tmp_path / "config.json").read_text() == saved
+
+  assert json.load(open(tmp_path / "best.json"))["step"] in (2, 4, 6)
+  train.train_and_evaluate(tiny_config(photos, total_steps=8, eval_every=8, eval_max_images=4), str(tmp_path))
+  best = json.load(open(tmp_path / "best.json"))
+  assert best["step"] == 8 and best["value"] == pytest.approx(json.load(open(final))["psnr"])
+
+
+@pytest.mark.parametrize("override, message", [
+    ({"keep_checkpoints": 0}, "config.keep_checkpoints must be a positive integer"),
+    ({"best_metric": "PSNR"}, "config.best_metric 'PSNR' is not one of psnr, ssim"),
+    ({"eval_every": 0}, "config.eval_every"),
+    ({"data.eval_fraction": 1.0}, "config.data.eval_fraction must be in \\[0, 1\\)"),
+])
+def test_bad_run_settings_are_refused_before_anything_is_written(photos, tmp_path, override, message):
+  with pytest.raises(ValueError, match=message):
+    train.train_and_evaluate(tiny_config(photos, **override), str(tmp_path / "run"))
+  assert not (tmp_path / "run").exists()
+
+
 def test_gray_baseline_is_scored_like_scikit_image(photos, tmp_path):
   skmetrics = pytest.importorskip("skimage.metrics")
   from skimage import color as skcolor

@@ -73,6 +73,9 @@ def load_eval_crop(record: Record, image_size: int) -> np.ndarray:
   return center_crop(resize_short_side(rgb, image_size), image_size)
 
 
+UNREADABLE_RAISE_RATIO = 0.5  # of each 1000 photos drawn
+
+
 def train_dataset(files: Sequence[Record], image_size: int, local_batch_size: int, seed: int,
                   num_workers: int = 0, shard_index: int | None = None,
                   shard_count: int | None = None, max_zoom: float = 1.0) -> grain.IterDataset:
@@ -86,6 +89,10 @@ def train_dataset(files: Sequence[Record], image_size: int, local_batch_size: in
   ds = ds.seed(seed).shuffle().repeat()
   ds = ds.random_map(functools.partial(load_train_crop, image_size=image_size, max_zoom=max_zoom))
   ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=max(1, num_workers) * 2, prefetch_buffer_size=64))
+  # Photos that vanish or break after the scan are skipped one by one, but if most do (an
+  # unmounted drive), grain raises instead of looking for a readable one forever.
+  ds = grain.experimental.WithOptionsIterDataset(
+      ds, grain.experimental.DatasetOptions(filter_raise_threshold_ratio=UNREADABLE_RAISE_RATIO))
   ds = ds.batch(local_batch_size, drop_remainder=True)
   if num_workers > 0:
     ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=num_workers))

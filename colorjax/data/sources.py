@@ -158,7 +158,12 @@ def resolve(spec: str, split: str, eval_fraction: float) -> ScanReport:
     else:
       raise ValueError(f"unknown data source {part!r}: expected 'folder:PATH', 'shards:DIR' or 'tfds:NAME'")
   if not files and not any(map(len, others)):
-    raise ValueError(f"data source {spec!r} has no image files in split {split!r}")
+    folders = [p.strip()[len("folder:"):] for p in spec.split(",") if p.strip().startswith("folder:")]
+    hint = ""
+    if split != "all" and any(list_folder(f, "all", eval_fraction) for f in folders):
+      hint = (f": eval_fraction {eval_fraction:g} puts every photo in the other split"
+              + ("; raise it or set data.eval" if split == "eval" else ""))
+    raise ValueError(f"data source {spec!r} has no image files in split {split!r}{hint}")
   report = scan(files) if files else ScanReport(files=[])
   report.grayscale += left_out.grayscale
   report.unreadable.update(left_out.unreadable)
