@@ -28,6 +28,7 @@ import json
 import logging
 import multiprocessing
 import os
+import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
@@ -146,6 +147,12 @@ def prepare(source: str, out: str, size: int = 256, limit: int = 0, seed: int = 
   `quality` trades colour fidelity for size (q85 is ~half of q95's bytes, for shipping a
   dataset to a machine with a small upload limit).
   """
+  for name, value, ok in (("size", size, size > 0), ("shard_size", shard_size, shard_size > 0),
+                          ("limit", limit, limit >= 0), ("quality", quality, 1 <= quality <= 100),
+                          ("eval_fraction", eval_fraction, 0 <= eval_fraction < 1)):
+    if not ok:
+      raise ValueError(f"--{name.replace('_', '-')} {value} is out of range (size, shard-size > 0; limit >= 0; "
+                       "quality 1-100; eval-fraction in [0, 1))")
   records, keys, names = open_source(source)
   plan = {s: sources.split_indices(keys, s, eval_fraction, limit, seed) for s in shards.SPLITS}
   picked = "\n".join(keys[i] for s in shards.SPLITS for i in plan[s])
@@ -154,6 +161,8 @@ def prepare(source: str, out: str, size: int = 256, limit: int = 0, seed: int = 
             "eval_fraction": eval_fraction, "shard_size": shard_size, "quality": quality,
             "inputs_md5": hashlib.md5(picked.encode()).hexdigest()}
   out, notes = epath.Path(out), epath.Path(out) / PROGRESS
+  if out.exists() and any(out.iterdir()) and not ((out / shards.MANIFEST).exists() or notes.exists()):
+    raise ValueError(f"{os.fspath(out)} is not empty and holds no prepare: give --out a new or empty directory")
   if manifest := _finished(out, config):
     logging.info("%s is already prepared", os.fspath(out))
     return manifest
@@ -185,6 +194,10 @@ def prepare(source: str, out: str, size: int = 256, limit: int = 0, seed: int = 
       "skipped": {s: {k: v for w in written[s] for k, v in w["skipped"].items()} for s in shards.SPLITS},
       "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
   }
+  if not sum(manifest["counts"].values()):
+    skipped = [f"{k}: {v}" for split in manifest["skipped"].values() for k, v in split.items()]
+    raise ValueError(f"{source}: no colour photo to prepare ({len(skipped)} skipped"
+                     + (f", e.g. {'; '.join(skipped[:3])})" if skipped else ")"))
   shards.write_json(out / shards.MANIFEST, manifest)
   notes.rmtree()
   return manifest
@@ -193,8 +206,11 @@ def prepare(source: str, out: str, size: int = 256, limit: int = 0, seed: int = 
 def main(argv: list[str]) -> None:
   del argv
   f = flags.FLAGS
-  manifest = prepare(f.source, f.out, f.size, f.limit, f.seed, f["eval-fraction"].value, f.workers,
-                     f["shard-size"].value, f.quality)
+  try:
+    manifest = prepare(f.source, f.out, f.size, f.limit, f.seed, f["eval-fraction"].value, f.workers,
+                       f["shard-size"].value, f.quality)
+  except (ValueError, FileNotFoundError) as e:  # bad options, sources or --out: the message says which
+    sys.exit(f"error: {e}")
   skipped = {s: len(v) for s, v in manifest["skipped"].items()}
   print(f"{os.fspath(f.out)}: {manifest['counts']} photos, skipped {skipped}: "
         f"train with --config.data.train=shards:{f.out}")

@@ -105,7 +105,9 @@ def read_manifest(directory: epath.PathLike) -> dict[str, Any]:
     raise FileNotFoundError(f"{os.fspath(directory)!r} has no {MANIFEST}: not a prepared shard "
                             "directory, or its `colorjax.prepare` has not finished (re-run it)")
   manifest = json.loads(path.read_text())
-  if manifest.get("format") != FORMAT or manifest.get("version") != VERSION:
+  if manifest.get("format") != FORMAT:
+    raise ValueError(f"{os.fspath(path)} is not the manifest of a colorjax prepare")
+  if manifest.get("version") != VERSION:
     raise ValueError(f"{os.fspath(path)}: format {manifest.get('format')} v{manifest.get('version')}, "
                      f"this colorjax reads {FORMAT} v{VERSION}: prepare it again")
   return manifest
