@@ -334,8 +334,11 @@ def _batches(jobs: list[tuple[str, str, int, int]], colorizer: Colorizer) -> Ite
 
 
 def colorize_files(colorizer: Colorizer, inputs: Sequence[str], out_dir: str,
-                   max_pixels: int = DEFAULT_MAX_PIXELS) -> int:
-  """Writes one PNG per input; returns the number of failures (each reported in one line)."""
+                   max_pixels: int = DEFAULT_MAX_PIXELS, overwrite: bool = False) -> int:
+  """Writes one PNG per input; returns the number of failures (each reported in one line).
+
+  A file already at an output path is kept (a failure for that input) unless `overwrite`.
+  """
   pairs = collect_inputs(inputs, exclude=out_dir)
   sources = {os.path.realpath(src) for src, _ in pairs}
   failures = done_count = 0
@@ -356,6 +359,8 @@ def colorize_files(colorizer: Colorizer, inputs: Sequence[str], out_dir: str,
       try:
         if os.path.realpath(dst) in sources:
           raise BadImageError(f"{src}: output {dst} would overwrite an input; choose another --out")
+        if not overwrite and os.path.lexists(dst):
+          raise BadImageError(f"{src}: {dst} already exists; pass --overwrite to replace it")
         jobs.append((src, dst, *probe(src, max_pixels)))
       except BadImageError as e:
         fail(e)
@@ -392,9 +397,13 @@ def main(argv: list[str]) -> None:
   inputs = argv[1:]
   if not inputs:
     raise app.UsageError("give at least one image file, folder or glob pattern to colorize")
+  for name in ("batch_size", "render_size"):
+    if FLAGS[name].value < (1 if name == "batch_size" else 0):
+      raise app.UsageError(f"--{name.replace('_', '-')} must be positive")
   total = len(collect_inputs(inputs, exclude=FLAGS.out))
   if not total:
-    print(f"error: no images in {' '.join(inputs)} (looked for {', '.join(IMAGE_EXTENSIONS)})", file=sys.stderr)
+    inside = f"; the ones inside --out {FLAGS.out} are never read: choose another --out" if collect_inputs(inputs) else ""
+    print(f"error: no images in {' '.join(inputs)} (looked for {', '.join(IMAGE_EXTENSIONS)}){inside}", file=sys.stderr)
     sys.exit(1)
   try:
     colorizer = Colorizer.from_workdir(FLAGS.workdir, FLAGS.checkpoint, FLAGS.render_size or None,
@@ -403,7 +412,7 @@ def main(argv: list[str]) -> None:
   except (FileNotFoundError, ValueError) as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(1)
-  failures = colorize_files(colorizer, inputs, FLAGS.out, FLAGS.max_pixels)
+  failures = colorize_files(colorizer, inputs, FLAGS.out, FLAGS.max_pixels, FLAGS.overwrite)
   if failures:
     print(f"{failures} of {total} inputs failed", file=sys.stderr)
   sys.exit(1 if failures else 0)
@@ -422,5 +431,6 @@ if __name__ == "__main__":
                      "config's); lower is bolder, 1 is the safe mean")
   flags.DEFINE_float("prior_correction", -1, PRIOR_CORRECTION_HELP)
   flags.DEFINE_integer("max_pixels", DEFAULT_MAX_PIXELS, "Refuse larger images (decompression-bomb guard)")
+  flags.DEFINE_boolean("overwrite", False, "Replace files already in --out (default: keep them, report each)")
   flags.mark_flags_as_required(["workdir"])
   app.run(main, flags_parser=parse_flags)

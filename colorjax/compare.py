@@ -70,6 +70,8 @@ def main(argv: list[str]) -> None:
   if len(argv) < 2:
     raise app.UsageError("give the workdirs of the runs to compare")
   try:
+    if FLAGS.out and os.path.isdir(FLAGS.out):
+      raise ValueError(f"--out {FLAGS.out} is a directory: give the markdown file to write")
     features = fid.InceptionFeatures.from_file(FLAGS.fid_weights) if FLAGS.fid_weights else None
     table = compare(argv[1:], FLAGS.data, FLAGS.split, FLAGS.image_size, FLAGS.batch_size,
                     FLAGS.checkpoint, features)

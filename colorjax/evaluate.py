@@ -93,17 +93,28 @@ class PredictionFolder:
       if stem in self.by_stem:
         raise ValueError(f"{directory}: two predictions named {stem}: {self.by_stem[stem]} and {path}")
       self.by_stem[stem] = path
+    self.photo_by_stem: dict[str, str] = {}
 
   def crop(self, name: str, photo: pipeline.Record, image_size: int) -> np.ndarray:
-    """The prediction for photo `name`, cropped as the photo; BadImageError if missing or misfit."""
-    path = self.by_stem.get(os.path.splitext(os.path.basename(name))[0])
+    """The prediction for photo `name`, cropped as the photo; BadImageError if missing or misfit.
+
+    A ValueError if two photos share a file name: the pictures are matched by name alone.
+    """
+    stem = os.path.splitext(os.path.basename(name))[0]
+    if self.photo_by_stem.setdefault(stem, name) != name:
+      raise ValueError(f"photos {self.photo_by_stem[stem]} and {name} share the name {stem!r}: --predictions "
+                       "matches pictures by file name, so score them in separate runs")
+    path = self.by_stem.get(stem)
     if path is None:
       raise BadImageError(f"no prediction for it in {self.directory}")
     if isinstance(photo, str):
-      with Image.open(photo) as a, Image.open(path) as b:
-        size = ImageOps.exif_transpose(a).size
-        if size != b.size:
-          raise BadImageError(f"prediction {path} is {b.size[0]}x{b.size[1]}, the photo {size[0]}x{size[1]}")
+      try:
+        with Image.open(photo) as a, Image.open(path) as b:
+          size, got = ImageOps.exif_transpose(a).size, b.size
+      except (OSError, Image.DecompressionBombError) as e:
+        raise BadImageError(f"prediction {path} is not a readable image ({e})") from e
+      if size != got:
+        raise BadImageError(f"prediction {path} is {got[0]}x{got[1]}, the photo {size[0]}x{size[1]}")
     return pipeline.load_eval_crop(path, image_size)
 
 
@@ -209,8 +220,17 @@ def system_rows(summary: dict[str, dict[str, float]], model_label: str) -> list[
   return [{"system": labels[s], **summary[s]} for s in SYSTEMS]
 
 
+def report_csv_path(path: str) -> str:
+  """The per-photo CSV written beside report `path` (NAME.json -> NAME.csv); a ValueError for a
+  path that is not a .json file name, checked before any scoring."""
+  if not path.endswith(".json") or os.path.isdir(path):
+    raise ValueError(f"--out {path}: give a NAME.json file (the per-photo CSV goes beside it as NAME.csv)")
+  return path[:-len(".json")] + ".csv"
+
+
 def write_report(path: str, evaluation: Evaluation, meta: dict[str, Any]) -> str:
   """`path` (JSON: `meta`, counts, the table's numbers) and the per-photo CSV beside it; returns the CSV path."""
+  csv_path = report_csv_path(path)
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
   report = {**meta, "photos": len(evaluation.rows), "grayscale_skipped": evaluation.grayscale,
             "unreadable_skipped": evaluation.unreadable, "summary": evaluation.summary()}
@@ -218,7 +238,6 @@ def write_report(path: str, evaluation: Evaluation, meta: dict[str, Any]) -> str
     report["fid"] = FID_MISSING
   with open(path, "w") as f:
     json.dump(report, f, indent=2)
-  csv_path = os.path.splitext(path)[0] + ".csv"
   with open(csv_path, "w", newline="") as f:
     writer = csv.DictWriter(f, list(evaluation.rows[0]))
     writer.writeheader()
@@ -232,6 +251,10 @@ def main(argv: list[str]) -> None:
   if bool(FLAGS.workdir) == bool(FLAGS.predictions):
     raise app.UsageError("give --workdir (a trained run) or --predictions (another system's pictures)")
   try:
+    if FLAGS.out:
+      report_csv_path(FLAGS.out)
+    if FLAGS.batch_size < 1 or FLAGS.image_size < 1:
+      raise ValueError("--batch_size and --image_size must be positive")
     if FLAGS.predictions:
       system, eval_fraction = PredictionFolder(FLAGS.predictions), FLAGS.eval_fraction
       label, how = "predictions", f"pictures in {FLAGS.predictions}"
@@ -280,6 +303,6 @@ if __name__ == "__main__":
   flags.DEFINE_float("temperature", 0, "ab-class models: annealed-mean temperature (0: the trained config's)")
   flags.DEFINE_float("prior_correction", -1, PRIOR_CORRECTION_HELP)
   flags.DEFINE_string("fid_weights", "", "pytorch-fid Inception weights (.pth/.npz/.safetensors) for FID")
-  flags.DEFINE_string("out", "", "Write this JSON report and a per-photo CSV beside it")
+  flags.DEFINE_string("out", "", "Write this JSON report (NAME.json) and the per-photo NAME.csv beside it")
   flags.mark_flags_as_required(["data"])
   app.run(main, flags_parser=parse_flags)

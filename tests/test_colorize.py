@@ -151,6 +151,17 @@ def test_cli_folder_tree_bad_file_and_alpha(workdir, tmp_path):
     np.testing.assert_array_equal(np.asarray(im)[..., 3], rgba[..., 3])
   assert _snapshot(src) == before
 
+  # Files already in --out are kept, one error line each, unless --overwrite.
+  (out / "a.png").write_bytes(b"the user's own file")
+  written = _snapshot(out)
+  r = _run_cli(workdir, str(src / "a.jpg"), str(src / "alpha.png"), "--out", str(out))
+  assert r.returncode == 1 and r.stderr.count("already exists; pass --overwrite") == 2, r.stderr
+  assert _snapshot(out) == written
+  r = _run_cli(workdir, str(src / "a.jpg"), "--out", str(out), "--overwrite")
+  assert r.returncode == 0, r.stderr
+  with Image.open(out / "a.png") as im:
+    assert im.size == (56, 40)
+
 
 @pytest.mark.parametrize("as_file", [True, False], ids=["file", "folder"])
 def test_cli_out_is_input_folder_never_overwrites(workdir, tmp_path, as_file):
@@ -164,4 +175,6 @@ def test_cli_out_is_input_folder_never_overwrites(workdir, tmp_path, as_file):
   assert len(errors) == 1, r.stderr
   if as_file:
     assert "x.png" in errors[0] and "overwrite" in errors[0], r.stderr
+  else:
+    assert "inside --out" in errors[0] and "choose another --out" in errors[0], r.stderr
   assert _snapshot(src) == before

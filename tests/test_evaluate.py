@@ -160,3 +160,24 @@ def test_another_systems_pictures_are_scored_on_the_same_crops(photos, tmp_path)
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert f"{len(files) - 2} photos (0 grayscale skipped, 2 unreadable skipped)" in proc.stdout
   assert "| predictions |" in proc.stdout and "no prediction for it in" in proc.stdout
+
+  # A prediction that is not an image is one unreadable photo; two photos of one name are refused.
+  (preds / "nested" / (os.path.basename(files[1])[:-4] + ".png")).write_text("not a picture")
+  twin = tmp_path / "twin" / os.path.basename(files[2])
+  twin.parent.mkdir()
+  shutil.copy(files[2], twin)
+  data.files = list(data.files) + [str(twin)]
+  with pytest.raises(ValueError, match="share the name"):
+    evaluate.evaluate(evaluate.PredictionFolder(str(preds)), data, image_size=32, batch_size=4)
+  data.files = data.files[:-1]
+  result = evaluate.evaluate(evaluate.PredictionFolder(str(preds)), data, image_size=32, batch_size=4)
+  assert "is not a readable image" in result.unreadable[files[1]]
+
+
+@pytest.mark.parametrize("out", ["report.csv", "folder"])
+def test_evaluate_out_must_be_a_json_file_and_is_checked_first(tmp_path, out):
+  (tmp_path / "folder").mkdir()
+  proc = subprocess.run([sys.executable, "-m", "colorjax.evaluate", "--predictions", str(tmp_path), "--data",
+                         f"folder:{tmp_path}", "--out", str(tmp_path / out)], cwd=REPO, capture_output=True,
+                        text=True, env={**os.environ, "PYTHONPATH": REPO})
+  assert proc.returncode == 1 and "give a NAME.json file" in proc.stderr, proc.stderr[-2000:]
