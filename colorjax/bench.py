@@ -272,19 +272,22 @@ COMMANDS = ("step", "colorize", "pipeline")
 def main(argv: list[str]) -> None:
   if len(argv) != 2 or argv[1] not in COMMANDS:
     raise app.UsageError(f"usage: python -m colorjax.bench {{{'|'.join(COMMANDS)}}} [flags]")
-  if argv[1] == "step":
-    if FLAGS.config is None:
-      raise app.UsageError("bench step needs --config, e.g. configs/pix2pix_unet64.py")
-    result = bench_step(FLAGS.config, FLAGS.phase, FLAGS.steps, FLAGS.warmup, FLAGS.profile)
-    result["config"] = config_flags.get_config_filename(FLAGS["config"])
-  elif argv[1] == "colorize":
-    if not FLAGS.workdir:
-      raise app.UsageError("bench colorize needs --workdir (a trained run)")
-    result = bench_colorize(FLAGS.workdir, FLAGS.steps)
-  else:
-    if not FLAGS.data:
-      raise app.UsageError("bench pipeline needs --data, e.g. folder:../shared/data/ade20k")
-    result = bench_pipeline(FLAGS.data, FLAGS.image_size, FLAGS.batch_size, FLAGS.workers, FLAGS.batches)
+  try:
+    if argv[1] == "step":
+      if FLAGS.config is None:
+        raise app.UsageError("bench step needs --config, e.g. configs/pix2pix_unet64.py")
+      result = bench_step(FLAGS.config, FLAGS.phase, FLAGS.steps, FLAGS.warmup, FLAGS.profile)
+      result["config"] = config_flags.get_config_filename(FLAGS["config"])
+    elif argv[1] == "colorize":
+      if not FLAGS.workdir:
+        raise app.UsageError("bench colorize needs --workdir (a trained run)")
+      result = bench_colorize(FLAGS.workdir, FLAGS.steps)
+    else:
+      if not FLAGS.data:
+        raise app.UsageError("bench pipeline needs --data, e.g. folder:../shared/data/ade20k")
+      result = bench_pipeline(FLAGS.data, FLAGS.image_size, FLAGS.batch_size, FLAGS.workers, FLAGS.batches)
+  except (FileNotFoundError, ValueError) as e:  # a bad workdir, source or config: the message says which
+    sys.exit(f"error: {e}")
   result["command"] = " ".join(["python -m colorjax.bench"] + sys.argv[1:])
   print(json.dumps(result), flush=True)
 

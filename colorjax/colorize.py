@@ -106,7 +106,10 @@ class Colorizer:
     if not os.path.exists(config_path):
       raise FileNotFoundError(f"{workdir!r} is not a colorjax workdir (no config.json): train first")
     with open(config_path) as f:
-      config = ml_collections.ConfigDict(json.load(f))
+      try:
+        config = ml_collections.ConfigDict(json.load(f))
+      except json.JSONDecodeError as e:
+        raise ValueError(f"{config_path} is not valid JSON ({e})") from e
     checkpoint = checkpoint or config.get("colorize_checkpoint", "latest")
     if checkpoint not in ("latest", "best") and not checkpoint.isdigit():
       raise ValueError(f"checkpoint must be 'latest', 'best' or a step number, got {checkpoint!r}")
@@ -400,6 +403,8 @@ def main(argv: list[str]) -> None:
   for name in ("batch_size", "render_size"):
     if FLAGS[name].value < (1 if name == "batch_size" else 0):
       raise app.UsageError(f"--{name.replace('_', '-')} must be positive")
+  if os.path.exists(FLAGS.out) and not os.path.isdir(FLAGS.out):
+    raise app.UsageError(f"--out {FLAGS.out} is a file: give a folder")
   total = len(collect_inputs(inputs, exclude=FLAGS.out))
   if not total:
     inside = f"; the ones inside --out {FLAGS.out} are never read: choose another --out" if collect_inputs(inputs) else ""

@@ -19,6 +19,7 @@ import logging
 import os
 import re
 import secrets
+import sys
 import threading
 from email import policy
 from email.parser import BytesParser
@@ -170,7 +171,8 @@ class Handler(BaseHTTPRequestHandler):
   def do_POST(self) -> None:
     if self.path != "/colorize":
       return self._page(HTTPStatus.NOT_FOUND, error="Not found.")
-    length = int(self.headers.get("Content-Length") or -1)
+    length_header = self.headers.get("Content-Length") or ""
+    length = int(length_header) if length_header.isdigit() else -1
     limit = self.server.max_upload_bytes
     if length < 0:
       return self._page(HTTPStatus.LENGTH_REQUIRED, error="The upload must say its length.")
@@ -224,8 +226,15 @@ class Handler(BaseHTTPRequestHandler):
 
 def main(argv: list[str]) -> None:
   del argv
-  colorizer = Colorizer.from_workdir(FLAGS.workdir, FLAGS.checkpoint, FLAGS.render_size or None)
-  server = ColorizeServer((FLAGS.host, FLAGS.port), colorizer, int(FLAGS.max_upload_mb * 1e6), FLAGS.max_pixels)
+  if not 0 <= FLAGS.port <= 65535:
+    raise app.UsageError(f"--port {FLAGS.port} is not a port number (0-65535; 0: any free port)")
+  try:
+    colorizer = Colorizer.from_workdir(FLAGS.workdir, FLAGS.checkpoint, FLAGS.render_size or None)
+    server = ColorizeServer((FLAGS.host, FLAGS.port), colorizer, int(FLAGS.max_upload_mb * 1e6), FLAGS.max_pixels)
+  except (FileNotFoundError, ValueError) as e:
+    sys.exit(f"error: {e}")
+  except OSError as e:  # e.g. the port is taken
+    sys.exit(f"error: cannot listen on {FLAGS.host}:{FLAGS.port} ({e.strerror or e})")
   if FLAGS.host not in ("127.0.0.1", "localhost", "::1"):
     logging.warning("listening on %s: anyone who can reach this machine can upload photos", FLAGS.host)
   host, port = server.server_address[:2]

@@ -1,6 +1,7 @@
 """The web page end to end in a real browser (Debian's Chromium driven by Playwright)."""
 
 import base64
+import http.client
 import io
 import os
 import signal
@@ -115,6 +116,12 @@ def test_unknown_paths_are_404_and_other_posts_400(server):
   with pytest.raises(urllib.error.HTTPError) as e:
     urllib.request.urlopen(request)
   assert e.value.code == 400 and b"multipart/form-data" in e.value.read()
+  host, port = base.split("//")[1].split(":")
+  conn = http.client.HTTPConnection(host, int(port), timeout=30)
+  conn.putrequest("POST", "/colorize")
+  conn.putheader("Content-Length", "lots")
+  conn.endheaders()
+  assert conn.getresponse().status == 411
 
 
 def test_command_listens_on_localhost_by_default(workdir):
