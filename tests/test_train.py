@@ -180,6 +180,7 @@ EIGHT_DEVICES = textwrap.dedent("""
     from colorjax import train
     assert jax.device_count() == 8
     config = tiny_config({photos!r}, total_steps=4, pretrain_steps=2)  # dropout on, BN on
+    config.dtype = "float32"  # not an AMX CPU's bfloat16 operands, whose rounding amplifies the noise below
     batch = np.stack([np.asarray(Image.open(f"{photos}/photo_{{i:02d}}.png"))[:32, :32] for i in range(8)])
     results = []
     for devices in (jax.devices()[:1], jax.devices()):
@@ -188,13 +189,20 @@ EIGHT_DEVICES = textwrap.dedent("""
       for step in range(4):
         state, m = trainer.step(state, batch, step)
         losses.append({{k: float(v) for k, v in m.items()}})
-      results.append((losses, jax.device_get((state.g_params, state.g_stats, state.d_params))))
+        if step == 1:  # the end of the L1 phase
+          weights = jax.device_get((state.g_params, state.g_stats))
+      results.append((losses, weights))
     (l1, w1), (l8, w8) = results
+    # The sharded sums run in another order (~1e-7 apart); Adam's first GAN updates divide
+    # near-zero gradients by their own size, which grows that to ~6e-4 in the last losses
+    # (and ~1e-3 in single weights) on an Intel Xeon (2026-11-30). A sharding error
+    # (per-device batch norm) is ~1e-1.
     for a, b in zip(l1, l8):
       for k in a:
-        np.testing.assert_allclose(a[k], b[k], rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(a[k], b[k], rtol=2e-3 if "d_loss" in a else 1e-4, atol=1e-5)
+    # Weights after the L1 phase, where nothing amplifies that noise.
     for a, b in zip(jax.tree.leaves(w1), jax.tree.leaves(w8)):
-      np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-5)
+      np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
     print("SAME", len(jax.tree.leaves(w1)))
 """)
 
