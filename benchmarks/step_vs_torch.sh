@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # colorjax's pix2pix training step beside PyTorch's, same machine, same run, same architecture
 # (pix2pix U-Net, num_downs = log2(size), ngf 64, 70x70 PatchGAN), global batch 16 (BATCH).
-# Appends one JSON line per measurement to benchmarks/results.jsonl. On a GPU, PyTorch runs
-# there in float32 and colorjax in its default dtype (bfloat16 on GPU).
+# Appends one JSON line per measurement to benchmarks/results.jsonl. PyTorch runs in float32
+# and again under torch.autocast(bfloat16) (NO_TORCH_BF16=1 skips it); colorjax runs in its default dtype
+# (bfloat16 on GPU/TPU and on CPUs with AMX, float32 on other CPUs).
 #     SIZES="64 256" bash benchmarks/step_vs_torch.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -10,6 +11,10 @@ PY=${PY:-.venv/bin/python}
 for size in ${SIZES:-64 256}; do
   $PY benchmarks/torch_pix2pix.py step --image-size "$size" --batch-size "${BATCH:-16}" --steps 10 \
     | tee -a benchmarks/results.jsonl
+  if [ -z "${NO_TORCH_BF16:-}" ]; then
+    $PY benchmarks/torch_pix2pix.py step --image-size "$size" --batch-size "${BATCH:-16}" --steps 10 \
+      --autocast-bf16 | tee -a benchmarks/results.jsonl
+  fi
   $PY -m colorjax.bench step --config configs/pix2pix_unet64.py --config.image_size="$size" \
     --config.batch_size="${BATCH:-16}" --steps 10 2>/dev/null | tee -a benchmarks/results.jsonl
 done

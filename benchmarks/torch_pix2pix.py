@@ -64,6 +64,7 @@ Needs: torch (CPU is fine), numpy, pillow, scikit-image. No torchvision.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import hashlib
 import json
@@ -299,13 +300,19 @@ def cmd_step(args):
     B, S = args.batch_size, args.image_size
     L = (torch.rand(B, 1, S, S) * 2 - 1).to(device)
     ab = (torch.rand(B, 2, S, S) - 0.5).to(device)
+    # --autocast-bf16: PyTorch's own mixed precision (bfloat16 convolutions through oneDNN,
+    # AMX where the CPU has it), the fair partner of colorjax's bfloat16 on such a CPU.
+    precision = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if args.autocast_bf16 \
+        else contextlib.nullcontext
     for _ in range(args.warmup):
-        model.step_gan(L, ab)
+        with precision():
+            model.step_gan(L, ab)
     sync(device)
     times = []
     for _ in range(args.steps):
         t0 = time.perf_counter()
-        model.step_gan(L, ab)  # .item() calls inside already synchronise
+        with precision():
+            model.step_gan(L, ab)  # .item() calls inside already synchronise
         sync(device)
         times.append(time.perf_counter() - t0)
     med = statistics.median(times)
@@ -313,6 +320,7 @@ def cmd_step(args):
            "date": datetime.datetime.now().isoformat(timespec="seconds"), "host": platform.node(),
            "cpu_count": os.cpu_count(), "command": " ".join(["benchmarks/torch_pix2pix.py"] + sys.argv[1:]),
            "threads": torch.get_num_threads(), "image_size": S, "batch_size": B,
+           "autocast": "bfloat16" if args.autocast_bf16 else None,
            "num_downs": nd, "g_params": n_params(model.G), "d_params": n_params(model.D),
            "steps": len(times), "median_step_s": round(med, 4), "min_step_s": round(min(times), 4),
            "max_step_s": round(max(times), 4), "img_per_s": round(B / med, 2)}
@@ -576,6 +584,7 @@ def main(argv=None):
     s.add_argument("--steps", type=int, default=10)
     s.add_argument("--warmup", type=int, default=2)
     s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--autocast-bf16", action="store_true", help="run the step under torch.autocast(bfloat16)")
     common(s)
 
     t = sub.add_parser("train", help="L1 pretraining then pix2pix GAN training on JPEG folders")

@@ -29,7 +29,7 @@ def default_config() -> ml_collections.ConfigDict:
   c.colorize_checkpoint = "latest"  # what colorize/serve/evaluate load unless told: "latest" or "best"
   c.patience = 0                # evals without a new best before "stopped improving" (0: off)
   c.stop_on_plateau = False     # also stop training then
-  c.dtype = "auto"              # compute dtype ("auto": bfloat16 on TPU/GPU, float32 on CPU); params stay float32
+  c.dtype = "auto"              # compute dtype ("auto": bfloat16 on TPU/GPU and AMX CPUs, else float32); params stay float32
 
   c.data = ml_collections.ConfigDict()
   c.data.train = ""             # "folder:PATH", "shards:DIR" (colorjax.prepare), "tfds:NAME"; join with ","

@@ -96,6 +96,65 @@ def test_strided_downsampling_conv_takes_im2col_with_lax_gradients(monkeypatch):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
 
 
+def _bf16_exact(rng, shape):
+  """Random float32 values that bfloat16 holds exactly, so rounding them changes nothing."""
+  return jnp.asarray(rng.normal(size=shape), jnp.float32).astype(jnp.bfloat16).astype(jnp.float32)
+
+
+# Large-M shapes take bf16_conv's custom gradients (4x4 stride 2 through the sub-pixel input
+# gradient, the rest through the dilated one); small-M shapes (fewer output pixels than
+# kernel rows) differentiate the patch matmul.
+@pytest.mark.parametrize("shape,kernel,stride,pad", [
+    ((2, 8, 8, 3), 4, 2, 1), ((2, 9, 7, 3), 4, 1, 1), ((2, 8, 6, 4), 2, 1, 1), ((2, 9, 9, 3), 3, 2, 1),
+    ((2, 7, 8, 3), 1, 2, 0), ((2, 8, 8, 1), 7, 2, 3), ((2, 7, 7, 3), 4, 2, 1), ((2, 2, 2, 16), 4, 2, 1),
+    ((1, 3, 3, 32), 3, 1, 1)])
+def test_bfloat16_convolution_equals_lax_on_bfloat16_operands(shape, kernel, stride, pad):
+  """`precision="bfloat16"` on CPU rounds operands (and the output gradient) to bfloat16 and
+  accumulates in float32: on values bfloat16 holds exactly it is lax's float32 convolution."""
+  rng = np.random.default_rng(5)
+  x = _bf16_exact(rng, shape)
+  k = _bf16_exact(rng, (kernel, kernel, shape[-1], 5))
+  padding, strides = ((pad, pad), (pad, pad)), (stride, stride)
+  lax_conv = lambda x, k: jax.lax.conv_general_dilated(x, k, strides, padding,
+                                                      dimension_numbers=("NHWC", "HWIO", "NHWC"))
+  bf16_conv = lambda x, k: layers.conv_general_dilated(
+      x, k, strides, padding, dimension_numbers=("NHWC", "HWIO", "NHWC"), precision="bfloat16")
+  want, want_vjp = jax.vjp(lax_conv, x, k)
+  got, got_vjp = jax.vjp(jax.jit(bf16_conv), x, k)
+  g = _bf16_exact(rng, want.shape)
+  assert got.dtype == jnp.float32
+  for a, b in zip((got, *got_vjp(g)), (want, *want_vjp(g))):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-4 * float(jnp.max(jnp.abs(b))))
+
+
+@pytest.mark.parametrize("shape", [(2, 5, 7, 3), (2, 1, 1, 64)])
+def test_bfloat16_upconv_is_the_transposed_convolution_with_its_gradients(shape):
+  """Both bfloat16 CPU paths of UpConv (sub-pixel `bf16_conv`; the plain patch matmul when
+  the kernel outweighs the pixels) against the definition and the float32 gradients."""
+  rng = np.random.default_rng(6)
+  x = _bf16_exact(rng, shape)
+  k = _bf16_exact(rng, (4, 4, shape[-1], 4))
+  up = lambda dtype: lambda x, k: layers.UpConv(4, dtype=dtype).apply({"params": {"kernel": k}}, x)
+  got, got_vjp = jax.vjp(up(jnp.bfloat16), x, k)
+  assert got.dtype == jnp.float32
+  scale = float(np.max(np.abs(_numpy_conv_transpose(np.asarray(x), np.asarray(k)))))
+  np.testing.assert_allclose(got, _numpy_conv_transpose(np.asarray(x), np.asarray(k)), atol=1e-5 * scale)
+  _, want_vjp = jax.vjp(up(jnp.float32), x, k)
+  g = _bf16_exact(rng, got.shape)
+  for a, b in zip(got_vjp(g), want_vjp(g)):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-4 * float(jnp.max(jnp.abs(b))))
+
+
+def test_auto_dtype_is_bfloat16_on_cpus_with_amx_only(monkeypatch):
+  config = config_lib.default_config()
+  config.dtype = "auto"
+  for amx, want in ((True, jnp.bfloat16), (False, jnp.float32)):
+    monkeypatch.setattr(models, "cpu_has_amx_bf16", lambda amx=amx: amx)
+    assert models.compute_dtype(config) == want
+  config.dtype = "float32"
+  assert models.compute_dtype(config) == jnp.float32
+
+
 def _param_count(module, *inputs):
   variables = jax.eval_shape(lambda: module.init(jax.random.key(0), *inputs))
   return sum(np.prod(x.shape) for x in jax.tree.leaves(variables["params"]))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 
 import flax.linen as nn
@@ -17,12 +18,23 @@ from colorjax.models.resnet_unet import ResNetUNet
 GENERATORS = ("resnet_unet", "pix2pix_unet", "resnet_colorizer", "encdec_small")
 
 
+@functools.cache
+def cpu_has_amx_bf16() -> bool:
+  """Whether this CPU multiplies bfloat16 matrices in AMX tiles (Linux's `amx_bf16` flag)."""
+  try:
+    with open("/proc/cpuinfo") as f:
+      return any(line.startswith("flags") and " amx_bf16" in line for line in f)
+  except OSError:
+    return False
+
+
 def compute_dtype(config: ml_collections.ConfigDict) -> jnp.dtype:
-  """`config.dtype`; "auto" is bfloat16 on TPU/GPU and float32 on CPU, where XLA's bfloat16
-  convolutions are slower than float32 ones (docs/performance.md)."""
+  """`config.dtype`; "auto" is bfloat16 on TPU/GPU and on CPUs with AMX, float32 on other
+  CPUs, where bfloat16 convolutions were measured slower than float32 (docs/performance.md)."""
   name = config.get("dtype", "float32")
   if name == "auto":
-    return jnp.dtype(jnp.float32 if jax.default_backend() == "cpu" else jnp.bfloat16)
+    fast = jax.default_backend() != "cpu" or cpu_has_amx_bf16()
+    return jnp.dtype(jnp.bfloat16 if fast else jnp.float32)
   return jnp.dtype(name)
 
 

@@ -29,6 +29,8 @@ def batch_norm(train: bool, dtype: Dtype, name: str | None = None) -> nn.BatchNo
   Inside `jax.jit` over a batch sharded on the `data` axis the statistics are those of the
   global batch, so no `axis_name` is needed (see docs/design.md).
   """
+  if bf16_matmuls_on_cpu(dtype):
+    dtype = jnp.float32
   return nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
                       dtype=dtype, scale_init=bn_scale_init, name=name)
 
@@ -46,25 +48,155 @@ _IM2COL_MIN_STRIDED_PIXELS = 32 * 32
 _NHWC = jax.lax.ConvDimensionNumbers((0, 3, 1, 2), (3, 2, 0, 1), (0, 3, 1, 2))
 
 
-def _im2col_conv(x: jax.Array, kernel: jax.Array, strides: tuple[int, int],
-                 padding: tuple[tuple[int, int], tuple[int, int]]) -> jax.Array:
-  kh, kw, _, cout = kernel.shape
+def _patches(x: jax.Array, kh: int, kw: int, strides: tuple[int, int],
+             padding: tuple[tuple[int, int], tuple[int, int]]) -> jax.Array:
+  """[B, Ho, Wo, kh * kw * C]: every output pixel's receptive field, taps major."""
   x = jnp.pad(x, ((0, 0), padding[0], padding[1], (0, 0)))
   ho = (x.shape[1] - kh) // strides[0] + 1
   wo = (x.shape[2] - kw) // strides[1] + 1
-  patches = jnp.concatenate(
+  return jnp.concatenate(
       [x[:, i:i + strides[0] * (ho - 1) + 1:strides[0], j:j + strides[1] * (wo - 1) + 1:strides[1]]
        for i in range(kh) for j in range(kw)], axis=-1)
-  return patches @ kernel.reshape(-1, cout)
+
+
+def _im2col_conv(x: jax.Array, kernel: jax.Array, strides: tuple[int, int],
+                 padding: tuple[tuple[int, int], tuple[int, int]]) -> jax.Array:
+  kh, kw, _, cout = kernel.shape
+  return _patches(x, kh, kw, strides, padding) @ kernel.reshape(-1, cout)
+
+
+# bfloat16 on CPU (`dtype="bfloat16"`; "auto" picks it on CPUs with AMX, Intel Sapphire
+# Rapids and later). XLA:CPU multiplies bfloat16 matrices into float32 at ~1.4 TFLOP/s there,
+# 5x its float32 rate, but only in the plain [M, K] @ [K, N] layout with a float32 result: a
+# bfloat16 result or a transposed operand (what autodiff of a matmul or a convolution gives
+# the gradients) falls back to 0.1-0.3 TFLOP/s, and XLA's bfloat16 convolutions are no faster
+# than float32 ones. XLA:CPU also has no bfloat16 elementwise arithmetic: it converts to
+# float32 and back around every op. So on CPU "bfloat16" means bfloat16 matmul operands with
+# float32 accumulation, and everything between the matmuls (batch norm, activations, skips,
+# patch matrices) in float32; the forward and both gradients of every convolution are matmuls
+# in the fast layout: the kernel gradient from a patch matrix built transposed (a transpose of
+# the patch matrix itself is folded back into the slow layout by XLA), the input gradient as a
+# convolution of the output gradient (docs/performance.md).
+
+
+# Building the patch matrices costs memory traffic in proportion to the matmul's rows times
+# its depth, the matmul FLOPs in proportion to that times the output channels: below this many
+# output channels the float32 path (no rounding) is as fast, at 256 px faster.
+BF16_MIN_FEATURES = 256
+
+
+def bf16_matmuls_on_cpu(dtype: Dtype) -> bool:
+  return jax.default_backend() == "cpu" and jnp.dtype(dtype) == jnp.bfloat16
+
+
+def _dot_bf16(a: jax.Array, b: jax.Array, contract: tuple[int, int]) -> jax.Array:
+  return jax.lax.dot_general(a.astype(jnp.bfloat16), b.astype(jnp.bfloat16),
+                             (((contract[0],), (contract[1],)), ((), ())),
+                             preferred_element_type=jnp.float32)
+
+
+@jax.custom_vjp
+def _matmul_bf16(a: jax.Array, b: jax.Array) -> jax.Array:
+  """[..., K] @ [K, N] of bfloat16-rounded operands, float32 result; so are its gradients
+  (autodiff would multiply the float32 cotangent by an upcast operand)."""
+  return _dot_bf16(a, b, (a.ndim - 1, 0))
+
+
+def _matmul_bf16_fwd(a, b):
+  return _matmul_bf16(a, b), (a, b)
+
+
+def _matmul_bf16_bwd(residuals, g):
+  a, b = residuals
+  a2, g2 = a.reshape(-1, a.shape[-1]), g.reshape(-1, g.shape[-1])
+  return (_dot_bf16(g, b, (g.ndim - 1, 1)).astype(a.dtype),
+          _dot_bf16(a2, g2, (0, 0)).astype(b.dtype))
+
+
+_matmul_bf16.defvjp(_matmul_bf16_fwd, _matmul_bf16_bwd)
+
+
+def _forward_conv(x: jax.Array, kernel: jax.Array, strides: tuple[int, int],
+                  padding: tuple[tuple[int, int], tuple[int, int]]) -> jax.Array:
+  kh, kw, _, cout = kernel.shape
+  return _matmul_bf16(_patches(x, kh, kw, strides, padding), kernel.reshape(-1, cout))
+
+
+def _transposed_patches(x: jax.Array, kh: int, kw: int, strides: tuple[int, int],
+                        padding: tuple[tuple[int, int], tuple[int, int]]) -> jax.Array:
+  """`_patches(...)` as a [kh * kw * C, B * Ho * Wo] matrix, laid out that way in memory."""
+  xt = jnp.pad(jnp.transpose(x, (3, 0, 1, 2)), ((0, 0), (0, 0), padding[0], padding[1]))
+  ho = (xt.shape[2] - kh) // strides[0] + 1
+  wo = (xt.shape[3] - kw) // strides[1] + 1
+  p = jnp.concatenate(
+      [xt[:, :, i:i + strides[0] * (ho - 1) + 1:strides[0], j:j + strides[1] * (wo - 1) + 1:strides[1]]
+       for i in range(kh) for j in range(kw)], axis=0)
+  return p.reshape(p.shape[0], -1)
+
+
+def _few_rows(x: jax.Array, kernel: jax.Array, strides: tuple[int, int],
+              padding: tuple[tuple[int, int], tuple[int, int]]) -> bool:
+  kh, kw, cin, _ = kernel.shape
+  ho = (x.shape[1] + sum(padding[0]) - kh) // strides[0] + 1
+  wo = (x.shape[2] + sum(padding[1]) - kw) // strides[1] + 1
+  return x.shape[0] * ho * wo < kh * kw * cin
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def bf16_conv(x: jax.Array, kernel: jax.Array, strides: tuple[int, int],
+              padding: tuple[tuple[int, int], tuple[int, int]]) -> jax.Array:
+  """NHWC x HWIO convolution of bfloat16-rounded operands, float32 result and gradients."""
+  return _forward_conv(x, kernel, strides, padding)
+
+
+def _bf16_conv_fwd(x, kernel, strides, padding):
+  return bf16_conv(x, kernel, strides, padding), (x, kernel)
+
+
+def _bf16_conv_bwd(strides, padding, residuals, g):
+  x, kernel = residuals
+  kh, kw, _, cout = kernel.shape
+  dk = _matmul_bf16(_transposed_patches(x, kh, kw, strides, padding), g.reshape(-1, cout))
+  (pt, _), (pl, _) = padding
+  if (strides == (2, 2) and (kh, kw) == (4, 4) and padding == ((1, 1), (1, 1))
+      and x.shape[1] % 2 == 0 and x.shape[2] % 2 == 0):
+    # The input gradient of a 4x4 stride-2 conv is PyTorch's ConvTranspose2d(k=4, s=2, p=1)
+    # of g with the same kernel, in/out swapped: the sub-pixel form, a 2x2 conv.
+    dx = _subpixel_upsample(g, jnp.transpose(kernel, (0, 1, 3, 2)), _forward_conv)
+  else:
+    # dx[i] = sum_t g'[i + p_lo - t] k[t], g' = g dilated by the stride: a stride-1 conv of g'
+    # (zeros interleaved, a crop or pad at the far end) with the flipped kernel, in/out swapped.
+    far = lambda n, lo, s, n_out: n + lo - (n_out - 1) * s - 1
+    gd = jax.lax.pad(g, jnp.zeros((), g.dtype), [
+        (0, 0, 0),
+        (kh - 1 - pt, far(x.shape[1], pt, strides[0], g.shape[1]), strides[0] - 1),
+        (kw - 1 - pl, far(x.shape[2], pl, strides[1], g.shape[2]), strides[1] - 1),
+        (0, 0, 0)])
+    dx = _forward_conv(gd, jnp.transpose(kernel[::-1, ::-1], (0, 1, 3, 2)), (1, 1), ((0, 0), (0, 0)))
+  return dx.astype(x.dtype), dk.reshape(kernel.shape).astype(kernel.dtype)
+
+
+bf16_conv.defvjp(_bf16_conv_fwd, _bf16_conv_bwd)
 
 
 def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation=None,
                          dimension_numbers=None, feature_group_count=1, precision=None,
                          preferred_element_type=None) -> jax.Array:
-  """`lax.conv_general_dilated`, computed as im2col where XLA:CPU is pathologically slow."""
+  """`lax.conv_general_dilated`, computed as matmuls where XLA:CPU is slow (above).
+
+  `precision="bfloat16"` on CPU: `bf16_conv` of float32 operands.
+  """
   plain = (jax.default_backend() == "cpu" and not isinstance(padding, str)
            and all(d in (None, 1) for d in tuple(lhs_dilation or ()) + tuple(rhs_dilation or ()))
            and feature_group_count == 1 and dimension_numbers in (None, _NHWC, ("NHWC", "HWIO", "NHWC")))
+  if plain and precision == "bfloat16" and rhs.shape[-1] >= BF16_MIN_FEATURES:
+    strides, padding = tuple(window_strides), tuple(map(tuple, padding))
+    if _few_rows(lhs, rhs, strides, padding):
+      # Fewer patch rows than kernel entries per output channel: the kernel is the big
+      # operand, and the transposed copies `bf16_conv`'s gradients make of it (XLA:CPU copies
+      # at ~0.5 GB/s) would cost more than autodiff's slower matmul layouts.
+      return _forward_conv(lhs, rhs, strides, padding)
+    return bf16_conv(lhs, rhs, strides, padding)
   if plain:
     (pt, pb), (pl, pr) = padding
     ho = (lhs.shape[1] + pt + pb - rhs.shape[0]) // window_strides[0] + 1
@@ -83,23 +215,32 @@ def conv(features: int, kernel: int, stride: int = 1, padding: int | None = None
   """A conv with PyTorch-style symmetric padding (default: kernel // 2)."""
   pad = kernel // 2 if padding is None else padding
   return nn.Conv(features, (kernel, kernel), strides=(stride, stride),
-                 padding=((pad, pad), (pad, pad)), use_bias=use_bias, dtype=dtype,
-                 kernel_init=conv_init, conv_general_dilated=conv_general_dilated, name=name)
+                 padding=((pad, pad), (pad, pad)), use_bias=use_bias, kernel_init=conv_init,
+                 conv_general_dilated=conv_general_dilated, name=name, **conv_dtype(dtype))
+
+
+def conv_dtype(dtype: Dtype) -> dict[str, Any]:
+  """`nn.Conv`'s dtype arguments for compute `dtype`: on CPU bfloat16 is `bf16_conv` (above)."""
+  if bf16_matmuls_on_cpu(dtype):
+    return {"dtype": jnp.float32, "precision": "bfloat16"}
+  return {"dtype": dtype}
 
 
 # Output phase r (0: even rows, 1: odd rows) and 2x2 tap t of the sub-pixel form use row
 # 3 - r - 2t of the 4x4 transposed-conv kernel (derivation in `UpConv`'s docstring).
-_PHASE_TAPS = np.array([[3, 1], [2, 0]])
+def _plain_conv(x: jax.Array, kernel: jax.Array, strides: tuple[int, int],
+                padding: tuple[tuple[int, int], tuple[int, int]]) -> jax.Array:
+  return conv_general_dilated(x, kernel, strides, padding, dimension_numbers=("NHWC", "HWIO", "NHWC"))
 
 
-def _subpixel_upsample(x: jax.Array, kernel: jax.Array) -> jax.Array:
-  b, h, w, _ = x.shape
+def _subpixel_upsample(x: jax.Array, kernel: jax.Array, conv_fn=_plain_conv) -> jax.Array:
+  b, h, w, cin = x.shape
   cout = kernel.shape[-1]
-  rows = _PHASE_TAPS[:, None, :, None]
-  cols = _PHASE_TAPS[None, :, None, :]
-  k2 = kernel[rows, cols]                                  # [r, s, th, tw, Cin, Cout]
-  k2 = jnp.transpose(k2, (2, 3, 4, 0, 1, 5)).reshape(2, 2, -1, 4 * cout)
-  y = conv_general_dilated(x, k2, (1, 1), ((1, 1), (1, 1)), dimension_numbers=("NHWC", "HWIO", "NHWC"))
+  # Row 3 - r - 2t of the kernel is row 2t + r of the flipped one: a reshape, not a gather
+  # (whose gradient, a scatter-add, cost more than the conv at 64 px).
+  k2 = kernel[::-1, ::-1].reshape(2, 2, 2, 2, cin, cout)   # [th, r, tw, s, Cin, Cout]
+  k2 = jnp.transpose(k2, (0, 2, 4, 1, 3, 5)).reshape(2, 2, cin, 4 * cout)
+  y = conv_fn(x, k2, (1, 1), ((1, 1), (1, 1)))
   y = y.reshape(b, h + 1, w + 1, 2, 2, cout)
   phase = lambda r, s: y[:, r:r + h, s:s + w, r, s]
   out = jnp.stack([jnp.stack([phase(r, 0), phase(r, 1)], axis=3) for r in (0, 1)], axis=2)
@@ -135,8 +276,19 @@ def _transposed_upsample(x: jax.Array, kernel: jax.Array) -> jax.Array:
       dimension_numbers=("NHWC", "HWIO", "NHWC"))
 
 
+def _bf16_upsample(x: jax.Array, kernel: jax.Array) -> jax.Array:
+  b, h, w, cin = x.shape
+  if b * (h + 1) * (w + 1) >= 4 * cin:
+    # The sub-pixel form's one 2x2 conv, as `bf16_conv` (col2im's matmul is 16 * Cout
+    # columns wide, a slow shape for AMX).
+    return _subpixel_upsample(x, kernel, bf16_conv)
+  # Few pixels, a big kernel: each tap's [Cin, Cout] block is a contiguous slice, so
+  # neither pass copies the kernel into another layout (see `_few_rows`).
+  return _subpixel_upsample(x, kernel, _forward_conv)
+
+
 _UPSAMPLE = {"subpixel": _subpixel_upsample, "transpose": _transposed_upsample,
-             "col2im": _col2im_upsample}
+             "col2im": _col2im_upsample, "bf16": _bf16_upsample}
 
 
 class UpConv(nn.Module):
@@ -149,7 +301,8 @@ class UpConv(nn.Module):
   `"col2im"` multiplies each input pixel by all 16 taps and adds the overlapping footprints:
   only matmuls and slices, with the transposed conv's exact FLOPs, ~2x faster than
   `"subpixel"` for the pix2pix U-Net on XLA:CPU (docs/performance.md). `"auto"` picks
-  `"col2im"` on CPU and `"subpixel"` elsewhere. All read the same `kernel` [4, 4, Cin, Cout]
+  `"col2im"` on CPU and `"subpixel"` elsewhere; with bfloat16 on CPU every impl is the
+  sub-pixel form in `bf16_conv`. All read the same `kernel` [4, 4, Cin, Cout]
   (PyTorch layout transposed to HWIO without a flip), so checkpoints load either way.
   """
   features: int
@@ -160,15 +313,19 @@ class UpConv(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     kernel = self.param("kernel", conv_init, (4, 4, x.shape[-1], self.features), jnp.float32)
-    x, kernel = x.astype(self.dtype), kernel.astype(self.dtype)
     impl = self.impl
+    if impl not in ("subpixel", "transpose", "col2im", "auto"):
+      raise ValueError(f"model.upsample must be one of ['auto', 'col2im', 'subpixel', 'transpose'], got {impl!r}")
+    dtype = self.dtype
+    if bf16_matmuls_on_cpu(dtype):
+      dtype = jnp.float32
+      if self.features >= BF16_MIN_FEATURES:
+        impl = "bf16"
     if impl == "auto":
       impl = "col2im" if jax.default_backend() == "cpu" else "subpixel"
-    if impl not in _UPSAMPLE:
-      raise ValueError(f"model.upsample must be one of {sorted(_UPSAMPLE) + ['auto']}, got {impl!r}")
-    y = _UPSAMPLE[impl](x, kernel)
+    y = _UPSAMPLE[impl](x.astype(dtype), kernel.astype(dtype))
     if self.use_bias:
-      y = y + self.param("bias", nn.initializers.zeros, (self.features,), jnp.float32).astype(self.dtype)
+      y = y + self.param("bias", nn.initializers.zeros, (self.features,), jnp.float32).astype(dtype)
     return y
 
 

@@ -15,7 +15,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from colorjax.models.layers import Dtype, UpConv, batch_norm, conv, conv_init, output_activation
+from colorjax.models.layers import Dtype, UpConv, batch_norm, conv, output_activation
 from colorjax.models.resnet_unet import ResNetEncoder
 
 
@@ -45,8 +45,7 @@ class ResNetColorizer(nn.Module):
         h = nn.relu(batch_norm(train, self.dtype, f"up{i}_bn{j}")(h))
       if i < 2:
         h = _upsample2(h)
-    out = nn.Conv(self.num_classes or 2, (3, 3), padding=1, dtype=self.dtype, kernel_init=conv_init,
-                  name="head")(h)
+    out = conv(self.num_classes or 2, 3, use_bias=True, dtype=self.dtype, name="head")(h)
     out = _upsample2(out).astype(jnp.float32)
     return out if self.num_classes else output_activation(self.output_activation, out)
 

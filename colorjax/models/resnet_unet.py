@@ -94,6 +94,6 @@ class ResNetUNet(nn.Module):
     h = stages[-1]                           # H/32
     for i, (features, skip) in enumerate(zip(self.decoder_features, reversed(skips))):
       h = DecoderBlock(features, self.upsample, self.dtype, name=f"decoder{i}")(h, skip, train)
-    h = nn.Conv(self.num_classes or 2, (1, 1), dtype=self.dtype, kernel_init=nn.initializers.normal(0.02),
-                name="head")(h).astype(jnp.float32)
+    h = conv(self.num_classes or 2, 1, padding=0, use_bias=True, dtype=self.dtype, name="head")(h)
+    h = h.astype(jnp.float32)
     return h if self.num_classes else output_activation(self.output_activation, h)
