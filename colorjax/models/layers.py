@@ -72,17 +72,19 @@ def _im2col_conv(x: jax.Array, kernel: jax.Array, strides: tuple[int, int],
 # the gradients) falls back to 0.1-0.3 TFLOP/s, and XLA's bfloat16 convolutions are no faster
 # than float32 ones. XLA:CPU also has no bfloat16 elementwise arithmetic: it converts to
 # float32 and back around every op. So on CPU "bfloat16" means bfloat16 matmul operands with
-# float32 accumulation, and everything between the matmuls (batch norm, activations, skips,
-# patch matrices) in float32; the forward and both gradients of every convolution are matmuls
-# in the fast layout: the kernel gradient from a patch matrix built transposed (a transpose of
+# float32 accumulation, and everything between the matmuls (batch norm, activations, skips)
+# in float32; the forward and both gradients of each convolution (but the narrowest, below)
+# are matmuls in the fast layout: the kernel gradient from a patch matrix built transposed (a transpose of
 # the patch matrix itself is folded back into the slow layout by XLA), the input gradient as a
 # convolution of the output gradient (docs/performance.md).
 
 
 # Building the patch matrices costs memory traffic in proportion to the matmul's rows times
-# its depth, the matmul FLOPs in proportion to that times the output channels: below this many
-# output channels the float32 path (no rounding) is as fast, at 256 px faster.
-BF16_MIN_FEATURES = 256
+# its depth, the matmul FLOPs in proportion to that times the output channels: a layer with
+# 1-2 output channels (the PatchGAN's logits, the U-Net's last upsampling) gains nothing and
+# loses its patch traffic, so narrow layers keep the float32 path. Measured on the pix2pix
+# step (docs/performance.md): 64, 32 equal; 1 and 128 slower at 256 px.
+BF16_MIN_FEATURES = 64
 
 
 def bf16_matmuls_on_cpu(dtype: Dtype) -> bool:
@@ -116,10 +118,30 @@ def _matmul_bf16_bwd(residuals, g):
 _matmul_bf16.defvjp(_matmul_bf16_fwd, _matmul_bf16_bwd)
 
 
-def _forward_conv(x: jax.Array, kernel: jax.Array, strides: tuple[int, int],
+def _patch_matmul(x: jax.Array, kernel: jax.Array, strides: tuple[int, int],
                   padding: tuple[tuple[int, int], tuple[int, int]]) -> jax.Array:
+  """The conv as float32 patches times the kernel in `_matmul_bf16`: differentiable."""
   kh, kw, _, cout = kernel.shape
   return _matmul_bf16(_patches(x, kh, kw, strides, padding), kernel.reshape(-1, cout))
+
+
+# XLA:CPU moves bfloat16 data in float32 (it converts around every op), so patch matrices are
+# built from the bfloat16 bits as uint16: half the bytes of float32 patches and no conversion
+# pass over them (not differentiable: only inside `bf16_conv`). 256 px step: 9.7 -> 7.9 s.
+def _to_bits(x: jax.Array) -> jax.Array:
+  return jax.lax.bitcast_convert_type(x.astype(jnp.bfloat16), jnp.uint16)
+
+
+def _from_bits(x: jax.Array) -> jax.Array:
+  return jax.lax.bitcast_convert_type(x, jnp.bfloat16)
+
+
+def _forward_conv(bits: jax.Array, kernel: jax.Array, strides: tuple[int, int],
+                  padding: tuple[tuple[int, int], tuple[int, int]]) -> jax.Array:
+  """The conv of an input given as `_to_bits`, float32 result."""
+  kh, kw, _, cout = kernel.shape
+  return _dot_bf16(_from_bits(_patches(bits, kh, kw, strides, padding)), kernel.reshape(-1, cout),
+                   (3, 0))
 
 
 def _transposed_patches(x: jax.Array, kh: int, kw: int, strides: tuple[int, int],
@@ -146,7 +168,7 @@ def _few_rows(x: jax.Array, kernel: jax.Array, strides: tuple[int, int],
 def bf16_conv(x: jax.Array, kernel: jax.Array, strides: tuple[int, int],
               padding: tuple[tuple[int, int], tuple[int, int]]) -> jax.Array:
   """NHWC x HWIO convolution of bfloat16-rounded operands, float32 result and gradients."""
-  return _forward_conv(x, kernel, strides, padding)
+  return _forward_conv(_to_bits(x), kernel, strides, padding)
 
 
 def _bf16_conv_fwd(x, kernel, strides, padding):
@@ -156,18 +178,20 @@ def _bf16_conv_fwd(x, kernel, strides, padding):
 def _bf16_conv_bwd(strides, padding, residuals, g):
   x, kernel = residuals
   kh, kw, _, cout = kernel.shape
-  dk = _matmul_bf16(_transposed_patches(x, kh, kw, strides, padding), g.reshape(-1, cout))
+  gbits = _to_bits(g)
+  dk = _dot_bf16(_from_bits(_transposed_patches(_to_bits(x), kh, kw, strides, padding)),
+                 _from_bits(gbits).reshape(-1, cout), (1, 0))
   (pt, _), (pl, _) = padding
   if (strides == (2, 2) and (kh, kw) == (4, 4) and padding == ((1, 1), (1, 1))
       and x.shape[1] % 2 == 0 and x.shape[2] % 2 == 0):
     # The input gradient of a 4x4 stride-2 conv is PyTorch's ConvTranspose2d(k=4, s=2, p=1)
     # of g with the same kernel, in/out swapped: the sub-pixel form, a 2x2 conv.
-    dx = _subpixel_upsample(g, jnp.transpose(kernel, (0, 1, 3, 2)), _forward_conv)
+    dx = _subpixel_upsample(gbits, jnp.transpose(kernel, (0, 1, 3, 2)), _forward_conv)
   else:
     # dx[i] = sum_t g'[i + p_lo - t] k[t], g' = g dilated by the stride: a stride-1 conv of g'
     # (zeros interleaved, a crop or pad at the far end) with the flipped kernel, in/out swapped.
     far = lambda n, lo, s, n_out: n + lo - (n_out - 1) * s - 1
-    gd = jax.lax.pad(g, jnp.zeros((), g.dtype), [
+    gd = jax.lax.pad(gbits, jnp.zeros((), gbits.dtype), [
         (0, 0, 0),
         (kh - 1 - pt, far(x.shape[1], pt, strides[0], g.shape[1]), strides[0] - 1),
         (kw - 1 - pl, far(x.shape[2], pl, strides[1], g.shape[2]), strides[1] - 1),
@@ -195,7 +219,7 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, r
       # Fewer patch rows than kernel entries per output channel: the kernel is the big
       # operand, and the transposed copies `bf16_conv`'s gradients make of it (XLA:CPU copies
       # at ~0.5 GB/s) would cost more than autodiff's slower matmul layouts.
-      return _forward_conv(lhs, rhs, strides, padding)
+      return _patch_matmul(lhs, rhs, strides, padding)
     return bf16_conv(lhs, rhs, strides, padding)
   if plain:
     (pt, pb), (pl, pr) = padding
@@ -284,7 +308,7 @@ def _bf16_upsample(x: jax.Array, kernel: jax.Array) -> jax.Array:
     return _subpixel_upsample(x, kernel, bf16_conv)
   # Few pixels, a big kernel: each tap's [Cin, Cout] block is a contiguous slice, so
   # neither pass copies the kernel into another layout (see `_few_rows`).
-  return _subpixel_upsample(x, kernel, _forward_conv)
+  return _subpixel_upsample(x, kernel, _patch_matmul)
 
 
 _UPSAMPLE = {"subpixel": _subpixel_upsample, "transpose": _transposed_upsample,
