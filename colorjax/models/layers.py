@@ -29,10 +29,8 @@ def batch_norm(train: bool, dtype: Dtype, name: str | None = None) -> nn.BatchNo
   Inside `jax.jit` over a batch sharded on the `data` axis the statistics are those of the
   global batch, so no `axis_name` is needed (see docs/design.md).
   """
-  if bf16_matmuls_on_cpu(dtype):
-    dtype = jnp.float32
   return nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
-                      dtype=dtype, scale_init=bn_scale_init, name=name)
+                      dtype=between_matmuls(dtype), scale_init=bn_scale_init, name=name)
 
 
 # XLA:CPU's convolution picks an algorithm up to 60x slower than a patch matrix times the
@@ -48,15 +46,28 @@ _IM2COL_MIN_STRIDED_PIXELS = 32 * 32
 _NHWC = jax.lax.ConvDimensionNumbers((0, 3, 1, 2), (3, 2, 0, 1), (0, 3, 1, 2))
 
 
+def _out_size(n: int, k: int, stride: int, pad: tuple[int, int]) -> int:
+  return (n + sum(pad) - k) // stride + 1
+
+
+def _taps(x: jax.Array, kh: int, kw: int, strides: tuple[int, int],
+          padding: tuple[tuple[int, int], tuple[int, int]], rows: int) -> list[jax.Array]:
+  """The kh * kw strided views of `x` (spatial axes `rows`, `rows + 1`) a conv multiplies."""
+  pads = [(0, 0)] * x.ndim
+  pads[rows], pads[rows + 1] = padding
+  x = jnp.pad(x, pads)
+  ho = (x.shape[rows] - kh) // strides[0] + 1
+  wo = (x.shape[rows + 1] - kw) // strides[1] + 1
+  lead = (slice(None),) * rows
+  return [x[lead + (slice(i, i + strides[0] * (ho - 1) + 1, strides[0]),
+                    slice(j, j + strides[1] * (wo - 1) + 1, strides[1]))]
+          for i in range(kh) for j in range(kw)]
+
+
 def _patches(x: jax.Array, kh: int, kw: int, strides: tuple[int, int],
              padding: tuple[tuple[int, int], tuple[int, int]]) -> jax.Array:
   """[B, Ho, Wo, kh * kw * C]: every output pixel's receptive field, taps major."""
-  x = jnp.pad(x, ((0, 0), padding[0], padding[1], (0, 0)))
-  ho = (x.shape[1] - kh) // strides[0] + 1
-  wo = (x.shape[2] - kw) // strides[1] + 1
-  return jnp.concatenate(
-      [x[:, i:i + strides[0] * (ho - 1) + 1:strides[0], j:j + strides[1] * (wo - 1) + 1:strides[1]]
-       for i in range(kh) for j in range(kw)], axis=-1)
+  return jnp.concatenate(_taps(x, kh, kw, strides, padding, rows=1), axis=-1)
 
 
 def _im2col_conv(x: jax.Array, kernel: jax.Array, strides: tuple[int, int],
@@ -89,6 +100,11 @@ BF16_MIN_FEATURES = 64
 
 def bf16_matmuls_on_cpu(dtype: Dtype) -> bool:
   return jax.default_backend() == "cpu" and jnp.dtype(dtype) == jnp.bfloat16
+
+
+def between_matmuls(dtype: Dtype) -> Dtype:
+  """The dtype of activations, batch norm and skips for compute `dtype` (float32 for CPU bfloat16)."""
+  return jnp.float32 if bf16_matmuls_on_cpu(dtype) else dtype
 
 
 def _dot_bf16(a: jax.Array, b: jax.Array, contract: tuple[int, int]) -> jax.Array:
@@ -147,21 +163,8 @@ def _forward_conv(bits: jax.Array, kernel: jax.Array, strides: tuple[int, int],
 def _transposed_patches(x: jax.Array, kh: int, kw: int, strides: tuple[int, int],
                         padding: tuple[tuple[int, int], tuple[int, int]]) -> jax.Array:
   """`_patches(...)` as a [kh * kw * C, B * Ho * Wo] matrix, laid out that way in memory."""
-  xt = jnp.pad(jnp.transpose(x, (3, 0, 1, 2)), ((0, 0), (0, 0), padding[0], padding[1]))
-  ho = (xt.shape[2] - kh) // strides[0] + 1
-  wo = (xt.shape[3] - kw) // strides[1] + 1
-  p = jnp.concatenate(
-      [xt[:, :, i:i + strides[0] * (ho - 1) + 1:strides[0], j:j + strides[1] * (wo - 1) + 1:strides[1]]
-       for i in range(kh) for j in range(kw)], axis=0)
+  p = jnp.concatenate(_taps(jnp.transpose(x, (3, 0, 1, 2)), kh, kw, strides, padding, rows=2), axis=0)
   return p.reshape(p.shape[0], -1)
-
-
-def _few_rows(x: jax.Array, kernel: jax.Array, strides: tuple[int, int],
-              padding: tuple[tuple[int, int], tuple[int, int]]) -> bool:
-  kh, kw, cin, _ = kernel.shape
-  ho = (x.shape[1] + sum(padding[0]) - kh) // strides[0] + 1
-  wo = (x.shape[2] + sum(padding[1]) - kw) // strides[1] + 1
-  return x.shape[0] * ho * wo < kh * kw * cin
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
@@ -213,22 +216,22 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, r
   plain = (jax.default_backend() == "cpu" and not isinstance(padding, str)
            and all(d in (None, 1) for d in tuple(lhs_dilation or ()) + tuple(rhs_dilation or ()))
            and feature_group_count == 1 and dimension_numbers in (None, _NHWC, ("NHWC", "HWIO", "NHWC")))
-  if plain and precision == "bfloat16" and rhs.shape[-1] >= BF16_MIN_FEATURES:
-    strides, padding = tuple(window_strides), tuple(map(tuple, padding))
-    if _few_rows(lhs, rhs, strides, padding):
-      # Fewer patch rows than kernel entries per output channel: the kernel is the big
-      # operand, and the transposed copies `bf16_conv`'s gradients make of it (XLA:CPU copies
-      # at ~0.5 GB/s) would cost more than autodiff's slower matmul layouts.
-      return _patch_matmul(lhs, rhs, strides, padding)
-    return bf16_conv(lhs, rhs, strides, padding)
   if plain:
-    (pt, pb), (pl, pr) = padding
-    ho = (lhs.shape[1] + pt + pb - rhs.shape[0]) // window_strides[0] + 1
-    wo = (lhs.shape[2] + pl + pr - rhs.shape[1]) // window_strides[1] + 1
-    strided = (tuple(window_strides) == (2, 2) and rhs.shape[2] >= _IM2COL_MIN_STRIDED_CHANNELS
+    strides, padding = tuple(window_strides), tuple(map(tuple, padding))
+    kh, kw, cin, cout = rhs.shape
+    ho = _out_size(lhs.shape[1], kh, strides[0], padding[0])
+    wo = _out_size(lhs.shape[2], kw, strides[1], padding[1])
+    if precision == "bfloat16" and cout >= BF16_MIN_FEATURES:
+      if lhs.shape[0] * ho * wo < kh * kw * cin:
+        # Fewer patch rows than kernel entries per output channel: the kernel is the big
+        # operand, and the transposed copies `bf16_conv`'s gradients make of it (XLA:CPU
+        # copies at ~0.5 GB/s) would cost more than autodiff's slower matmul layouts.
+        return _patch_matmul(lhs, rhs, strides, padding)
+      return bf16_conv(lhs, rhs, strides, padding)
+    strided = (strides == (2, 2) and cin >= _IM2COL_MIN_STRIDED_CHANNELS
                and ho * wo >= _IM2COL_MIN_STRIDED_PIXELS)
-    if ho * wo <= _IM2COL_MAX_PIXELS or rhs.shape[0] * rhs.shape[1] <= _IM2COL_MAX_TAPS or strided:
-      return _im2col_conv(lhs, rhs, tuple(window_strides), tuple(map(tuple, padding)))
+    if ho * wo <= _IM2COL_MAX_PIXELS or kh * kw <= _IM2COL_MAX_TAPS or strided:
+      return _im2col_conv(lhs, rhs, strides, padding)
   return jax.lax.conv_general_dilated(
       lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation, dimension_numbers,
       feature_group_count, precision=precision, preferred_element_type=preferred_element_type)
@@ -246,7 +249,7 @@ def conv(features: int, kernel: int, stride: int = 1, padding: int | None = None
 def conv_dtype(dtype: Dtype) -> dict[str, Any]:
   """`nn.Conv`'s dtype arguments for compute `dtype`: on CPU bfloat16 is `bf16_conv` (above)."""
   if bf16_matmuls_on_cpu(dtype):
-    return {"dtype": jnp.float32, "precision": "bfloat16"}
+    return {"dtype": between_matmuls(dtype), "precision": "bfloat16"}
   return {"dtype": dtype}
 
 
@@ -306,13 +309,12 @@ def _bf16_upsample(x: jax.Array, kernel: jax.Array) -> jax.Array:
     # The sub-pixel form's one 2x2 conv, as `bf16_conv` (col2im's matmul is 16 * Cout
     # columns wide, a slow shape for AMX).
     return _subpixel_upsample(x, kernel, bf16_conv)
-  # Few pixels, a big kernel: each tap's [Cin, Cout] block is a contiguous slice, so
-  # neither pass copies the kernel into another layout (see `_few_rows`).
+  # Few pixels, a big kernel: the patch matmul's own gradients (see `conv_general_dilated`).
   return _subpixel_upsample(x, kernel, _patch_matmul)
 
 
 _UPSAMPLE = {"subpixel": _subpixel_upsample, "transpose": _transposed_upsample,
-             "col2im": _col2im_upsample, "bf16": _bf16_upsample}
+             "col2im": _col2im_upsample}
 
 
 class UpConv(nn.Module):
@@ -325,8 +327,9 @@ class UpConv(nn.Module):
   `"col2im"` multiplies each input pixel by all 16 taps and adds the overlapping footprints:
   only matmuls and slices, with the transposed conv's exact FLOPs, ~2x faster than
   `"subpixel"` for the pix2pix U-Net on XLA:CPU (docs/performance.md). `"auto"` picks
-  `"col2im"` on CPU and `"subpixel"` elsewhere; with bfloat16 on CPU every impl is the
-  sub-pixel form in `bf16_conv`. All read the same `kernel` [4, 4, Cin, Cout]
+  `"col2im"` on CPU and `"subpixel"` elsewhere; with bfloat16 on CPU, layers of
+  `BF16_MIN_FEATURES`+ outputs take the sub-pixel form in bfloat16 matmuls whatever the impl
+  (`_bf16_upsample`), narrower ones the impl in float32. All read the same `kernel` [4, 4, Cin, Cout]
   (PyTorch layout transposed to HWIO without a flip), so checkpoints load either way.
   """
   features: int
@@ -338,16 +341,15 @@ class UpConv(nn.Module):
   def __call__(self, x: jax.Array) -> jax.Array:
     kernel = self.param("kernel", conv_init, (4, 4, x.shape[-1], self.features), jnp.float32)
     impl = self.impl
-    if impl not in ("subpixel", "transpose", "col2im", "auto"):
-      raise ValueError(f"model.upsample must be one of ['auto', 'col2im', 'subpixel', 'transpose'], got {impl!r}")
-    dtype = self.dtype
-    if bf16_matmuls_on_cpu(dtype):
-      dtype = jnp.float32
-      if self.features >= BF16_MIN_FEATURES:
-        impl = "bf16"
     if impl == "auto":
       impl = "col2im" if jax.default_backend() == "cpu" else "subpixel"
-    y = _UPSAMPLE[impl](x.astype(dtype), kernel.astype(dtype))
+    if impl not in _UPSAMPLE:
+      raise ValueError(f"model.upsample must be one of {sorted(_UPSAMPLE) + ['auto']}, got {impl!r}")
+    upsample = _UPSAMPLE[impl]
+    if bf16_matmuls_on_cpu(self.dtype) and self.features >= BF16_MIN_FEATURES:
+      upsample = _bf16_upsample
+    dtype = between_matmuls(self.dtype)
+    y = upsample(x.astype(dtype), kernel.astype(dtype))
     if self.use_bias:
       y = y + self.param("bias", nn.initializers.zeros, (self.features,), jnp.float32).astype(dtype)
     return y
