@@ -50,24 +50,43 @@ def _out_size(n: int, k: int, stride: int, pad: tuple[int, int]) -> int:
   return (n + sum(pad) - k) // stride + 1
 
 
-def _taps(x: jax.Array, kh: int, kw: int, strides: tuple[int, int],
-          padding: tuple[tuple[int, int], tuple[int, int]], rows: int) -> list[jax.Array]:
-  """The kh * kw strided views of `x` (spatial axes `rows`, `rows + 1`) a conv multiplies."""
+def _phases(x: jax.Array, strides: tuple[int, int],
+            padding: tuple[tuple[int, int], tuple[int, int]], channels_major: bool) -> jax.Array:
+  """NHWC `x` padded and split into its stride phases, phases major: [sh, sw, B, Hs, Ws, C]
+  ([sh, sw, C, B, Hs, Ws] if `channels_major`). Every tap of a strided conv is then a window
+  of contiguous pixels, not every s-th one: one copy of x instead of strided reads per tap
+  (pix2pix 256 px step on AMX 5.9 -> 5.3 s)."""
+  if channels_major:
+    x = jnp.transpose(x, (3, 0, 1, 2))
+  rows = x.ndim - 2 if channels_major else 1
+  (sh, sw), ((pt, pb), (pl, pr)) = strides, padding
+  h, w = x.shape[rows] + pt + pb, x.shape[rows + 1] + pl + pr
+  hs, ws = -(-h // sh), -(-w // sw)
   pads = [(0, 0)] * x.ndim
-  pads[rows], pads[rows + 1] = padding
+  pads[rows], pads[rows + 1] = (pt, pb + hs * sh - h), (pl, pr + ws * sw - w)
   x = jnp.pad(x, pads)
-  ho = (x.shape[rows] - kh) // strides[0] + 1
-  wo = (x.shape[rows + 1] - kw) // strides[1] + 1
-  lead = (slice(None),) * rows
-  return [x[lead + (slice(i, i + strides[0] * (ho - 1) + 1, strides[0]),
-                    slice(j, j + strides[1] * (wo - 1) + 1, strides[1]))]
+  x = x.reshape(x.shape[:rows] + (hs, sh, ws, sw) + x.shape[rows + 2:])
+  x = jnp.transpose(x, (rows + 1, rows + 3) + tuple(range(rows)) + (rows, rows + 2)
+                    + tuple(range(rows + 4, x.ndim)))
+  # Stride 1: the pad fuses into the taps; strided: materialize the phases (once, not per tap).
+  return x if strides == (1, 1) else jax.lax.optimization_barrier(x)
+
+
+def _taps(x: jax.Array, kh: int, kw: int, strides: tuple[int, int],
+          padding: tuple[tuple[int, int], tuple[int, int]], channels_major: bool) -> list[jax.Array]:
+  """The kh * kw windows of NHWC `x` a conv multiplies, [B, Ho, Wo, C] ([C, B, Ho, Wo])."""
+  (sh, sw), ph = strides, _phases(x, strides, padding, channels_major)
+  ho = _out_size(x.shape[1], kh, sh, padding[0])
+  wo = _out_size(x.shape[2], kw, sw, padding[1])
+  rows = (slice(None),) * (2 if channels_major else 1)
+  return [ph[(i % sh, j % sw) + rows + (slice(i // sh, i // sh + ho), slice(j // sw, j // sw + wo))]
           for i in range(kh) for j in range(kw)]
 
 
 def _patches(x: jax.Array, kh: int, kw: int, strides: tuple[int, int],
              padding: tuple[tuple[int, int], tuple[int, int]]) -> jax.Array:
   """[B, Ho, Wo, kh * kw * C]: every output pixel's receptive field, taps major."""
-  return jnp.concatenate(_taps(x, kh, kw, strides, padding, rows=1), axis=-1)
+  return jnp.concatenate(_taps(x, kh, kw, strides, padding, channels_major=False), axis=-1)
 
 
 def _im2col_conv(x: jax.Array, kernel: jax.Array, strides: tuple[int, int],
@@ -163,7 +182,7 @@ def _forward_conv(bits: jax.Array, kernel: jax.Array, strides: tuple[int, int],
 def _transposed_patches(x: jax.Array, kh: int, kw: int, strides: tuple[int, int],
                         padding: tuple[tuple[int, int], tuple[int, int]]) -> jax.Array:
   """`_patches(...)` as a [kh * kw * C, B * Ho * Wo] matrix, laid out that way in memory."""
-  p = jnp.concatenate(_taps(jnp.transpose(x, (3, 0, 1, 2)), kh, kw, strides, padding, rows=2), axis=0)
+  p = jnp.concatenate(_taps(x, kh, kw, strides, padding, channels_major=True), axis=0)
   return p.reshape(p.shape[0], -1)
 
 
