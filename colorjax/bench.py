@@ -36,7 +36,7 @@ from absl import app, flags
 from ml_collections import config_flags
 from PIL import Image
 
-from colorjax import models, train
+from colorjax import host, models, train
 from colorjax.colorize import Colorizer
 from colorjax.data import pipeline, shards, sources
 
@@ -282,6 +282,7 @@ COMMANDS = ("step", "colorize", "pipeline")
 def main(argv: list[str]) -> None:
   if len(argv) != 2 or argv[1] not in COMMANDS:
     raise app.UsageError(f"usage: python -m colorjax.bench {{{'|'.join(COMMANDS)}}} [flags]")
+  host.keep_freed_memory()
   try:
     if argv[1] == "step":
       if FLAGS.config is None:

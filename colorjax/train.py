@@ -37,7 +37,7 @@ from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 from PIL import Image
 
-from colorjax import ab_bins, color, distributed, fid, losses, metrics, models, writers
+from colorjax import ab_bins, color, distributed, fid, host, losses, metrics, models, writers
 from colorjax import config as config_lib
 from colorjax.data import pipeline, sources
 from colorjax.models import pretrained
@@ -603,6 +603,7 @@ def _quiet_orbax(record: logging.LogRecord) -> bool:
 def main(argv: list[str]) -> None:
   del argv
   distributed.initialize()  # before JAX touches a device, so the mesh spans every process
+  host.keep_freed_memory()
   logging.getLogger("absl").addFilter(_quiet_orbax)
   config = flags.FLAGS.config
   workdir = flags.FLAGS.workdir or os.path.join(

@@ -1,0 +1,42 @@
+"""Process-wide settings of the host a CPU run computes on.
+
+XLA:CPU allocates a step's temporary buffers (patch matrices, activations, gradients) afresh
+on every call. glibc serves big allocations with `mmap` and gives them back to the kernel on
+`free`, so every step page-faults its whole working set in again: a fresh 150 MB patch matrix
+was written at ~1.3 GB/s, the same copy into reused memory at ~5 GB/s. Keeping freed memory in
+the heap lets the next step reuse it (pix2pix 256 px step on the AMX VM: 4.99 -> 4.63 s;
+docs/performance.md). PyTorch's CPU guides get the same from jemalloc or tcmalloc.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import logging
+import os
+
+import jax
+
+# mallopt parameters, from glibc's malloc.h.
+_M_TRIM_THRESHOLD, _M_MMAP_MAX, _M_ARENA_MAX = -1, -4, -8
+OPT_OUT = "COLORJAX_KEEP_FREED_MEMORY"
+
+
+def keep_freed_memory() -> bool:
+  """On the CPU backend with glibc, serves big allocations from the heap and keeps freed memory
+  there for the next step; the process's resident memory stays at its peak. True if applied.
+
+  Called by the trainer and the benchmarks before their first computation; `COLORJAX_KEEP_FREED_MEMORY=0`
+  turns it off. The env variables `MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=...` do the same
+  for any process.
+  """
+  if os.environ.get(OPT_OUT, "1") == "0" or jax.default_backend() != "cpu":
+    return False
+  try:
+    mallopt = ctypes.CDLL(ctypes.util.find_library("c")).mallopt
+  except (OSError, AttributeError, TypeError):  # no glibc (musl, macOS): its malloc is left alone
+    return False
+  applied = all(mallopt(param, value) == 1 for param, value in (
+      (_M_MMAP_MAX, 0), (_M_TRIM_THRESHOLD, 2**31 - 1), (_M_ARENA_MAX, 1)))
+  logging.info("malloc keeps freed memory for the next step: %s", "yes" if applied else "refused")
+  return applied
