@@ -62,7 +62,7 @@ def test_subpixel_and_transpose_give_equal_gradients():
 
 @pytest.mark.parametrize("shape,kernel,stride,pad", [
     ((2, 2, 2, 16), 3, 1, 1), ((2, 4, 4, 8), 4, 2, 1), ((2, 3, 5, 8), 4, 1, 1), ((2, 6, 6, 4), 1, 2, 0),
-    ((2, 9, 7, 4), 2, 1, 0)])
+    ((2, 9, 7, 4), 2, 1, 0), ((2, 10, 9, 3), 4, 3, 1), ((2, 9, 7, 2), 3, 2, 2)])
 def test_im2col_convolution_equals_lax(shape, kernel, stride, pad):
   rng = np.random.default_rng(3)
   x = jnp.asarray(rng.normal(size=shape), jnp.float32)
@@ -107,7 +107,7 @@ def _bf16_exact(rng, shape):
 @pytest.mark.parametrize("shape,kernel,stride,pad", [
     ((2, 8, 8, 3), 4, 2, 1), ((2, 9, 7, 3), 4, 1, 1), ((2, 8, 6, 4), 2, 1, 1), ((2, 9, 9, 3), 3, 2, 1),
     ((2, 7, 8, 3), 1, 2, 0), ((2, 8, 8, 1), 7, 2, 3), ((2, 7, 7, 3), 4, 2, 1), ((2, 2, 2, 16), 4, 2, 1),
-    ((1, 3, 3, 32), 3, 1, 1)])
+    ((1, 3, 3, 32), 3, 1, 1), ((2, 10, 9, 3), 4, 3, 1)])
 def test_bfloat16_convolution_equals_lax_on_bfloat16_operands(shape, kernel, stride, pad):
   """`precision="bfloat16"` on CPU rounds operands (and the output gradient) to bfloat16 and
   accumulates in float32: on values bfloat16 holds exactly it is lax's float32 convolution."""
