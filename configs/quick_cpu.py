@@ -16,8 +16,8 @@ same run: no colour 22.85 / 0.9419 / 0.1, real photos 40.1; the PyTorch pix2pix 
 0.9449 / 11.1 after 15 min of L1 and 20.16 / 0.8853 / 43.0 after 15 more minutes of GAN. Not
 better than both: issue 8's goal is not reached. `--prior_correction 0 --temperature 0.38`
 gives the old, bolder and blotchier decode. On a CPU with AMX (2026-11-30, Intel Xeon, 2
-cores) `dtype="auto"` trains it in bfloat16: 20 min 44 s, 23.41 / 0.9430 / 19.4 on the same
-held-out photos (docs/results.md).
+cores) `dtype="auto"` trains it in bfloat16: 15 min 30 s (since the stride-phase patches),
+23.41 / 0.9430 / 19.4 on the same held-out photos (docs/results.md).
 """
 
 from colorjax.config import ab_class_recipe, apply_variant, default_config, shared_photos
