@@ -72,16 +72,7 @@ def _environment() -> dict[str, Any]:
           "cpu_count": os.cpu_count(), "jax": jax.__version__, "flax": flax.__version__,
           "backend": jax.default_backend(), "device_kind": device.device_kind,
           "device_count": jax.device_count(), "process_count": jax.process_count(),
-          "cpu_model": _cpu_model(), "cpu_amx_bf16": models.cpu_has_amx_bf16()}
-
-
-def _cpu_model() -> str:
-  """The host CPU's name: runs on different days can land on different CPUs."""
-  try:
-    with open("/proc/cpuinfo") as f:
-      return next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "")
-  except OSError:
-    return platform.processor()
+          "cpu_model": host.cpu_model(), "cpu_amx_bf16": host.cpu_has_amx_bf16()}
 
 
 def timings(fn: Callable[[], Any], steps: int, warmup: int) -> list[float]:

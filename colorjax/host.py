@@ -1,4 +1,4 @@
-"""Process-wide settings of the host a CPU run computes on.
+"""The host a CPU run computes on: what its CPU is, and process-wide malloc settings.
 
 XLA:CPU allocates a step's temporary buffers (patch matrices, activations, gradients) afresh
 on every call. glibc serves big allocations with `mmap` and gives them back to the kernel on
@@ -12,10 +12,33 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import logging
 import os
+import platform
 
 import jax
+
+@functools.cache
+def _cpuinfo() -> dict[str, str]:
+  """The first processor's fields of Linux's /proc/cpuinfo (empty elsewhere)."""
+  try:
+    with open("/proc/cpuinfo") as f:
+      lines = f.read().split("\n\n", 1)[0].splitlines()
+  except OSError:
+    return {}
+  return {k.strip(): v.strip() for k, _, v in (line.partition(":") for line in lines)}
+
+
+def cpu_model() -> str:
+  """The CPU's name: runs on different days can land on different CPUs."""
+  return _cpuinfo().get("model name") or platform.processor()
+
+
+def cpu_has_amx_bf16() -> bool:
+  """Whether this CPU multiplies bfloat16 matrices in AMX tiles (Linux's `amx_bf16` flag)."""
+  return "amx_bf16" in _cpuinfo().get("flags", "").split()
+
 
 # mallopt parameters, from glibc's malloc.h.
 _M_TRIM_THRESHOLD, _M_MMAP_MAX, _M_ARENA_MAX = -1, -4, -8

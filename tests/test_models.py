@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from colorjax import config as config_lib
-from colorjax import models, train
+from colorjax import host, models, train
 from colorjax.models import layers
 from colorjax.models.pix2pix import PatchGAN, UNetGenerator
 
@@ -149,7 +149,7 @@ def test_auto_dtype_is_bfloat16_on_cpus_with_amx_only(monkeypatch):
   config = config_lib.default_config()
   config.dtype = "auto"
   for amx, want in ((True, jnp.bfloat16), (False, jnp.float32)):
-    monkeypatch.setattr(models, "cpu_has_amx_bf16", lambda amx=amx: amx)
+    monkeypatch.setattr(host, "cpu_has_amx_bf16", lambda amx=amx: amx)
     assert models.compute_dtype(config) == want
   config.dtype = "float32"
   assert models.compute_dtype(config) == jnp.float32

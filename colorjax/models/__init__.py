@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import math
 
 import flax.linen as nn
@@ -11,6 +10,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from colorjax import host
 from colorjax.models.pix2pix import PatchGAN, UNetGenerator
 from colorjax.models.regressors import EncoderDecoder, ResNetColorizer
 from colorjax.models.resnet_unet import ResNetUNet
@@ -18,22 +18,12 @@ from colorjax.models.resnet_unet import ResNetUNet
 GENERATORS = ("resnet_unet", "pix2pix_unet", "resnet_colorizer", "encdec_small")
 
 
-@functools.cache
-def cpu_has_amx_bf16() -> bool:
-  """Whether this CPU multiplies bfloat16 matrices in AMX tiles (Linux's `amx_bf16` flag)."""
-  try:
-    with open("/proc/cpuinfo") as f:
-      return any(line.startswith("flags") and " amx_bf16" in line for line in f)
-  except OSError:
-    return False
-
-
 def compute_dtype(config: ml_collections.ConfigDict) -> jnp.dtype:
   """`config.dtype`; "auto" is bfloat16 on TPU/GPU and on CPUs with AMX, float32 on other
   CPUs, where bfloat16 convolutions were measured slower than float32 (docs/performance.md)."""
   name = config.get("dtype", "float32")
   if name == "auto":
-    fast = jax.default_backend() != "cpu" or cpu_has_amx_bf16()
+    fast = jax.default_backend() != "cpu" or host.cpu_has_amx_bf16()
     return jnp.dtype(jnp.bfloat16 if fast else jnp.float32)
   return jnp.dtype(name)
 
