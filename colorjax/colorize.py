@@ -5,7 +5,10 @@
 The model predicts ab at the render size (short side `--render-size`, default the training
 `image_size`, rounded to the network's stride: larger sees more detail, smaller gives surer
 colour, as DeOldify's render_factor); ab is upsampled to the photo's full resolution and
-recombined with the photo's own full-resolution L, so no detail is lost. The full-resolution
+recombined with the photo's own full-resolution L, so no detail is lost. Above the training
+size the coarse colour still comes from a render at the training size (`anchor_colour`): a
+model sees textures at the scale it was trained on only there, and its colour drifts with the
+render size otherwise (docs/results.md). The full-resolution
 work runs in bands of rows, so a 50-MP photo needs a few hundred MB, not tens of GB.
 Python API: `colorjax.Colorizer.from_workdir("runs/demo")(rgb_or_gray_array) -> uint8 RGB`.
 """
@@ -62,6 +65,8 @@ def _restore(directory: str, abstract: train.TrainState, checkpoint: str) -> tup
 
 
 CHECKPOINT_HELP = "'latest', 'best' or a step number (default: the run's config.colorize_checkpoint)"
+COLOUR_AT_RENDER_SIZE_HELP = ("above the training size, take the coarse colour from the render "
+                               "too (default: from the training size, so it does not drift with --render-size)")
 PRIOR_CORRECTION_HELP = ("ab-class models trained with rebalanced classes: 0 keeps the loss's bias to "
                          "rare colours, 1 divides it out (default -1: the run's model.prior_correction)")
 
@@ -76,15 +81,19 @@ class Colorizer:
 
   def __init__(self, config: ml_collections.ConfigDict, params, batch_stats,
                render_size: int | None = None, batch_size: int = 8, *,
+               colour_at_render_size: bool = False,
                checkpoint: str = "", step: int | None = None, class_weights: np.ndarray | None = None):
     """`checkpoint` ("latest", "best" or a step) and `step` say where the weights came from;
-    `class_weights` are the run's loss weights (for `model.prior_correction`)."""
+    `class_weights` are the run's loss weights (for `model.prior_correction`).
+    `colour_at_render_size` takes the coarse colour from the render size too (see
+    `anchor_colour`; by default it comes from the training size)."""
     self.config = config
     self.checkpoint, self.step = checkpoint, step
     self.generator = models.build_generator(config, class_weights)
     self.variables = {"params": params, "batch_stats": batch_stats}
     self.render_size = render_size or config.image_size
     self.batch_size = batch_size
+    self.anchored = not colour_at_render_size and self.render_size > config.image_size
     self.stride = _stride(config)
     self._predict = jax.jit(functools.partial(train.predict_ab, self.generator))
 
@@ -92,7 +101,8 @@ class Colorizer:
   def from_workdir(cls, workdir: str, checkpoint: str = "",
                    render_size: int | None = None, batch_size: int = 8,
                    temperature: float | None = None,
-                   prior_correction: float | None = None) -> "Colorizer":
+                   prior_correction: float | None = None,
+                   colour_at_render_size: bool = False) -> "Colorizer":
     """Loads `workdir/config.json` and checkpoint `latest`, `best` or a step number.
 
     "" takes the run's `config.colorize_checkpoint`: a run can name its held-out best as its
@@ -134,15 +144,17 @@ class Colorizer:
     logging.info("loaded %s %s (step %d)", workdir, checkpoint, step)
     corrected = config.model.num_classes and config.model.get("prior_correction", 0.0)
     return cls(config, train.inference_params(state), state.g_stats, render_size, batch_size,
-               checkpoint=checkpoint, step=step,
+               colour_at_render_size=colour_at_render_size, checkpoint=checkpoint, step=step,
                class_weights=train.read_class_weights(config, workdir) if corrected else None)
 
-  def render_shape(self, height: int, width: int) -> tuple[int, int]:
-    """The network's input size: short side ~render_size, aspect kept, multiples of the stride.
+  def render_shape(self, height: int, width: int, size: int | None = None) -> tuple[int, int]:
+    """The network's input size: short side ~`size` (default the render size), aspect kept,
+    multiples of the stride.
 
-    The long side is capped at 4x the render size so a panorama strip cannot exhaust memory.
+    The long side is capped at 4x that size so a panorama strip cannot exhaust memory.
     """
-    scale = min(self.render_size / min(height, width), 4 * self.render_size / max(height, width))
+    size = size or self.render_size
+    scale = min(size / min(height, width), 4 * size / max(height, width))
     snap = lambda x: max(self.stride, int(round(x * scale / self.stride)) * self.stride)
     return snap(height), snap(width)
 
@@ -172,16 +184,27 @@ class Colorizer:
   def colorize_batch(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
     """Several photos, one device call per render shape; each comes back as `__call__` gives it."""
     lights = [self.lightness(image) for image in images]
-    smalls = [_resize(l, self.render_shape(*l.shape)) for l in lights]
-    results: list = [None] * len(images)
+    abs_ = self._predict_each(lights, self.render_size)
+    if self.anchored:
+      abs_ = [anchor_colour(ab, coarse)
+              for ab, coarse in zip(abs_, self._predict_each(lights, self.config.image_size))]
+    results = []
+    for image, light, ab in zip(images, lights, abs_):
+      rgb, alpha = recombine(light, ab), _alpha(image)
+      results.append(rgb if alpha is None else np.dstack([rgb, alpha]))
+    return results
+
+  def _predict_each(self, lights: Sequence[np.ndarray], size: int) -> list[np.ndarray]:
+    """Full-resolution L planes -> each one's ab at its render shape for short side `size`."""
+    smalls = [_resize(l, self.render_shape(*l.shape, size)) for l in lights]
+    out: list = [None] * len(smalls)
     for shape in {s.shape for s in smalls}:
       idx = [i for i, s in enumerate(smalls) if s.shape == shape]
       for start in range(0, len(idx), self.batch_size):
         chunk = idx[start:start + self.batch_size]
         for i, ab in zip(chunk, self.predict(np.stack([smalls[i] for i in chunk]))):
-          rgb, alpha = recombine(lights[i], ab), _alpha(images[i])
-          results[i] = rgb if alpha is None else np.dstack([rgb, alpha])
-    return results
+          out[i] = ab
+    return out
 
   def __call__(self, image: np.ndarray) -> np.ndarray:
     """uint8 RGB [H, W, 3] or gray [H, W] -> colorized uint8 RGB [H, W, 3] (same size).
@@ -211,6 +234,22 @@ def _bands(h: int, w: int) -> Iterator[tuple[int, int]]:
 def _resize(x: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
   """float32 [H, W] -> [h, w], bicubic (antialiased when shrinking)."""
   return np.asarray(Image.fromarray(x).resize(shape[::-1], Image.BICUBIC))
+
+
+def _resize_ab(ab: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+  return np.stack([_resize(np.ascontiguousarray(ab[..., c], np.float32), shape) for c in range(2)], -1)
+
+
+def anchor_colour(ab: np.ndarray, coarse: np.ndarray) -> np.ndarray:
+  """ab [h, w, 2] at the render size with its coarse band replaced by `coarse`'s [h', w', 2].
+
+  One step of a Laplacian pyramid: ab - up(down(ab)) + up(coarse), with `coarse` predicted at
+  the training size. The render keeps the detail only it sees (sharper colour edges); the
+  colour of regions comes from the scale the model was trained at, so it stays the same at
+  any render size. Where the two renders agree on the coarse band, `ab` is returned as it is.
+  """
+  down = _resize_ab(ab, coarse.shape[:2])
+  return np.clip(ab + _resize_ab(coarse - down, ab.shape[:2]), -1.0, 1.0)
 
 
 def recombine(l_norm: np.ndarray, ab: np.ndarray) -> np.ndarray:
@@ -413,7 +452,7 @@ def main(argv: list[str]) -> None:
   try:
     colorizer = Colorizer.from_workdir(FLAGS.workdir, FLAGS.checkpoint, FLAGS.render_size or None,
                                        FLAGS.batch_size, FLAGS.temperature or None,
-                                       prior_correction_flag())
+                                       prior_correction_flag(), FLAGS.colour_at_render_size)
   except (FileNotFoundError, ValueError) as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(1)
@@ -431,6 +470,7 @@ if __name__ == "__main__":
   flags.DEFINE_string("checkpoint", "", CHECKPOINT_HELP)
   flags.DEFINE_integer("render_size", 0, "Short side the model sees (default: the training image_size); "
                        "larger keeps more detail, smaller gives surer colour")
+  flags.DEFINE_boolean("colour_at_render_size", False, COLOUR_AT_RENDER_SIZE_HELP)
   flags.DEFINE_integer("batch_size", 8, "Photos of the same render shape colorized in one device call")
   flags.DEFINE_float("temperature", 0, "ab-class models: annealed-mean temperature (0: the trained "
                      "config's); lower is bolder, 1 is the safe mean")

@@ -39,7 +39,8 @@ from absl import app, flags
 from PIL import Image, ImageOps
 
 from colorjax import ab_bins, color, fid, train
-from colorjax.colorize import CHECKPOINT_HELP, PRIOR_CORRECTION_HELP, Colorizer, parse_flags, prior_correction_flag
+from colorjax.colorize import (CHECKPOINT_HELP, COLOUR_AT_RENDER_SIZE_HELP, PRIOR_CORRECTION_HELP, Colorizer,
+                               parse_flags, prior_correction_flag)
 from colorjax.data import pipeline, shards, sources
 from colorjax.data.images import BadImageError, GrayscaleError
 
@@ -262,11 +263,13 @@ def main(argv: list[str]) -> None:
     else:
       system = Colorizer.from_workdir(FLAGS.workdir, FLAGS.checkpoint, FLAGS.render_size or None,
                                       temperature=FLAGS.temperature or None,
-                                      prior_correction=prior_correction_flag())
+                                      prior_correction=prior_correction_flag(),
+                                      colour_at_render_size=FLAGS.colour_at_render_size)
       eval_fraction, step = system.config.data.eval_fraction, system.step
-      label, how = f"model (step {step})", f"colorized at render size {system.render_size}"
+      anchored = f" (coarse colour at {system.config.image_size})" if system.anchored else ""
+      label, how = f"model (step {step})", f"colorized at render size {system.render_size}{anchored}"
       meta = {"workdir": FLAGS.workdir, "checkpoint": system.checkpoint, "step": step,
-              "render_size": system.render_size, "model": system.config.model.to_dict()}
+              "render_size": system.render_size, "colour_anchored": system.anchored, "model": system.config.model.to_dict()}
     data = sources.resolve(FLAGS.data, FLAGS.split, eval_fraction)
     features = fid.InceptionFeatures.from_file(FLAGS.fid_weights) if FLAGS.fid_weights else None
     evaluation = evaluate(system, data, FLAGS.image_size, FLAGS.batch_size, features)
@@ -299,6 +302,7 @@ if __name__ == "__main__":
   flags.DEFINE_integer("image_size", 256, "Short side resize and center crop (the seeds' protocol: 256)")
   flags.DEFINE_integer("render_size", 0, "Short side the model sees, as colorize's --render-size "
                        "(default: the training image_size)")
+  flags.DEFINE_boolean("colour_at_render_size", False, COLOUR_AT_RENDER_SIZE_HELP)
   flags.DEFINE_integer("batch_size", 16, "Crops per device call")
   flags.DEFINE_float("temperature", 0, "ab-class models: annealed-mean temperature (0: the trained config's)")
   flags.DEFINE_float("prior_correction", -1, PRIOR_CORRECTION_HELP)

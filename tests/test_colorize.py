@@ -1,5 +1,6 @@
 """Colorizer and the colorize command line on a tiny checkpoint trained here."""
 
+import functools
 import json
 import os
 import subprocess
@@ -13,7 +14,7 @@ from skimage import color as skcolor
 from colorjax import ab_bins
 from colorjax import config as config_lib
 from colorjax import train
-from colorjax.colorize import Colorizer
+from colorjax.colorize import Colorizer, _resize_ab, anchor_colour
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -178,3 +179,43 @@ def test_cli_out_is_input_folder_never_overwrites(workdir, tmp_path, as_file):
   else:
     assert "inside --out" in errors[0] and "choose another --out" in errors[0], r.stderr
   assert _snapshot(src) == before
+
+
+def test_anchor_colour_keeps_the_renders_detail_and_the_coarse_colour():
+  rng = np.random.default_rng(0)
+  fine = rng.uniform(-0.5, 0.5, (64, 96, 2)).astype(np.float32)
+  # the coarse band agrees: nothing changes
+  np.testing.assert_allclose(anchor_colour(fine, _resize_ab(fine, (16, 24))), fine, atol=1e-5)
+  # flat colour: the coarse one wins; a detail pattern on top of it is kept
+  detail = np.where(np.indices((64, 96, 2)).sum(0) % 2 == 1, 0.1, -0.1).astype(np.float32)
+  out = anchor_colour(0.3 + detail, np.full((16, 24, 2), -0.2, np.float32))
+  np.testing.assert_allclose(out[8:-8, 8:-8], -0.2 + detail[8:-8, 8:-8], atol=2e-3)
+
+
+def _coarse_ab(rgb, block=16):
+  ab = skcolor.rgb2lab(rgb.astype(np.float64) / 255.0)[..., 1:]
+  h, w = (s // block * block for s in ab.shape[:2])
+  return ab[:h, :w].reshape(h // block, block, w // block, block, 2).mean((1, 3))
+
+
+class EdgeColorizer(Colorizer):
+  """The tiny run's Colorizer with colour that depends on scale, as a trained network's does
+  (the fixture's two steps give almost none): a and b from the gradient of L per render pixel."""
+
+  def predict(self, l_small):
+    edges = np.abs(np.gradient(l_small, axis=-1)) + np.abs(np.gradient(l_small, axis=-2))
+    return np.stack([np.clip(8 * edges, 0, 1), -np.clip(4 * edges, 0, 1)], -1)
+
+
+def test_colour_does_not_drift_with_the_render_size(workdir):
+  """Above the training size (32 px) the coarse colour is the training-size render's."""
+  base = Colorizer.from_workdir(workdir)
+  colorizer = functools.partial(EdgeColorizer, base.config, base.variables["params"], base.variables["batch_stats"])
+  photo = colourful(192, 256, seed=3)
+  at_training_size = _coarse_ab(colorizer()(photo))
+  for size in (64, 128):
+    anchored, plain = colorizer(size), colorizer(size, colour_at_render_size=True)
+    assert anchored.anchored and not plain.anchored
+    drift = np.abs(_coarse_ab(anchored(photo)) - at_training_size).mean()
+    plain_drift = np.abs(_coarse_ab(plain(photo)) - at_training_size).mean()
+    assert drift < 1 and plain_drift > 5  # Lab units; this colour averages 11.6 in |a|, |b|
