@@ -29,6 +29,7 @@ def default_config() -> ml_collections.ConfigDict:
   c.colorize_checkpoint = "latest"  # what colorize/serve/evaluate load unless told: "latest" or "best"
   c.patience = 0                # evals without a new best before "stopped improving" (0: off)
   c.stop_on_plateau = False     # also stop training then
+  c.max_train_minutes = 0.0     # > 0: this run of the command stops (eval, checkpoint) after that long
   c.dtype = "auto"              # compute dtype ("auto": bfloat16 on TPU/GPU and AMX CPUs, else float32); params stay float32
 
   c.data = ml_collections.ConfigDict()
@@ -83,8 +84,8 @@ def check_run_config(c: ml_collections.ConfigDict) -> None:
                "checkpoint_every", "keep_checkpoints", "eval_max_images"):
     if not isinstance(c[name], int) or c[name] < 1:
       raise ValueError(f"config.{name} must be a positive integer, got {c[name]!r}")
-  if c.pretrain_steps < 0 or c.patience < 0:
-    raise ValueError("config.pretrain_steps and config.patience must not be negative")
+  if c.pretrain_steps < 0 or c.patience < 0 or c.max_train_minutes < 0:
+    raise ValueError("config.pretrain_steps, config.patience and config.max_train_minutes must not be negative")
   if c.best_metric not in BEST_METRICS:
     raise ValueError(f"config.best_metric {c.best_metric!r} is not one of {', '.join(BEST_METRICS)}")
   if c.best_metric == "pixel_accuracy" and not c.model.num_classes:

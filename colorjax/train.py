@@ -242,11 +242,12 @@ class _StopSignal:
     signal.signal(signum, signal.SIG_DFL)  # a second signal kills at once
 
 
-def _agree(flag: bool) -> bool:
-  """True on every process if it is True on any (processes must stop at the same step)."""
+def _agree(*flags: bool) -> tuple[bool, ...]:
+  """Each flag True on every process if it is True on any (processes must stop at the same step)."""
   if jax.process_count() == 1:
-    return flag
-  return bool(np.any(multihost_utils.process_allgather(np.array(flag))))
+    return flags
+  gathered = multihost_utils.process_allgather(np.array(flags))
+  return tuple(bool(x) for x in np.any(gathered.reshape(-1, len(flags)), axis=0))
 
 
 def _sample_grid(rgb: np.ndarray, pred: np.ndarray) -> np.ndarray:
@@ -486,7 +487,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   stop = _StopSignal()
   step = int(state.step)
   window, window_start, window_step = [], time.time(), step
+  deadline = window_start + 60 * config.max_train_minutes if config.max_train_minutes else float("inf")
   summary: dict[str, float] = {}
+  signalled = False
   while step < config.total_steps:
     try:
       batch = next(data_iter)
@@ -509,8 +512,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                    " ".join(f"{k}={v:.4f}" for k, v in sorted(scalars.items())), rate, _format_duration(eta))
       writer.write_scalars(step, {**{f"train/{k}": v for k, v in scalars.items()}, "train/img_per_s": rate})
       window, window_start, window_step = [], time.time(), step
+    signalled = out_of_time = False
+    if not last:
+      signalled, out_of_time = _agree(stop.received is not None, time.time() > deadline)
     plateau = False
-    if step % config.eval_every == 0 or last:
+    if step % config.eval_every == 0 or last or (out_of_time and not signalled):
       summary = _evaluate_and_log(trainer, state, eval_images, writer, workdir, step, features)
       plateau = best.update(state, summary, step)
       r = best.record
@@ -521,16 +527,20 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                      "; stopping (stop_on_plateau)" if config.stop_on_plateau else "")
     if step % config.checkpoint_every == 0 or last:
       _save(mgr, state, data_iter)
-    if not last and (_agree(stop.received is not None) or (plateau and config.stop_on_plateau)):
+    if signalled or out_of_time or (plateau and config.stop_on_plateau and not last):
       _save(mgr, state, data_iter)
-      if stop.received is not None:
+      if signalled:
         logging.info("stopped by signal at step %d; checkpoint saved. Re-run the same command to resume.", step)
+      elif out_of_time:
+        logging.info("max_train_minutes (%g) spent at step %d of %d: checkpoint saved, held-out scores "
+                     "above. Re-run the same command to train on.", config.max_train_minutes, step,
+                     config.total_steps)
       break
   mgr.wait_until_finished()
   writer.flush()
   if not summary and step >= config.total_steps:  # resumed there, without that run's final scores
     summary = _evaluate_and_log(trainer, state, eval_images, writer, workdir, step, features)
-  if is_main and (step >= config.total_steps or stop.received is None):
+  if is_main and (step >= config.total_steps or not signalled):  # a signal leaves no time for a final eval
     final = {"step": step, **summary, "best": best.record}
     with open(final_path + ".tmp", "w") as f:
       json.dump(final, f, indent=2)

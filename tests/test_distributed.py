@@ -12,7 +12,7 @@ from colorjax import distributed
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-# Each process: join the run, train 3 steps on its half of a fixed global batch, then train a
+# Each process: join the run, agree on stop flags, train 3 steps on its half of a fixed global batch, then train a
 # 1-device copy on the whole batch and compare. Batch norm must see the global batch.
 WORKER = textwrap.dedent("""
     import jax, numpy as np
@@ -27,6 +27,7 @@ WORKER = textwrap.dedent("""
     batch = np.stack([np.stack([x, y, 1 - x * y], -1) * (0.4 + 0.15 * i) for i in range(4)])
     batch = (batch * 255).astype(np.uint8)
     me = jax.process_index()
+    assert train._agree(me == 1, False) == (True, False)  # a stop seen by one process stops both
 
     def fit(trainer, local):
       state = trainer.init_state()

@@ -128,11 +128,40 @@ def test_a_rerun_keeps_what_the_run_wrote(photos, tmp_path):
     ({"best_metric": "PSNR"}, "config.best_metric 'PSNR' is not one of psnr, ssim"),
     ({"eval_every": 0}, "config.eval_every"),
     ({"data.eval_fraction": 1.0}, "config.data.eval_fraction must be in \\[0, 1\\)"),
+    ({"max_train_minutes": -1.0}, "config.max_train_minutes must not be negative"),
 ])
 def test_bad_run_settings_are_refused_before_anything_is_written(photos, tmp_path, override, message):
   with pytest.raises(ValueError, match=message):
     train.train_and_evaluate(tiny_config(photos, **override), str(tmp_path / "run"))
   assert not (tmp_path / "run").exists()
+
+
+def test_max_train_minutes_stops_with_scores_and_a_checkpoint_and_a_rerun_trains_on(photos, tmp_path):
+  budget = tiny_config(photos, max_train_minutes=1e-9, eval_every=4, checkpoint_every=4)
+  summary = train.train_and_evaluate(budget, str(tmp_path))
+  assert ocp.CheckpointManager(str(tmp_path / "checkpoints")).all_steps() == [1]
+  final = json.load(open(tmp_path / "final_metrics.json"))
+  assert final["step"] == 1 and final["psnr"] == pytest.approx(summary["psnr"])  # evaluated where it stopped
+  assert final["best"]["step"] == 1
+  train.train_and_evaluate(tiny_config(photos, eval_every=4, checkpoint_every=4), str(tmp_path))
+  assert json.load(open(tmp_path / "final_metrics.json"))["step"] == 6
+
+
+@pytest.mark.parametrize("metric, values, best_step", [("psnr", [20.0, 21.0, 21.0, 20.5], 2),
+                                                       ("mse", [500.0, 450.0, 450.0, 470.0], 2)])
+def test_best_checkpoint_and_patience_survive_a_restart(photos, tmp_path, metric, values, best_step):
+  config = tiny_config(photos, best_metric=metric, patience=2)
+  best = train.BestCheckpoint(str(tmp_path), config)
+  plateaus = [best.update({"w": np.full(3, step, np.float32)}, {metric: v}, step)
+              for step, v in enumerate(values[:3], start=1)]
+  best = train.BestCheckpoint(str(tmp_path), config)  # a resumed run counts on
+  plateaus.append(best.update({"w": np.full(3, 4, np.float32)}, {metric: values[3]}, 4))
+  assert plateaus == [False, False, False, True]  # a tie is no new best
+  assert json.load(open(tmp_path / "best.json")) == {"metric": metric, "value": values[best_step - 1],
+                                                     "step": best_step, "evals_since_best": 2}
+  kept = ocp.CheckpointManager(str(tmp_path / "best"))
+  assert kept.all_steps() == [best_step]
+  np.testing.assert_array_equal(kept.restore(best_step)["w"], np.full(3, best_step))
 
 
 def test_gray_baseline_is_scored_like_scikit_image(photos, tmp_path):
