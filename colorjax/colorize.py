@@ -182,14 +182,15 @@ class Colorizer:
     return np.asarray(ab)[:n]
 
   def colorize_batch(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
-    """Several photos, one device call per render shape; each comes back as `__call__` gives it."""
+    """Several photos, one device call per render shape (and per training-size shape when
+    anchored); each comes back as `__call__` gives it."""
     lights = [self.lightness(image) for image in images]
-    abs_ = self._predict_each(lights, self.render_size)
+    predicted = self._predict_each(lights, self.render_size)
     if self.anchored:
-      abs_ = [anchor_colour(ab, coarse)
-              for ab, coarse in zip(abs_, self._predict_each(lights, self.config.image_size))]
+      predicted = [anchor_colour(ab, coarse)
+                   for ab, coarse in zip(predicted, self._predict_each(lights, self.config.image_size))]
     results = []
-    for image, light, ab in zip(images, lights, abs_):
+    for image, light, ab in zip(images, lights, predicted):
       rgb, alpha = recombine(light, ab), _alpha(image)
       results.append(rgb if alpha is None else np.dstack([rgb, alpha]))
     return results
