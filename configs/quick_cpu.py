@@ -16,8 +16,10 @@ same run: no colour 22.85 / 0.9419 / 0.1, real photos 40.1; the PyTorch pix2pix 
 0.9449 / 11.1 after 15 min of L1 and 20.16 / 0.8853 / 43.0 after 15 more minutes of GAN. Not
 better than both: issue 8's goal is not reached. `--prior_correction 0 --temperature 0.38`
 gives the old, bolder and blotchier decode. On a CPU with AMX (2026-11-30, Intel Xeon, 2
-cores) `dtype="auto"` trains it in bfloat16: 15 min 30 s (since the stride-phase patches),
-23.41 / 0.9430 / 19.4 on the same held-out photos (docs/results.md). `max_train_minutes` 29
+cores) `dtype="auto"` trains it in bfloat16: 15 min 30 s to 16 min 35 s (since the
+stride-phase patches), 23.41 / 0.9430 / 19.4 on the same held-out photos; the PyTorch recipe in
+the same run: 23.68 / 0.9403 / 13.4 after L1, 20.66 / 0.9110 / 41.5 after the GAN phase
+(docs/results.md). `max_train_minutes` 29
 keeps the 30-minute budget on a slower CPU: there the run stops early, with its held-out
 scores and a checkpoint, before the learning rate has fully decayed (re-run to finish it).
 """
