@@ -203,12 +203,14 @@ def bench_step(config: ml_collections.ConfigDict, phase: str = "gan", steps: int
           "mfu": round(achieved / peak, 4) if peak else None, **profile}
 
 
-def bench_colorize(workdir: str, repeats: int = 10) -> dict[str, Any]:
-  """Milliseconds per photo for a 256 px photo and a 12-MP (4000x3000) one, after a warm-up."""
-  colorizer = Colorizer.from_workdir(workdir)
+def bench_colorize(workdir: str, repeats: int = 10, render_size: int | None = None) -> dict[str, Any]:
+  """Milliseconds per photo for a 256 px photo and a 12-MP (4000x3000) one, after a warm-up
+  (at `render_size`, default the training size; above it the colour is anchored, as colorize's)."""
+  colorizer = Colorizer.from_workdir(workdir, render_size=render_size)
   photo = Image.open(PHOTO).convert("RGB")
   result = {"bench": "colorize", **_environment(), "workdir": workdir,
-            "generator": colorizer.config.model.generator, "render_size": colorizer.render_size}
+            "generator": colorizer.config.model.generator, "render_size": colorizer.render_size,
+            "colour_anchored": colorizer.anchored}
   for name, size, n in (("256px", (256, 256), repeats), ("12mp", (4000, 3000), max(2, repeats // 3))):
     image = np.asarray(photo.resize(size, Image.BICUBIC))
     times = timings(lambda: colorizer(image), n, 1)
@@ -283,7 +285,7 @@ def main(argv: list[str]) -> None:
     elif argv[1] == "colorize":
       if not FLAGS.workdir:
         raise app.UsageError("bench colorize needs --workdir (a trained run)")
-      result = bench_colorize(FLAGS.workdir, FLAGS.steps)
+      result = bench_colorize(FLAGS.workdir, FLAGS.steps, FLAGS.render_size or None)
     else:
       if not FLAGS.data:
         raise app.UsageError("bench pipeline needs --data, e.g. folder:../shared/data/ade20k")
@@ -301,6 +303,7 @@ if __name__ == "__main__":
   flags.DEFINE_integer("warmup", 2, "step: untimed steps after compiling")
   flags.DEFINE_integer("profile", 0, "step: also trace this many steps and report the time per XLA op")
   flags.DEFINE_string("workdir", "", "colorize: a training workdir")
+  flags.DEFINE_integer("render_size", 0, "colorize: short side the model sees (default: the training size)")
   flags.DEFINE_string("data", "", "pipeline: data source, e.g. folder:PATH")
   flags.DEFINE_integer("image_size", 256, "pipeline: crop size")
   flags.DEFINE_alias("image-size", "image_size")
