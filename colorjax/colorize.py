@@ -186,9 +186,11 @@ class Colorizer:
     anchored); each comes back as `__call__` gives it."""
     lights = [self.lightness(image) for image in images]
     predicted = self._predict_each(lights, self.render_size)
-    if self.anchored:
-      predicted = [anchor_colour(ab, coarse)
-                   for ab, coarse in zip(predicted, self._predict_each(lights, self.config.image_size))]
+    if self.anchored:  # photos whose two renders snap to the same shape need no second one
+      wider = [i for i, l in enumerate(lights)
+               if self.render_shape(*l.shape) != self.render_shape(*l.shape, self.config.image_size)]
+      for i, coarse in zip(wider, self._predict_each([lights[i] for i in wider], self.config.image_size)):
+        predicted[i] = anchor_colour(predicted[i], coarse)
     results = []
     for image, light, ab in zip(images, lights, predicted):
       rgb, alpha = recombine(light, ab), _alpha(image)

@@ -31,7 +31,8 @@ from absl import app, flags
 from PIL import Image
 
 from colorjax import color
-from colorjax.colorize import CHECKPOINT_HELP, Colorizer, TooManyPixelsError, parse_flags, read_image
+from colorjax.colorize import (CHECKPOINT_HELP, COLOUR_AT_RENDER_SIZE_HELP, Colorizer, TooManyPixelsError,
+                               parse_flags, read_image)
 from colorjax.data.images import BadImageError
 
 PREVIEW_SIZE = 768                 # long side of the inline previews
@@ -229,7 +230,8 @@ def main(argv: list[str]) -> None:
   if not 0 <= FLAGS.port <= 65535:
     raise app.UsageError(f"--port {FLAGS.port} is not a port number (0-65535; 0: any free port)")
   try:
-    colorizer = Colorizer.from_workdir(FLAGS.workdir, FLAGS.checkpoint, FLAGS.render_size or None)
+    colorizer = Colorizer.from_workdir(FLAGS.workdir, FLAGS.checkpoint, FLAGS.render_size or None,
+                                       colour_at_render_size=FLAGS.colour_at_render_size)
     server = ColorizeServer((FLAGS.host, FLAGS.port), colorizer, int(FLAGS.max_upload_mb * 1e6), FLAGS.max_pixels)
   except (FileNotFoundError, ValueError) as e:
     sys.exit(f"error: {e}")
@@ -253,6 +255,7 @@ if __name__ == "__main__":
   flags.DEFINE_string("workdir", None, "Training workdir with config.json and checkpoints/")
   flags.DEFINE_string("checkpoint", "", CHECKPOINT_HELP)
   flags.DEFINE_integer("render_size", 0, "Short side the model sees (default: the training image_size)")
+  flags.DEFINE_boolean("colour_at_render_size", False, COLOUR_AT_RENDER_SIZE_HELP)
   flags.DEFINE_string("host", "127.0.0.1", "Address to listen on (0.0.0.0: every interface)")
   flags.DEFINE_integer("port", 8000, "Port to listen on (0: any free port)")
   flags.DEFINE_float("max_upload_mb", 50.0, "Largest upload accepted, in MB")

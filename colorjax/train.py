@@ -370,13 +370,17 @@ class BestCheckpoint:
                         "is replaced at the next eval", ", ".join(sorted(set(changed) & set(EVAL_FIELDS))) or
                         "best_metric", old.get("metric"), old["value"], old.get("step"))
 
-  def update(self, state: TrainState, summary: dict[str, float], step: int) -> bool:
-    """Records an eval; saves `state` if it is the best so far. True once patience ran out."""
+  def update(self, state: TrainState, summary: dict[str, float], step: int, scheduled: bool = True) -> bool:
+    """Records an eval; saves `state` if it is the best so far. True once patience ran out.
+
+    An eval off the `eval_every` schedule (where `max_train_minutes` stopped a run) can be the
+    best but does not count towards patience.
+    """
     value, best = summary[self.metric], self.record["value"]
     if best is None or (value < best if self.metric in LOWER_IS_BETTER else value > best):
       self.mgr.save(step, args=ocp.args.StandardSave(state), force=True)
       self.record.update(value=value, step=step, evals_since_best=0)
-    else:
+    elif scheduled:
       self.record["evals_since_best"] += 1
     if jax.process_index() == 0:
       tmp = self.path + ".tmp"
@@ -481,7 +485,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     logging.info("%s is already trained to step %d (total_steps %d): nothing to do; its scores are in %s",
                  workdir, int(state.step), config.total_steps, final_path)
     with open(final_path) as f:
-      return {k: v for k, v in json.load(f).items() if k not in ("step", "best")}
+      return {k: v for k, v in json.load(f).items() if k not in ("step", "complete", "best")}
 
   features = fid.InceptionFeatures.from_file(config.fid_weights) if config.fid_weights else None
   stop = _StopSignal()
@@ -512,11 +516,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                    " ".join(f"{k}={v:.4f}" for k, v in sorted(scalars.items())), rate, _format_duration(eta))
       writer.write_scalars(step, {**{f"train/{k}": v for k, v in scalars.items()}, "train/img_per_s": rate})
       window, window_start, window_step = [], time.time(), step
-    signalled = out_of_time = False
-    if not last:
-      signalled, out_of_time = _agree(stop.received is not None, time.time() > deadline)
     plateau = False
-    if step % config.eval_every == 0 or last or (out_of_time and not signalled):
+    scheduled = step % config.eval_every == 0 or last
+    if scheduled:
       summary = _evaluate_and_log(trainer, state, eval_images, writer, workdir, step, features)
       plateau = best.update(state, summary, step)
       r = best.record
@@ -527,6 +529,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                      "; stopping (stop_on_plateau)" if config.stop_on_plateau else "")
     if step % config.checkpoint_every == 0 or last:
       _save(mgr, state, data_iter)
+    signalled = out_of_time = False
+    if not last:
+      signalled, out_of_time = _agree(stop.received is not None, time.time() > deadline)
+    if out_of_time and not signalled and not scheduled:  # the scores of where it stopped
+      summary = _evaluate_and_log(trainer, state, eval_images, writer, workdir, step, features)
+      best.update(state, summary, step, scheduled=False)
     if signalled or out_of_time or (plateau and config.stop_on_plateau and not last):
       _save(mgr, state, data_iter)
       if signalled:
@@ -541,7 +549,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   if not summary and step >= config.total_steps:  # resumed there, without that run's final scores
     summary = _evaluate_and_log(trainer, state, eval_images, writer, workdir, step, features)
   if is_main and (step >= config.total_steps or not signalled):  # a signal leaves no time for a final eval
-    final = {"step": step, **summary, "best": best.record}
+    final = {"step": step, "complete": step >= config.total_steps, **summary, "best": best.record}
     with open(final_path + ".tmp", "w") as f:
       json.dump(final, f, indent=2)
     os.replace(final_path + ".tmp", final_path)

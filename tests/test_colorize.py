@@ -182,14 +182,18 @@ def test_cli_out_is_input_folder_never_overwrites(workdir, tmp_path, as_file):
 
 
 def test_anchor_colour_keeps_the_renders_detail_and_the_coarse_colour():
-  rng = np.random.default_rng(0)
-  fine = rng.uniform(-0.5, 0.5, (64, 96, 2)).astype(np.float32)
-  # the coarse band agrees: nothing changes
-  np.testing.assert_allclose(anchor_colour(fine, _resize_ab(fine, (16, 24))), fine, atol=1e-5)
-  # flat colour: the coarse one wins; a detail pattern on top of it is kept
+  y, x = np.mgrid[0:16, 0:24] / 8.0
+  coarse = 0.4 * np.stack([np.sin(x + y), np.cos(x - 2 * y)], -1).astype(np.float32)  # the 16x24 render
+  fy, fx = np.mgrid[0:64, 0:96] / 32.0
   detail = np.where(np.indices((64, 96, 2)).sum(0) % 2 == 1, 0.1, -0.1).astype(np.float32)
-  out = anchor_colour(0.3 + detail, np.full((16, 24, 2), -0.2, np.float32))
-  np.testing.assert_allclose(out[8:-8, 8:-8], -0.2 + detail[8:-8, 8:-8], atol=2e-3)
+  fine = 0.3 * np.stack([np.cos(fx), np.sin(fx - fy)], -1).astype(np.float32) + detail  # the 64x96 render
+  out = anchor_colour(fine, coarse)
+  # seen at the coarse size it is the coarse render's colour; the fine render's detail stays on top
+  np.testing.assert_allclose(_resize_ab(out, (16, 24))[2:-2, 2:-2], coarse[2:-2, 2:-2], atol=0.02)
+  np.testing.assert_allclose((out - _resize_ab(coarse, (64, 96)))[8:-8, 8:-8], detail[8:-8, 8:-8], atol=0.02)
+  # a flat colour is replaced exactly
+  flat = anchor_colour(0.3 + detail, np.full((16, 24, 2), -0.2, np.float32))
+  np.testing.assert_allclose(flat[8:-8, 8:-8], -0.2 + detail[8:-8, 8:-8], atol=2e-3)
 
 
 def _coarse_ab(rgb, block=16):

@@ -138,13 +138,26 @@ def test_bad_run_settings_are_refused_before_anything_is_written(photos, tmp_pat
 
 def test_max_train_minutes_stops_with_scores_and_a_checkpoint_and_a_rerun_trains_on(photos, tmp_path):
   budget = tiny_config(photos, max_train_minutes=1e-9, eval_every=4, checkpoint_every=4)
-  summary = train.train_and_evaluate(budget, str(tmp_path))
-  assert ocp.CheckpointManager(str(tmp_path / "checkpoints")).all_steps() == [1]
-  final = json.load(open(tmp_path / "final_metrics.json"))
-  assert final["step"] == 1 and final["psnr"] == pytest.approx(summary["psnr"])  # evaluated where it stopped
-  assert final["best"]["step"] == 1
+  checkpoints = ocp.CheckpointManager(str(tmp_path / "checkpoints"))
+  for stop in (1, 2):  # each run of the command trains one step past the last one's checkpoint
+    train.train_and_evaluate(budget, str(tmp_path))
+    checkpoints.reload()
+    assert checkpoints.all_steps() == list(range(1, stop + 1))
+    final = json.load(open(tmp_path / "final_metrics.json"))
+    assert (final["step"], final["complete"]) == (stop, False) and np.isfinite(final["psnr"])
+  best = json.load(open(tmp_path / "best.json"))
+  assert best["step"] in (1, 2) and best["evals_since_best"] == 0  # off-schedule evals: no patience spent
   train.train_and_evaluate(tiny_config(photos, eval_every=4, checkpoint_every=4), str(tmp_path))
-  assert json.load(open(tmp_path / "final_metrics.json"))["step"] == 6
+  final = json.load(open(tmp_path / "final_metrics.json"))
+  assert (final["step"], final["complete"]) == (6, True)
+
+
+def test_max_train_minutes_on_the_last_step_finishes_normally(photos, tmp_path):
+  train.train_and_evaluate(tiny_config(photos, total_steps=1, pretrain_steps=1, max_train_minutes=1e-9),
+                           str(tmp_path))
+  final = json.load(open(tmp_path / "final_metrics.json"))
+  assert (final["step"], final["complete"]) == (1, True)
+  assert sorted(os.listdir(tmp_path / "samples")) == ["step_0000001.png"]  # one eval, not two
 
 
 @pytest.mark.parametrize("metric, values, best_step", [("psnr", [20.0, 21.0, 21.0, 20.5], 2),
