@@ -5,6 +5,8 @@
 # `colorjax.evaluate` on the same held-out photos (20 % by the path hash; neither saw them),
 # each colorized at its training size (64 px) with its ab laid over the photo's own L.
 #     bash benchmarks/quick_cpu_vs_torch.sh            # ~65 min on 2 cores; OUT=runs/vs_torch
+# A quick_cpu workdir trained alone just before can be copied to $OUT/colorjax first: training
+# then finds it finished and the script only scores it (how docs/results.md's 2026-11-30 run was made).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
