@@ -77,7 +77,7 @@ def test_cli_skips_gray_and_broken_photos_and_writes_json_and_csv(run, tmp_path)
     f.write(b"not a jpeg")
   out = tmp_path / "report" / "report.json"
   cmd = [sys.executable, "-m", "colorjax.evaluate", "--workdir", run, "--data", f"folder:{held_out}",
-         "--image-size", "32", "--batch-size", "4", "--out", str(out)]
+         "--image-size", "32", "--batch-size", "4", "--render-size", "64", "--out", str(out)]
   env = {**os.environ, "PYTHONPATH": REPO, "JAX_DISABLE_MOST_OPTIMIZATIONS": "1"}
   proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
   assert proc.returncode == 0, proc.stderr[-3000:]
@@ -90,6 +90,8 @@ def test_cli_skips_gray_and_broken_photos_and_writes_json_and_csv(run, tmp_path)
 
   report = json.load(open(out))
   assert report["photos"] == 5 and report["step"] == 2 and report["fid"].startswith("FID not computed")
+  assert "colorized at render size 64 (coarse colour at 32)" in proc.stdout  # above the training size
+  assert report["render_size"] == 64 and report["colour_anchored"] is True
   assert [os.path.basename(f) for f in report["grayscale_skipped"]] == ["gray.png"]
   assert [os.path.basename(f) for f in report["unreadable_skipped"]] == ["broken.jpg"]
   rows = list(csv.DictReader(open(tmp_path / "report" / "report.csv")))
