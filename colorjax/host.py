@@ -19,6 +19,7 @@ import platform
 
 import jax
 
+
 @functools.cache
 def _cpuinfo() -> dict[str, str]:
   """The first processor's fields of Linux's /proc/cpuinfo (empty elsewhere)."""
