@@ -15,6 +15,7 @@ Python API: `colorjax.Colorizer.from_workdir("runs/demo")(rgb_or_gray_array) -> 
 
 from __future__ import annotations
 
+import collections
 import functools
 import glob
 import io
@@ -333,33 +334,41 @@ def collect_inputs(inputs: Sequence[str], exclude: str | None = None) -> list[tu
   """(input file, output path relative to --out) for files, folders and glob patterns.
 
   Folders are walked recursively and a glob keeps the tree below its first wildcard, so the
-  output mirrors the input. Two inputs that would share an output name (a.jpg, a.png) keep
-  their extension in it (a.jpg.png, a.png.png). `exclude` (the output folder) is not walked.
+  output mirrors the input. Inputs that hold the same file name (album/x.jpg, scans/x.jpg) each
+  go under their own name (album/..., scans/...); two files that would still share an output
+  name (a.jpg, a.png) keep their extension in it (a.jpg.png, a.png.png).
+  `exclude` (the output folder) is not walked.
   """
   skip = Path(exclude).resolve() if exclude else None
-  found: list[tuple[Path, Path]] = []
-  for item in inputs:
+  found: list[tuple[Path, Path, int]] = []  # (file, path below its input, which input)
+  tops = [Path(Path(item).resolve().name) for item in inputs]
+  for i, item in enumerate(inputs):
     path = Path(item)
     if path.is_dir():
-      found += [(f, f.relative_to(path)) for f in _walk(path, skip)]
+      found += [(f, f.relative_to(path), i) for f in _walk(path, skip)]
     elif glob.has_magic(item) and not path.exists():
-      base = Path(*[p for p in path.parts[:next(i for i, p in enumerate(path.parts) if glob.has_magic(p))]])
+      base = Path(*[p for p in path.parts[:next(j for j, p in enumerate(path.parts) if glob.has_magic(p))]])
+      tops[i] = Path(base.resolve().name)
       matches = sorted(Path(m) for m in glob.glob(item, recursive=True))
       files = [m for m in matches if m.is_file() and not (skip and m.resolve().is_relative_to(skip))]
-      found += [(m, m.relative_to(base)) for m in files] or [(path, Path(path.name))]
+      found += [(m, m.relative_to(base), i) for m in files] or [(path, Path(path.name), i)]
     else:
-      found.append((path, Path(path.name)))
+      tops[i] = Path(path.resolve().parent.name)
+      found.append((path, Path(path.name), i))
   seen, unique = set(), []
-  for src, rel in found:
-    key = os.path.realpath(src)
+  for entry in found:
+    key = os.path.realpath(entry[0])
     if key not in seen:
       seen.add(key)
-      unique.append((src, rel))
-  stems: dict[Path, int] = {}
-  for _, rel in unique:
-    stems[rel.with_suffix("")] = stems.get(rel.with_suffix(""), 0) + 1
+      unique.append(entry)
+  owners: dict[Path, set[int]] = {}
+  for _, rel, i in unique:
+    owners.setdefault(rel, set()).add(i)
+  nested = set().union(*[s for s in owners.values() if len(s) > 1])
+  rels = [(src, tops[i] / rel if i in nested else rel) for src, rel, i in unique]
+  stems = collections.Counter(rel.with_suffix("") for _, rel in rels)
   return [(str(src), str(rel.with_suffix(".png") if stems[rel.with_suffix("")] == 1 else rel.parent / (rel.name + ".png")))
-          for src, rel in unique]
+          for src, rel in rels]
 
 
 def _batches(jobs: list[tuple[str, str, int, int]], colorizer: Colorizer) -> Iterator[list[tuple[str, str, int, int]]]:
@@ -376,6 +385,17 @@ def _batches(jobs: list[tuple[str, str, int, int]], colorizer: Colorizer) -> Ite
       batch.append(job)
       pixels += job[2] * job[3]
     yield batch
+
+
+def _save_png(rgb: np.ndarray, dst: str) -> None:
+  """Written beside `dst` and renamed, so a killed run leaves no truncated PNG to be kept."""
+  tmp = os.path.join(os.path.dirname(dst), f".{os.path.basename(dst)}.{os.getpid()}.tmp")
+  try:
+    Image.fromarray(rgb).save(tmp, format="PNG")
+    os.replace(tmp, dst)
+  finally:
+    if os.path.exists(tmp):
+      os.remove(tmp)
 
 
 def colorize_files(colorizer: Colorizer, inputs: Sequence[str], out_dir: str,
@@ -398,12 +418,15 @@ def colorize_files(colorizer: Colorizer, inputs: Sequence[str], out_dir: str,
       bar.write(f"error: {e}{hint}", file=sys.stderr)
       bar.update()
 
-    jobs = []
+    jobs, written_by = [], {}
     for src, rel in pairs:
       dst = os.path.join(out_dir, rel)
       try:
         if os.path.realpath(dst) in sources:
           raise BadImageError(f"{src}: output {dst} would overwrite an input; choose another --out")
+        if written_by.setdefault(dst, src) != src:
+          raise BadImageError(f"{src}: {dst} is already the output of {written_by[dst]}; "
+                              "colorize one of them into another --out")
         if not overwrite and os.path.lexists(dst):
           raise BadImageError(f"{src}: {dst} already exists; pass --overwrite to replace it")
         jobs.append((src, dst, *probe(src, max_pixels)))
@@ -421,7 +444,7 @@ def colorize_files(colorizer: Colorizer, inputs: Sequence[str], out_dir: str,
       for (src, dst), out in zip(done, colorizer.colorize_batch(images)):
         try:
           os.makedirs(os.path.dirname(dst) or ".", exist_ok=True)
-          Image.fromarray(out).save(dst)
+          _save_png(out, dst)
         except OSError as e:
           fail(BadImageError(f"{src}: cannot write {dst} ({e.strerror or e})"))
           continue

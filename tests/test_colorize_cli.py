@@ -162,6 +162,26 @@ def test_collect_inputs_keeps_trees_expands_globs_and_never_collides(tmp_path):
   out.mkdir()
   (out / "old.png").write_bytes(b"")
   assert all("colorized" not in src for src, _ in colorize.collect_inputs([str(tmp_path / "album")], exclude=str(out)))
+  # Two folders with a file of the same name: each goes under its folder's name, nothing is lost.
+  for rel in ("scans/a.jpg", "scans/c.jpg", "more/scans/a.jpg"):
+    (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+    (tmp_path / rel).write_bytes(b"")
+  pairs = colorize.collect_inputs([str(tmp_path / "album"), str(tmp_path / "scans")], exclude=str(out))
+  assert [rel for _, rel in pairs] == ["album/1950s/b.png", "album/a.jpg.png", "album/a.png.png", "scans/a.png", "scans/c.png"]
+
+
+def test_two_inputs_never_write_the_same_output(colorizer, tmp_path):
+  for rel in ("scans/x.jpg", "more/scans/x.jpg", "scans/y.jpg"):
+    (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(photo()[:48, :64]).save(tmp_path / rel)
+  out = tmp_path / "out"
+  failures = colorize.colorize_files(colorizer, [str(tmp_path / "scans"), str(tmp_path / "more" / "scans")], str(out))
+  assert failures == 1  # both folders are named scans: the second x.jpg is refused, not written over the first
+  assert sorted(str(p.relative_to(out)) for p in out.rglob("*")) == ["scans", "scans/x.jpg.png", "scans/y.png"]
+  # Written through a temporary file beside it: re-running with --overwrite leaves no stray files.
+  assert colorize.colorize_files(colorizer, [str(tmp_path / "scans")], str(out / "scans"), overwrite=True) == 0
+  assert sorted(os.listdir(out / "scans")) == ["x.jpg.png", "x.png", "y.png"]
+  assert Image.open(out / "scans" / "x.png").size == (64, 48)
 
 
 def test_best_checkpoint_loads_and_a_missing_one_says_so(workdir, tmp_path):
