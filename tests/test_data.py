@@ -339,3 +339,13 @@ def test_eval_images_center_crops_and_skips_bad(tmp_path):
   assert out.dtype == np.uint8 and out.shape == (2, S, S, 3)
   np.testing.assert_array_equal(out[0], arr[16:48])   # no resize needed: rows 16..47
   assert pipeline.eval_images(files, S, max_images=1).shape == (1, S, S, 3)
+
+
+def test_eval_images_draw_from_every_source_not_the_first(tmp_path):
+  # Two sources joined: ten reddish photos, then ten bluish ones. Half of them come from both.
+  red = [save(np.full((8, 8, 3), (200, 40, 40), np.uint8), tmp_path / f"a{i}.png") for i in range(10)]
+  blue = [save(np.full((8, 8, 3), (40, 40, 200), np.uint8), tmp_path / f"b{i}.png") for i in range(10)]
+  out = pipeline.eval_images(red + blue, 8, max_images=10)
+  reds = int(np.sum(out[:, 0, 0, 0] == 200))
+  assert 2 <= reds <= 8 and np.all(np.diff(out[:, 0, 0, 2].astype(int)) >= 0)  # both sources, in file order
+  np.testing.assert_array_equal(out, pipeline.eval_images(red + blue, 8, max_images=10))  # the same each time

@@ -100,15 +100,19 @@ def train_dataset(files: Sequence[Record], image_size: int, local_batch_size: in
 
 
 def eval_images(files: Sequence[Record], image_size: int, max_images: int) -> np.ndarray:
-  """The first `max_images` eval photos as center crops, uint8 [N, S, S, 3]."""
-  crops = []
-  for record in files:
+  """`max_images` of `files` as center crops in the files' order, uint8 [N, S, S, 3].
+
+  Drawn in a fixed random order (the same on every process and every run), not the first ones:
+  comma-joined sources are concatenated, and the first source alone is not the held-out set.
+  """
+  crops: dict[int, np.ndarray] = {}
+  for i in np.random.default_rng(0).permutation(len(files)):
     if len(crops) == max_images:
       break
     try:
-      crops.append(load_eval_crop(record, image_size))
+      crops[i] = load_eval_crop(files[i], image_size)
     except GrayscaleError:
       continue
     except BadImageError as e:
       logging.warning("skipping %s", e)
-  return np.stack(crops)
+  return np.stack([crops[i] for i in sorted(crops)])
