@@ -7,7 +7,7 @@ crop colorized as `colorize` would (the model sees the crop's L at the render si
 training image_size, and its ab is upsampled onto the crop's L), compared with the crop in RGB uint8:
 PSNR, SSIM (Wang et al.: 11x11 Gaussian window, sigma 1.5 = scikit-image's
 `gaussian_weights=True, sigma=1.5, use_sample_covariance=False`) and MSE. Predicting no colour
-at all (a = b = 0) already scores about 23.5 dB and SSIM 0.94 on real photos, so that baseline
+at all (a = b = 0) already scores about 23 dB and SSIM 0.94 on real photos, so that baseline
 is always a row of the table, and Hasler & Süsstrunk colourfulness (ground truth in its own
 row) tells a colourful model from a safely sepia one. Classifiers (seed 003) also get the share
 of pixels whose delivered colour is in the right ab class; `--fid-weights` adds FID (`colorjax.fid`).

@@ -144,7 +144,7 @@ def prepare(source: str, out: str, size: int = 256, limit: int = 0, seed: int = 
   """Writes the shards and manifest of `source` into `out`; returns the manifest.
 
   `workers` processes decode photos (0: one per core, 1: this process alone). A lower JPEG
-  `quality` trades colour fidelity for size (q85 is ~half of q95's bytes, for shipping a
+  `quality` trades colour fidelity for size (q80 is ~half of q95's bytes, for shipping a
   dataset to a machine with a small upload limit).
   """
   for name, value, ok in (("size", size, size > 0), ("shard_size", shard_size, shard_size > 0),
