@@ -6,6 +6,7 @@ every field can be overridden on the command line (`--config.batch_size=32`).
 
 from __future__ import annotations
 
+import logging
 import os
 
 import ml_collections
@@ -49,7 +50,7 @@ def default_config() -> ml_collections.ConfigDict:
   c.model.ndf = 64
   c.model.dropout = 0.5               # pix2pix_unet's middle blocks
   c.model.output_activation = "tanh"  # or "sigmoid" (seed 000)
-  c.model.upsample = "subpixel"       # or "transpose": same maths, see models/layers.py
+  c.model.upsample = "subpixel"       # or "transpose", "col2im", "auto": same maths, see models/layers.py
   c.model.num_classes = 0             # resnet_unet, resnet_colorizer: 256 predicts ab classes (seed 003)
   c.model.decode = "annealed_mean"    # classes -> ab: "annealed_mean" (Zhang et al.) or "argmax"
   c.model.temperature = 0.38          # annealed-mean temperature
@@ -66,11 +67,13 @@ def default_config() -> ml_collections.ConfigDict:
 
   c.optim = ml_collections.ConfigDict()
   for name in ("g", "d"):
-    # decay_steps > 0: cosine decay of lr to 0 over that many updates of this network
+    # decay_steps > 0: cosine decay of lr to 0 over that many updates of this network; -1: over
+    # all of its updates in the run (so a larger total_steps stretches the decay); 0: constant lr
     c.optim[name] = ml_collections.ConfigDict({"lr": 2e-4, "b1": 0.5, "b2": 0.999, "decay_steps": 0})
   return c
 
 
+CLASS_GENERATORS = ("resnet_unet", "resnet_colorizer")  # the generators with an ab-class head
 BEST_METRICS = ("psnr", "ssim", "mse", "l1", "colorfulness", "pixel_accuracy", "fid")
 
 
@@ -96,8 +99,32 @@ def check_run_config(c: ml_collections.ConfigDict) -> None:
     raise ValueError(f"config.data.eval_fraction must be in [0, 1), got {c.data.eval_fraction}")
   if c.data.max_zoom < 1:
     raise ValueError(f"config.data.max_zoom must be >= 1, got {c.data.max_zoom}")
+  if c.model.num_classes and c.model.generator not in CLASS_GENERATORS:
+    raise ValueError(f"config.model.num_classes = {c.model.num_classes}: model.generator "
+                     f"{c.model.generator!r} predicts ab, not classes (use one of {', '.join(CLASS_GENERATORS)})")
+  if c.model.num_classes and c.model.discriminator != "none":
+    raise ValueError("config.model.num_classes > 0 trains with cross-entropy alone: "
+                     "set model.discriminator = 'none'")
   if not 0 <= c.ema_decay < 1:
     raise ValueError(f"config.ema_decay must be in [0, 1), got {c.ema_decay}")
+  for name in ("g", "d"):
+    steps = c.optim[name].get("decay_steps", 0)
+    if not isinstance(steps, int) or steps < -1:
+      raise ValueError(f"config.optim.{name}.decay_steps must be -1, 0 or a positive integer, got {steps!r}")
+    if 0 < steps < updates(c, name):
+      logging.warning("config.optim.%s.decay_steps = %d: the learning rate of %s is 0 for its last %d "
+                      "updates (-1 decays over the whole run)", name, steps, name, updates(c, name) - steps)
+
+
+def updates(c: ml_collections.ConfigDict, name: str) -> int:
+  """How many optimiser updates network `name` gets in the run: G every step, D after pretraining."""
+  return c.total_steps if name == "g" else max(c.total_steps - c.pretrain_steps, 0)
+
+
+def decay_steps(c: ml_collections.ConfigDict, name: str) -> int:
+  """`optim.NAME.decay_steps` with -1 resolved to the network's updates in the run (0: no decay)."""
+  steps = c.optim[name].get("decay_steps", 0)
+  return max(updates(c, name), 1) if steps == -1 else steps
 
 
 def apply_variant(c: ml_collections.ConfigDict, variant: str,
@@ -142,5 +169,5 @@ def ab_class_recipe(c: ml_collections.ConfigDict, steps: int) -> ml_collections.
   c.model.prior_correction = 1.0
   c.model.discriminator = "none"
   c.loss.rebalance = True
-  c.optim.g.update(lr=1e-3, b1=0.9, b2=0.999, decay_steps=steps)
+  c.optim.g.update(lr=1e-3, b1=0.9, b2=0.999, decay_steps=-1)
   return c

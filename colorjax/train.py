@@ -13,6 +13,7 @@ optimisers and data position). SIGTERM/SIGINT save a checkpoint and exit cleanly
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
@@ -39,7 +40,7 @@ from PIL import Image
 
 from colorjax import ab_bins, color, distributed, fid, host, losses, metrics, models, writers
 from colorjax import config as config_lib
-from colorjax.data import pipeline, sources
+from colorjax.data import pipeline, shards, sources
 from colorjax.models import pretrained
 
 Batch = jax.Array  # uint8 RGB [B, S, S, 3], sharded along "data"
@@ -57,11 +58,18 @@ class TrainState(flax.struct.PyTreeNode):
   g_ema: Any = None  # exponential moving average of g_params (None when config.ema_decay == 0)
 
 
-def make_optimizer(optim: ml_collections.ConfigDict) -> optax.GradientTransformation:
-  """Adam; `decay_steps` > 0 anneals the rate to 0 along a cosine over that many updates, which
-  is what a short run needs to settle (configs/quick_cpu.py)."""
-  lr = optax.cosine_decay_schedule(optim.lr, optim.decay_steps) if optim.get("decay_steps", 0) else optim.lr
-  return optax.adam(lr, b1=optim.b1, b2=optim.b2)
+def learning_rate(config: ml_collections.ConfigDict, name: str) -> float | optax.Schedule:
+  """Network `name`'s ("g" or "d") rate; `decay_steps` anneals it to 0 along a cosine, which is
+  what a short run needs to settle (configs/quick_cpu.py). A constant rate stays a float, so
+  the optimiser state (no step count) and old checkpoints keep their structure."""
+  optim, decay_steps = config.optim[name], config_lib.decay_steps(config, name)
+  return optax.cosine_decay_schedule(optim.lr, decay_steps) if decay_steps else optim.lr
+
+
+def make_optimizer(config: ml_collections.ConfigDict, name: str) -> optax.GradientTransformation:
+  """Adam with `learning_rate`'s rate and the config's betas."""
+  optim = config.optim[name]
+  return optax.adam(learning_rate(config, name), b1=optim.b1, b2=optim.b2)
 
 
 def create_train_state(config: ml_collections.ConfigDict, rng: jax.Array, generator: nn.Module,
@@ -76,13 +84,13 @@ def create_train_state(config: ml_collections.ConfigDict, rng: jax.Array, genera
     g_vars = pretrained.merge_encoder(g_vars, *encoder)
   state = TrainState(step=jnp.zeros((), jnp.int32), g_params=g_vars["params"],
                      g_stats=g_vars.get("batch_stats", {}),
-                     g_opt=make_optimizer(config.optim.g).init(g_vars["params"]),
+                     g_opt=make_optimizer(config, "g").init(g_vars["params"]),
                      g_ema=g_vars["params"] if config.ema_decay > 0 else None)
   if discriminator is None:
     return state
   d_vars = discriminator.init(d_key, l, jnp.zeros(l.shape[:-1] + (2,)))
   return state.replace(d_params=d_vars["params"], d_stats=d_vars.get("batch_stats", {}),
-                       d_opt=make_optimizer(config.optim.d).init(d_vars["params"]))
+                       d_opt=make_optimizer(config, "d").init(d_vars["params"]))
 
 
 def _apply_train(module: nn.Module, params: Any, stats: Any, *args: jax.Array,
@@ -100,7 +108,7 @@ def _update(tx: optax.GradientTransformation, grads: Any, opt_state: Any, params
 def _update_g(state: TrainState, config: ml_collections.ConfigDict, grads: Any, g_stats: Any,
               **others: Any) -> TrainState:
   """Applies G's gradients, advances the step and the weight average."""
-  g_params, g_opt = _update(make_optimizer(config.optim.g), grads, state.g_opt, state.g_params)
+  g_params, g_opt = _update(make_optimizer(config, "g"), grads, state.g_opt, state.g_params)
   g_ema = state.g_ema
   if g_ema is not None:
     # Warm-up as TF's ExponentialMovingAverage(num_updates): early averages forget the init.
@@ -161,7 +169,7 @@ def gan_step(state: TrainState, rgb: Batch, *, config: ml_collections.ConfigDict
     return losses.discriminator_loss(real_logits, fake_logits), stats
 
   (d_loss, d_stats), d_grads = jax.value_and_grad(d_loss_fn, has_aux=True)(state.d_params)
-  d_params, d_opt = _update(make_optimizer(config.optim.d), d_grads, state.d_opt, state.d_params)
+  d_params, d_opt = _update(make_optimizer(config, "d"), d_grads, state.d_opt, state.d_params)
 
   def g_loss_fn(fake_ab):
     logits, stats = _apply_train(discriminator, d_params, d_stats, l, fake_ab)
@@ -229,12 +237,22 @@ def eval_step(state: TrainState, rgb: Batch, mask: jax.Array, *,
 
 
 class _StopSignal:
-  """Turns SIGTERM/SIGINT into a request to checkpoint and exit at the next step boundary."""
+  """Turns SIGTERM/SIGINT into a request to checkpoint and exit at the next step boundary.
 
-  def __init__(self):
+  A context manager: the handlers before it come back on exit (a notebook's kernel keeps its
+  Interrupt after training in-process).
+  """
+
+  SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+  def __enter__(self) -> "_StopSignal":
     self.received: int | None = None
-    for sig in (signal.SIGTERM, signal.SIGINT):
-      signal.signal(sig, self._handle)
+    self._before = {sig: signal.signal(sig, self._handle) for sig in self.SIGNALS}
+    return self
+
+  def __exit__(self, *exc_info: Any) -> None:
+    for sig, handler in self._before.items():
+      signal.signal(sig, handler)
 
   def _handle(self, signum, frame):
     del frame
@@ -344,31 +362,38 @@ def _checkpoint_manager(workdir: str, max_to_keep: int, subdir: str = "checkpoin
 
 LOWER_IS_BETTER = ("l1", "mse", "fid")
 # Fields that change what the held-out metric measures: a best value from before is not comparable.
-EVAL_FIELDS = ("image_size", "eval_max_images", "fid_weights", "data.train", "data.eval", "data.eval_fraction")
+EVAL_FIELDS = ("image_size", "eval_max_images", "fid_weights", "data.train", "data.eval", "data.eval_fraction",
+               "ema_decay", "model.decode", "model.temperature", "model.prior_correction")
 HISTOGRAM_FILE = "ab_histogram.json"
 
 
 class BestCheckpoint:
   """Keeps the checkpoint with the best held-out metric in `workdir/best/` and notices plateaus.
 
-  Its record (`workdir/best.json`) survives restarts, so patience counts across resumes.
+  Its record (`workdir/best.json`) survives restarts, so patience counts across resumes. The
+  record keeps the `EVAL_FIELDS` it was measured with, so a best from another held-out eval is
+  never compared with this one, even when a resumed run died before its first eval.
   """
 
-  def __init__(self, workdir: str, config: ml_collections.ConfigDict, changed: Sequence[str] = ()):
-    """`changed`: the config fields that differ from the run being resumed."""
+  def __init__(self, workdir: str, config: ml_collections.ConfigDict):
     self.metric, self.patience = config.best_metric, config.patience
     self.mgr = _checkpoint_manager(workdir, 1, "best")
     self.path = os.path.join(workdir, "best.json")
-    self.record = {"metric": self.metric, "value": None, "step": None, "evals_since_best": 0}
+    flat = flax.traverse_util.flatten_dict(json.loads(config.to_json()), sep=".")
+    eval_fields = {name: flat.get(name) for name in EVAL_FIELDS}
+    self.record = {"metric": self.metric, "value": None, "step": None, "evals_since_best": 0, "eval": eval_fields}
     if os.path.exists(self.path):
       with open(self.path) as f:
         old = json.load(f)
-      if old.get("metric") == self.metric and not set(changed) & set(EVAL_FIELDS):
-        self.record.update(old)
+      changed = [k for k, v in old.get("eval", {}).items() if k in eval_fields and eval_fields[k] != v]
+      if old.get("metric") != self.metric:
+        changed.append("best_metric")
+      if not changed:
+        self.record.update({**old, "eval": eval_fields})
       elif old.get("value") is not None:
         logging.warning("the held-out eval changed (%s): the best checkpoint so far (%s %.4f at step %s) "
-                        "is replaced at the next eval", ", ".join(sorted(set(changed) & set(EVAL_FIELDS))) or
-                        "best_metric", old.get("metric"), old["value"], old.get("step"))
+                        "is replaced at the next eval", ", ".join(changed), old.get("metric"), old["value"],
+                        old.get("step"))
 
   def update(self, state: TrainState, summary: dict[str, float], step: int, scheduled: bool = True) -> bool:
     """Records an eval; saves `state` if it is the best so far. True once patience ran out.
@@ -378,15 +403,13 @@ class BestCheckpoint:
     """
     value, best = summary[self.metric], self.record["value"]
     if best is None or (value < best if self.metric in LOWER_IS_BETTER else value > best):
-      self.mgr.save(step, args=ocp.args.StandardSave(state), force=True)
+      if step not in self.mgr.all_steps():  # else saved by an earlier attempt at this step (resumed before it)
+        self.mgr.save(step, args=ocp.args.StandardSave(state), force=True)
       self.record.update(value=value, step=step, evals_since_best=0)
     elif scheduled:
       self.record["evals_since_best"] += 1
     if jax.process_index() == 0:
-      tmp = self.path + ".tmp"
-      with open(tmp, "w") as f:
-        json.dump(self.record, f)
-      os.replace(tmp, self.path)
+      shards.write_json(self.path, self.record)
     return self.patience > 0 and self.record["evals_since_best"] >= self.patience
 
 
@@ -435,24 +458,32 @@ def _changed_fields(workdir: str, config: ml_collections.ConfigDict) -> list[str
 
 
 def _write_config(workdir: str, config: ml_collections.ConfigDict) -> None:
-  path = os.path.join(workdir, "config.json")
-  tmp = path + ".tmp"
-  with open(tmp, "w") as f:
-    f.write(config.to_json(indent=2))
-  os.replace(tmp, path)
+  shards.write_json(os.path.join(workdir, "config.json"), json.loads(config.to_json()))
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
-  """Trains `config` in `workdir` (resuming if it has checkpoints); returns the final eval metrics."""
+  """Trains `config` in `workdir` (resuming if it has checkpoints); returns the final eval metrics.
+
+  On return or on an exception, the metric writer and checkpoint managers are closed and the
+  signal handlers from before are back, so it can be called again in the same process.
+  """
+  with contextlib.ExitStack() as resources:
+    return _train_and_evaluate(config, workdir, resources)
+
+
+def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
+                        resources: contextlib.ExitStack) -> dict[str, float]:
   config_lib.check_run_config(config)
+  if "://" in workdir:
+    raise ValueError(f"workdir {workdir}: give a local path; mount a bucket with gcsfuse first "
+                     "(launch/tpu_vm.sh and the Colab notebook do that for gs:// work directories)")
   if os.path.exists(workdir) and not os.path.isdir(workdir):
     raise ValueError(f"workdir {workdir} is a file, not a directory")
   changed = _changed_fields(workdir, config)
   if changed:
     logging.warning("resuming with a changed config: %s", ", ".join(changed))
-  os.makedirs(os.path.join(workdir, "samples"), exist_ok=True)
+  os.makedirs(workdir, exist_ok=True)
   is_main = jax.process_index() == 0
-  writer = writers.create_writer(workdir, is_main)
   logging.info("devices: %d x %s (%d processes)", jax.device_count(), jax.devices()[0].device_kind,
                jax.process_count())
 
@@ -470,7 +501,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 
   state = trainer.init_state()
   mgr = _checkpoint_manager(workdir, config.keep_checkpoints)
-  best = BestCheckpoint(workdir, config, changed)
+  resources.callback(mgr.close)
   if mgr.latest_step() is not None:
     if misfits := _misfits(mgr, state):
       raise ValueError(f"the checkpoints in {workdir} do not fit this config (changed: "
@@ -478,8 +509,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                        f"or resume with the config in {os.path.join(workdir, 'config.json')}")
     state = restore_state(mgr, state, data_iterator=data_iter)
     logging.info("resumed from %s at step %d", mgr.directory, int(state.step))
+  best = BestCheckpoint(workdir, config)
+  resources.callback(best.mgr.close)
+  os.makedirs(os.path.join(workdir, "samples"), exist_ok=True)
+  writer = writers.create_writer(workdir, is_main)
+  resources.callback(writer.close)
   if is_main:
     _write_config(workdir, config)
+    if int(state.step) == 0:  # TensorBoard's HParams tab: the config of the run
+      flat = flax.traverse_util.flatten_dict(json.loads(config.to_json()), sep=".")
+      writer.write_hparams({k: v if isinstance(v, (bool, int, float, str)) else str(v) for k, v in flat.items()})
   final_path = os.path.join(workdir, "final_metrics.json")
   if int(state.step) >= config.total_steps and os.path.exists(final_path):
     logging.info("%s is already trained to step %d (total_steps %d): nothing to do; its scores are in %s",
@@ -488,7 +527,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       return {k: v for k, v in json.load(f).items() if k not in ("step", "complete", "best")}
 
   features = fid.InceptionFeatures.from_file(config.fid_weights) if config.fid_weights else None
-  stop = _StopSignal()
+  stop = resources.enter_context(_StopSignal())
   step = int(state.step)
   window, window_start, window_step = [], time.time(), step
   deadline = window_start + 60 * config.max_train_minutes if config.max_train_minutes else float("inf")
@@ -550,9 +589,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     summary = _evaluate_and_log(trainer, state, eval_images, writer, workdir, step, features)
   if is_main and (step >= config.total_steps or not signalled):  # a signal leaves no time for a final eval
     final = {"step": step, "complete": step >= config.total_steps, **summary, "best": best.record}
-    with open(final_path + ".tmp", "w") as f:
-      json.dump(final, f, indent=2)
-    os.replace(final_path + ".tmp", final_path)
+    shards.write_json(final_path, final)
     logging.info("final: %s", json.dumps(final))
   return summary
 
@@ -590,9 +627,7 @@ def _class_weights(config: ml_collections.ConfigDict, workdir: str, files: Seque
   crops = pipeline.eval_images(files, config.image_size, config.data.stats_images)
   counts = ab_bins.histogram(color.rgb_uint8_to_model(crop, np)[1] for crop in crops)
   if jax.process_index() == 0:  # every process counts the same photos; one writes them down
-    with open(path + ".tmp", "w") as f:
-      json.dump({"images": len(crops), "image_size": config.image_size, "counts": counts.tolist()}, f)
-    os.replace(path + ".tmp", path)
+    shards.write_json(path, {"images": len(crops), "image_size": config.image_size, "counts": counts.tolist()})
   return _weights_from_counts(config, counts)
 
 

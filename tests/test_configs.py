@@ -9,6 +9,7 @@ import pytest
 from PIL import Image
 
 from colorjax import ab_bins, color, train
+from colorjax import config as config_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = sorted(glob.glob(os.path.join(REPO, "configs", "*.py")))
@@ -77,3 +78,25 @@ def test_config_trains_and_its_loss_goes_down_on_a_fixed_batch(path):
   summary, preds = trainer.evaluate(state, batch)
   assert preds.shape == batch.shape and 0 <= summary["ssim"] <= 1
   assert ("pixel_accuracy" in summary) == bool(config.model.num_classes)
+
+
+def test_learning_rate_decay_follows_total_steps_and_a_short_one_is_flagged(caplog):
+  config = load_config(os.path.join(REPO, "configs", "quick_cpu.py"))
+  lr0 = config.optim.g.lr
+
+  def lr_at(step):
+    return float(train.learning_rate(config, "g")(step))
+
+  assert train.learning_rate(load_config(os.path.join(REPO, "configs", "demo.py")), "g") == 2e-4  # no decay
+
+  assert lr_at(0) == pytest.approx(lr0, rel=1e-3) and lr_at(config.total_steps) == 0
+  total = config.total_steps
+  config.total_steps = 2 * total  # "a larger total_steps trains on": not at learning rate 0
+  assert lr_at(total) == pytest.approx(lr0 / 2, rel=1e-2)
+  config.optim.g.decay_steps = total
+  with caplog.at_level("WARNING"):
+    config_lib.check_run_config(config)
+  assert f"learning rate of g is 0 for its last {total} updates" in caplog.text
+  config.optim.g.decay_steps = -2
+  with pytest.raises(ValueError, match="config.optim.g.decay_steps must be -1, 0 or a positive integer"):
+    config_lib.check_run_config(config)

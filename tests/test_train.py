@@ -104,7 +104,7 @@ def test_train_and_evaluate_writes_everything_a_user_reads(photos, tmp_path):
 
 
 def test_a_rerun_keeps_what_the_run_wrote(photos, tmp_path):
-  """A finished run is left alone; another model is refused before config.json is touched; a
+  """A finished run is left alone; another model is refused before anything is written; a
   changed held-out set restarts the best checkpoint instead of comparing unlike scores."""
   summary = train.train_and_evaluate(tiny_config(photos), str(tmp_path))
   final = tmp_path / "final_metrics.json"
@@ -112,10 +112,11 @@ def test_a_rerun_keeps_what_the_run_wrote(photos, tmp_path):
   assert train.train_and_evaluate(tiny_config(photos), str(tmp_path)) == pytest.approx(summary)
   assert final.read_bytes() == written and final.stat().st_mtime_ns == evals
 
-  saved = (tmp_path / "config.json").read_text()
+  files = lambda: {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*") if p.is_file()}
+  saved = files()
   with pytest.raises(ValueError, match="do not fit this config \\(changed: model.ngf; "):
     train.train_and_evaluate(tiny_config(photos, **{"model.ngf": 16}), str(tmp_path))
-  assert (tmp_path / "config.json").read_text() == saved
+  assert files() == saved  # not even a TensorBoard event file
 
   assert json.load(open(tmp_path / "best.json"))["step"] in (2, 4, 6)
   train.train_and_evaluate(tiny_config(photos, total_steps=8, eval_every=8, eval_max_images=4), str(tmp_path))
@@ -129,11 +130,20 @@ def test_a_rerun_keeps_what_the_run_wrote(photos, tmp_path):
     ({"eval_every": 0}, "config.eval_every"),
     ({"data.eval_fraction": 1.0}, "config.data.eval_fraction must be in \\[0, 1\\)"),
     ({"max_train_minutes": -1.0}, "config.max_train_minutes must not be negative"),
+    ({"model.num_classes": 256, "model.discriminator": "none"}, "model.generator 'pix2pix_unet' predicts ab, not classes"),
+    ({"model.num_classes": 256, "model.generator": "resnet_unet"}, "set model.discriminator = 'none'"),
 ])
 def test_bad_run_settings_are_refused_before_anything_is_written(photos, tmp_path, override, message):
   with pytest.raises(ValueError, match=message):
     train.train_and_evaluate(tiny_config(photos, **override), str(tmp_path / "run"))
   assert not (tmp_path / "run").exists()
+
+
+def test_a_bucket_workdir_is_refused_not_written_as_a_local_folder(photos, tmp_path, monkeypatch):
+  monkeypatch.chdir(tmp_path)
+  with pytest.raises(ValueError, match="gs://bucket/run: give a local path; mount a bucket with gcsfuse"):
+    train.train_and_evaluate(tiny_config(photos), "gs://bucket/run")
+  assert not os.listdir(tmp_path)
 
 
 def test_max_train_minutes_stops_with_scores_and_a_checkpoint_and_a_rerun_trains_on(photos, tmp_path):
@@ -160,6 +170,18 @@ def test_max_train_minutes_on_the_last_step_finishes_normally(photos, tmp_path):
   assert sorted(os.listdir(tmp_path / "samples")) == ["step_0000001.png"]  # one eval, not two
 
 
+def test_training_in_process_gives_back_the_signal_handlers(photos, tmp_path):
+  def mine(signum, frame):  # e.g. a notebook kernel's Interrupt
+    del signum, frame
+
+  before, term = signal.signal(signal.SIGINT, mine), signal.getsignal(signal.SIGTERM)
+  try:
+    train.train_and_evaluate(tiny_config(photos, total_steps=1, pretrain_steps=1), str(tmp_path))
+    assert signal.getsignal(signal.SIGINT) is mine and signal.getsignal(signal.SIGTERM) is term
+  finally:
+    signal.signal(signal.SIGINT, before)
+
+
 @pytest.mark.parametrize("metric, values, best_step", [("psnr", [20.0, 21.0, 21.0, 20.5], 2),
                                                        ("mse", [500.0, 450.0, 450.0, 470.0], 2)])
 def test_best_checkpoint_and_patience_survive_a_restart(photos, tmp_path, metric, values, best_step):
@@ -170,11 +192,20 @@ def test_best_checkpoint_and_patience_survive_a_restart(photos, tmp_path, metric
   best = train.BestCheckpoint(str(tmp_path), config)  # a resumed run counts on
   plateaus.append(best.update({"w": np.full(3, 4, np.float32)}, {metric: values[3]}, 4))
   assert plateaus == [False, False, False, True]  # a tie is no new best
-  assert json.load(open(tmp_path / "best.json")) == {"metric": metric, "value": values[best_step - 1],
-                                                     "step": best_step, "evals_since_best": 2}
+  record = json.load(open(tmp_path / "best.json"))
+  assert record == {"metric": metric, "value": values[best_step - 1], "step": best_step, "evals_since_best": 2,
+                    "eval": {**record["eval"], "eval_max_images": config.eval_max_images}}
   kept = ocp.CheckpointManager(str(tmp_path / "best"))
   assert kept.all_steps() == [best_step]
   np.testing.assert_array_equal(kept.restore(best_step)["w"], np.full(3, best_step))
+
+  # Another held-out eval (here more photos) starts a new record, whatever config.json says; the
+  # best step scored again after a resume from before it keeps its checkpoint instead of failing.
+  config.eval_max_images += 1
+  best = train.BestCheckpoint(str(tmp_path), config)
+  assert best.record["value"] is None
+  assert not best.update({"w": np.full(3, 7, np.float32)}, {metric: values[0]}, best_step)
+  assert best.record["step"] == best_step and kept.all_steps() == [best_step]
 
 
 def test_gray_baseline_is_scored_like_scikit_image(photos, tmp_path):
