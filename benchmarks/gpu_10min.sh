@@ -19,7 +19,7 @@ $PY -m colorjax.train --config configs/gpu_10min.py --config.data.train="shards:
 echo "train wall: $(( $(date +%s) - start )) s" | tee "$RUN/summary.md"
 grep "eval @" "$RUN/train.log" | sed 's/.*eval @/eval @/' | tee -a "$RUN/summary.md"
 
-score() { $PY -m colorjax.evaluate --workdir "$RUN/train" --data "shards:$DATA" --split eval "$@" \
+score() { $PY -m colorjax.evaluate --workdir "$RUN/train" --data "shards:$DATA" --split eval --overwrite "$@" \
   2>/dev/null | grep -v "^FID not\|^wrote" | tee -a "$RUN/summary.md"; }
 for t in $TEMPERATURES; do
   echo "latest, T $t:" | tee -a "$RUN/summary.md"

@@ -35,7 +35,7 @@ $PY -m colorjax.train --config configs/quick_cpu.py --workdir "$OUT/colorjax" $C
 echo "colorjax wall: $(( $(date +%s) - start )) s" | tee -a "$OUT/summary.md"
 
 log "scores: 256 px centre crops of the held-out photos, RGB uint8"
-score() { $PY -m colorjax.evaluate --data "$SOURCE" --split eval --eval_fraction 0.2 "$@" 2>/dev/null \
+score() { $PY -m colorjax.evaluate --data "$SOURCE" --split eval --eval_fraction 0.2 --overwrite "$@" 2>/dev/null \
   | grep -v "^FID not\|^wrote" | tee -a "$OUT/summary.md"; }
 score --predictions "$OUT/torch_l1" --out "$OUT/torch_l1.json"
 score --predictions "$OUT/torch_gan" --out "$OUT/torch_gan.json"

@@ -99,7 +99,7 @@ class Colorizer:
     self._predict = jax.jit(functools.partial(train.predict_ab, self.generator))
 
   @classmethod
-  def from_workdir(cls, workdir: str, checkpoint: str = "",
+  def from_workdir(cls, workdir: str, checkpoint: str | int = "",
                    render_size: int | None = None, batch_size: int = 8,
                    temperature: float | None = None,
                    prior_correction: float | None = None,
@@ -121,9 +121,13 @@ class Colorizer:
         config = ml_collections.ConfigDict(json.load(f))
       except json.JSONDecodeError as e:
         raise ValueError(f"{config_path} is not valid JSON ({e})") from e
+    checkpoint = str(checkpoint) if isinstance(checkpoint, int) and checkpoint >= 0 else checkpoint
     checkpoint = checkpoint or config.get("colorize_checkpoint", "latest")
-    if checkpoint not in ("latest", "best") and not checkpoint.isdigit():
+    if not isinstance(checkpoint, str) or checkpoint not in ("latest", "best") and not checkpoint.isdigit():
       raise ValueError(f"checkpoint must be 'latest', 'best' or a step number, got {checkpoint!r}")
+    if (temperature is not None and temperature < 0) or (prior_correction is not None and not 0 <= prior_correction <= 1):
+      raise ValueError(f"temperature must be > 0 (1: the mean; lower: bolder) and prior_correction in [0, 1]; "
+                       f"got {temperature} and {prior_correction}")
     if temperature:
       if not config.model.num_classes:
         raise ValueError(f"temperature applies to ab-class models; {workdir!r} regresses ab")
@@ -134,7 +138,8 @@ class Colorizer:
       config.model.prior_correction = prior_correction
     directory = os.path.join(os.path.abspath(workdir), "best" if checkpoint == "best" else "checkpoints")
     if not (os.path.isdir(directory) and ocp.CheckpointManager(directory).all_steps()):
-      what = "best checkpoint (best/ is written at evals)" if checkpoint == "best" else "checkpoint yet"
+      what = ("best checkpoint (best/ is written at evals; --checkpoint latest takes the newest)"
+              if checkpoint == "best" else "checkpoint yet")
       raise FileNotFoundError(f"{workdir!r} has no {what}")
     generator = models.build_generator(config)
     discriminator = models.build_discriminator(config) if config.model.discriminator != "none" else None
@@ -161,6 +166,11 @@ class Colorizer:
 
   def lightness(self, image: np.ndarray) -> np.ndarray:
     """uint8/uint16/float [0, 1] gray or RGB, [H, W] or [H, W, C] -> model-space L [H, W] float32."""
+    image = np.asarray(image)
+    if image.ndim not in (2, 3) or 0 in image.shape or (image.ndim == 3 and image.shape[2] > 4):
+      raise ValueError(f"an image is an array [H, W] or [H, W, 1-4] with H, W >= 1; got shape {image.shape}")
+    if image.dtype not in _SCALE and image.dtype.kind != "f":
+      raise ValueError(f"image dtype {image.dtype} is not uint8, uint16 or float in [0, 1]")
     scale = _SCALE.get(image.dtype, 1.0)
     h, w = image.shape[:2]
     out = np.empty((h, w), np.float32)

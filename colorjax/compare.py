@@ -19,7 +19,7 @@ from absl import app, flags
 
 from colorjax import evaluate, fid
 from colorjax.colorize import CHECKPOINT_HELP, Colorizer, parse_flags
-from colorjax.data import sources
+from colorjax.data import shards, sources
 
 COLUMNS = tuple(c for c in evaluate.COLUMNS if c[0] != "mse")  # README-sized
 LEADING = (("run", "run"), ("system", "system"), ("steps", "steps"))
@@ -72,6 +72,8 @@ def main(argv: list[str]) -> None:
   try:
     if FLAGS.out and os.path.isdir(FLAGS.out):
       raise ValueError(f"--out {FLAGS.out} is a directory: give the markdown file to write")
+    if FLAGS.out and not FLAGS.overwrite:
+      evaluate.refuse_existing(FLAGS.out)
     features = fid.InceptionFeatures.from_file(FLAGS.fid_weights) if FLAGS.fid_weights else None
     table = compare(argv[1:], FLAGS.data, FLAGS.split, FLAGS.image_size, FLAGS.batch_size,
                     FLAGS.checkpoint, features)
@@ -80,7 +82,8 @@ def main(argv: list[str]) -> None:
     sys.exit(1)
   print(table)
   if FLAGS.out:
-    with open(FLAGS.out, "w") as f:
+    os.makedirs(os.path.dirname(os.path.abspath(FLAGS.out)), exist_ok=True)
+    with shards.local_path_for(FLAGS.out) as tmp, open(tmp, "w") as f:
       f.write(table + "\n")
 
 
@@ -93,6 +96,7 @@ if __name__ == "__main__":
   flags.DEFINE_string("checkpoint", "", CHECKPOINT_HELP + ", for every run")
   flags.DEFINE_integer("image_size", 256, "Short side resize and center crop (the seeds' protocol: 256)")
   flags.DEFINE_integer("batch_size", 16, "Crops per device call")
+  flags.DEFINE_boolean("overwrite", False, "Replace --out if it exists")
   flags.DEFINE_string("fid_weights", "", "pytorch-fid Inception weights (.pth/.npz/.safetensors) for FID")
   flags.DEFINE_string("out", "", "Also write the table to this markdown file")
   flags.mark_flags_as_required(["data"])

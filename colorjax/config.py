@@ -87,6 +87,9 @@ def check_run_config(c: ml_collections.ConfigDict) -> None:
                "checkpoint_every", "keep_checkpoints", "eval_max_images"):
     if not isinstance(c[name], int) or c[name] < 1:
       raise ValueError(f"config.{name} must be a positive integer, got {c[name]!r}")
+  if not c.data.train:
+    raise ValueError("config.data.train is not set: pass --config.data.train=folder:PATH "
+                     "(photos; or shards:DIR, tfds:NAME)")
   if c.pretrain_steps < 0 or c.patience < 0 or c.max_train_minutes < 0:
     raise ValueError("config.pretrain_steps, config.patience and config.max_train_minutes must not be negative")
   if c.best_metric not in BEST_METRICS:

@@ -26,7 +26,6 @@ from __future__ import annotations
 import contextlib
 import csv
 import dataclasses
-import json
 import os
 import sys
 from collections.abc import Iterator, Sequence
@@ -229,6 +228,13 @@ def report_csv_path(path: str) -> str:
   return path[:-len(".json")] + ".csv"
 
 
+def refuse_existing(*paths: str) -> None:
+  """A ValueError, before any scoring, if an output file is already there (`--overwrite` replaces)."""
+  for path in paths:
+    if os.path.lexists(path):
+      raise ValueError(f"{path} already exists; pass --overwrite to replace it")
+
+
 def write_report(path: str, evaluation: Evaluation, meta: dict[str, Any]) -> str:
   """`path` (JSON: `meta`, counts, the table's numbers) and the per-photo CSV beside it; returns the CSV path."""
   csv_path = report_csv_path(path)
@@ -237,9 +243,8 @@ def write_report(path: str, evaluation: Evaluation, meta: dict[str, Any]) -> str
             "unreadable_skipped": evaluation.unreadable, "summary": evaluation.summary()}
   if evaluation.fid is None:
     report["fid"] = FID_MISSING
-  with open(path, "w") as f:
-    json.dump(report, f, indent=2)
-  with open(csv_path, "w", newline="") as f:
+  shards.write_json(path, report)
+  with shards.local_path_for(csv_path) as tmp, open(tmp, "w", newline="") as f:
     writer = csv.DictWriter(f, list(evaluation.rows[0]))
     writer.writeheader()
     writer.writerows(evaluation.rows)
@@ -252,7 +257,9 @@ def main(argv: list[str]) -> None:
   if bool(FLAGS.workdir) == bool(FLAGS.predictions):
     raise app.UsageError("give --workdir (a trained run) or --predictions (another system's pictures)")
   try:
-    if FLAGS.out:
+    if FLAGS.out and not FLAGS.overwrite:
+      refuse_existing(FLAGS.out, report_csv_path(FLAGS.out))
+    elif FLAGS.out:
       report_csv_path(FLAGS.out)
     if FLAGS.batch_size < 1 or FLAGS.image_size < 1:
       raise ValueError("--batch_size and --image_size must be positive")
@@ -308,5 +315,6 @@ if __name__ == "__main__":
   flags.DEFINE_float("prior_correction", -1, PRIOR_CORRECTION_HELP)
   flags.DEFINE_string("fid_weights", "", "pytorch-fid Inception weights (.pth/.npz/.safetensors) for FID")
   flags.DEFINE_string("out", "", "Write this JSON report (NAME.json) and the per-photo NAME.csv beside it")
+  flags.DEFINE_boolean("overwrite", False, "Replace --out's files if they exist")
   flags.mark_flags_as_required(["data"])
   app.run(main, flags_parser=parse_flags)

@@ -250,6 +250,9 @@ class _StopSignal:
     self._before = {sig: signal.signal(sig, self._handle) for sig in self.SIGNALS}
     return self
 
+  def __bool__(self) -> bool:
+    return self.received is not None
+
   def __exit__(self, *exc_info: Any) -> None:
     for sig, handler in self._before.items():
       signal.signal(sig, handler)
@@ -258,6 +261,8 @@ class _StopSignal:
     del frame
     self.received = signum
     signal.signal(signum, signal.SIG_DFL)  # a second signal kills at once
+    sys.stderr.write(f"\n{signal.Signals(signum).name}: stopping after the step in progress, with a "
+                     "checkpoint (the same signal again stops at once, without one)\n")
 
 
 def _agree(*flags: bool) -> tuple[bool, ...]:
@@ -451,8 +456,15 @@ def _changed_fields(workdir: str, config: ml_collections.ConfigDict) -> list[str
   path = os.path.join(workdir, "config.json")
   if not os.path.exists(path):
     return []
-  with open(path) as f:
-    old = flax.traverse_util.flatten_dict(json.load(f))
+  try:
+    with open(path) as f:
+      old = json.load(f)
+  except (OSError, json.JSONDecodeError) as e:
+    raise ValueError(f"{path} cannot be read ({e}): train in another --workdir") from e
+  if not isinstance(old, dict) or not {"model", "total_steps", "data"} <= set(old):
+    raise ValueError(f"{path} is not the config of a colorjax run, and training would write over it: "
+                     "train in another --workdir")
+  old = flax.traverse_util.flatten_dict(old)
   new = flax.traverse_util.flatten_dict(json.loads(config.to_json()))
   return sorted(".".join(k) for k in set(old) | set(new) if old.get(k) != new.get(k))
 
@@ -474,6 +486,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                         resources: contextlib.ExitStack) -> dict[str, float]:
   config_lib.check_run_config(config)
+  stop = resources.enter_context(_StopSignal())  # from here: a signal while compiling is a clean stop too
   if "://" in workdir:
     raise ValueError(f"workdir {workdir}: give a local path; mount a bucket with gcsfuse first "
                      "(launch/tpu_vm.sh and the Colab notebook do that for gs:// work directories)")
@@ -509,6 +522,12 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                        f"or resume with the config in {os.path.join(workdir, 'config.json')}")
     state = restore_state(mgr, state, data_iterator=data_iter)
     logging.info("resumed from %s at step %d", mgr.directory, int(state.step))
+  final_path = os.path.join(workdir, "final_metrics.json")
+  if int(state.step) >= config.total_steps and os.path.exists(final_path):
+    logging.info("%s is already trained to step %d (total_steps %d): nothing to do; its scores are in %s",
+                 workdir, int(state.step), config.total_steps, final_path)
+    with open(final_path) as f:
+      return {k: v for k, v in json.load(f).items() if k not in ("step", "complete", "best")}
   best = BestCheckpoint(workdir, config)
   resources.callback(best.mgr.close)
   os.makedirs(os.path.join(workdir, "samples"), exist_ok=True)
@@ -519,20 +538,16 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     if int(state.step) == 0:  # TensorBoard's HParams tab: the config of the run
       flat = flax.traverse_util.flatten_dict(json.loads(config.to_json()), sep=".")
       writer.write_hparams({k: v if isinstance(v, (bool, int, float, str)) else str(v) for k, v in flat.items()})
-  final_path = os.path.join(workdir, "final_metrics.json")
-  if int(state.step) >= config.total_steps and os.path.exists(final_path):
-    logging.info("%s is already trained to step %d (total_steps %d): nothing to do; its scores are in %s",
-                 workdir, int(state.step), config.total_steps, final_path)
-    with open(final_path) as f:
-      return {k: v for k, v in json.load(f).items() if k not in ("step", "complete", "best")}
 
   features = fid.InceptionFeatures.from_file(config.fid_weights) if config.fid_weights else None
-  stop = resources.enter_context(_StopSignal())
   step = int(state.step)
   window, window_start, window_step = [], time.time(), step
   deadline = window_start + 60 * config.max_train_minutes if config.max_train_minutes else float("inf")
   summary: dict[str, float] = {}
   signalled = False
+  if _agree(bool(stop))[0]:
+    logging.info("stopped by signal before the first step; nothing was trained or written over")
+    return summary
   while step < config.total_steps:
     try:
       batch = next(data_iter)
@@ -570,7 +585,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       _save(mgr, state, data_iter)
     signalled = out_of_time = False
     if not last:
-      signalled, out_of_time = _agree(stop.received is not None, time.time() > deadline)
+      signalled, out_of_time = _agree(bool(stop), time.time() > deadline)
     if out_of_time and not signalled and not scheduled:  # the scores of where it stopped
       summary = _evaluate_and_log(trainer, state, eval_images, writer, workdir, step, features)
       best.update(state, summary, step, scheduled=False)
@@ -653,12 +668,36 @@ def _quiet_orbax(record: logging.LogRecord) -> bool:
   return record.levelno >= logging.WARNING or f"{os.sep}orbax{os.sep}" not in record.pathname
 
 
+def _config_error(e: BaseException) -> str:
+  """One line for a config that failed to load: the last line of a file's traceback or
+  IOError, or a misspelt field's own message ("'image_sise' Did you mean "image_size"...")."""
+  cause = e.__cause__ or e
+  if isinstance(cause, (AttributeError, KeyError)) and cause.args:
+    message = cause.args[0]
+    while isinstance(message, BaseException) and message.args:  # ml_collections wraps its KeyError
+      message = message.args[0]
+    return "no such config field " + " ".join(str(message).split())
+  return [line.strip() for line in str(cause).splitlines() if line.strip()][-1]
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+  """absl's parser, with a bad --config (file, variant or override) as one `error:` line."""
+  try:
+    return flags.FLAGS(argv)
+  except (flags.Error, AttributeError, KeyError) as e:
+    sys.exit(f"error: {_config_error(e)}")
+
+
 def main(argv: list[str]) -> None:
   del argv
   distributed.initialize()  # before JAX touches a device, so the mesh spans every process
   host.keep_freed_memory()
   logging.getLogger("absl").addFilter(_quiet_orbax)
-  config = flags.FLAGS.config
+  try:
+    config = flags.FLAGS.config
+    config.get("total_steps")  # config_flags loads the file and applies overrides lazily, here
+  except (OSError, AttributeError, KeyError, TypeError, ValueError) as e:
+    sys.exit(f"error: --config {config_flags.get_config_filename(flags.FLAGS['config'])}: {_config_error(e)}")
   workdir = flags.FLAGS.workdir or os.path.join(
       "runs", os.path.splitext(os.path.basename(config_flags.get_config_filename(flags.FLAGS["config"])))[0])
   try:
@@ -672,4 +711,4 @@ if __name__ == "__main__":
   flags.DEFINE_string("workdir", "", "Checkpoints, logs and samples (default: runs/<config name>)")
   flags.mark_flags_as_required(["config"])
   logging.getLogger().setLevel(logging.INFO)
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)

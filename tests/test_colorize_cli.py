@@ -95,6 +95,14 @@ def test_every_array_kind_keeps_its_size_and_alpha(colorizer):
   assert colorizer.render_shape(3, 2000) == (32, 128)
 
 
+@pytest.mark.parametrize("array, problem", [(np.zeros((0, 5), np.uint8), "got shape \\(0, 5\\)"),
+                                            (np.zeros((1, 4, 4, 3), np.uint8), "got shape \\(1, 4, 4, 3\\)"),
+                                            (np.zeros((4, 4), np.int64), "dtype int64 is not uint8")])
+def test_an_array_that_is_not_an_image_is_refused_with_its_shape(colorizer, array, problem):
+  with pytest.raises(ValueError, match=problem):
+    colorizer(array)
+
+
 def test_colour_input_is_reduced_to_its_lightness(colorizer):
   rgb = photo()
   l, ab = color.rgb_uint8_to_model(rgb, np)
@@ -186,6 +194,9 @@ def test_two_inputs_never_write_the_same_output(colorizer, tmp_path):
 
 def test_best_checkpoint_loads_and_a_missing_one_says_so(workdir, tmp_path):
   assert colorize.Colorizer.from_workdir(workdir, "best").config.image_size == 32
+  assert colorize.Colorizer.from_workdir(workdir, 0).step == 0  # a step number from Python
+  with pytest.raises(ValueError, match="temperature must be > 0"):
+    colorize.Colorizer.from_workdir(workdir, temperature=-1.0)
   bare = make_workdir(tmp_path / "no_best")
   with pytest.raises(FileNotFoundError, match="no best checkpoint"):
     colorize.Colorizer.from_workdir(bare, "best")

@@ -99,9 +99,13 @@ def test_cli_skips_gray_and_broken_photos_and_writes_json_and_csv(run, tmp_path)
   assert list(rows[0])[:7] == ["file", "psnr", "ssim", "mse", "colorfulness", "gray_psnr", "gray_ssim"]
   assert np.mean([float(r["gray_psnr"]) for r in rows]) == pytest.approx(report["summary"]["no_colour"]["psnr"])
 
-  missing = subprocess.run(cmd[:4] + [str(tmp_path / "nowhere")] + cmd[5:], cwd=REPO, env=env,
+  missing = subprocess.run(cmd[:4] + [str(tmp_path / "nowhere")] + cmd[5:] + ["--overwrite"], cwd=REPO, env=env,
                            capture_output=True, text=True)
   assert missing.returncode == 1 and "not a colorjax workdir" in missing.stderr
+
+  (tmp_path / "report" / "report.json").unlink()  # the CSV beside it, maybe the user's, is still there
+  again = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
+  assert again.returncode == 1 and "report.csv already exists; pass --overwrite to replace it" in again.stderr
 
 
 def test_classifier_gets_pixel_accuracy_and_fid_columns(photos):

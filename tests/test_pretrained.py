@@ -108,6 +108,17 @@ def test_wrong_depth_is_refused_with_a_reason(resnet18, tmp_path):
     pretrained.load_torchvision_resnet(r34, 18)
 
 
+@pytest.mark.parametrize("ext", [".pth", ".npz", ".safetensors"])
+def test_a_damaged_weights_file_is_named_with_its_problem(tmp_path, ext):
+  path = tmp_path / f"notes{ext}"
+  path.write_text("my notes, not weights\n")
+  with pytest.raises(ValueError, match=f"{path} is not a readable \\{ext} state dict \\(\\w+: "):
+    pretrained.read_state_dict(path)
+  torch.save([torch.zeros(2)], tmp_path / "list.pth")
+  with pytest.raises(ValueError, match="holds a list, not a state dict"):
+    pretrained.read_state_dict(tmp_path / "list.pth")
+
+
 @pytest.mark.parametrize("generator", [ResNetUNet(18), ResNetColorizer(18)], ids=["unet", "colorizer"])
 def test_merge_replaces_only_the_encoder(resnet18, tmp_path, generator):
   params, stats = pretrained.load_torchvision_resnet(_save(resnet18, tmp_path / "r18.npz"), 18)

@@ -107,6 +107,13 @@ def test_tfds_source_trains_directly(name):
     assert pipeline.eval_images(held_out, 32, 2).shape == (2, 32, 32, 3)
 
 
+def test_a_tfds_dataset_not_built_is_named_and_never_downloaded(tmp_path, monkeypatch):
+  monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path))
+  with pytest.raises(ValueError, match=f"tfds:places365_small is not built in {tmp_path} .*colorjax never downloads"):
+    sources.resolve("tfds:places365_small", "train", 0.1)
+  assert not any(tmp_path.rglob("*.tar*")) and not any(tmp_path.rglob("*.zip"))
+
+
 def test_gray_tfds_examples_are_left_out_of_training_and_scoring():
   rng = np.random.default_rng(0)
   colour = [{"image": rng.integers(0, 256, (40, 48, 3), np.uint8)} for _ in range(6)]

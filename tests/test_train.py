@@ -139,6 +139,27 @@ def test_bad_run_settings_are_refused_before_anything_is_written(photos, tmp_pat
   assert not (tmp_path / "run").exists()
 
 
+def test_a_config_json_colorjax_did_not_write_is_refused_not_overwritten(photos, tmp_path):
+  (tmp_path / "config.json").write_text('{"foo": 1}')
+  with pytest.raises(ValueError, match="config.json is not the config of a colorjax run"):
+    train.train_and_evaluate(tiny_config(photos), str(tmp_path))
+  assert (tmp_path / "config.json").read_text() == '{"foo": 1}' and os.listdir(tmp_path) == ["config.json"]
+  with pytest.raises(ValueError, match="config.data.train is not set: pass --config.data.train=folder:PATH"):
+    train.train_and_evaluate(tiny_config(photos, **{"data.train": ""}), str(tmp_path / "run"))
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--config", "configs/nope.py"], "error: --config configs/nope.py: [Errno 2] No such file or directory"),
+    (["--config", "configs/demo.py", "--config.image_sise=32"], 'Did you mean "image_size"'),
+    (["--config", "configs/demo.py:cpu"], "error: ValueError: unknown config variant 'cpu'"),
+])
+def test_command_line_names_a_bad_config_in_one_line(args, message, tmp_path):
+  run = subprocess.run([sys.executable, "-m", "colorjax.train", *args, "--workdir", str(tmp_path / "run")],
+                       cwd=REPO, env={**os.environ, "PYTHONPATH": REPO}, capture_output=True, text=True)
+  assert run.returncode == 1 and message in run.stderr and "Traceback" not in run.stderr, run.stderr[-2000:]
+  assert not (tmp_path / "run").exists()
+
+
 def test_a_bucket_workdir_is_refused_not_written_as_a_local_folder(photos, tmp_path, monkeypatch):
   monkeypatch.chdir(tmp_path)
   with pytest.raises(ValueError, match="gs://bucket/run: give a local path; mount a bucket with gcsfuse"):
@@ -329,6 +350,20 @@ def test_sigterm_saves_a_checkpoint_and_exits_cleanly(photos, tmp_path):
   assert "stopped by signal" in out
   steps = ocp.CheckpointManager(str(tmp_path / "checkpoints")).all_steps()
   assert steps and 0 < max(steps) < 1000
+
+
+def test_ctrl_c_while_setting_up_stops_cleanly_and_says_so(photos, tmp_path):
+  proc = _train_cli(tiny_config(photos, total_steps=1000), tmp_path)
+  lines = []
+  for line in proc.stdout:  # the handler is in place once the run logs its devices
+    lines.append(line)
+    if "devices:" in line:
+      proc.send_signal(signal.SIGINT)
+      break
+  out = "".join(lines) + proc.communicate(timeout=300)[0]
+  assert proc.returncode == 0 and "Traceback" not in out, out[-3000:]
+  assert "SIGINT: stopping after the step in progress, with a checkpoint" in out
+  assert "stopped by signal" in out
 
 
 def test_trains_where_tensorflow_cannot_be_imported(photos, tmp_path):

@@ -15,6 +15,7 @@ shards leave them out once, up front.
 from __future__ import annotations
 
 import collections.abc
+import os
 from typing import Any
 
 from colorjax.data import sources
@@ -36,7 +37,12 @@ class Subset(collections.abc.Sequence):
 def data_source(name: str) -> collections.abc.Sequence[dict[str, Any]]:
   """The `train` split of TFDS dataset `name`, decoded to numpy examples on access."""
   import tensorflow_datasets as tfds  # loads TensorFlow (~4 s): only tfds: sources pay for it
-  source = tfds.data_source(name, split="train")
+  try:
+    source = tfds.data_source(name, split="train", download=False)
+  except (tfds.core.DatasetNotFoundError, KeyError, AssertionError) as e:
+    data_dir = os.environ.get("TFDS_DATA_DIR", "~/tensorflow_datasets")
+    raise ValueError(f"tfds:{name} is not built in {data_dir} (TFDS_DATA_DIR): run `tfds build {name}` "
+                     f"there first; colorjax never downloads ({' '.join(str(e).split())})") from None
   if "image" not in source.dataset_info.features:
     raise ValueError(f"tfds:{name} has no 'image' feature: not an image dataset")
   return source

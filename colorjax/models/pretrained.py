@@ -41,25 +41,37 @@ def read_state_dict(path: str | os.PathLike) -> StateDict:
   if not os.path.exists(path):
     raise FileNotFoundError(f"weights file {path!r} does not exist")
   ext = os.path.splitext(path)[1].lower()
+  if ext not in (".pth", ".pt", ".safetensors", ".npz"):
+    raise ValueError(f"{path}: unknown weights format {ext!r}; use .pth, .safetensors or .npz")
+  try:
+    state = _read(path, ext)
+  except ImportError:
+    raise
+  except Exception as e:  # noqa: BLE001 -- pickle, zip, safetensors and npz readers each raise their own
+    reason = (str(e).strip().split(". ") or [""])[0]
+    raise ValueError(f"{path} is not a readable {ext} state dict ({type(e).__name__}: {reason})") from None
+  if not isinstance(state, dict):
+    raise ValueError(f"{path} holds a {type(state).__name__}, not a state dict")
+  return {k: np.asarray(v, np.float32) for k, v in state.items() if not k.endswith(_UNUSED)}
+
+
+def _read(path: str, ext: str) -> Any:
   if ext in (".pth", ".pt"):
     try:
       import torch  # only .pth needs PyTorch
     except ImportError:
       raise ImportError(f"reading {path} needs PyTorch (pip install torch); or save the state dict "
                         "as .npz / .safetensors on a machine that has it") from None
-    state = {k: v.float().numpy() for k, v in torch.load(path, map_location="cpu", weights_only=True).items()}
-  elif ext == ".safetensors":
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    return {k: v.float().numpy() for k, v in state.items()} if isinstance(state, dict) else state
+  if ext == ".safetensors":
     try:
       from safetensors.numpy import load_file
     except ImportError:
       raise ImportError(f"reading {path} needs safetensors (pip install safetensors)") from None
-    state = dict(load_file(path))
-  elif ext == ".npz":
-    with np.load(path) as f:
-      state = {k: f[k] for k in f.files}
-  else:
-    raise ValueError(f"{path}: unknown weights format {ext!r}; use .pth, .safetensors or .npz")
-  return {k: np.asarray(v, np.float32) for k, v in state.items() if not k.endswith(_UNUSED)}
+    return dict(load_file(path))
+  with np.load(path) as f:
+    return {k: f[k] for k in f.files}
 
 
 def _to_flax(value: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
