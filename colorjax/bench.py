@@ -37,7 +37,7 @@ from ml_collections import config_flags
 from PIL import Image
 
 from colorjax import host, models, train
-from colorjax.colorize import Colorizer
+from colorjax.colorize import Colorizer, parse_flags
 from colorjax.data import pipeline, shards, sources
 
 # Dense peak FLOP/s per chip (vendor data sheets), by substring of `device.device_kind`, first
@@ -306,8 +306,7 @@ if __name__ == "__main__":
   flags.DEFINE_integer("render_size", 0, "colorize: short side the model sees (default: the training size)")
   flags.DEFINE_string("data", "", "pipeline: data source, e.g. folder:PATH")
   flags.DEFINE_integer("image_size", 256, "pipeline: crop size")
-  flags.DEFINE_alias("image-size", "image_size")
   flags.DEFINE_integer("batch_size", 16, "pipeline: images per batch")
   flags.DEFINE_integer("batches", 20, "pipeline: timed batches")
   flags.DEFINE_integer("workers", 0, "pipeline: grain worker processes (0: threads)")
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)

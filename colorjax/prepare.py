@@ -207,12 +207,13 @@ def main(argv: list[str]) -> None:
   del argv
   f = flags.FLAGS
   try:
-    manifest = prepare(f.source, f.out, f.size, f.limit, f.seed, f["eval-fraction"].value, f.workers,
-                       f["shard-size"].value, f.quality)
+    manifest = prepare(f.source, f.out, f.size, f.limit, f.seed, f.eval_fraction, f.workers,
+                       f.shard_size, f.quality)
   except (ValueError, FileNotFoundError) as e:  # bad options, sources or --out: the message says which
     sys.exit(f"error: {e}")
-  skipped = {s: len(v) for s, v in manifest["skipped"].items()}
-  print(f"{os.fspath(f.out)}: {manifest['counts']} photos, skipped {skipped}: "
+  counts = " + ".join(f"{n} {split}" for split, n in manifest["counts"].items())
+  skipped = sum(len(v) for v in manifest["skipped"].values())
+  print(f"{os.fspath(f.out)}: {counts} photos ({skipped} skipped, named in its manifest): "
         f"train with --config.data.train=shards:{f.out}")
 
 
@@ -222,10 +223,11 @@ if __name__ == "__main__":
   flags.DEFINE_integer("size", 256, "Short side of the stored photos, in pixels")
   flags.DEFINE_integer("limit", 0, "Prepare a seeded random subset of this many photos (0: all)")
   flags.DEFINE_integer("seed", 0, "Seed of the --limit subset")
-  flags.DEFINE_float("eval-fraction", 0.1, "Share held out for eval, by a hash of each photo's key")
+  flags.DEFINE_float("eval_fraction", 0.1, "Share held out for eval, by a hash of each photo's key")
   flags.DEFINE_integer("quality", shards.JPEG_QUALITY, "JPEG quality of the stored photos (colorjax.data.shards says why 95)")
   flags.DEFINE_integer("workers", 0, "Decoding processes (0: one per core)")
-  flags.DEFINE_integer("shard-size", 1024, "Photos per shard (also the unit of resumption)")
+  flags.DEFINE_integer("shard_size", 1024, "Photos per shard (also the unit of resumption)")
   flags.mark_flags_as_required(["source", "out"])
   logging.getLogger().setLevel(logging.INFO)
-  app.run(main)
+  from colorjax.colorize import parse_flags  # here, not at the top: spawned workers need not import it
+  app.run(main, flags_parser=parse_flags)
