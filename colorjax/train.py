@@ -265,6 +265,11 @@ class _StopSignal:
                      "checkpoint (the same signal again stops at once, without one)\n")
 
 
+# Processes agree on stopping every this many steps: the all-gather waits for the step to finish,
+# so doing it every step would keep the host from running ahead of the devices.
+AGREE_EVERY = 10
+
+
 def _agree(*flags: bool) -> tuple[bool, ...]:
   """Each flag True on every process if it is True on any (processes must stop at the same step)."""
   if jax.process_count() == 1:
@@ -560,8 +565,8 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     step += 1
     last = step == config.total_steps
     if step % config.log_every == 0 or last:
-      scalars = {k: float(np.mean([m[k] for m in jax.device_get(window) if k in m]))
-                 for k in set().union(*window)}
+      fetched = jax.device_get(window)
+      scalars = {k: float(np.mean([m[k] for m in fetched if k in m])) for k in set().union(*fetched)}
       elapsed = time.time() - window_start
       rate = (step - window_step) * config.batch_size / max(elapsed, 1e-9)
       eta = (config.total_steps - step) * config.batch_size / max(rate, 1e-9)
@@ -584,7 +589,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     if step % config.checkpoint_every == 0 or last:
       _save(mgr, state, data_iter)
     signalled = out_of_time = False
-    if not last:
+    if not last and (jax.process_count() == 1 or step % AGREE_EVERY == 0):
       signalled, out_of_time = _agree(bool(stop), time.time() > deadline)
     if out_of_time and not signalled and not scheduled:  # the scores of where it stopped
       summary = _evaluate_and_log(trainer, state, eval_images, writer, workdir, step, features)
