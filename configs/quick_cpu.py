@@ -8,20 +8,22 @@ on `../shared/data/ade20k` + `imagenet_sample` (20 % held out by the path hash).
 the mean of its colour distribution with the rebalancing divided back out
 (`model.prior_correction` 1, T 1): the rebalanced loss teaches rare colours, the correction
 keeps them where the model is sure. Why this system: docs/results.md, "Choosing quick_cpu".
-Measured (2-core VM, 2026-11-24, `bash benchmarks/quick_cpu_vs_torch.sh`): 1620 s wall
-including start-up, compile and evals (about 45 img/s). On the 512 held-out photos (256 px crops,
-RGB uint8): PSNR 23.42, SSIM 0.9430, colourfulness 19.6 (that run's model, re-decoded on
-2026-11-25; its old decode, rebalanced annealed mean T 0.38, gave 22.93 / 0.9397 / 24.3). In the
-same run: no colour 22.85 / 0.9419 / 0.1, real photos 40.1; the PyTorch pix2pix recipe 23.68 /
-0.9449 / 11.1 after 15 min of L1 and 20.16 / 0.8853 / 43.0 after 15 more minutes of GAN. Not
-better than both: issue 8's goal is not reached. `--prior_correction 0 --temperature 0.38`
-gives the old, bolder and blotchier decode. On a CPU with AMX (2026-11-30, Intel Xeon, 2
-cores) `dtype="auto"` trains it in bfloat16: 15 min 30 s to 16 min 35 s (since the
-stride-phase patches), 23.41 / 0.9430 / 19.4 on the same held-out photos; the PyTorch recipe in
-the same run: 23.68 / 0.9403 / 13.4 after L1, 20.66 / 0.9110 / 41.5 after the GAN phase
-(docs/results.md). `max_train_minutes` 29
-keeps the 30-minute budget on a slower CPU: there the run stops early, with its held-out
-scores and a checkpoint, before the learning rate has fully decayed (re-run to finish it).
+Measured on the 512 held-out photos (256 px crops, RGB uint8; `python -m colorjax.evaluate
+--workdir runs/quick_cpu --data folder:../shared/data/ade20k,folder:../shared/data/imagenet_sample
+--split eval`), docs/results.md has the tables:
+- 2026-11-30, 2-core Intel Xeon with AMX (bfloat16 by `dtype="auto"`): PSNR 23.44, SSIM 0.9429,
+  colourfulness 19.9; `--checkpoint best` (step 3000) 23.52 / 0.9432 / 19.0. 22 min wall beside
+  the test suite; the same steps took 16 min 35 s alone that morning.
+- The PyTorch pix2pix recipe on the same VM that day (`benchmarks/quick_cpu_vs_torch.sh`):
+  23.68 / 0.9403 / 13.4 after 15 min of L1, 20.66 / 0.9110 / 41.5 after 15 more minutes of GAN.
+  No colour 22.85 / 0.9419 / 0.1; real photos 40.1. Not better than both: issue 8's goal is
+  not reached.
+- Without AMX (AMD EPYC, float32, 2026-11-24/25): 1620-1651 s wall; 23.42 / 0.9430 / 19.6 with
+  the class histogram of then (its first 1000 training photos, all ADE20K).
+`--prior_correction 0 --temperature 0.38` gives the old, bolder and blotchier decode.
+`max_train_minutes` 29 keeps the 30-minute budget on a slower CPU: there the run stops early,
+with its held-out scores and a checkpoint, before the learning rate has fully decayed (re-run
+to finish it).
 """
 
 from colorjax.config import ab_class_recipe, apply_variant, default_config, shared_photos
