@@ -465,7 +465,9 @@ def colorize_files(colorizer: Colorizer, inputs: Sequence[str], out_dir: str,
 
 
 def parse_flags(argv: list[str]) -> list[str]:
-  """absl's parser, also taking `--max-pixels` for `--max_pixels` (the usual CLI spelling)."""
+  """absl's parser for the commands: also takes `--max-pixels` for `--max_pixels` (the usual CLI
+  spelling), and keeps orbax's and JAX's INFO lines off the console (`train.quiet_console`)."""
+  train.quiet_console()
   end = argv.index("--") if "--" in argv else len(argv)
   underscored = [re.sub(r"^--([^=]+)", lambda m: "--" + m.group(1).replace("-", "_"), a) for a in argv[:end]]
   return app.parse_flags_with_usage(underscored + argv[end:])

@@ -34,6 +34,7 @@ import optax
 import orbax.checkpoint as ocp
 from ml_collections import config_flags
 from absl import app, flags
+from absl import logging as absl_logging
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 from PIL import Image
@@ -668,9 +669,15 @@ def _evaluate_and_log(trainer: Trainer, state: TrainState, images: np.ndarray, w
   return summary
 
 
-def _quiet_orbax(record: logging.LogRecord) -> bool:
-  """Drops orbax's several INFO lines per checkpoint from the console; its warnings still show."""
-  return record.levelno >= logging.WARNING or f"{os.sep}orbax{os.sep}" not in record.pathname
+def _quiet(record: logging.LogRecord) -> bool:
+  noisy = f"{os.sep}orbax{os.sep}" in record.pathname or record.pathname.endswith("xla_bridge.py")
+  return record.levelno >= logging.WARNING or not noisy
+
+
+def quiet_console() -> None:
+  """Keeps orbax's dozens of INFO lines per checkpoint and JAX's backend probing off the
+  console (absl's handler, which prints every logger's records); their warnings still show."""
+  absl_logging.get_absl_handler().addFilter(_quiet)
 
 
 def _config_error(e: BaseException) -> str:
@@ -695,9 +702,9 @@ def parse_flags(argv: list[str]) -> list[str]:
 
 def main(argv: list[str]) -> None:
   del argv
+  quiet_console()
   distributed.initialize()  # before JAX touches a device, so the mesh spans every process
   host.keep_freed_memory()
-  logging.getLogger("absl").addFilter(_quiet_orbax)
   try:
     config = flags.FLAGS.config
     config.get("total_steps")  # config_flags loads the file and applies overrides lazily, here
