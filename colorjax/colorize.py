@@ -409,14 +409,17 @@ def _save_png(rgb: np.ndarray, dst: str) -> None:
 
 
 def colorize_files(colorizer: Colorizer, inputs: Sequence[str], out_dir: str,
-                   max_pixels: int = DEFAULT_MAX_PIXELS, overwrite: bool = False) -> int:
+                   max_pixels: int = DEFAULT_MAX_PIXELS, overwrite: bool = False,
+                   skip_existing: bool = False) -> int:
   """Writes one PNG per input; returns the number of failures (each reported in one line).
 
-  A file already at an output path is kept (a failure for that input) unless `overwrite`.
+  A file already at an output path is kept: a failure for that input, or with `skip_existing`
+  counted as done (PNGs are written whole or not at all, so a re-run finishes an interrupted
+  one); `overwrite` replaces it.
   """
   pairs = collect_inputs(inputs, exclude=out_dir)
   sources = {os.path.realpath(src) for src, _ in pairs}
-  failures = done_count = 0
+  failures = done_count = kept = 0
   with tqdm(total=len(pairs), unit="photo", file=sys.stderr, disable=None) as bar:
 
     def fail(e: BadImageError) -> None:
@@ -438,7 +441,12 @@ def colorize_files(colorizer: Colorizer, inputs: Sequence[str], out_dir: str,
           raise BadImageError(f"{src}: {dst} is already the output of {written_by[dst]}; "
                               "colorize one of them into another --out")
         if not overwrite and os.path.lexists(dst):
-          raise BadImageError(f"{src}: {dst} already exists; pass --overwrite to replace it")
+          if skip_existing:
+            kept += 1
+            bar.update()
+            continue
+          raise BadImageError(f"{src}: {dst} already exists; pass --overwrite to replace it "
+                              "(or --skip-existing to keep it)")
         jobs.append((src, dst, *probe(src, max_pixels)))
       except BadImageError as e:
         fail(e)
@@ -460,7 +468,9 @@ def colorize_files(colorizer: Colorizer, inputs: Sequence[str], out_dir: str,
           continue
         done_count += 1
         bar.update()
-        bar.write(f"[{done_count + failures}/{len(pairs)}] {src} -> {dst}", file=sys.stdout)
+        bar.write(f"[{done_count + failures + kept}/{len(pairs)}] {src} -> {dst}", file=sys.stdout)
+  if kept:
+    print(f"{kept} already in {out_dir}: kept (--skip-existing)", file=sys.stderr)
   return failures
 
 
@@ -494,7 +504,7 @@ def main(argv: list[str]) -> None:
   except (FileNotFoundError, ValueError) as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(1)
-  failures = colorize_files(colorizer, inputs, FLAGS.out, FLAGS.max_pixels, FLAGS.overwrite)
+  failures = colorize_files(colorizer, inputs, FLAGS.out, FLAGS.max_pixels, FLAGS.overwrite, FLAGS.skip_existing)
   if failures:
     print(f"{failures} of {total} inputs failed", file=sys.stderr)
   sys.exit(1 if failures else 0)
@@ -515,5 +525,7 @@ if __name__ == "__main__":
   flags.DEFINE_float("prior_correction", -1, PRIOR_CORRECTION_HELP)
   flags.DEFINE_integer("max_pixels", DEFAULT_MAX_PIXELS, "Refuse larger images (decompression-bomb guard)")
   flags.DEFINE_boolean("overwrite", False, "Replace files already in --out (default: keep them, report each)")
+  flags.DEFINE_boolean("skip_existing", False, "Keep files already in --out and count them as done "
+                       "(re-running an interrupted command finishes it)")
   flags.mark_flags_as_required(["workdir"])
   app.run(main, flags_parser=parse_flags)

@@ -158,6 +158,10 @@ def test_cli_folder_tree_bad_file_and_alpha(workdir, tmp_path):
   r = _run_cli(workdir, str(src / "a.jpg"), str(src / "alpha.png"), "--out", str(out))
   assert r.returncode == 1 and r.stderr.count("already exists; pass --overwrite") == 2, r.stderr
   assert _snapshot(out) == written
+  r = _run_cli(workdir, str(src), "--out", str(out), "--skip-existing")  # finishing an interrupted run
+  assert "3 already in" in r.stderr and "kept (--skip-existing)" in r.stderr, r.stderr
+  assert r.returncode == 1 and "1 of 4 inputs failed" in r.stderr  # only bad.jpg, again
+  assert _snapshot(out) == written
   r = _run_cli(workdir, str(src / "a.jpg"), "--out", str(out), "--overwrite")
   assert r.returncode == 0, r.stderr
   with Image.open(out / "a.png") as im:
