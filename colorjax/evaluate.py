@@ -32,12 +32,11 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from absl import app, flags
 from PIL import Image, ImageOps
 
-from colorjax import ab_bins, color, fid, train
+from colorjax import color, fid, metrics, train
 from colorjax.colorize import (CHECKPOINT_HELP, COLOUR_AT_RENDER_SIZE_HELP, PRIOR_CORRECTION_HELP, Colorizer,
                                parse_flags, prior_correction_flag)
 from colorjax.data import pipeline, shards, sources
@@ -157,12 +156,6 @@ def crop_batches(files: Sequence[pipeline.Record], image_size: int, batch_size: 
     yield names, np.stack(crops)
 
 
-def _pixel_accuracy(pred_u8: jax.Array, rgb: jax.Array) -> jax.Array:
-  """Share of pixels whose delivered colour falls in the true ab class (seed 003), per photo."""
-  classes = lambda x: ab_bins.ab_to_class(color.rgb_uint8_to_model(x)[1])
-  return jnp.mean(classes(pred_u8) == classes(rgb), axis=(1, 2))
-
-
 def evaluate(colorizer: Colorizer | PredictionFolder, data: sources.ScanReport, image_size: int = 256,
              batch_size: int = 16, features: fid.FeatureFn | None = None) -> Evaluation:
   """Scores `colorizer` on the center crops of the colour photos `data` (`sources.resolve`).
@@ -176,7 +169,7 @@ def evaluate(colorizer: Colorizer | PredictionFolder, data: sources.ScanReport, 
   folder = colorizer if isinstance(colorizer, PredictionFolder) else None
   classifier = bool(getattr(getattr(colorizer, "generator", None), "num_classes", 0))
   score = jax.jit(lambda pred, rgb: {**train.score_predictions(pred, rgb),
-                                     **({"pixel_accuracy": _pixel_accuracy(pred, rgb)} if classifier else {})})
+                                     **({"pixel_accuracy": metrics.pixel_accuracy(pred, rgb)} if classifier else {})})
   result = Evaluation(rows=[], grayscale=list(data.grayscale), unreadable=dict(data.unreadable))
   stats = {k: fid.FeatureStats() for k in ("model", "no_colour", "real")} if features else None
   for names, crops in crop_batches(data.files, image_size, batch_size, result, folder):

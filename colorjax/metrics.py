@@ -10,6 +10,8 @@ import jax
 import jax.numpy as jnp
 from clu import metrics
 
+from colorjax import ab_bins, color
+
 
 def psnr_ssim_mse(pred_u8: jax.Array, true_u8: jax.Array) -> dict[str, jax.Array]:
   """Per-image PSNR (dB), SSIM and MSE of uint8 RGB batches [B, H, W, 3]."""
@@ -28,6 +30,12 @@ def colorfulness(rgb_u8: jax.Array) -> jax.Array:
   std = jnp.sqrt(jnp.var(rg, axis=(1, 2)) + jnp.var(yb, axis=(1, 2)))
   mean = jnp.sqrt(jnp.mean(rg, axis=(1, 2)) ** 2 + jnp.mean(yb, axis=(1, 2)) ** 2)
   return std + 0.3 * mean
+
+
+def pixel_accuracy(pred_u8: jax.Array, true_u8: jax.Array) -> jax.Array:
+  """Share of pixels whose delivered colour falls in the true ab class (seed 003), per image."""
+  classes = lambda x: ab_bins.ab_to_class(color.rgb_uint8_to_model(x)[1])
+  return jnp.mean(classes(pred_u8) == classes(true_u8), axis=(1, 2))
 
 
 _IMAGE_METRICS = ("l1", "psnr", "ssim", "mse", "colorfulness", "gray_psnr", "gray_ssim",

@@ -225,7 +225,7 @@ def score_batch(generator: nn.Module, params: Any, stats: Any, rgb: jax.Array
   pred_u8 = color.to_uint8(color.model_to_rgb(l, pred))
   scores = {**score_predictions(pred_u8, rgb), "l1": jnp.mean(jnp.abs(pred - ab), axis=(1, 2, 3))}
   if getattr(generator, "num_classes", 0):
-    scores["pixel_accuracy"] = jnp.mean(jnp.argmax(out, -1) == ab_bins.ab_to_class(ab), axis=(1, 2))
+    scores["pixel_accuracy"] = metrics.pixel_accuracy(pred_u8, rgb)  # of the delivered colour, as evaluate
   return scores, pred_u8
 
 
