@@ -117,6 +117,8 @@ def test_a_rerun_keeps_what_the_run_wrote(photos, tmp_path):
   with pytest.raises(ValueError, match="do not fit this config \\(changed: model.ngf; "):
     train.train_and_evaluate(tiny_config(photos, **{"model.ngf": 16}), str(tmp_path))
   assert files() == saved  # not even a TensorBoard event file
+  train.train_and_evaluate(tiny_config(photos, total_steps=4), str(tmp_path))  # already past it
+  assert files() == saved  # config.json still describes the checkpoints
 
   assert json.load(open(tmp_path / "best.json"))["step"] in (2, 4, 6)
   train.train_and_evaluate(tiny_config(photos, total_steps=8, eval_every=8, eval_max_images=4), str(tmp_path))
