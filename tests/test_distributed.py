@@ -9,6 +9,7 @@ import textwrap
 import pytest
 
 from colorjax import distributed
+from test_train import write_photos
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -51,10 +52,37 @@ def _free_port() -> int:
 
 
 def test_two_processes_train_like_one(tmp_path):
+  outs = _run_two(WORKER, [], tmp_path)
+  for i, out in enumerate(outs):
+    assert f"SAME {i}" in out, out[-4000:]
+
+
+# Each process runs the whole command's loop on its share of a photo folder, both writing to one
+# workdir: a wall-clock budget spent at once stops both at the same step (they agree every
+# AGREE_EVERY steps), with one checkpoint; the re-run finishes both.
+LOOP_WORKER = textwrap.dedent("""
+    import json, os, sys
+    import jax
+    from colorjax import config as config_lib, distributed, train
+    assert distributed.initialize()
+    photos, workdir, minutes = sys.argv[1], sys.argv[2], float(sys.argv[3])
+    c = config_lib.default_config()
+    c.data.train, c.data.eval_fraction = "folder:" + photos, 0.25
+    c.image_size, c.batch_size, c.total_steps, c.pretrain_steps = 32, 4, 12, 12
+    c.log_every = c.eval_every = c.checkpoint_every = 6
+    c.eval_max_images, c.max_train_minutes = 4, minutes
+    c.model.generator, c.model.num_downs, c.model.ngf, c.model.discriminator = "pix2pix_unet", 5, 8, "none"
+    train.train_and_evaluate(c, workdir)
+    final = json.load(open(os.path.join(workdir, "final_metrics.json")))
+    print("DONE", jax.process_index(), final["step"], final["complete"])
+""")
+
+
+def _run_two(script: str, args: list[str], tmp_path) -> list[str]:
   env = {**os.environ, "PYTHONPATH": REPO, "JAX_PLATFORMS": "cpu", "JAX_DISABLE_MOST_OPTIMIZATIONS": "1",
          "COLORJAX_COORDINATOR": f"127.0.0.1:{_free_port()}", "COLORJAX_NUM_PROCESSES": "2"}
   env.pop("XLA_FLAGS", None)
-  procs = [subprocess.Popen([sys.executable, "-c", WORKER], env={**env, "COLORJAX_PROCESS_ID": str(i)},
+  procs = [subprocess.Popen([sys.executable, "-c", script, *args], env={**env, "COLORJAX_PROCESS_ID": str(i)},
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp_path)
            for i in range(2)]
   outs = []
@@ -63,8 +91,16 @@ def test_two_processes_train_like_one(tmp_path):
       outs.append(p.communicate(timeout=400)[0])
     finally:
       p.kill()
-  for i, out in enumerate(outs):
-    assert f"SAME {i}" in out, out[-4000:]
+  return outs
+
+
+def test_two_processes_stop_together_and_resume(tmp_path):
+  photos, workdir = write_photos(str(tmp_path / "photos")), str(tmp_path / "run")
+  for minutes, step, complete in (("1e-9", 10, False), ("0", 12, True)):
+    outs = _run_two(LOOP_WORKER, [photos, workdir, minutes], tmp_path)
+    for i, out in enumerate(outs):
+      assert f"DONE {i} {step} {complete}" in out, out[-4000:]
+  assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["10", "12", "6"]
 
 
 @pytest.fixture
