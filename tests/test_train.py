@@ -99,6 +99,7 @@ def test_train_and_evaluate_writes_everything_a_user_reads(photos, tmp_path):
   events = EventAccumulator(str(tmp_path / "tensorboard"))
   events.Reload()
   assert {"train/g_recon", "train/d_loss", "eval/psnr", "eval/ssim"} <= set(events.Tags()["tensors"])
+  assert "_hparams_/session_start_info" in events.PluginTagToContent("hparams")  # the config, once
   saved = json.load(open(tmp_path / "config.json"))
   assert saved["model"]["generator"] == "pix2pix_unet"
 
