@@ -280,7 +280,7 @@ def main(argv: list[str]) -> None:
         f"{FLAGS.image_size} px center crops {how}, RGB uint8\n")
   print(format_table(system_rows(evaluation.summary(), label), [("system", "")]))
   for name, why in list(evaluation.unreadable.items())[:5]:
-    print(f"skipped {name}: {why}")
+    print(f"skipped {why if str(why).startswith(str(name)) else f'{name}: {why}'}")  # errors name their file
   if features is None:
     print("\n" + FID_MISSING)
   if FLAGS.out:
