@@ -390,7 +390,7 @@ class BestCheckpoint:
     self.metric, self.patience = config.best_metric, config.patience
     self.mgr = _checkpoint_manager(workdir, 1, "best")
     self.path = os.path.join(workdir, "best.json")
-    flat = flax.traverse_util.flatten_dict(json.loads(config.to_json()), sep=".")
+    flat = _flat(json.loads(config.to_json()))
     eval_fields = {name: flat.get(name) for name in EVAL_FIELDS}
     self.record = {"metric": self.metric, "value": None, "step": None, "evals_since_best": 0, "eval": eval_fields}
     if os.path.exists(self.path):
@@ -470,9 +470,13 @@ def _changed_fields(workdir: str, config: ml_collections.ConfigDict) -> list[str
   if not isinstance(old, dict) or not {"model", "total_steps", "data"} <= set(old):
     raise ValueError(f"{path} is not the config of a colorjax run, and training would write over it: "
                      "train in another --workdir")
-  old = flax.traverse_util.flatten_dict(old)
-  new = flax.traverse_util.flatten_dict(json.loads(config.to_json()))
-  return sorted(".".join(k) for k in set(old) | set(new) if old.get(k) != new.get(k))
+  old, new = _flat(old), _flat(json.loads(config.to_json()))
+  return sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+
+
+def _flat(config: dict[str, Any]) -> dict[str, Any]:
+  """A config as JSON, flattened to dotted field names ("data.train")."""
+  return flax.traverse_util.flatten_dict(config, sep=".")
 
 
 def _write_config(workdir: str, config: ml_collections.ConfigDict) -> None:
@@ -542,8 +546,8 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   if is_main:
     _write_config(workdir, config)
     if int(state.step) == 0:  # TensorBoard's HParams tab: the config of the run
-      flat = flax.traverse_util.flatten_dict(json.loads(config.to_json()), sep=".")
-      writer.write_hparams({k: v if isinstance(v, (bool, int, float, str)) else str(v) for k, v in flat.items()})
+      writer.write_hparams({k: v if isinstance(v, (bool, int, float, str)) else str(v)
+                            for k, v in _flat(json.loads(config.to_json())).items()})
 
   features = fid.InceptionFeatures.from_file(config.fid_weights) if config.fid_weights else None
   step = int(state.step)
