@@ -125,7 +125,7 @@ class Colorizer:
     checkpoint = checkpoint or config.get("colorize_checkpoint", "latest")
     if not isinstance(checkpoint, str) or checkpoint not in ("latest", "best") and not checkpoint.isdigit():
       raise ValueError(f"checkpoint must be 'latest', 'best' or a step number, got {checkpoint!r}")
-    if (temperature is not None and temperature < 0) or (prior_correction is not None and not 0 <= prior_correction <= 1):
+    if (temperature is not None and temperature <= 0) or (prior_correction is not None and not 0 <= prior_correction <= 1):
       raise ValueError(f"temperature must be > 0 (1: the mean; lower: bolder) and prior_correction in [0, 1]; "
                        f"got {temperature} and {prior_correction}")
     if temperature:
