@@ -21,7 +21,7 @@ import os
 import signal
 import sys
 import time
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import flax
 import flax.linen as nn
@@ -62,7 +62,7 @@ class TrainState(flax.struct.PyTreeNode):
 def learning_rate(config: ml_collections.ConfigDict, name: str) -> float | optax.Schedule:
   """Network `name`'s ("g" or "d") rate; `decay_steps` anneals it to 0 along a cosine, which is
   what a short run needs to settle (configs/quick_cpu.py). A constant rate stays a float, so
-  the optimiser state (no step count) and old checkpoints keep their structure."""
+  the optimiser state (no schedule count) and old checkpoints keep their structure."""
   optim, decay_steps = config.optim[name], config_lib.decay_steps(config, name)
   return optax.cosine_decay_schedule(optim.lr, decay_steps) if decay_steps else optim.lr
 
@@ -249,6 +249,7 @@ class _StopSignal:
   def __enter__(self) -> "_StopSignal":
     self.received: int | None = None
     self._before = {sig: signal.signal(sig, self._handle) for sig in self.SIGNALS}
+    self._before = {sig: h for sig, h in self._before.items() if h is not None}  # None: not set from Python
     return self
 
   def __bool__(self) -> bool:
@@ -261,9 +262,10 @@ class _StopSignal:
   def _handle(self, signum, frame):
     del frame
     self.received = signum
-    signal.signal(signum, signal.SIG_DFL)  # a second signal kills at once
-    sys.stderr.write(f"\n{signal.Signals(signum).name}: stopping after the step in progress, with a "
-                     "checkpoint (the same signal again stops at once, without one)\n")
+    # A second one does what it did before (Ctrl-C: KeyboardInterrupt; SIGTERM: the end).
+    signal.signal(signum, self._before.get(signum, signal.SIG_DFL))
+    sys.stderr.write(f"\n{signal.Signals(signum).name}: stopping at the next step boundary, with a "
+                     "checkpoint once a step has run (the same signal again stops at once, without one)\n")
 
 
 # Processes agree on stopping every this many steps: the all-gather waits for the step to finish,
@@ -386,7 +388,9 @@ class BestCheckpoint:
   never compared with this one, even when a resumed run died before its first eval.
   """
 
-  def __init__(self, workdir: str, config: ml_collections.ConfigDict):
+  def __init__(self, workdir: str, config: ml_collections.ConfigDict, changed: Sequence[str] = ()):
+    """`changed`: the config fields that differ from the run being resumed, for a record written
+    before records kept their eval fields."""
     self.metric, self.patience = config.best_metric, config.patience
     self.mgr = _checkpoint_manager(workdir, 1, "best")
     self.path = os.path.join(workdir, "best.json")
@@ -396,7 +400,10 @@ class BestCheckpoint:
     if os.path.exists(self.path):
       with open(self.path) as f:
         old = json.load(f)
-      changed = [k for k, v in old.get("eval", {}).items() if k in eval_fields and eval_fields[k] != v]
+      if "eval" in old:
+        changed = [k for k, v in old["eval"].items() if k in eval_fields and eval_fields[k] != v]
+      else:
+        changed = sorted(set(changed) & set(EVAL_FIELDS))
       if old.get("metric") != self.metric:
         changed.append("best_metric")
       if not changed:
@@ -414,8 +421,9 @@ class BestCheckpoint:
     """
     value, best = summary[self.metric], self.record["value"]
     if best is None or (value < best if self.metric in LOWER_IS_BETTER else value > best):
-      if step not in self.mgr.all_steps():  # else saved by an earlier attempt at this step (resumed before it)
-        self.mgr.save(step, args=ocp.args.StandardSave(state), force=True)
+      if step in self.mgr.all_steps():  # an earlier attempt at this step (resumed from before it)
+        self.mgr.delete(step)
+      self.mgr.save(step, args=ocp.args.StandardSave(state), force=True)
       self.record.update(value=value, step=step, evals_since_best=0)
     elif scheduled:
       self.record["evals_since_best"] += 1
@@ -515,7 +523,8 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   eval_report = sources.resolve(eval_spec, "eval" if not config.data.eval else "all", config.data.eval_fraction)
   logging.info("train data: %s", train_report.summary())
   logging.info("eval data: %s", eval_report.summary())
-  trainer = Trainer(config, class_weights=_class_weights(config, workdir, train_report.files))
+  class_weights, keep_histogram = _class_weights(config, workdir, train_report.files)
+  trainer = Trainer(config, class_weights=class_weights)
   eval_images = pipeline.eval_images(eval_report.files, config.image_size, config.eval_max_images)
   local_batch = config.batch_size // jax.process_count()
   data = pipeline.train_dataset(train_report.files, config.image_size, local_batch, config.seed,
@@ -533,12 +542,17 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     state = restore_state(mgr, state, data_iterator=data_iter)
     logging.info("resumed from %s at step %d", mgr.directory, int(state.step))
   final_path = os.path.join(workdir, "final_metrics.json")
-  if int(state.step) >= config.total_steps and os.path.exists(final_path):
+  trained, signalled = _agree(int(state.step) >= config.total_steps and os.path.exists(final_path), bool(stop))
+  if trained:
     logging.info("%s is already trained to step %d (total_steps %d): nothing to do; its scores are in %s",
                  workdir, int(state.step), config.total_steps, final_path)
     with open(final_path) as f:
       return {k: v for k, v in json.load(f).items() if k not in ("step", "complete", "best")}
-  best = BestCheckpoint(workdir, config)
+  if signalled:
+    logging.info("stopped by signal before the first step; nothing was trained or written")
+    return {}
+  keep_histogram()
+  best = BestCheckpoint(workdir, config, changed)
   resources.callback(best.mgr.close)
   os.makedirs(os.path.join(workdir, "samples"), exist_ok=True)
   writer = writers.create_writer(workdir, is_main)
@@ -554,10 +568,6 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   window, window_start, window_step = [], time.time(), step
   deadline = window_start + 60 * config.max_train_minutes if config.max_train_minutes else float("inf")
   summary: dict[str, float] = {}
-  signalled = False
-  if _agree(bool(stop))[0]:
-    logging.info("stopped by signal before the first step; nothing was trained or written over")
-    return summary
   while step < config.total_steps:
     try:
       batch = next(data_iter)
@@ -639,21 +649,27 @@ def _weights_from_counts(config: ml_collections.ConfigDict, counts: np.ndarray) 
   return ab_bins.rebalance_weights(counts) if config.model.num_classes else ab_bins.inverse_frequency_weights(counts)
 
 
-def _class_weights(config: ml_collections.ConfigDict, workdir: str, files: Sequence[Any]) -> np.ndarray | None:
-  """Per-ab-class weights from the training set's colour histogram, when the loss uses them.
+def _class_weights(config: ml_collections.ConfigDict, workdir: str, files: Sequence[Any]
+                   ) -> tuple[np.ndarray | None, Callable[[], None]]:
+  """Per-ab-class weights from the training set's colour histogram, when the loss uses them,
+  and a function that keeps that histogram in `workdir/ab_histogram.json` (called once the run
+  is known to fit the workdir), so a resumed run (and colorize, for `model.prior_correction`)
+  uses the same weights.
 
-  The histogram is counted once (center crops of the first `data.stats_images` training
-  photos) and kept in `workdir/ab_histogram.json`, so a resumed run (and colorize, for
-  `model.prior_correction`) uses the same weights.
+  The histogram is counted once, on center crops of `data.stats_images` training photos drawn
+  from all sources (`pipeline.eval_images`).
   """
   path = os.path.join(workdir, HISTOGRAM_FILE)
   if not _uses_class_weights(config) or os.path.exists(path):
-    return read_class_weights(config, workdir)
+    return read_class_weights(config, workdir), lambda: None
   crops = pipeline.eval_images(files, config.image_size, config.data.stats_images)
   counts = ab_bins.histogram(color.rgb_uint8_to_model(crop, np)[1] for crop in crops)
-  if jax.process_index() == 0:  # every process counts the same photos; one writes them down
-    shards.write_json(path, {"images": len(crops), "image_size": config.image_size, "counts": counts.tolist()})
-  return _weights_from_counts(config, counts)
+
+  def keep() -> None:
+    if jax.process_index() == 0:  # every process counts the same photos; one writes them down
+      shards.write_json(path, {"images": len(crops), "image_size": config.image_size, "counts": counts.tolist()})
+
+  return _weights_from_counts(config, counts), keep
 
 
 def _evaluate_and_log(trainer: Trainer, state: TrainState, images: np.ndarray, writer: Any,
@@ -688,12 +704,19 @@ def _config_error(e: BaseException) -> str:
   """One line for a config that failed to load: the last line of a file's traceback or
   IOError, or a misspelt field's own message ("'image_sise' Did you mean "image_size"...")."""
   cause = e.__cause__ or e
-  if isinstance(cause, (AttributeError, KeyError)) and cause.args:
+  tb = cause.__traceback__
+  while tb is not None and tb.tb_next is not None:
+    tb = tb.tb_next
+  from_config_dict = tb is not None and "ml_collections" in tb.tb_frame.f_code.co_filename
+  if isinstance(cause, (AttributeError, KeyError)) and cause.args and from_config_dict:
     message = cause.args[0]
     while isinstance(message, BaseException) and message.args:  # ml_collections wraps its KeyError
       message = message.args[0]
     return "no such config field " + " ".join(str(message).split())
-  return [line.strip() for line in str(cause).splitlines() if line.strip()][-1]
+  lines = [line.strip() for line in str(cause).splitlines() if line.strip()]
+  if not lines or isinstance(cause, KeyError):  # a KeyError's text is only the key
+    return f"{type(cause).__name__}: {lines[-1] if lines else ''}".rstrip(": ")
+  return lines[-1]
 
 
 def parse_flags(argv: list[str]) -> list[str]:

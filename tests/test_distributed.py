@@ -63,6 +63,7 @@ def test_two_processes_train_like_one(tmp_path):
 LOOP_WORKER = textwrap.dedent("""
     import json, os, sys
     import jax
+    from jax.experimental import multihost_utils
     from colorjax import config as config_lib, distributed, train
     assert distributed.initialize()
     photos, workdir, minutes = sys.argv[1], sys.argv[2], float(sys.argv[3])
@@ -73,6 +74,7 @@ LOOP_WORKER = textwrap.dedent("""
     c.eval_max_images, c.max_train_minutes = 4, minutes
     c.model.generator, c.model.num_downs, c.model.ngf, c.model.discriminator = "pix2pix_unet", 5, 8, "none"
     train.train_and_evaluate(c, workdir)
+    multihost_utils.sync_global_devices("final_metrics.json written")  # process 0 writes it last
     final = json.load(open(os.path.join(workdir, "final_metrics.json")))
     print("DONE", jax.process_index(), final["step"], final["complete"])
 """)

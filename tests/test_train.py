@@ -224,12 +224,14 @@ def test_best_checkpoint_and_patience_survive_a_restart(photos, tmp_path, metric
   np.testing.assert_array_equal(kept.restore(best_step)["w"], np.full(3, best_step))
 
   # Another held-out eval (here more photos) starts a new record, whatever config.json says; the
-  # best step scored again after a resume from before it keeps its checkpoint instead of failing.
+  # best step scored again after a resume from before it replaces its checkpoint (orbax refused).
   config.eval_max_images += 1
   best = train.BestCheckpoint(str(tmp_path), config)
   assert best.record["value"] is None
   assert not best.update({"w": np.full(3, 7, np.float32)}, {metric: values[0]}, best_step)
+  kept = ocp.CheckpointManager(str(tmp_path / "best"))
   assert best.record["step"] == best_step and kept.all_steps() == [best_step]
+  np.testing.assert_array_equal(kept.restore(best_step)["w"], np.full(3, 7))  # the weights of the record
 
 
 def test_gray_baseline_is_scored_like_scikit_image(photos, tmp_path):
@@ -365,7 +367,7 @@ def test_ctrl_c_while_setting_up_stops_cleanly_and_says_so(photos, tmp_path):
       break
   out = "".join(lines) + proc.communicate(timeout=300)[0]
   assert proc.returncode == 0 and "Traceback" not in out, out[-3000:]
-  assert "SIGINT: stopping after the step in progress, with a checkpoint" in out
+  assert "SIGINT: stopping at the next step boundary, with a checkpoint once a step has run" in out
   assert "stopped by signal" in out
 
 
