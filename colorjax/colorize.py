@@ -38,6 +38,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from colorjax import color, models, train
+from colorjax.data import shards
 from colorjax.data.images import IMAGE_EXTENSIONS, BadImageError, open_image
 
 FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "TIFF")  # camera MPO files open as JPEG
@@ -397,17 +398,6 @@ def _batches(jobs: list[tuple[str, str, int, int]], colorizer: Colorizer) -> Ite
     yield batch
 
 
-def _save_png(rgb: np.ndarray, dst: str) -> None:
-  """Written beside `dst` and renamed, so a killed run leaves no truncated PNG to be kept."""
-  tmp = os.path.join(os.path.dirname(dst), f".{os.path.basename(dst)}.{os.getpid()}.tmp")
-  try:
-    Image.fromarray(rgb).save(tmp, format="PNG")
-    os.replace(tmp, dst)
-  finally:
-    if os.path.exists(tmp):
-      os.remove(tmp)
-
-
 def colorize_files(colorizer: Colorizer, inputs: Sequence[str], out_dir: str,
                    max_pixels: int = DEFAULT_MAX_PIXELS, overwrite: bool = False,
                    skip_existing: bool = False) -> int:
@@ -462,7 +452,8 @@ def colorize_files(colorizer: Colorizer, inputs: Sequence[str], out_dir: str,
       for (src, dst), out in zip(done, colorizer.colorize_batch(images)):
         try:
           os.makedirs(os.path.dirname(dst) or ".", exist_ok=True)
-          _save_png(out, dst)
+          with shards.local_path_for(dst) as tmp:  # renamed when whole: a killed run leaves no half PNG
+            Image.fromarray(out).save(tmp, format="PNG")
         except OSError as e:
           fail(BadImageError(f"{src}: cannot write {dst} ({e.strerror or e})"))
           continue

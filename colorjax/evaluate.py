@@ -250,10 +250,10 @@ def main(argv: list[str]) -> None:
   if bool(FLAGS.workdir) == bool(FLAGS.predictions):
     raise app.UsageError("give --workdir (a trained run) or --predictions (another system's pictures)")
   try:
-    if FLAGS.out and not FLAGS.overwrite:
-      refuse_existing(FLAGS.out, report_csv_path(FLAGS.out))
-    elif FLAGS.out:
-      report_csv_path(FLAGS.out)
+    if FLAGS.out:
+      csv_path = report_csv_path(FLAGS.out)
+      if not FLAGS.overwrite:
+        refuse_existing(FLAGS.out, csv_path)
     if FLAGS.batch_size < 1 or FLAGS.image_size < 1:
       raise ValueError("--batch_size and --image_size must be positive")
     if FLAGS.predictions:

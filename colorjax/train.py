@@ -248,8 +248,8 @@ class _StopSignal:
 
   def __enter__(self) -> "_StopSignal":
     self.received: int | None = None
-    self._before = {sig: signal.signal(sig, self._handle) for sig in self.SIGNALS}
-    self._before = {sig: h for sig, h in self._before.items() if h is not None}  # None: not set from Python
+    before = {sig: signal.signal(sig, self._handle) for sig in self.SIGNALS}
+    self._before = {sig: h for sig, h in before.items() if h is not None}  # None: not set from Python
     return self
 
   def __bool__(self) -> bool:
@@ -394,7 +394,7 @@ class BestCheckpoint:
     self.metric, self.patience = config.best_metric, config.patience
     self.mgr = _checkpoint_manager(workdir, 1, "best")
     self.path = os.path.join(workdir, "best.json")
-    flat = _flat(json.loads(config.to_json()))
+    flat = _flat(config)
     eval_fields = {name: flat.get(name) for name in EVAL_FIELDS}
     self.record = {"metric": self.metric, "value": None, "step": None, "evals_since_best": 0, "eval": eval_fields}
     if os.path.exists(self.path):
@@ -478,12 +478,14 @@ def _changed_fields(workdir: str, config: ml_collections.ConfigDict) -> list[str
   if not isinstance(old, dict) or not {"model", "total_steps", "data"} <= set(old):
     raise ValueError(f"{path} is not the config of a colorjax run, and training would write over it: "
                      "train in another --workdir")
-  old, new = _flat(old), _flat(json.loads(config.to_json()))
+  old, new = _flat(old), _flat(config)
   return sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
 
 
-def _flat(config: dict[str, Any]) -> dict[str, Any]:
-  """A config as JSON, flattened to dotted field names ("data.train")."""
+def _flat(config: ml_collections.ConfigDict | dict[str, Any]) -> dict[str, Any]:
+  """A config (or its JSON), flattened to dotted field names ("data.train")."""
+  if isinstance(config, ml_collections.ConfigDict):
+    config = json.loads(config.to_json())
   return flax.traverse_util.flatten_dict(config, sep=".")
 
 
@@ -561,7 +563,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     _write_config(workdir, config)
     if int(state.step) == 0:  # TensorBoard's HParams tab: the config of the run
       writer.write_hparams({k: v if isinstance(v, (bool, int, float, str)) else str(v)
-                            for k, v in _flat(json.loads(config.to_json())).items()})
+                            for k, v in _flat(config).items()})
 
   features = fid.InceptionFeatures.from_file(config.fid_weights) if config.fid_weights else None
   step = int(state.step)
