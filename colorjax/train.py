@@ -457,7 +457,33 @@ def _misfits(mgr: ocp.CheckpointManager, state: TrainState) -> str:
   return "; ".join(diffs[:3]) + (f" and {len(diffs) - 3} more arrays" if len(diffs) > 3 else "")
 
 
+class DivergedError(ValueError):
+  """The loss or the weights became NaN or infinite; nothing of that state is written."""
+
+
+@jax.jit
+def _weights_finite(state: TrainState) -> jax.Array:
+  leaves = jax.tree.leaves((state.g_params, state.g_stats, state.g_ema, state.d_params, state.d_stats))
+  return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves]))
+
+
+def _diverged(step: int, what: str) -> DivergedError:
+  return DivergedError(
+      f"training diverged at step {step}: {what}. Stopped without saving this state: the "
+      "workdir's checkpoints, if any, are of earlier steps. Lower the learning rate "
+      "(--config.optim.g.lr, --config.optim.d.lr) or compute in float32 (--config.dtype=float32) "
+      "and re-run: it resumes from the latest checkpoint")
+
+
+def check_finite(state: TrainState) -> None:
+  """The gate before every eval and save: NaN weights would score as a black picture, could
+  become the best checkpoint and would push good checkpoints out of `keep_checkpoints`."""
+  if not _weights_finite(state):
+    raise _diverged(int(state.step), "the weights are NaN or infinite")
+
+
 def _save(mgr: ocp.CheckpointManager, state: TrainState, data_iterator: Any) -> None:
+  check_finite(state)
   step = int(state.step)
   if step in mgr.all_steps():
     return
@@ -591,6 +617,8 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       logging.info("step %d/%d [%s] %s | %.1f img/s | ETA %s", step, config.total_steps, phase,
                    " ".join(f"{k}={v:.4f}" for k, v in sorted(scalars.items())), rate, _format_duration(eta))
       writer.write_scalars(step, {**{f"train/{k}": v for k, v in scalars.items()}, "train/img_per_s": rate})
+      if bad := sorted(k for k, v in scalars.items() if not np.isfinite(v)):
+        raise _diverged(step, f"{', '.join(bad)} became NaN or infinite (mean of steps {window_step + 1}-{step})")
       window, window_start, window_step = [], time.time(), step
     plateau = False
     scheduled = step % config.eval_every == 0 or last
@@ -676,6 +704,7 @@ def _class_weights(config: ml_collections.ConfigDict, workdir: str, files: Seque
 
 def _evaluate_and_log(trainer: Trainer, state: TrainState, images: np.ndarray, writer: Any,
                       workdir: str, step: int, features: fid.FeatureFn | None) -> dict[str, float]:
+  check_finite(state)
   summary, preds = trainer.evaluate(state, images, features)
   logging.info("eval @ %d on %d photos: PSNR %.2f dB (no colour: %.2f), SSIM %.4f (no colour: %.4f), "
                "colourfulness %.1f (real: %.1f), ab L1 %.4f%s", step, len(images), summary["psnr"],

@@ -194,6 +194,28 @@ def test_max_train_minutes_on_the_last_step_finishes_normally(photos, tmp_path):
   assert sorted(os.listdir(tmp_path / "samples")) == ["step_0000001.png"]  # one eval, not two
 
 
+def test_a_diverged_run_stops_with_a_clear_error_and_keeps_the_checkpoints_before_it(photos, tmp_path):
+  """A learning rate of 1e10 makes the weights overflow to NaN within a step (a real divergence,
+  nothing patched): the run stops at the first log; no checkpoint, best or sample is written."""
+  train.train_and_evaluate(tiny_config(photos, total_steps=2), str(tmp_path))
+  saved = lambda: {p: os.path.getmtime(p) for d in ("checkpoints", "best") for p in (tmp_path / d).rglob("*")}
+  before = saved()
+  with pytest.raises(train.DivergedError, match=r"diverged at step 4: .*g_recon became NaN.*steps 3-4.*optim.g.lr"):
+    train.train_and_evaluate(tiny_config(photos, **{"optim.g.lr": 1e10}), str(tmp_path))
+  assert ocp.CheckpointManager(str(tmp_path / "checkpoints")).all_steps() == [2]
+  assert json.load(open(tmp_path / "best.json"))["step"] == 2
+  assert sorted(os.listdir(tmp_path / "samples")) == ["step_0000002.png"]
+  assert saved() == before  # the logs do show the NaN losses
+
+
+def test_nan_weights_are_never_evaluated_or_saved(photos, tmp_path):
+  """The gate behind the loss check, for a run that logs less often than it saves."""
+  with pytest.raises(train.DivergedError, match="diverged at step 2: the weights are NaN"):
+    train.train_and_evaluate(tiny_config(photos, log_every=100, **{"optim.g.lr": 1e10}), str(tmp_path))
+  assert not (tmp_path / "checkpoints").exists() or not os.listdir(tmp_path / "checkpoints")
+  assert not os.listdir(tmp_path / "samples")
+
+
 def test_training_in_process_gives_back_the_signal_handlers(photos, tmp_path):
   def mine(signum, frame):  # e.g. a notebook kernel's Interrupt
     del signum, frame
