@@ -14,6 +14,7 @@ optimisers and data position). SIGTERM/SIGINT save a checkpoint and exit cleanly
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import functools
 import json
 import logging
@@ -543,6 +544,8 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     logging.warning("resuming with a changed config: %s", ", ".join(changed))
   os.makedirs(workdir, exist_ok=True)
   is_main = jax.process_index() == 0
+  if is_main:
+    _lock_workdir(workdir, resources)
   logging.info("devices: %d x %s (%d processes)", jax.device_count(), jax.devices()[0].device_kind,
                jax.process_count())
 
@@ -657,6 +660,20 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     shards.write_json(final_path, final)
     logging.info("final: %s", json.dumps(final))
   return summary
+
+
+def _lock_workdir(workdir: str, resources: contextlib.ExitStack) -> None:
+  """One training per workdir: two would save over each other's checkpoints. The lock is on the
+  folder itself, so no file is created, and it goes with the process, even on kill -9."""
+  fd = os.open(workdir, os.O_RDONLY)
+  resources.callback(os.close, fd)  # closing releases the lock
+  try:
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+  except BlockingIOError:
+    raise ValueError(f"another training is running in {workdir} (it holds the folder's lock): "
+                     "wait for it or stop it, or give another --workdir") from None
+  except OSError as e:  # a file system without flock (some FUSE mounts)
+    logging.warning("cannot lock %s (%s): make sure no other training uses it", workdir, e)
 
 
 def _uses_class_weights(config: ml_collections.ConfigDict) -> bool:

@@ -364,13 +364,17 @@ def test_sigkill_then_resume_gives_the_same_final_weights(photos, tmp_path):
     np.testing.assert_array_equal(x, y)
 
 
-def test_sigterm_saves_a_checkpoint_and_exits_cleanly(photos, tmp_path):
+def test_sigterm_saves_a_checkpoint_and_exits_cleanly_and_a_second_run_is_refused(photos, tmp_path):
   config = tiny_config(photos, total_steps=1000, checkpoint_every=1000, eval_every=1000)
   proc = _train_cli(config, tmp_path)
   deadline = time.time() + 300
   while not os.path.exists(tmp_path / "metrics.jsonl"):  # the first logged step
     assert proc.poll() is None and time.time() < deadline
     time.sleep(0.2)
+  second = _train_cli(config, tmp_path)  # e.g. the same command typed in another terminal
+  out, _ = second.communicate(timeout=300)
+  assert second.returncode == 1 and f"error: another training is running in {tmp_path}" in out, out[-3000:]
+  assert proc.poll() is None  # the first one trains on
   proc.send_signal(signal.SIGTERM)
   out, _ = proc.communicate(timeout=300)
   assert proc.returncode == 0, out[-3000:]
