@@ -689,11 +689,17 @@ def read_class_weights(config: ml_collections.ConfigDict, workdir: str) -> np.nd
   if not os.path.exists(path):
     raise FileNotFoundError(f"{path} is missing: a run with class weights writes it when training starts")
   with open(path) as f:
-    return _weights_from_counts(config, np.asarray(json.load(f)["counts"]))
+    return class_weights_from_counts(config, np.asarray(json.load(f)["counts"]))
 
 
-def _weights_from_counts(config: ml_collections.ConfigDict, counts: np.ndarray) -> np.ndarray:
-  return ab_bins.rebalance_weights(counts) if config.model.num_classes else ab_bins.inverse_frequency_weights(counts)
+def class_weights_from_counts(config: ml_collections.ConfigDict, counts: np.ndarray) -> np.ndarray:
+  """The loss's per-class weights from the training photos' ab histogram `counts`."""
+  if not config.model.num_classes:
+    return ab_bins.inverse_frequency_weights(counts)
+  share = config.loss.get("rebalance_offset")
+  if share is None:  # the config.json of a run from before the field: +1e5 of the pixels it counted
+    share = 1e5 / counts.sum()
+  return ab_bins.rebalance_weights(counts, share)
 
 
 def _class_weights(config: ml_collections.ConfigDict, workdir: str, files: Sequence[Any]
@@ -716,7 +722,7 @@ def _class_weights(config: ml_collections.ConfigDict, workdir: str, files: Seque
     if jax.process_index() == 0:  # every process counts the same photos; one writes them down
       shards.write_json(path, {"images": len(crops), "image_size": config.image_size, "counts": counts.tolist()})
 
-  return _weights_from_counts(config, counts), keep
+  return class_weights_from_counts(config, counts), keep
 
 
 def _evaluate_and_log(trainer: Trainer, state: TrainState, images: np.ndarray, writer: Any,

@@ -1,6 +1,8 @@
 """Seed 003 (a): 256 ab classes (16 x 16 bins) predicted per pixel by a ResNet-18 colorizer.
 
-Class-rebalanced cross-entropy with w_c = 1 / sqrt(n_c + 1e5) counted over the training set;
+Class-rebalanced cross-entropy with the paper's w_c = 1 / sqrt(n_c + 1e5) over its 10k photos at
+256 px, applied to class shares (`loss.rebalance_offset`) so that the weights are the paper's
+however many pixels are counted (`data.stats_images` crops at `image_size`);
 argmax decoding as the paper (reported PSNR 25.31), or Zhang et al.'s annealed mean with
 `--config.model.decode=annealed_mean` (T = 0.38). Eval also reports pixel accuracy.
 

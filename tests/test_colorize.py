@@ -11,7 +11,6 @@ import pytest
 from PIL import Image
 from skimage import color as skcolor
 
-from colorjax import ab_bins
 from colorjax import config as config_lib
 from colorjax import train
 from colorjax.colorize import Colorizer, _resize_ab, anchor_colour
@@ -105,7 +104,7 @@ def test_prior_correction_reads_the_runs_class_weights(workdir, tmp_path):
 
   histogram = os.path.join(run, "ab_histogram.json")
   with open(histogram) as f:
-    weights = ab_bins.rebalance_weights(np.asarray(json.load(f)["counts"]))
+    weights = train.class_weights_from_counts(c, np.asarray(json.load(f)["counts"]))
   corrected = Colorizer.from_workdir(run)
   np.testing.assert_allclose(corrected.generator.prior_shift, -np.log(weights), rtol=1e-6)
   biased = Colorizer.from_workdir(run, prior_correction=0.0)

@@ -58,8 +58,7 @@ def test_config_trains_and_its_loss_goes_down_on_a_fixed_batch(path):
   weights = None
   if config.model.num_classes or config.loss.color_weighted:
     counts = ab_bins.histogram([color.rgb_uint8_to_model(batch, np)[1]])
-    weights = (ab_bins.rebalance_weights(counts) if config.model.num_classes
-               else ab_bins.inverse_frequency_weights(counts))
+    weights = train.class_weights_from_counts(config, counts)
   trainer = train.Trainer(config, class_weights=weights)
   state = trainer.init_state()
   losses = []

@@ -62,14 +62,28 @@ def test_decoding_argmax_and_annealed_mean():
 
 
 def test_class_weights_follow_the_seed_formulas():
-  counts = RNG.integers(0, 10 ** 6, size=256)
+  # Counted over as many pixels as the seed (10k photos at 256 px), w_c ∝ 1/sqrt(n_c + 1e5) ...
+  counts = RNG.multinomial(10_000 * 256 ** 2, RNG.dirichlet(np.full(256, 0.2)))
   w = ab_bins.rebalance_weights(counts)
   raw = 1 / np.sqrt(counts + 1e5)
-  np.testing.assert_allclose(w / w[0], raw / raw[0], rtol=1e-5)        # w_c ∝ 1/sqrt(n_c + 1e5)
+  np.testing.assert_allclose(w / w[0], raw / raw[0], rtol=1e-5)
   assert counts @ w / counts.sum() == pytest.approx(1.0, rel=1e-5)      # mean pixel weight 1
+  # ... and counting fewer pixels of the same photos (fewer or smaller crops) gives the same weights.
+  np.testing.assert_allclose(ab_bins.rebalance_weights(counts / 160), w, rtol=1e-5)  # 1000 crops of 64 px
   inv = ab_bins.inverse_frequency_weights(counts)
   assert inv[np.argmin(counts)] > inv[np.argmax(counts)]
   assert ab_bins.histogram([np.zeros((3, 4, 2))]).sum() == 12
+
+
+def test_a_run_from_before_rebalance_offset_keeps_its_weights():
+  """Its config.json has no loss.rebalance_offset: +1e5 of the pixels it counted, as it trained."""
+  counts = RNG.multinomial(1000 * 64 ** 2, RNG.dirichlet(np.full(256, 0.2)))
+  config = config_lib.default_config()
+  config.model.num_classes = 256
+  del config.loss["rebalance_offset"]
+  w = train.class_weights_from_counts(config, counts)
+  raw = 1 / np.sqrt(counts + 1e5)
+  np.testing.assert_allclose(w / w[0], raw / raw[0], rtol=1e-5)
 
 
 def test_prior_correction_undoes_the_rebalanced_cross_entropy():
@@ -79,7 +93,7 @@ def test_prior_correction_undoes_the_rebalanced_cross_entropy():
   p[ab_bins.NUM_CLASSES // 2 + ab_bins.BINS // 2] += 0.7  # mostly one near-grey class, as photos are
   classes = jnp.asarray(RNG.choice(ab_bins.NUM_CLASSES, size=20000, p=p))
   counts = np.bincount(np.asarray(classes), minlength=ab_bins.NUM_CLASSES)
-  w = ab_bins.rebalance_weights(counts * 100, offset=1e3)  # a strong rebalancing
+  w = ab_bins.rebalance_weights(counts, offset_share=5e-4)  # a strong rebalancing
   opt = optax.adam(0.1)
 
   @jax.jit
