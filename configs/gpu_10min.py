@@ -8,7 +8,9 @@
 quick_cpu's system (256 ab classes, class-rebalanced cross-entropy, EMA, cosine decay) on the
 ResNet-18 U-Net, whose skip connections keep colour edges at 256 px (an
 800-step probe: U-Net 23.21 dB / colourfulness 25.4, ResNet colorizer 22.71 / 29.5), with
-zoomed crops. bfloat16 compute ("auto" on GPU); 12 grain worker processes decode the JPEGs.
+zoomed crops (`max_zoom` 1.5; the runs measured below had none, because the zoom then never
+upscaled and these photos have a 256 px short side: fixed 2026-11-30, not yet measured on a
+GPU). bfloat16 compute ("auto" on GPU); 12 grain worker processes decode the JPEGs.
 Measured (one H100 80GB, jax 0.11.2, 2026-11-24): 317 s of training wall (~1830 img/s, 196
 epochs of 1962 photos). On the 512 held-out photos (256 px, RGB uint8, truth stored as q90
 JPEG), latest: PSNR 22.16, SSIM 0.9322, colourfulness 32.2; `--checkpoint best` (step 1000):

@@ -327,6 +327,31 @@ def test_train_dataset_shards_disjoint_and_complete(tmp_path):
   assert seen[0] | seen[1] == set(range(n))
 
 
+def test_zoom_reaches_photos_no_larger_than_the_crop(tmp_path):
+  """A photo of exactly the crop size (shards are prepared at a 256 px short side) still zooms:
+  a ramp across it spans 1/z of its range in a crop zoomed z times."""
+  S = 32
+  ramp = np.repeat(np.linspace(0, 255, S)[None, :, None], S, 0) * np.ones((1, 1, 3))
+  ramp[..., 1] = 128  # colourful
+  files = [save(ramp.astype(np.uint8), tmp_path / "ramp.png")]
+  span = lambda crops: crops[:, S // 2, :, 0].astype(int).max(1) - crops[:, S // 2, :, 0].astype(int).min(1)
+  zoom1 = np.concatenate(_take(pipeline.train_dataset(files, S, 4, seed=0, shard_index=0, shard_count=1), 5))
+  assert (span(zoom1) == 255).all()
+  zoomed = np.concatenate(_take(pipeline.train_dataset(files, S, 4, seed=0, shard_index=0, shard_count=1,
+                                                       max_zoom=3.0), 10))
+  assert span(zoomed).min() < 255 / 2 and span(zoomed).min() > 255 / 3 - 12 and span(zoomed).max() > 200
+
+
+def test_each_process_draws_its_own_augmentation(tmp_path):
+  """Two processes' shares of the same photos, same seed: different crops, zooms and flips."""
+  for i in range(8):
+    save(colourful(96, 96, seed=0), tmp_path / f"same_{i}.png")  # one photo eight times
+  files = sources.resolve(f"folder:{tmp_path}", "all", 0.1).files
+  first = [_take(pipeline.train_dataset(files, 32, 4, seed=0, shard_index=k, shard_count=2, max_zoom=2.0), 1)[0]
+           for k in range(2)]
+  assert not any(np.array_equal(a, b) for a, b in zip(*first))
+
+
 def test_eval_images_center_crops_and_skips_bad(tmp_path):
   S = 32
   arr = np.zeros((64, 32, 3), np.uint8)

@@ -61,7 +61,9 @@ def load_train_crop(record: Record, rng: np.random.Generator, image_size: int,
   except BadImageError as e:
     logging.warning("skipping %s", e)
     return None
-  rgb = resize_short_side(rgb, max(image_size, min(short, *rgb.shape[:2])))  # never upscale to zoom
+  # Upscaled when the photo is smaller, as RandomResizedCrop does: shards and most of the
+  # shared photos have a 256 px short side, and capping there made max_zoom a no-op at 256 px.
+  rgb = resize_short_side(rgb, short)
   h, w = rgb.shape[:2]
   top, left = rng.integers(0, h - image_size + 1), rng.integers(0, w - image_size + 1)
   crop = rgb[top:top + image_size, left:left + image_size]
@@ -86,7 +88,9 @@ def train_dataset(files: Sequence[Record], image_size: int, local_batch_size: in
   shard_index = jax.process_index() if shard_index is None else shard_index
   shard_count = jax.process_count() if shard_count is None else shard_count
   ds = grain.MapDataset.source(files)[shard_index::shard_count]
-  ds = ds.seed(seed).shuffle().repeat()
+  # Each process its own random numbers (grain draws them by seed and index within the share):
+  # with one seed, sample k of every process would get the same zoom, crop and flip.
+  ds = ds.seed(seed + shard_index).shuffle().repeat()
   ds = ds.random_map(functools.partial(load_train_crop, image_size=image_size, max_zoom=max_zoom))
   ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=max(1, num_workers) * 2, prefetch_buffer_size=64))
   # Photos that vanish or break after the scan are skipped one by one, but if most do (an
