@@ -38,7 +38,7 @@ def default_config() -> ml_collections.ConfigDict:
   c.data = ml_collections.ConfigDict()
   c.data.train = ""             # "folder:PATH", "shards:DIR" (colorjax.prepare), "tfds:NAME"; join with ","
   c.data.eval = ""              # "" = the held-out split of data.train
-  c.data.eval_fraction = 0.1    # share of data.train held out, by a hash of the file path
+  c.data.eval_fraction = 0.1    # share of data.train held out by a hash of the file path (not with data.eval)
   c.data.num_workers = 0        # grain worker processes (0: threads in this process)
   c.data.stats_images = 1000    # training photos counted for the ab-class histogram
   c.data.max_zoom = 1.0         # crops see the photo at a short side of image_size * U(1, max_zoom)

@@ -549,9 +549,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   logging.info("devices: %d x %s (%d processes)", jax.device_count(), jax.devices()[0].device_kind,
                jax.process_count())
 
-  eval_spec = config.data.eval or config.data.train
-  train_report = sources.resolve(config.data.train, "train", config.data.eval_fraction)
-  eval_report = sources.resolve(eval_spec, "eval" if not config.data.eval else "all", config.data.eval_fraction)
+  train_report, eval_report = resolve_data(config)
   logging.info("train data: %s", train_report.summary())
   logging.info("eval data: %s", eval_report.summary())
   class_weights, keep_histogram = _class_weights(config, workdir, train_report.files)
@@ -674,6 +672,15 @@ def _lock_workdir(workdir: str, resources: contextlib.ExitStack) -> None:
                      "wait for it or stop it, or give another --workdir") from None
   except OSError as e:  # a file system without flock (some FUSE mounts)
     logging.warning("cannot lock %s (%s): make sure no other training uses it", workdir, e)
+
+
+def resolve_data(config: ml_collections.ConfigDict) -> tuple[sources.ScanReport, sources.ScanReport]:
+  """The training and held-out photos. `data.eval_fraction` of `data.train` is held out by path
+  hash only when there is no `data.eval`; a shards: source keeps the split `prepare` made."""
+  if not config.data.eval:
+    return (sources.resolve(config.data.train, "train", config.data.eval_fraction),
+            sources.resolve(config.data.train, "eval", config.data.eval_fraction))
+  return sources.resolve(config.data.train, "train", 0.0), sources.resolve(config.data.eval, "all", 0.0)
 
 
 def _uses_class_weights(config: ml_collections.ConfigDict) -> bool:

@@ -170,6 +170,16 @@ def test_a_bucket_workdir_is_refused_not_written_as_a_local_folder(photos, tmp_p
   assert not os.listdir(tmp_path)
 
 
+def test_a_separate_eval_set_leaves_all_of_data_train_for_training(photos, tmp_path):
+  held_out = write_photos(str(tmp_path / "held_out"), n=3, seed=1)
+  split = tiny_config(photos, **{"data.eval_fraction": 0.25})
+  train_report, eval_report = train.resolve_data(split)
+  assert len(train_report.files) + len(eval_report.files) == 16 and len(eval_report.files) > 0
+  train_report, eval_report = train.resolve_data(tiny_config(photos, **{"data.eval_fraction": 0.25,
+                                                                         "data.eval": f"folder:{held_out}"}))
+  assert (len(train_report.files), len(eval_report.files)) == (16, 3)
+
+
 def test_max_train_minutes_stops_with_scores_and_a_checkpoint_and_a_rerun_trains_on(photos, tmp_path):
   budget = tiny_config(photos, max_train_minutes=1e-9, eval_every=4, checkpoint_every=4)
   checkpoints = ocp.CheckpointManager(str(tmp_path / "checkpoints"))
