@@ -418,7 +418,8 @@ class BestCheckpoint:
     """Records an eval; saves `state` if it is the best so far. True once patience ran out.
 
     An eval off the `eval_every` schedule (where `max_train_minutes` stopped a run) can be the
-    best but does not count towards patience.
+    best but does not count towards patience, nor does an eval of a step counted before (a run
+    resumed from a checkpoint older than its last eval runs that eval again).
     """
     value, best = summary[self.metric], self.record["value"]
     if best is None or (value < best if self.metric in LOWER_IS_BETTER else value > best):
@@ -426,8 +427,10 @@ class BestCheckpoint:
         self.mgr.delete(step)
       self.mgr.save(step, args=ocp.args.StandardSave(state), force=True)
       self.record.update(value=value, step=step, evals_since_best=0)
-    elif scheduled:
+    elif scheduled and step > self.record.get("last_eval", -1):
       self.record["evals_since_best"] += 1
+    if scheduled:
+      self.record["last_eval"] = max(step, self.record.get("last_eval", -1))
     if jax.process_index() == 0:
       shards.write_json(self.path, self.record)
     return self.patience > 0 and self.record["evals_since_best"] >= self.patience

@@ -245,12 +245,15 @@ def test_best_checkpoint_and_patience_survive_a_restart(photos, tmp_path, metric
   best = train.BestCheckpoint(str(tmp_path), config)
   plateaus = [best.update({"w": np.full(3, step, np.float32)}, {metric: v}, step)
               for step, v in enumerate(values[:3], start=1)]
-  best = train.BestCheckpoint(str(tmp_path), config)  # a resumed run counts on
+  # A run resumed from a checkpoint before step 3 (killed after its eval) counts on, and counts
+  # the eval of step 3, which it runs again, once.
+  best = train.BestCheckpoint(str(tmp_path), config)
+  plateaus.append(best.update({"w": np.full(3, 3, np.float32)}, {metric: values[2]}, 3))
   plateaus.append(best.update({"w": np.full(3, 4, np.float32)}, {metric: values[3]}, 4))
-  assert plateaus == [False, False, False, True]  # a tie is no new best
+  assert plateaus == [False, False, False, False, True]  # a tie is no new best
   record = json.load(open(tmp_path / "best.json"))
   assert record == {"metric": metric, "value": values[best_step - 1], "step": best_step, "evals_since_best": 2,
-                    "eval": {**record["eval"], "eval_max_images": config.eval_max_images}}
+                    "last_eval": 4, "eval": {**record["eval"], "eval_max_images": config.eval_max_images}}
   kept = ocp.CheckpointManager(str(tmp_path / "best"))
   assert kept.all_steps() == [best_step]
   np.testing.assert_array_equal(kept.restore(best_step)["w"], np.full(3, best_step))
