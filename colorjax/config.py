@@ -107,6 +107,12 @@ def check_run_config(c: ml_collections.ConfigDict) -> None:
     raise ValueError(f"config.data.eval_fraction must be in [0, 1), got {c.data.eval_fraction}")
   if c.data.max_zoom < 1:
     raise ValueError(f"config.data.max_zoom must be >= 1, got {c.data.max_zoom}")
+  if c.model.num_classes not in (0, ab_bins.NUM_CLASSES):
+    raise ValueError(f"config.model.num_classes = {c.model.num_classes}: the ab classes are "
+                     f"{ab_bins.BINS} x {ab_bins.BINS} bins, so 0 (regress ab) or {ab_bins.NUM_CLASSES}")
+  if c.model.num_classes and (c.loss.color_weighted or c.loss.tv_weight):
+    raise ValueError("config.loss.color_weighted and loss.tv_weight are for models that regress ab; "
+                     "an ab-class model's loss is the cross-entropy, weighted by loss.rebalance")
   if c.model.num_classes and c.model.generator not in CLASS_GENERATORS:
     raise ValueError(f"config.model.num_classes = {c.model.num_classes}: model.generator "
                      f"{c.model.generator!r} predicts ab, not classes (use one of {', '.join(CLASS_GENERATORS)})")

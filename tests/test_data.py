@@ -129,6 +129,12 @@ def test_open_16bit_png(tmp_path):
   np.testing.assert_array_equal(rgb[..., 0], rgb[..., 2])
 
 
+def test_open_dark_16bit_png_stays_dark(tmp_path):
+  v = np.arange(0, 200, 2, dtype=np.uint16).reshape(10, 10)  # a 16-bit scan that uses < 1 % of its range
+  rgb, _ = open_image(save(Image.fromarray(v), tmp_path / "dark.png"))
+  np.testing.assert_array_equal(rgb[..., 0], np.round(v / 257.0).astype(np.uint8))
+
+
 def test_open_one_pixel(tmp_path):
   rgb, _ = open_image(save(np.array([[[10, 20, 30]]], np.uint8), tmp_path / "one.png"))
   np.testing.assert_array_equal(rgb, [[[10, 20, 30]]])

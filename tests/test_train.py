@@ -135,6 +135,9 @@ def test_a_rerun_keeps_what_the_run_wrote(photos, tmp_path):
     ({"max_train_minutes": -1.0}, "config.max_train_minutes must not be negative"),
     ({"model.num_classes": 256, "model.discriminator": "none"}, "model.generator 'pix2pix_unet' predicts ab, not classes"),
     ({"model.num_classes": 256, "model.generator": "resnet_unet"}, "set model.discriminator = 'none'"),
+    ({"model.num_classes": 313, "model.generator": "resnet_unet"}, "16 x 16 bins, so 0 .regress ab. or 256"),
+    ({"model.num_classes": 256, "model.generator": "resnet_unet", "model.discriminator": "none",
+      "loss.color_weighted": True}, "loss.color_weighted and loss.tv_weight are for models that regress ab"),
 ])
 def test_bad_run_settings_are_refused_before_anything_is_written(photos, tmp_path, override, message):
   with pytest.raises(ValueError, match=message):

@@ -36,7 +36,12 @@ def _to_rgb(img: Image.Image, background: int = 255) -> tuple[Image.Image, np.nd
   alpha = None
   if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
     arr = np.asarray(img, dtype=np.float64)
-    scale = 1.0 if img.mode == "F" and arr.max() <= 1.0 else (65535.0 if arr.max() > 255 else 255.0)
+    # 16-bit modes always span 0..65535 (a dark 16-bit scan stays dark); 32-bit "I" and "F"
+    # carry no range, so it is guessed from the values.
+    if img.mode.startswith("I;16"):
+      scale = 65535.0
+    else:
+      scale = 1.0 if img.mode == "F" and arr.max() <= 1.0 else (65535.0 if arr.max() > 255 else 255.0)
     arr = np.clip(np.round(arr / scale * 255.0), 0, 255).astype(np.uint8)
     img = Image.fromarray(arr, mode="L")
   if img.mode == "P":
