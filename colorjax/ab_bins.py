@@ -32,6 +32,8 @@ def decode(logits: jax.Array, method: str = "annealed_mean", temperature: float 
 
   "argmax" takes the most likely bin (seed 003); "annealed_mean" is Zhang et al.'s
   softmax(logits / T) expectation, between the mode (T -> 0) and the mean (T = 1).
+  With 16 bins ab = 0 lies on a bin corner, as on the paper's grid: argmax cannot give a
+  neutral grey (the nearest centres have a chroma of 9.7 Lab units); the mean can.
   """
   centers = jnp.asarray(class_centers())
   if method == "argmax":

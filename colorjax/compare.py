@@ -31,7 +31,7 @@ def describe(config: ml_collections.ConfigDict) -> str:
   words = [m.generator]
   if m.generator in ("resnet_unet", "resnet_colorizer"):
     words.append(f"ResNet-{m.resnet_depth}")
-  if m.generator == "resnet_colorizer" and m.num_classes:
+  if m.num_classes:
     words.append(f"{m.num_classes} classes")
   if m.discriminator != "none":
     words.append(f"+ {m.discriminator}")

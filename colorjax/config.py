@@ -51,7 +51,7 @@ def default_config() -> ml_collections.ConfigDict:
   c.model.ngf = 64
   c.model.ndf = 64
   c.model.dropout = 0.5               # pix2pix_unet's middle blocks
-  c.model.output_activation = "tanh"  # or "sigmoid" (seed 000)
+  c.model.output_activation = "tanh"  # or "sigmoid" (seed 000's; the same function, rescaled)
   c.model.upsample = "subpixel"       # or "transpose", "col2im", "auto": same maths, see models/layers.py
   c.model.num_classes = 0             # resnet_unet, resnet_colorizer: 256 predicts ab classes (seed 003)
   c.model.decode = "annealed_mean"    # classes -> ab: "annealed_mean" (Zhang et al.) or "argmax"

@@ -9,7 +9,10 @@ The Flax encoder's module names mirror torchvision's (`layer2_0/downsample_bn` i
 `layer2.0.downsample.1`), so the mapping is mechanical: conv kernels OIHW -> HWIO, BatchNorm
 weight/bias/running_mean/running_var -> params scale/bias and batch_stats mean/var. The stem
 sees one channel (L) instead of RGB; its kernel is the sum of the three RGB kernels, i.e. what
-the ImageNet stem computes on a gray image (R = G = B).
+the ImageNet stem computes on a gray image (R = G = B) fed as it is. ImageNet's per-channel
+mean/std normalisation is not folded in: L arrives as L/50 - 1 in [-1, 1], about 0.45x the
+scale of a normalised gray image and shifted, so the stem's loaded batch-norm statistics fit
+only once training has updated them (their momentum is 0.1 a step).
 """
 
 from __future__ import annotations

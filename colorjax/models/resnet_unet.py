@@ -1,4 +1,4 @@
-"""ResNet encoder U-Net generator (seeds 000 and 001): L [B, H, W, 1] -> ab [B, H, W, 2].
+"""ResNet encoder U-Net generator (seed 000): L [B, H, W, 1] -> ab [B, H, W, 2].
 
 The encoder is torchvision's ResNet-18/34 with a 1-channel stem; module names mirror
 torchvision's state dict (`conv1`, `bn1`, `layer1_0/conv1`, `layer2_0/downsample_conv`, ...)
