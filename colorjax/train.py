@@ -36,6 +36,7 @@ import orbax.checkpoint as ocp
 from ml_collections import config_flags
 from absl import app, flags
 from absl import logging as absl_logging
+from etils import epath
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 from PIL import Image
@@ -453,8 +454,10 @@ def _misfits(mgr: ocp.CheckpointManager, state: TrainState) -> str:
   Read from the checkpoint's metadata, so a misfit is named before orbax starts restoring.
   """
   name = lambda path: ".".join(str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k)))) for k in path)
-  saved = ocp.StandardCheckpointer().metadata(os.path.join(mgr.directory, str(mgr.latest_step()), "state"))
-  saved = {name(p): tuple(m.shape) for p, m in jax.tree_util.tree_leaves_with_path(saved.item_metadata)}
+  # The item's own handler: StandardCheckpointer looks for the step's metadata file inside the
+  # item and warns on every resume that it "does not exist".
+  saved = ocp.PyTreeCheckpointHandler().metadata(epath.Path(mgr.directory) / str(mgr.latest_step()) / "state")
+  saved = {name(p): tuple(m.shape) for p, m in jax.tree_util.tree_leaves_with_path(saved)}
   mine = {name(p): tuple(x.shape) for p, x in jax.tree_util.tree_leaves_with_path(state)}
   diffs = [f"{k} {saved.get(k, 'missing')} in the checkpoint, {mine.get(k, 'missing')} here"
            for k in sorted(set(saved) | set(mine)) if saved.get(k) != mine.get(k)]
@@ -574,10 +577,18 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     state = restore_state(mgr, state, data_iterator=data_iter)
     logging.info("resumed from %s at step %d", mgr.directory, int(state.step))
   final_path = os.path.join(workdir, "final_metrics.json")
-  trained, signalled = _agree(int(state.step) >= config.total_steps and os.path.exists(final_path), bool(stop))
+  converged = _converged(workdir, config, int(state.step))
+  trained, signalled = _agree(os.path.exists(final_path) and (int(state.step) >= config.total_steps or converged),
+                              bool(stop))
   if trained:
-    logging.info("%s is already trained to step %d (total_steps %d): nothing to do; its scores are in %s",
-                 workdir, int(state.step), config.total_steps, final_path)
+    if int(state.step) < config.total_steps:
+      logging.info("%s stopped at step %d, where its held-out %s had not improved for %d evals "
+                   "(stop_on_plateau): nothing to do; raise config.patience or set "
+                   "config.stop_on_plateau=False to train on", workdir, int(state.step),
+                   config.best_metric, config.patience)
+    else:
+      logging.info("%s is already trained to step %d (total_steps %d): nothing to do; its scores are in %s",
+                   workdir, int(state.step), config.total_steps, final_path)
     with open(final_path) as f:
       return {k: v for k, v in json.load(f).items() if k not in ("step", "complete", "best")}
   if signalled:
@@ -684,6 +695,21 @@ def resolve_data(config: ml_collections.ConfigDict) -> tuple[sources.ScanReport,
     return (sources.resolve(config.data.train, "train", config.data.eval_fraction),
             sources.resolve(config.data.train, "eval", config.data.eval_fraction))
   return sources.resolve(config.data.train, "train", 0.0), sources.resolve(config.data.eval, "all", 0.0)
+
+
+def _converged(workdir: str, config: ml_collections.ConfigDict, step: int) -> bool:
+  """Whether `stop_on_plateau` stopped the run at `step` and would stop it again there."""
+  if not (config.stop_on_plateau and config.patience):
+    return False
+  try:
+    with open(os.path.join(workdir, "final_metrics.json")) as f:
+      final = json.load(f)
+    with open(os.path.join(workdir, "best.json")) as f:
+      record = json.load(f)
+  except (OSError, json.JSONDecodeError):
+    return False
+  return (final.get("step") == step and record.get("metric") == config.best_metric
+          and record.get("evals_since_best", 0) >= config.patience)
 
 
 def _uses_class_weights(config: ml_collections.ConfigDict) -> bool:

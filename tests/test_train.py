@@ -272,6 +272,28 @@ def test_best_checkpoint_and_patience_survive_a_restart(photos, tmp_path, metric
   np.testing.assert_array_equal(kept.restore(best_step)["w"], np.full(3, 7))  # the weights of the record
 
 
+def test_a_run_stopped_on_a_plateau_stays_stopped_until_told_otherwise(tmp_path):
+  # Flat photos and a learning rate of 0: the pixel accuracy is 0 at every eval, so the second
+  # eval (step 4) is the first without a new best.
+  for i in range(8):
+    Image.fromarray(np.full((40, 40, 3), (200, 40 + 20 * i, 60), np.uint8)).save(tmp_path / f"flat_{i}.png")
+  config = tiny_config(str(tmp_path), **{
+      "model.generator": "resnet_colorizer", "model.num_classes": 256, "model.discriminator": "none",
+      "pretrain_steps": 6, "best_metric": "pixel_accuracy", "patience": 1, "stop_on_plateau": True,
+      "optim.g.lr": 0.0})
+  run = tmp_path / "run"
+  train.train_and_evaluate(config, str(run))
+  final = json.load(open(run / "final_metrics.json"))
+  assert (final["step"], final["complete"]) == (4, False)
+  written = {p: os.path.getmtime(p) for p in run.rglob("*")}
+  train.train_and_evaluate(config, str(run))  # e.g. a retry loop or a notebook's Run all
+  assert {p: os.path.getmtime(p) for p in run.rglob("*")} == written
+  config.stop_on_plateau = False
+  train.train_and_evaluate(config, str(run))
+  final = json.load(open(run / "final_metrics.json"))
+  assert (final["step"], final["complete"]) == (6, True)
+
+
 def test_gray_baseline_is_scored_like_scikit_image(photos, tmp_path):
   skmetrics = pytest.importorskip("skimage.metrics")
   from skimage import color as skcolor
