@@ -561,14 +561,16 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   class_weights, keep_histogram = _class_weights(config, workdir, train_report.files)
   trainer = Trainer(config, class_weights=class_weights)
   eval_images = pipeline.eval_images(eval_report.files, config.image_size, config.eval_max_images)
-  local_batch = config.batch_size // jax.process_count()
-  data = pipeline.train_dataset(train_report.files, config.image_size, local_batch, config.seed,
-                                config.data.num_workers, max_zoom=config.data.max_zoom)
-  data_iter = iter(data)
+  data = functools.partial(pipeline.train_dataset, train_report.files, config.image_size,
+                           config.batch_size // jax.process_count(), num_workers=config.data.num_workers,
+                           max_zoom=config.data.max_zoom)
 
   state = trainer.init_state()
   mgr = _checkpoint_manager(workdir, config.keep_checkpoints)
   resources.callback(mgr.close)
+  # grain's saved position has the structure of its pipeline, which worker processes change.
+  new_order = mgr.latest_step() is not None and "data.num_workers" in changed
+  data_iter = None if new_order else iter(data(config.seed))
   if mgr.latest_step() is not None:
     if misfits := _misfits(mgr, state):
       raise ValueError(f"the checkpoints in {workdir} do not fit this config (changed: "
@@ -576,6 +578,10 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                        f"or resume with the config in {os.path.join(workdir, 'config.json')}")
     state = restore_state(mgr, state, data_iterator=data_iter)
     logging.info("resumed from %s at step %d", mgr.directory, int(state.step))
+    if new_order:
+      logging.warning("data.num_workers changed: grain cannot carry the data position over, so the "
+                      "photos are drawn in a new order (seed %d + step)", config.seed)
+      data_iter = iter(data(config.seed + int(state.step)))
   final_path = os.path.join(workdir, "final_metrics.json")
   converged = _converged(workdir, config, int(state.step))
   trained, signalled = _agree(os.path.exists(final_path) and (int(state.step) >= config.total_steps or converged),

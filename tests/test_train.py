@@ -1,6 +1,7 @@
 """The trainer end to end on generated photos: phases, sharding, checkpoints and resumption."""
 
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -59,7 +60,7 @@ def _cli_overrides(c):
       ("image_size", c.image_size), ("batch_size", c.batch_size), ("total_steps", c.total_steps),
       ("pretrain_steps", c.pretrain_steps), ("log_every", c.log_every), ("eval_every", c.eval_every),
       ("checkpoint_every", c.checkpoint_every), ("eval_max_images", c.eval_max_images),
-      ("ema_decay", c.ema_decay), ("data.max_zoom", c.data.max_zoom),
+      ("ema_decay", c.ema_decay), ("data.max_zoom", c.data.max_zoom), ("data.num_workers", c.data.num_workers),
       ("model.generator", c.model.generator), ("model.num_downs", c.model.num_downs),
       ("model.ngf", c.model.ngf), ("model.ndf", c.model.ndf)]]
 
@@ -181,6 +182,16 @@ def test_a_separate_eval_set_leaves_all_of_data_train_for_training(photos, tmp_p
   train_report, eval_report = train.resolve_data(tiny_config(photos, **{"data.eval_fraction": 0.25,
                                                                          "data.eval": f"folder:{held_out}"}))
   assert (len(train_report.files), len(eval_report.files)) == (16, 3)
+
+
+def test_a_run_resumes_with_another_number_of_data_workers(photos, tmp_path, caplog):
+  """grain's saved position does not fit a pipeline with worker processes added or removed."""
+  train.train_and_evaluate(tiny_config(photos, total_steps=2), str(tmp_path))
+  with caplog.at_level(logging.WARNING):
+    train.train_and_evaluate(tiny_config(photos, **{"data.num_workers": 1}), str(tmp_path))
+  assert "photos are drawn in a new order" in caplog.text
+  final = json.load(open(tmp_path / "final_metrics.json"))
+  assert (final["step"], final["complete"]) == (6, True)
 
 
 def test_max_train_minutes_stops_with_scores_and_a_checkpoint_and_a_rerun_trains_on(photos, tmp_path):
@@ -419,6 +430,41 @@ def test_sigterm_saves_a_checkpoint_and_exits_cleanly_and_a_second_run_is_refuse
   assert "stopped by signal" in out
   steps = ocp.CheckpointManager(str(tmp_path / "checkpoints")).all_steps()
   assert steps and 0 < max(steps) < 1000
+
+
+def _children(pid):
+  found = []
+  for task in os.listdir(f"/proc/{pid}/task"):
+    with open(f"/proc/{pid}/task/{task}/children") as f:
+      found += [int(c) for c in f.read().split()]
+  return found
+
+
+def _alive(pid):
+  try:
+    with open(f"/proc/{pid}/stat") as f:
+      return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+  except FileNotFoundError:
+    return False
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/task"), reason="reads /proc (Linux)")
+def test_data_workers_exit_when_the_trainer_is_killed(photos, tmp_path):
+  config = tiny_config(photos, total_steps=1000, checkpoint_every=1000, eval_every=1000)
+  config.data.num_workers = 1
+  proc = _train_cli(config, tmp_path)
+  deadline = time.time() + 300
+  while not os.path.exists(tmp_path / "metrics.jsonl"):  # training, so the worker runs
+    assert proc.poll() is None and time.time() < deadline
+    time.sleep(0.2)
+  workers = _children(proc.pid)
+  assert workers
+  proc.kill()  # SIGKILL, as the OOM killer would: the trainer cannot tell its workers
+  proc.communicate(timeout=60)
+  deadline = time.time() + 30
+  while any(map(_alive, workers)):
+    assert time.time() < deadline, [w for w in workers if _alive(w)]
+    time.sleep(0.2)
 
 
 def test_ctrl_c_while_setting_up_stops_cleanly_and_says_so(photos, tmp_path):

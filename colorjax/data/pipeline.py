@@ -14,8 +14,12 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
+import threading
+import time
 from collections.abc import Sequence
 
+from absl import flags
 import grain
 import jax
 import numpy as np
@@ -78,6 +82,20 @@ def load_eval_crop(record: Record, image_size: int) -> np.ndarray:
 UNREADABLE_RAISE_RATIO = 0.5  # of each 1000 photos drawn
 
 
+def _exit_with_parent(worker_index: int, worker_count: int) -> None:
+  """In each grain worker: exit once the trainer is gone. A trainer killed by SIGKILL or the
+  OOM killer cannot stop its workers, and they would hold their memory until rebooted."""
+  del worker_index, worker_count
+  parent = os.getppid()
+
+  def watch() -> None:
+    while os.getppid() == parent:
+      time.sleep(1.0)
+    os._exit(0)
+
+  threading.Thread(target=watch, daemon=True, name="exit_with_parent").start()
+
+
 def train_dataset(files: Sequence[Record], image_size: int, local_batch_size: int, seed: int,
                   num_workers: int = 0, shard_index: int | None = None,
                   shard_count: int | None = None, max_zoom: float = 1.0) -> grain.IterDataset:
@@ -99,7 +117,9 @@ def train_dataset(files: Sequence[Record], image_size: int, local_batch_size: in
       ds, grain.experimental.DatasetOptions(filter_raise_threshold_ratio=UNREADABLE_RAISE_RATIO))
   ds = ds.batch(local_batch_size, drop_remainder=True)
   if num_workers > 0:
-    ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=num_workers))
+    if not flags.FLAGS.is_parsed():  # grain's workers read absl flags; a notebook has no command line
+      flags.FLAGS.mark_as_parsed()
+    ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=num_workers), worker_init_fn=_exit_with_parent)
   return ds
 
 
