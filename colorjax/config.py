@@ -121,6 +121,10 @@ def check_run_config(c: ml_collections.ConfigDict) -> None:
                      "set model.discriminator = 'none'")
   if not 0 <= c.ema_decay < 1:
     raise ValueError(f"config.ema_decay must be in [0, 1), got {c.ema_decay}")
+  if c.model.discriminator != "none" and c.pretrain_steps >= c.total_steps:
+    logging.warning("config.pretrain_steps = %d >= total_steps = %d: this run has no GAN phase and "
+                    "never trains its %s (lower pretrain_steps for one)", c.pretrain_steps, c.total_steps,
+                    c.model.discriminator)
   for name in ("g", "d"):
     steps = c.optim[name].get("decay_steps", 0)
     if not isinstance(steps, int) or steps < -1:

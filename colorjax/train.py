@@ -604,7 +604,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   best = BestCheckpoint(workdir, config, changed)
   resources.callback(best.mgr.close)
   os.makedirs(os.path.join(workdir, "samples"), exist_ok=True)
-  writer = writers.create_writer(workdir, is_main)
+  writer = writers.create_writer(workdir, is_main, int(state.step))
   resources.callback(writer.close)
   if is_main:
     _write_config(workdir, config)
@@ -613,8 +613,10 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                             for k, v in _flat(config).items()})
 
   features = fid.InceptionFeatures.from_file(config.fid_weights) if config.fid_weights else None
-  step = int(state.step)
+  step = first_step = int(state.step)
   window, window_start, window_step = [], time.time(), step
+  # Seconds and steps of the window not spent training (compiling, evals, checkpoints): not in img/s.
+  paused, untimed = 0.0, 0
   deadline = window_start + 60 * config.max_train_minutes if config.max_train_minutes else float("inf")
   summary: dict[str, float] = {}
   while step < config.total_steps:
@@ -624,23 +626,34 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       raise ValueError(f"training data {config.data.train}: more than "
                        f"{pipeline.UNREADABLE_RAISE_RATIO:.0%} of the photos drawn could not be read "
                        f"(each is named in a 'skipping' line above); grain says: {e}") from e
+    compiles = step == first_step or (trainer.gan_step is not None and step == config.pretrain_steps)
+    if compiles:  # the step's time is mostly compiling: not in img/s (two syncs a run)
+      jax.block_until_ready(state)
+      started = time.time()
     state, step_metrics = trainer.step(state, batch, step)
+    if compiles:
+      jax.block_until_ready(step_metrics)
+      paused += time.time() - started
+      untimed += 1
     window.append(step_metrics)
     step += 1
     last = step == config.total_steps
     if step % config.log_every == 0 or last:
       fetched = jax.device_get(window)
       scalars = {k: float(np.mean([m[k] for m in fetched if k in m])) for k in set().union(*fetched)}
-      elapsed = time.time() - window_start
-      rate = (step - window_step) * config.batch_size / max(elapsed, 1e-9)
-      eta = (config.total_steps - step) * config.batch_size / max(rate, 1e-9)
-      phase = "pretrain" if step <= config.pretrain_steps or trainer.gan_step is None else "gan"
-      logging.info("step %d/%d [%s] %s | %.1f img/s | ETA %s", step, config.total_steps, phase,
-                   " ".join(f"{k}={v:.4f}" for k, v in sorted(scalars.items())), rate, _format_duration(eta))
-      writer.write_scalars(step, {**{f"train/{k}": v for k, v in scalars.items()}, "train/img_per_s": rate})
+      timed = step - window_step - untimed
+      rate = timed * config.batch_size / max(time.time() - window_start - paused, 1e-9) if timed else None
+      speed = (f"{rate:.1f} img/s | ETA {_format_duration((config.total_steps - step) * config.batch_size / rate)}"
+               if rate else "compiled")
+      phase = "train" if trainer.gan_step is None else "pretrain" if step <= config.pretrain_steps else "gan"
+      logging.info("step %d/%d [%s] %s | %s", step, config.total_steps, phase,
+                   " ".join(f"{k}={v:.4f}" for k, v in sorted(scalars.items())), speed)
+      writer.write_scalars(step, {**{f"train/{k}": v for k, v in scalars.items()},
+                                  **({"train/img_per_s": rate} if rate else {})})
       if bad := sorted(k for k, v in scalars.items() if not np.isfinite(v)):
         raise _diverged(step, f"{', '.join(bad)} became NaN or infinite (mean of steps {window_step + 1}-{step})")
-      window, window_start, window_step = [], time.time(), step
+      window, window_start, window_step, paused, untimed = [], time.time(), step, 0.0, 0
+    events_start = time.time()
     plateau = False
     scheduled = step % config.eval_every == 0 or last
     if scheduled:
@@ -654,6 +667,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                      "; stopping (stop_on_plateau)" if config.stop_on_plateau else "")
     if step % config.checkpoint_every == 0 or last:
       _save(mgr, state, data_iter)
+    paused += time.time() - events_start
     signalled = out_of_time = False
     if not last and (jax.process_count() == 1 or step % AGREE_EVERY == 0):
       signalled, out_of_time = _agree(bool(stop), time.time() > deadline)

@@ -16,11 +16,28 @@ from typing import Any, Mapping
 import numpy as np
 
 
+def _row_step(line: str) -> float:
+  try:
+    return json.loads(line)["step"]
+  except (json.JSONDecodeError, KeyError, TypeError):
+    return float("inf")
+
+
 class JsonlWriter:
   """Appends one JSON object per `write_scalars` call: machine-readable, survives resumes."""
 
-  def __init__(self, path: str):
+  def __init__(self, path: str, step: int = 0):
+    """A run resumed at checkpoint `step` trains the steps after it again: their rows, written
+    before it was stopped (and a last line cut short by a kill), go, so a plot of the file has
+    one value per step."""
     self._path = path
+    if step and os.path.exists(path):
+      with open(path) as f:
+        kept = [line for line in f if _row_step(line) <= step]
+      tmp = f"{path}.tmp"
+      with open(tmp, "w") as f:
+        f.writelines(kept)
+      os.replace(tmp, path)
 
   def write_scalars(self, step: int, scalars: Mapping[str, Any]) -> None:
     row = {"step": int(step), **{k: float(v) for k, v in scalars.items()}}
@@ -51,11 +68,11 @@ class MultiWriter:
     return call
 
 
-def create_writer(workdir: str, is_main: bool) -> MultiWriter:
-  """TensorBoard event files + `workdir/metrics.jsonl` (main process only)."""
+def create_writer(workdir: str, is_main: bool, step: int = 0) -> MultiWriter:
+  """TensorBoard event files + `workdir/metrics.jsonl` (main process only), for a run at `step`."""
   if not is_main:
     return MultiWriter([])
-  jsonl = JsonlWriter(os.path.join(workdir, "metrics.jsonl"))
+  jsonl = JsonlWriter(os.path.join(workdir, "metrics.jsonl"), step)
   try:
     from clu import metric_writers  # pylint: disable=g-import-not-at-top
   except ImportError as e:

@@ -79,6 +79,14 @@ def test_config_trains_and_its_loss_goes_down_on_a_fixed_batch(path):
   assert ("pixel_accuracy" in summary) == bool(config.model.num_classes)
 
 
+def test_a_gan_config_shortened_below_its_pretraining_is_flagged(caplog):
+  config = load_config(os.path.join(REPO, "configs", "pix2pix_unet64.py"), "cpu")
+  config.data.train, config.total_steps = "folder:photos", 6  # a smoke run: L1 only
+  with caplog.at_level("WARNING"):
+    config_lib.check_run_config(config)
+  assert f"pretrain_steps = {config.pretrain_steps} >= total_steps = 6: this run has no GAN phase" in caplog.text
+
+
 def test_learning_rate_decay_follows_total_steps_and_a_short_one_is_flagged(caplog):
   config = load_config(os.path.join(REPO, "configs", "quick_cpu.py"))
   lr0 = config.optim.g.lr

@@ -409,6 +409,8 @@ def test_sigkill_then_resume_gives_the_same_final_weights(photos, tmp_path):
   step_a, a = _final_params(str(straight), config)
   step_b, b = _final_params(str(killed), config)
   assert step_a == step_b == 8
+  logged = lambda run: [json.loads(line)["step"] for line in open(run / "metrics.jsonl")]
+  assert logged(killed) == logged(straight)  # the steps trained twice are logged once
   for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
     np.testing.assert_array_equal(x, y)
 
