@@ -55,14 +55,12 @@ def _stride(config: ml_collections.ConfigDict) -> int:
 
 
 def _restore(directory: str, abstract: train.TrainState, checkpoint: str) -> tuple[train.TrainState, int]:
-  """Restores a `checkpoints/` step (saved with the data iterator) or the single `best/` one."""
+  """Restores a `checkpoints/` step (saved with the data iterator) or the single `best/` one,
+  as `read_run` found them."""
   mgr = ocp.CheckpointManager(directory)
-  steps = mgr.all_steps()
+  step = mgr.latest_step() if checkpoint in ("best", "latest") else int(checkpoint)
   if checkpoint == "best":
-    return mgr.restore(max(steps), args=ocp.args.StandardRestore(abstract)), max(steps)
-  step = max(steps) if checkpoint == "latest" else int(checkpoint)
-  if step not in steps:
-    raise FileNotFoundError(f"no checkpoint {step} in {directory} (has {sorted(steps)})")
+    return mgr.restore(step, args=ocp.args.StandardRestore(abstract)), step
   return train.restore_state(mgr, abstract, step), step
 
 
@@ -76,6 +74,36 @@ PRIOR_CORRECTION_HELP = ("ab-class models trained with rebalanced classes: 0 kee
 def prior_correction_flag() -> float | None:
   """`--prior_correction` of colorize/evaluate: None (the run's value) when negative."""
   return None if flags.FLAGS.prior_correction < 0 else flags.FLAGS.prior_correction
+
+
+def read_run(workdir: str, checkpoint: str | int = "") -> tuple[ml_collections.ConfigDict, str, str]:
+  """(a run's config, its checkpoint `checkpoint` as "latest", "best" or a step, that
+  checkpoint's directory), once `workdir` is known to hold it.
+
+  "" is the run's `config.colorize_checkpoint`. Loads no model, so a command given several
+  workdirs finds a typo in the last one before it spends minutes on the others.
+  """
+  config_path = os.path.join(workdir, "config.json")
+  if not os.path.exists(config_path):
+    raise FileNotFoundError(f"{workdir!r} is not a colorjax workdir (no config.json): train first")
+  with open(config_path) as f:
+    try:
+      config = ml_collections.ConfigDict(json.load(f))
+    except json.JSONDecodeError as e:
+      raise ValueError(f"{config_path} is not valid JSON ({e})") from e
+  checkpoint = str(checkpoint) if isinstance(checkpoint, int) and checkpoint >= 0 else checkpoint
+  checkpoint = checkpoint or config.get("colorize_checkpoint", "latest")
+  if not isinstance(checkpoint, str) or checkpoint not in ("latest", "best") and not checkpoint.isdigit():
+    raise ValueError(f"checkpoint must be 'latest', 'best' or a step number, got {checkpoint!r}")
+  directory = os.path.join(os.path.abspath(workdir), "best" if checkpoint == "best" else "checkpoints")
+  steps = ocp.CheckpointManager(directory).all_steps() if os.path.isdir(directory) else []
+  if not steps:
+    what = ("best checkpoint (best/ is written at evals; --checkpoint latest takes the newest)"
+            if checkpoint == "best" else "checkpoint yet")
+    raise FileNotFoundError(f"{workdir!r} has no {what}")
+  if checkpoint.isdigit() and int(checkpoint) not in steps:
+    raise FileNotFoundError(f"no checkpoint {checkpoint} in {directory} (has {sorted(steps)})")
+  return config, checkpoint, directory
 
 
 class Colorizer:
@@ -114,18 +142,7 @@ class Colorizer:
     colour, higher (up to 1, the mean) safer colour. `prior_correction` overrides
     `model.prior_correction` (0 keeps the rebalanced loss's bias to rare colours, 1 removes it).
     """
-    config_path = os.path.join(workdir, "config.json")
-    if not os.path.exists(config_path):
-      raise FileNotFoundError(f"{workdir!r} is not a colorjax workdir (no config.json): train first")
-    with open(config_path) as f:
-      try:
-        config = ml_collections.ConfigDict(json.load(f))
-      except json.JSONDecodeError as e:
-        raise ValueError(f"{config_path} is not valid JSON ({e})") from e
-    checkpoint = str(checkpoint) if isinstance(checkpoint, int) and checkpoint >= 0 else checkpoint
-    checkpoint = checkpoint or config.get("colorize_checkpoint", "latest")
-    if not isinstance(checkpoint, str) or checkpoint not in ("latest", "best") and not checkpoint.isdigit():
-      raise ValueError(f"checkpoint must be 'latest', 'best' or a step number, got {checkpoint!r}")
+    config, checkpoint, directory = read_run(workdir, checkpoint)
     if (temperature is not None and temperature <= 0) or (prior_correction is not None and not 0 <= prior_correction <= 1):
       raise ValueError(f"temperature must be > 0 (1: the mean; lower: bolder) and prior_correction in [0, 1]; "
                        f"got {temperature} and {prior_correction}")
@@ -137,11 +154,6 @@ class Colorizer:
       if not config.model.num_classes:
         raise ValueError(f"prior_correction applies to ab-class models; {workdir!r} regresses ab")
       config.model.prior_correction = prior_correction
-    directory = os.path.join(os.path.abspath(workdir), "best" if checkpoint == "best" else "checkpoints")
-    if not (os.path.isdir(directory) and ocp.CheckpointManager(directory).all_steps()):
-      what = ("best checkpoint (best/ is written at evals; --checkpoint latest takes the newest)"
-              if checkpoint == "best" else "checkpoint yet")
-      raise FileNotFoundError(f"{workdir!r} has no {what}")
     generator = models.build_generator(config)
     discriminator = models.build_discriminator(config) if config.model.discriminator != "none" else None
     abstract = jax.eval_shape(functools.partial(

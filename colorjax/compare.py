@@ -18,7 +18,7 @@ import ml_collections
 from absl import app, flags
 
 from colorjax import evaluate, fid
-from colorjax.colorize import CHECKPOINT_HELP, Colorizer, parse_flags
+from colorjax.colorize import CHECKPOINT_HELP, Colorizer, parse_flags, read_run
 from colorjax.data import shards, sources
 
 COLUMNS = tuple(c for c in evaluate.COLUMNS if c[0] != "mse")  # README-sized
@@ -38,29 +38,60 @@ def describe(config: ml_collections.ConfigDict) -> str:
   return " ".join(words) + f", {config.image_size} px"
 
 
+def run_labels(workdirs: Sequence[str]) -> list[str]:
+  """Each run's name in the table: its folder's name, with as many parent folders as it takes to
+  tell it from the others (`a/run`, `b/run`, not `run` twice); a workdir given twice is numbered."""
+  parts = []
+  for workdir in workdirs:
+    path = os.path.normpath(workdir)
+    if os.path.basename(path) in ("", ".", ".."):
+      path = os.path.abspath(path)
+    parts.append(path.split(os.sep))
+  depth = [1] * len(parts)
+  while True:
+    labels = ["/".join(p[-d:]) for p, d in zip(parts, depth)]
+    clashing = [i for i, label in enumerate(labels) if labels.count(label) > 1 and depth[i] < len(parts[i])]
+    if not clashing:
+      break
+    for i in clashing:
+      depth[i] += 1
+  return [label if labels[:i].count(label) == 0 else f"{label} ({labels[:i].count(label) + 1})"
+          for i, label in enumerate(labels)]
+
+
 def compare(workdirs: Sequence[str], data: str, split: str = "all", image_size: int = 256,
             batch_size: int = 16, checkpoint: str = "", features: fid.FeatureFn | None = None) -> str:
   """The markdown table (with a line saying which photos) of `workdirs` scored on `data`.
 
-  `split="eval"` uses the first run's `data.eval_fraction`; runs that held out a different
-  share are refused, since some of "their" held-out photos would be another run's training set.
+  Every workdir and `data` are checked before any run is scored: a typo in the last workdir
+  costs seconds, not the minutes of scoring the others. `split="eval"` splits `data` as the
+  runs' training split their data (`evaluate.held_out_fraction`: a shards: run by its
+  manifest's fraction); runs that held out different shares are refused, since some of
+  "their" held-out photos would be another run's training set.
   """
+  configs = [read_run(workdir, checkpoint)[0] for workdir in workdirs]
+  fraction, which = 0.0, split
+  if split == "eval":
+    held_out = [evaluate.held_out_fraction(config, workdir) for config, workdir in zip(configs, workdirs)]
+    fraction, origin = held_out[0]
+    for workdir, (other, other_origin) in zip(workdirs, held_out):
+      if other != fraction:
+        raise ValueError(f"{workdir} held out eval_fraction {other:g} of its training data ({other_origin}), "
+                         f"{workdirs[0]} {fraction:g} ({origin}): --split eval needs runs with the same split")
+    if len({o for _, o in held_out}) > 1:
+      origin = "each run's training data"
+    which = f"eval: eval_fraction {fraction:g}, from {origin}"
+  photos = sources.resolve(data, split, fraction)
   rows: list[dict[str, Any]] = []
-  photos, fraction, last = None, None, None
-  for workdir in workdirs:
+  last = None
+  for workdir, label in zip(workdirs, run_labels(workdirs)):
     colorizer = Colorizer.from_workdir(workdir, checkpoint)
-    if photos is None:
-      fraction = colorizer.config.data.eval_fraction
-      photos = sources.resolve(data, split, fraction)
-    elif split == "eval" and colorizer.config.data.eval_fraction != fraction:
-      raise ValueError(f"{workdir} held out data.eval_fraction={colorizer.config.data.eval_fraction}, "
-                       f"{workdirs[0]} {fraction}: --split eval needs runs with the same split")
     last = evaluate.evaluate(colorizer, photos, image_size, batch_size, features)
-    rows.append({"run": os.path.basename(os.path.normpath(workdir)), "system": describe(colorizer.config),
-                 "steps": colorizer.step, **last.summary()["model"]})
+    rows.append({"run": label, "system": describe(colorizer.config), "steps": colorizer.step,
+                 **last.summary()["model"]})
   summary = last.summary()  # the baseline and ground truth are the same for every run
   rows += [{"run": label, **summary[system]} for system, label in evaluate.LABELS.items()]
-  line = (f"{last.counts()} of `{data}` [{split}], {image_size} px center crops, RGB uint8, "
+  line = (f"{last.counts()} of `{data}` [{which}], {image_size} px center crops, RGB uint8, "
           + (f"{checkpoint} checkpoints" if checkpoint else "each run's default checkpoint"))
   note = "" if features else "\n\n" + evaluate.FID_MISSING
   return line + "\n\n" + evaluate.format_table(rows, LEADING, COLUMNS) + note
@@ -92,7 +123,7 @@ FLAGS = flags.FLAGS
 if __name__ == "__main__":
   flags.DEFINE_string("data", None, "Held-out photos: folder:PATH, shards:DIR or tfds:NAME (comma-joined)")
   flags.DEFINE_enum("split", "all", ["all", "eval"], "all photos of --data, or only the share "
-                    "held out from training by data.eval_fraction")
+                    "the runs held out from training (their shards' eval_fraction, or data.eval_fraction)")
   flags.DEFINE_string("checkpoint", "", CHECKPOINT_HELP + ", for every run")
   flags.DEFINE_integer("image_size", 256, "Short side resize and center crop (the seeds' protocol: 256)")
   flags.DEFINE_integer("batch_size", 16, "Crops per device call")

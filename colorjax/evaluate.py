@@ -13,7 +13,7 @@ row) tells a colourful model from a safely sepia one. Classifiers (seed 003) als
 of pixels whose delivered colour is in the right ab class; `--fid-weights` adds FID (`colorjax.fid`).
 
 All photos of `--data` are scored (`--split eval`: only the hash-held-out share of a training
-source, with the workdir's `data.eval_fraction`). Grayscale photos have no colour to score:
+source, split as the run split it: `held_out_fraction`). Grayscale photos have no colour to score:
 they are skipped and counted, as are unreadable files. `--out report.json` also writes
 `report.csv`, one row per photo.
 
@@ -32,13 +32,14 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 import jax
+import ml_collections
 import numpy as np
 from absl import app, flags
 from PIL import Image, ImageOps
 
 from colorjax import color, fid, metrics, train
 from colorjax.colorize import (CHECKPOINT_HELP, COLOUR_AT_RENDER_SIZE_HELP, PRIOR_CORRECTION_HELP, Colorizer,
-                               parse_flags, prior_correction_flag)
+                               parse_flags, prior_correction_flag, read_run)
 from colorjax.data import pipeline, shards, sources
 from colorjax.data.images import BadImageError, GrayscaleError
 
@@ -194,6 +195,44 @@ def evaluate(colorizer: Colorizer | PredictionFolder, data: sources.ScanReport, 
   return result
 
 
+def held_out_fraction(config: ml_collections.ConfigDict, workdir: str) -> tuple[float, str]:
+  """(the share of its `data.train` a run held out, where that number comes from, e.g.
+  "shards:DIR's manifest.json").
+
+  `--split eval` leaves out every photo the run trained on only if it splits --data as training
+  split it: folder and TFDS sources by `data.eval_fraction`, but prepared shards by the fraction
+  `prepare` split them with (their manifest), whatever the config says; with `data.eval` set,
+  all of a folder or TFDS source trained. A ValueError if the run's sources were split with
+  different fractions: no one fraction holds out only photos none of them trained on.
+  """
+  found: dict[float, list[str]] = {}  # fraction -> where it comes from
+  for part in filter(None, (p.strip() for p in config.data.train.split(","))):
+    if part.startswith("shards:"):
+      try:
+        fraction = shards.read_manifest(part[len("shards:"):])["eval_fraction"]
+      except (FileNotFoundError, ValueError) as e:
+        raise ValueError(f"--split eval: {workdir} trained on {part}, split by the eval_fraction in its "
+                         f"{shards.MANIFEST}, which cannot be read ({e})") from e
+      origin = f"{part}'s {shards.MANIFEST}"
+    else:
+      fraction = 0.0 if config.data.get("eval") else config.data.eval_fraction
+      origin = f"all of {part} trained, data.eval being set" if config.data.get("eval") else "the run's data.eval_fraction"
+    found.setdefault(float(fraction), [])
+    if origin not in found[float(fraction)]:
+      found[float(fraction)].append(origin)
+  if len(found) > 1:
+    split_by = "; ".join(f"{f:g} ({', '.join(o)})" for f, o in found.items())
+    raise ValueError(f"--split eval: {workdir} trained on sources split with different eval fractions "
+                     f"({split_by}), so no one fraction of --data is held out from all of them: "
+                     "score photos it never saw with --split all")
+  (fraction, origins), = found.items()
+  if not fraction:
+    raise ValueError(f"--split eval: {workdir} held out none of data.train ({config.data.train})"
+                     + (f", it was evaluated on data.eval={config.data.eval}" if config.data.get("eval") else "")
+                     + ": score photos it never saw with --split all")
+  return fraction, " and ".join(origins)
+
+
 def format_table(rows: Sequence[dict[str, Any]], leading: Sequence[tuple[str, str]],
                  columns: Sequence[tuple[str, str, str]] = COLUMNS) -> str:
   """A markdown table: `leading` (key, header) text columns, then the score `columns` any row has."""
@@ -256,8 +295,17 @@ def main(argv: list[str]) -> None:
         refuse_existing(FLAGS.out, csv_path)
     if FLAGS.batch_size < 1 or FLAGS.image_size < 1:
       raise ValueError("--batch_size and --image_size must be positive")
+    eval_fraction, origin = FLAGS.eval_fraction, "--eval_fraction"  # the fraction --predictions are held out with
     if FLAGS.predictions:
-      system, eval_fraction = PredictionFolder(FLAGS.predictions), FLAGS.eval_fraction
+      system = PredictionFolder(FLAGS.predictions)
+    else:  # all but the model first: a wrong --data or --split is found before the model loads
+      config = read_run(FLAGS.workdir, FLAGS.checkpoint)[0]
+      if FLAGS.split == "eval":
+        eval_fraction, origin = held_out_fraction(config, FLAGS.workdir)
+    split = f"eval: eval_fraction {eval_fraction:g}, from {origin}" if FLAGS.split == "eval" else FLAGS.split
+    data = sources.resolve(FLAGS.data, FLAGS.split, eval_fraction)
+    features = fid.InceptionFeatures.from_file(FLAGS.fid_weights) if FLAGS.fid_weights else None
+    if FLAGS.predictions:
       label, how = "predictions", f"pictures in {FLAGS.predictions}"
       meta = {"predictions": FLAGS.predictions}
     else:
@@ -265,18 +313,16 @@ def main(argv: list[str]) -> None:
                                       temperature=FLAGS.temperature or None,
                                       prior_correction=prior_correction_flag(),
                                       colour_at_render_size=FLAGS.colour_at_render_size)
-      eval_fraction, step = system.config.data.eval_fraction, system.step
+      step = system.step
       anchored = f" (coarse colour at {system.config.image_size})" if system.anchored else ""
       label, how = f"model (step {step})", f"colorized at render size {system.render_size}{anchored}"
       meta = {"workdir": FLAGS.workdir, "checkpoint": system.checkpoint, "step": step,
               "render_size": system.render_size, "colour_anchored": system.anchored, "model": system.config.model.to_dict()}
-    data = sources.resolve(FLAGS.data, FLAGS.split, eval_fraction)
-    features = fid.InceptionFeatures.from_file(FLAGS.fid_weights) if FLAGS.fid_weights else None
     evaluation = evaluate(system, data, FLAGS.image_size, FLAGS.batch_size, features)
   except (FileNotFoundError, ValueError, ImportError) as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(1)
-  print(f"{FLAGS.workdir or FLAGS.predictions} on {FLAGS.data} [{FLAGS.split}]: {evaluation.counts()}; "
+  print(f"{FLAGS.workdir or FLAGS.predictions} on {FLAGS.data} [{split}]: {evaluation.counts()}; "
         f"{FLAGS.image_size} px center crops {how}, RGB uint8\n")
   print(format_table(system_rows(evaluation.summary(), label), [("system", "")]))
   for name, why in list(evaluation.unreadable.items())[:5]:
@@ -285,6 +331,8 @@ def main(argv: list[str]) -> None:
     print("\n" + FID_MISSING)
   if FLAGS.out:
     meta.update(data=FLAGS.data, split=FLAGS.split, image_size=FLAGS.image_size)
+    if FLAGS.split == "eval":
+      meta.update(eval_fraction=eval_fraction)
     print(f"\nwrote {FLAGS.out} and {write_report(FLAGS.out, evaluation, meta)}")
 
 
@@ -297,7 +345,7 @@ if __name__ == "__main__":
   flags.DEFINE_float("eval_fraction", 0.1, "With --predictions and --split eval: the held-out share")
   flags.DEFINE_string("data", None, "Held-out photos: folder:PATH, shards:DIR or tfds:NAME (comma-joined)")
   flags.DEFINE_enum("split", "all", ["all", "eval"], "all photos of --data, or only the share "
-                    "held out from training by the workdir's data.eval_fraction")
+                    "the workdir's run held out from training (its shards' eval_fraction, or data.eval_fraction)")
   flags.DEFINE_string("checkpoint", "", CHECKPOINT_HELP)
   flags.DEFINE_integer("image_size", 256, "Short side resize and center crop (the seeds' protocol: 256)")
   flags.DEFINE_integer("render_size", 0, "Short side the model sees, as colorize's --render-size "

@@ -124,17 +124,45 @@ def _decoding(records: Sequence[Any], size: int, quality: int, workers: int) -> 
     yield lambda tasks: pool.imap(work, tasks, chunksize=max(1, min(16, len(tasks) // (4 * workers))))
 
 
-def _finished(out: epath.Path, config: dict[str, Any]) -> dict[str, Any] | None:
-  """The manifest if `out` holds this prepare finished; None if it holds it unfinished or nothing."""
+_FLAG_OF = {"image_size": "size"}  # config keys whose --flag is named otherwise
+_PICKING = ("source", "limit", "seed", "eval_fraction")  # each changes the inputs_md5 too
+
+
+def _differences(there: dict[str, Any], here: dict[str, Any], inputs: tuple[int, int] | None) -> str:
+  """What makes two prepares' arguments differ, e.g. `--eval-fraction 0.1 there, 0.2 here`.
+
+  `inputs` (photos there, here) counts the input files when they alone differ.
+  """
+  said = []
+  for key, value in here.items():
+    if there.get(key) == value:
+      continue
+    if key == "inputs_md5":  # said already if an argument that picks the inputs differs
+      if not any(there.get(k) != here[k] for k in _PICKING):
+        said.append("the input files differ" + (f" ({inputs[0]} there, {inputs[1]} here)" if inputs else ""))
+    else:
+      old = "unset" if there.get(key) is None else there[key]
+      said.append(f"--{_FLAG_OF.get(key, key).replace('_', '-')} {old} there, {value} here")
+  return "; ".join(said)
+
+
+def _finished(out: epath.Path, config: dict[str, Any], inputs: int) -> dict[str, Any] | None:
+  """The manifest if `out` holds this prepare finished; None if it holds it unfinished or nothing.
+
+  A ValueError naming the arguments that differ if it holds another prepare; `inputs` is how
+  many photos this one would prepare.
+  """
   if (out / shards.MANIFEST).exists():
     manifest = shards.read_manifest(out)
     if {k: manifest.get(k) for k in config} != config:
-      raise ValueError(f"{os.fspath(out)} already holds other shards: see its {shards.MANIFEST}")
+      there = sum(manifest.get("counts", {}).values()) + sum(map(len, manifest.get("skipped", {}).values()))
+      raise ValueError(f"{os.fspath(out)} already holds other shards, by its {shards.MANIFEST}: "
+                       f"{_differences(manifest, config, (there, inputs))}; give --out another directory")
     return manifest
   started = out / PROGRESS / "config.json"
-  if started.exists() and json.loads(started.read_text()) != config:
-    raise ValueError(f"{os.fspath(out)} holds an unfinished prepare with other arguments or inputs: "
-                     "run that again, or delete the directory")
+  if started.exists() and (unfinished := json.loads(started.read_text())) != config:
+    raise ValueError(f"{os.fspath(out)} holds an unfinished prepare with other arguments or inputs "
+                     f"({_differences(unfinished, config, None)}): run that again, or delete the directory")
   return None
 
 
@@ -163,7 +191,7 @@ def prepare(source: str, out: str, size: int = 256, limit: int = 0, seed: int = 
   out, notes = epath.Path(out), epath.Path(out) / PROGRESS
   if out.exists() and any(out.iterdir()) and not ((out / shards.MANIFEST).exists() or notes.exists()):
     raise ValueError(f"{os.fspath(out)} is not empty and holds no prepare: give --out a new or empty directory")
-  if manifest := _finished(out, config):
+  if manifest := _finished(out, config, sum(map(len, plan.values()))):
     logging.info("%s is already prepared", os.fspath(out))
     return manifest
   notes.mkdir(parents=True, exist_ok=True)

@@ -15,8 +15,9 @@ import pytest
 from PIL import Image
 
 from colorjax import color, compare, evaluate, models, train
+from colorjax import prepare as prepare_lib
 from colorjax.colorize import Colorizer
-from colorjax.data import pipeline, sources
+from colorjax.data import pipeline, shards, sources
 from test_fid import fast_compiles, tiny_feature_fn  # noqa: F401 (an autouse fixture)
 from test_train import REPO, tiny_config, write_photos
 
@@ -187,3 +188,86 @@ def test_evaluate_out_must_be_a_json_file_and_is_checked_first(tmp_path, out):
                          f"folder:{tmp_path}", "--out", str(tmp_path / out)], cwd=REPO, capture_output=True,
                         text=True, env={**os.environ, "PYTHONPATH": REPO})
   assert proc.returncode == 1 and "give a NAME.json file" in proc.stderr, proc.stderr[-2000:]
+
+
+def _copy_run(run, workdir, **data):
+  """A copy of `run` whose config.json says it trained on other `data` (the weights are the same)."""
+  shutil.copytree(run, workdir)
+  config = json.load(open(os.path.join(workdir, "config.json")))
+  config["data"].update(data)
+  json.dump(config, open(os.path.join(workdir, "config.json"), "w"))
+  return str(workdir)
+
+
+def test_split_eval_holds_out_what_a_shards_run_held_out(run, photos, tmp_path):
+  """A run on shards held out the fraction prepare split them with, not its data.eval_fraction."""
+  prepare_lib.prepare(f"folder:{photos}", str(tmp_path / "shards"), size=32, eval_fraction=0.3, workers=1,
+                      progress=False)
+  held_out = sorted(shards.unpack_record(r)[0] for r in shards.open_split(tmp_path / "shards", "eval"))
+  assert held_out == sorted(os.path.relpath(f, photos) for f in sources.list_folder(photos, "eval", 0.3))
+  assert held_out != sorted(os.path.relpath(f, photos) for f in sources.list_folder(photos, "eval", 0.8))
+  on_shards = _copy_run(run, tmp_path / "on_shards", train=f"shards:{tmp_path / 'shards'}", eval_fraction=0.8)
+
+  out = tmp_path / "report.json"
+  proc = subprocess.run([sys.executable, "-m", "colorjax.evaluate", "--workdir", on_shards, "--data",
+                         f"folder:{photos}", "--split", "eval", "--image-size", "32", "--out", str(out)],
+                        cwd=REPO, capture_output=True, text=True,
+                        env={**os.environ, "PYTHONPATH": REPO, "JAX_DISABLE_MOST_OPTIMIZATIONS": "1"})
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  scored = [os.path.relpath(row["file"], photos) for row in csv.DictReader(open(tmp_path / "report.csv"))]
+  assert sorted(scored) == held_out  # none it trained on (the 0.8 of its config.json scored some)
+  assert f"[eval: eval_fraction 0.3, from shards:{tmp_path / 'shards'}'s manifest.json]" in proc.stdout
+  assert json.load(open(out))["eval_fraction"] == 0.3
+
+  table = compare.compare([on_shards], f"folder:{photos}", split="eval", image_size=32, batch_size=4)
+  assert table.startswith(f"{len(held_out)} photos (") and "[eval: eval_fraction 0.3, from shards:" in table
+
+  # No one fraction holds out photos of both a 0.3 shard split and a 0.8 folder split; with
+  # data.eval set, a folder trained whole and held out nothing.
+  mixed = _copy_run(run, tmp_path / "mixed", train=f"shards:{tmp_path / 'shards'},folder:{photos}", eval_fraction=0.8)
+  with pytest.raises(ValueError, match=r"different eval fractions \(0.3 \(shards:.*; 0.8 \(the run's data.eval"):
+    compare.compare([mixed], f"folder:{photos}", split="eval", image_size=32, batch_size=4)
+  whole = _copy_run(run, tmp_path / "whole", eval=f"folder:{photos}")
+  with pytest.raises(ValueError, match="held out none of data.train"):
+    compare.compare([whole], f"folder:{photos}", split="eval", image_size=32, batch_size=4)
+
+
+def test_compare_names_runs_that_share_a_folder_name(run, photos, tmp_path):
+  first = _copy_run(run, tmp_path / "a" / "tiny")
+  second = _copy_run(run, tmp_path / "b" / "tiny")
+  table = compare.compare([first, second], f"folder:{photos}", split="eval", image_size=32, batch_size=4)
+  rows = [line.split("|")[1].strip() for line in table.splitlines() if line.startswith("|")]
+  assert rows[2:4] == ["a/tiny", "b/tiny"]
+  assert compare.run_labels(["x/a/run", "y/a/run/", "b/run", "solo"]) == ["x/a/run", "y/a/run", "b/run", "solo"]
+  assert compare.run_labels(["run", "../run", "runs/r1", "runs/r1"]) == ["run", "../run", "runs/r1", "runs/r1 (2)"]
+
+
+def test_compare_checks_every_workdir_and_the_data_before_scoring(run, photos, tmp_path, monkeypatch):
+  scored, loaded = [], []
+  real_evaluate, real_load = evaluate.evaluate, Colorizer.from_workdir
+  monkeypatch.setattr(evaluate, "evaluate", lambda *a, **k: scored.append(a) or real_evaluate(*a, **k))
+  monkeypatch.setattr(Colorizer, "from_workdir", lambda *a, **k: loaded.append(a) or real_load(*a, **k))
+  untrained = _copy_run(run, tmp_path / "untrained")
+  shutil.rmtree(os.path.join(untrained, "checkpoints"))
+  for workdirs, data, error in [([run, str(tmp_path / "typo")], f"folder:{photos}", "not a colorjax workdir"),
+                                ([run, untrained], f"folder:{photos}", "has no checkpoint yet"),
+                                ([run], f"folder:{tmp_path / 'nowhere'}", "does not exist")]:
+    with pytest.raises(FileNotFoundError, match=error):
+      compare.compare(workdirs, data, image_size=32, batch_size=4)
+    assert not scored and not loaded, error
+  with pytest.raises(FileNotFoundError, match=r"no checkpoint 7 in .*checkpoints \(has \[2\]\)"):
+    compare.compare([run], f"folder:{photos}", checkpoint="7", image_size=32, batch_size=4)
+
+
+@pytest.mark.parametrize("folder", ["nowhere", "empty"])
+def test_evaluate_finds_a_missing_or_empty_data_before_loading_the_model(run, tmp_path, folder):
+  (tmp_path / "empty").mkdir()
+  loads_no_model = ("import runpy, sys\nfrom colorjax.colorize import Colorizer\n"
+                    "Colorizer.from_workdir = classmethod(lambda *a, **k: sys.exit('error: the model was loaded'))\n"
+                    "runpy.run_module('colorjax.evaluate', run_name='__main__')")
+  proc = subprocess.run([sys.executable, "-c", loads_no_model, "--workdir", run, "--data",
+                         f"folder:{tmp_path / folder}", "--split", "eval"], cwd=REPO, capture_output=True, text=True,
+                        env={**os.environ, "PYTHONPATH": REPO})
+  assert proc.returncode == 1, proc.stderr[-3000:]
+  assert ("does not exist" if folder == "nowhere" else "has no image files") in proc.stderr, proc.stderr[-3000:]
+  assert "the model was loaded" not in proc.stderr

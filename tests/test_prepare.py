@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 
 import msgpack
 import numpy as np
@@ -68,7 +69,7 @@ def test_killed_prepare_is_not_read_and_resumes(photo_dir, tmp_path, monkeypatch
     sources.resolve(f"shards:{out}", "train", 0.1)
   first = out / "train" / calls[0].name
   written_before = first.stat().st_mtime_ns
-  with pytest.raises(ValueError, match="unfinished prepare with other arguments"):
+  with pytest.raises(ValueError, match=r"unfinished prepare with other arguments or inputs \(--size 32 there, 48 here\)"):
     prepare_lib.prepare(f"folder:{photo_dir}", str(out), size=48, workers=1, shard_size=3, progress=False)
 
   monkeypatch.setattr(prepare_lib, "_write_shard", real_write)
@@ -135,3 +136,18 @@ def test_jpeg_quality_is_a_prepare_argument_and_part_of_its_identity(photo_dir, 
   assert sizes(tmp_path / "q40") < 0.7 * sizes(tmp_path / "q95")
   with pytest.raises(ValueError, match="already holds other shards"):
     prepare_lib.prepare(f"folder:{photo_dir}", str(tmp_path / "q95"), quality=40, **common)
+
+
+def test_rerun_into_other_shards_names_what_differs(photo_dir, tmp_path):
+  photos, out = tmp_path / "photos", str(tmp_path / "shards")
+  shutil.copytree(photo_dir, photos)
+  common = dict(workers=1, progress=False)
+  prepare_lib.prepare(f"folder:{photos}", out, size=32, eval_fraction=0.3, **common)
+  with pytest.raises(ValueError, match=r"already holds other shards, by its manifest.json: "
+                                       r"--eval-fraction 0.3 there, 0.2 here; give --out another directory$"):
+    prepare_lib.prepare(f"folder:{photos}", out, size=32, eval_fraction=0.2, **common)  # the same photos
+  with pytest.raises(ValueError, match=r": --size 32 there, 64 here; --quality 95 there, 80 here;"):
+    prepare_lib.prepare(f"folder:{photos}", out, size=64, eval_fraction=0.3, quality=80, **common)
+  shutil.copy(photos / "sub0" / "p00.jpg", photos / "sub1" / "new.jpg")
+  with pytest.raises(ValueError, match=r": the input files differ \(15 there, 16 here\);"):
+    prepare_lib.prepare(f"folder:{photos}", out, size=32, eval_fraction=0.3, **common)
