@@ -548,16 +548,15 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   changed = _changed_fields(workdir, config)
   if changed:
     logging.warning("resuming with a changed config: %s", ", ".join(changed))
+  logging.info("devices: %d x %s (%d processes)", jax.device_count(), jax.devices()[0].device_kind,
+               jax.process_count())
+  train_report, eval_report = resolve_data(config)  # before the workdir exists: no photos, no folder
+  logging.info("train data: %s", train_report.summary())
+  logging.info("eval data: %s", eval_report.summary())
   os.makedirs(workdir, exist_ok=True)
   is_main = jax.process_index() == 0
   if is_main:
     _lock_workdir(workdir, resources)
-  logging.info("devices: %d x %s (%d processes)", jax.device_count(), jax.devices()[0].device_kind,
-               jax.process_count())
-
-  train_report, eval_report = resolve_data(config)
-  logging.info("train data: %s", train_report.summary())
-  logging.info("eval data: %s", eval_report.summary())
   class_weights, keep_histogram = _class_weights(config, workdir, train_report.files)
   trainer = Trainer(config, class_weights=class_weights)
   eval_images = pipeline.eval_images(eval_report.files, config.image_size, config.eval_max_images)

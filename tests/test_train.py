@@ -146,6 +146,13 @@ def test_bad_run_settings_are_refused_before_anything_is_written(photos, tmp_pat
   assert not (tmp_path / "run").exists()
 
 
+def test_a_source_without_photos_leaves_no_workdir_behind(tmp_path):
+  (tmp_path / "empty").mkdir()
+  with pytest.raises(ValueError, match="has no image files"):
+    train.train_and_evaluate(tiny_config(str(tmp_path / "empty")), str(tmp_path / "run"))
+  assert not (tmp_path / "run").exists()
+
+
 def test_a_config_json_colorjax_did_not_write_is_refused_not_overwritten(photos, tmp_path):
   (tmp_path / "config.json").write_text('{"foo": 1}')
   with pytest.raises(ValueError, match="config.json is not the config of a colorjax run"):
