@@ -110,6 +110,9 @@ def check_run_config(c: ml_collections.ConfigDict) -> None:
   if c.model.num_classes not in (0, ab_bins.NUM_CLASSES):
     raise ValueError(f"config.model.num_classes = {c.model.num_classes}: the ab classes are "
                      f"{ab_bins.BINS} x {ab_bins.BINS} bins, so 0 (regress ab) or {ab_bins.NUM_CLASSES}")
+  if c.model.num_classes and c.loss.rebalance and not c.loss.get("rebalance_offset", 1.0) > 0:
+    raise ValueError(f"config.loss.rebalance_offset must be > 0 (a class no pixel has would weigh "
+                     f"infinitely), got {c.loss.rebalance_offset}")
   if c.model.num_classes and (c.loss.color_weighted or c.loss.tv_weight):
     raise ValueError("config.loss.color_weighted and loss.tv_weight are for models that regress ab; "
                      "an ab-class model's loss is the cross-entropy, weighted by loss.rebalance")

@@ -239,6 +239,37 @@ def eval_step(state: TrainState, rgb: Batch, mask: jax.Array, *,
   return collection.single_from_model_output(**scores, mask=mask), pred_u8
 
 
+class _Throughput:
+  """img/s of each log window, leaving out the steps that compile and the time of evals and
+  checkpoint saves; the ETA adds the run's average time of those back, so it is wall time."""
+
+  def __init__(self, step: int):
+    self.event_seconds, self.timed_steps = 0.0, 0  # over the run, for the ETA
+    self.next_window(step)
+
+  def next_window(self, step: int) -> None:
+    self.step, self.start, self.paused, self.untimed = step, time.time(), 0.0, 0
+
+  def compiled(self, seconds: float) -> None:
+    self.paused += seconds
+    self.untimed += 1
+
+  def event(self, seconds: float) -> None:
+    self.paused += seconds
+    self.event_seconds += seconds
+
+  def report(self, step: int, total_steps: int, batch_size: int) -> tuple[float | None, str]:
+    """(img/s or None when every step of the window compiled, the log line's speed part)."""
+    timed = step - self.step - self.untimed
+    if not timed:
+      return None, "compiled"
+    seconds = max(time.time() - self.start - self.paused, 1e-9)
+    self.timed_steps += timed
+    rate = timed * batch_size / seconds
+    eta = (total_steps - step) * (seconds / timed + self.event_seconds / self.timed_steps)
+    return rate, f"{rate:.1f} img/s | ETA {_format_duration(eta)}"
+
+
 class _StopSignal:
   """Turns SIGTERM/SIGINT into a request to checkpoint and exit at the next step boundary.
 
@@ -430,22 +461,19 @@ class BestCheckpoint:
       self.record.update(value=value, step=step, evals_since_best=0)
     elif scheduled and step > self.record.get("last_eval", -1):
       self.record["evals_since_best"] += 1
+    replayed = step < self.record.get("last_eval", -1)  # counted evals after it: not its plateau
     if scheduled:
       self.record["last_eval"] = max(step, self.record.get("last_eval", -1))
     if jax.process_index() == 0:
       shards.write_json(self.path, self.record)
-    return self.patience > 0 and self.record["evals_since_best"] >= self.patience
+    return self.patience > 0 and not replayed and self.record["evals_since_best"] >= self.patience
 
 
-def restore_state(mgr: ocp.CheckpointManager, state: TrainState, step: int | None = None,
-                  data_iterator: Any = None) -> TrainState:
-  """Restores `state` (and the data iterator's position, if given) from checkpoint `step`."""
+def restore_state(mgr: ocp.CheckpointManager, state: TrainState, step: int | None = None) -> TrainState:
+  """Restores `state` from checkpoint `step` (default: the latest); the data position is its own item."""
   step = mgr.latest_step() if step is None else step
   abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
-  args = {"state": ocp.args.StandardRestore(abstract)}
-  if data_iterator is not None:
-    args["data"] = grain.checkpoint.CheckpointRestore(data_iterator)
-  return mgr.restore(step, args=ocp.args.Composite(**args)).state
+  return mgr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract))).state
 
 
 def _misfits(mgr: ocp.CheckpointManager, state: TrainState) -> str:
@@ -465,7 +493,7 @@ def _misfits(mgr: ocp.CheckpointManager, state: TrainState) -> str:
 
 
 class DivergedError(ValueError):
-  """The loss or the weights became NaN or infinite; nothing of that state is written."""
+  """The loss or the weights became NaN or infinite: that state is logged, not saved."""
 
 
 @jax.jit
@@ -548,6 +576,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   changed = _changed_fields(workdir, config)
   if changed:
     logging.warning("resuming with a changed config: %s", ", ".join(changed))
+    _warn_if_rebalancing_changes(workdir, config, changed)
   logging.info("devices: %d x %s (%d processes)", jax.device_count(), jax.devices()[0].device_kind,
                jax.process_count())
   train_report, eval_report = resolve_data(config)  # before the workdir exists: no photos, no folder
@@ -555,8 +584,10 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   logging.info("eval data: %s", eval_report.summary())
   os.makedirs(workdir, exist_ok=True)
   is_main = jax.process_index() == 0
-  if is_main:
-    _lock_workdir(workdir, resources)
+  busy, = _agree(is_main and not _lock_workdir(workdir, resources))  # every process stops, not only 0
+  if busy:
+    raise ValueError(f"another training is running in {workdir} (it holds the folder's lock): "
+                     "wait for it or stop it, or give another --workdir")
   class_weights, keep_histogram = _class_weights(config, workdir, train_report.files)
   trainer = Trainer(config, class_weights=class_weights)
   eval_images = pipeline.eval_images(eval_report.files, config.image_size, config.eval_max_images)
@@ -567,19 +598,22 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   state = trainer.init_state()
   mgr = _checkpoint_manager(workdir, config.keep_checkpoints)
   resources.callback(mgr.close)
-  # grain's saved position has the structure of its pipeline, which worker processes change.
-  new_order = mgr.latest_step() is not None and "data.num_workers" in changed
-  data_iter = None if new_order else iter(data(config.seed))
+  data_iter = iter(data(config.seed))
   if mgr.latest_step() is not None:
     if misfits := _misfits(mgr, state):
       raise ValueError(f"the checkpoints in {workdir} do not fit this config (changed: "
                        f"{', '.join(changed) or 'none'}; {misfits}): train it in another --workdir, "
                        f"or resume with the config in {os.path.join(workdir, 'config.json')}")
-    state = restore_state(mgr, state, data_iterator=data_iter)
+    state = restore_state(mgr, state)
     logging.info("resumed from %s at step %d", mgr.directory, int(state.step))
-    if new_order:
-      logging.warning("data.num_workers changed: grain cannot carry the data position over, so the "
-                      "photos are drawn in a new order (seed %d + step)", config.seed)
+    try:
+      mgr.restore(mgr.latest_step(), args=ocp.args.Composite(data=grain.checkpoint.CheckpointRestore(data_iter)))
+    except (KeyError, ValueError) as e:
+      # grain's saved position has the structure of the pipeline it was saved from, which
+      # worker processes (data.num_workers) change.
+      logging.warning("the data position in the checkpoint does not fit this pipeline (%s: %s; was "
+                      "data.num_workers changed?), so the photos are drawn in a new order (seed %d + step)",
+                      type(e).__name__, e, config.seed)
       data_iter = iter(data(config.seed + int(state.step)))
   final_path = os.path.join(workdir, "final_metrics.json")
   converged = _converged(workdir, config, int(state.step))
@@ -613,48 +647,48 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
 
   features = fid.InceptionFeatures.from_file(config.fid_weights) if config.fid_weights else None
   step = first_step = int(state.step)
-  window, window_start, window_step = [], time.time(), step
-  # Seconds and steps of the window not spent training (compiling, evals, checkpoints): not in img/s.
-  paused, untimed = 0.0, 0
-  deadline = window_start + 60 * config.max_train_minutes if config.max_train_minutes else float("inf")
+  window, speed = [], _Throughput(step)
+  deadline = time.time() + 60 * config.max_train_minutes if config.max_train_minutes else float("inf")
   summary: dict[str, float] = {}
   while step < config.total_steps:
+    # The first step of each phase compiles it (and the first batch starts the data workers):
+    # timed apart, with a sync before and after, twice a run.
+    compiles = step == first_step or (trainer.gan_step is not None and step == config.pretrain_steps)
+    if compiles:
+      jax.block_until_ready(state)
+      started = time.time()
     try:
       batch = next(data_iter)
     except ValueError as e:  # grain: most photos drawn could not be read
       raise ValueError(f"training data {config.data.train}: more than "
                        f"{pipeline.UNREADABLE_RAISE_RATIO:.0%} of the photos drawn could not be read "
                        f"(each is named in a 'skipping' line above); grain says: {e}") from e
-    compiles = step == first_step or (trainer.gan_step is not None and step == config.pretrain_steps)
-    if compiles:  # the step's time is mostly compiling: not in img/s (two syncs a run)
-      jax.block_until_ready(state)
-      started = time.time()
     state, step_metrics = trainer.step(state, batch, step)
     if compiles:
       jax.block_until_ready(step_metrics)
-      paused += time.time() - started
-      untimed += 1
+      speed.compiled(time.time() - started)
     window.append(step_metrics)
     step += 1
     last = step == config.total_steps
     if step % config.log_every == 0 or last:
       fetched = jax.device_get(window)
       scalars = {k: float(np.mean([m[k] for m in fetched if k in m])) for k in set().union(*fetched)}
-      timed = step - window_step - untimed
-      rate = timed * config.batch_size / max(time.time() - window_start - paused, 1e-9) if timed else None
-      speed = (f"{rate:.1f} img/s | ETA {_format_duration((config.total_steps - step) * config.batch_size / rate)}"
-               if rate else "compiled")
+      rate, line = speed.report(step, config.total_steps, config.batch_size)
       phase = "train" if trainer.gan_step is None else "pretrain" if step <= config.pretrain_steps else "gan"
       logging.info("step %d/%d [%s] %s | %s", step, config.total_steps, phase,
-                   " ".join(f"{k}={v:.4f}" for k, v in sorted(scalars.items())), speed)
+                   " ".join(f"{k}={v:.4f}" for k, v in sorted(scalars.items())), line)
       writer.write_scalars(step, {**{f"train/{k}": v for k, v in scalars.items()},
                                   **({"train/img_per_s": rate} if rate else {})})
       if bad := sorted(k for k, v in scalars.items() if not np.isfinite(v)):
-        raise _diverged(step, f"{', '.join(bad)} became NaN or infinite (mean of steps {window_step + 1}-{step})")
-      window, window_start, window_step, paused, untimed = [], time.time(), step, 0.0, 0
-    events_start = time.time()
+        raise _diverged(step, f"{', '.join(bad)} became NaN or infinite (mean of steps {speed.step + 1}-{step})")
+      window = []
+      speed.next_window(step)
     plateau = False
     scheduled = step % config.eval_every == 0 or last
+    saves = step % config.checkpoint_every == 0 or last
+    if scheduled or saves:  # the queued steps finish first: their time is training time
+      jax.block_until_ready(state)
+      events_start = time.time()
     if scheduled:
       summary = _evaluate_and_log(trainer, state, eval_images, writer, workdir, step, features)
       plateau = best.update(state, summary, step)
@@ -664,9 +698,10 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
         logging.info("held-out %s has not improved for %d evals (best %.4f at step %d): training has "
                      "converged%s", r["metric"], r["evals_since_best"], r["value"], r["step"],
                      "; stopping (stop_on_plateau)" if config.stop_on_plateau else "")
-    if step % config.checkpoint_every == 0 or last:
+    if saves:
       _save(mgr, state, data_iter)
-    paused += time.time() - events_start
+    if scheduled or saves:
+      speed.event(time.time() - events_start)
     signalled = out_of_time = False
     if not last and (jax.process_count() == 1 or step % AGREE_EVERY == 0):
       signalled, out_of_time = _agree(bool(stop), time.time() > deadline)
@@ -693,18 +728,19 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   return summary
 
 
-def _lock_workdir(workdir: str, resources: contextlib.ExitStack) -> None:
+def _lock_workdir(workdir: str, resources: contextlib.ExitStack) -> bool:
   """One training per workdir: two would save over each other's checkpoints. The lock is on the
-  folder itself, so no file is created, and it goes with the process, even on kill -9."""
+  folder itself, so no file is created, and it goes with the process, even on kill -9. False if
+  another process holds it."""
   fd = os.open(workdir, os.O_RDONLY)
   resources.callback(os.close, fd)  # closing releases the lock
   try:
     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
   except BlockingIOError:
-    raise ValueError(f"another training is running in {workdir} (it holds the folder's lock): "
-                     "wait for it or stop it, or give another --workdir") from None
+    return False
   except OSError as e:  # a file system without flock (some FUSE mounts)
     logging.warning("cannot lock %s (%s): make sure no other training uses it", workdir, e)
+  return True
 
 
 def resolve_data(config: ml_collections.ConfigDict) -> tuple[sources.ScanReport, sources.ScanReport]:
@@ -727,8 +763,26 @@ def _converged(workdir: str, config: ml_collections.ConfigDict, step: int) -> bo
       record = json.load(f)
   except (OSError, json.JSONDecodeError):
     return False
-  return (final.get("step") == step and record.get("metric") == config.best_metric
+  flat = _flat(config)
+  same_eval = record.get("eval") == {name: flat.get(name) for name in EVAL_FIELDS}
+  return (final.get("step") == step and record.get("metric") == config.best_metric and same_eval
           and record.get("evals_since_best", 0) >= config.patience)
+
+
+def _warn_if_rebalancing_changes(workdir: str, config: ml_collections.ConfigDict, changed: list[str]) -> None:
+  """A run from before `loss.rebalance_offset` trained with +1e5 of the pixels it counted; the
+  config files now say otherwise, which would change its loss unasked."""
+  path = os.path.join(workdir, HISTOGRAM_FILE)
+  if "loss.rebalance_offset" not in changed or not config.model.num_classes or not os.path.exists(path):
+    return
+  with open(os.path.join(workdir, "config.json")) as f:
+    if "rebalance_offset" in json.load(f).get("loss", {}):
+      return
+  with open(path) as f:
+    share = 1e5 / sum(json.load(f)["counts"])
+  logging.warning("this run trained before loss.rebalance_offset existed, with +1e5 of the pixels it "
+                  "counted (a share of %g); this config's %g changes its loss: pass "
+                  "--config.loss.rebalance_offset=%r to keep it", share, config.loss.rebalance_offset, share)
 
 
 def _uses_class_weights(config: ml_collections.ConfigDict) -> bool:

@@ -27,11 +27,11 @@ class JsonlWriter:
   """Appends one JSON object per `write_scalars` call: machine-readable, survives resumes."""
 
   def __init__(self, path: str, step: int = 0):
-    """A run resumed at checkpoint `step` trains the steps after it again: their rows, written
-    before it was stopped (and a last line cut short by a kill), go, so a plot of the file has
-    one value per step."""
+    """A run at checkpoint `step` (0: none yet) trains the steps after it again: their rows,
+    written before it was stopped (and a last line cut short by a kill), go, so a plot of the
+    file has one value per step."""
     self._path = path
-    if step and os.path.exists(path):
+    if os.path.exists(path):
       with open(path) as f:
         kept = [line for line in f if _row_step(line) <= step]
       tmp = f"{path}.tmp"

@@ -17,7 +17,7 @@ from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from colorjax import config as config_lib
-from colorjax import train
+from colorjax import train, writers
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -139,6 +139,8 @@ def test_a_rerun_keeps_what_the_run_wrote(photos, tmp_path):
     ({"model.num_classes": 313, "model.generator": "resnet_unet"}, "16 x 16 bins, so 0 .regress ab. or 256"),
     ({"model.num_classes": 256, "model.generator": "resnet_unet", "model.discriminator": "none",
       "loss.color_weighted": True}, "loss.color_weighted and loss.tv_weight are for models that regress ab"),
+    ({"model.num_classes": 256, "model.generator": "resnet_unet", "model.discriminator": "none",
+      "loss.rebalance_offset": 0.0}, "rebalance_offset must be > 0"),
 ])
 def test_bad_run_settings_are_refused_before_anything_is_written(photos, tmp_path, override, message):
   with pytest.raises(ValueError, match=message):
@@ -201,6 +203,18 @@ def test_a_run_resumes_with_another_number_of_data_workers(photos, tmp_path, cap
   assert (final["step"], final["complete"]) == (6, True)
 
 
+def test_resuming_a_run_from_before_rebalance_offset_says_how_to_keep_its_loss(photos, tmp_path, caplog):
+  classes = {"model.generator": "resnet_colorizer", "model.num_classes": 256, "model.discriminator": "none"}
+  train.train_and_evaluate(tiny_config(photos, total_steps=2, pretrain_steps=2, **classes), str(tmp_path))
+  saved = json.load(open(tmp_path / "config.json"))
+  del saved["loss"]["rebalance_offset"]  # as colorjax wrote it before the field
+  json.dump(saved, open(tmp_path / "config.json", "w"))
+  pixels = sum(json.load(open(tmp_path / "ab_histogram.json"))["counts"])
+  with caplog.at_level(logging.WARNING):
+    train.train_and_evaluate(tiny_config(photos, total_steps=4, pretrain_steps=4, **classes), str(tmp_path))
+  assert f"--config.loss.rebalance_offset={1e5 / pixels!r} to keep it" in caplog.text
+
+
 def test_max_train_minutes_stops_with_scores_and_a_checkpoint_and_a_rerun_trains_on(photos, tmp_path):
   budget = tiny_config(photos, max_train_minutes=1e-9, eval_every=4, checkpoint_every=4)
   checkpoints = ocp.CheckpointManager(str(tmp_path / "checkpoints"))
@@ -239,12 +253,23 @@ def test_a_diverged_run_stops_with_a_clear_error_and_keeps_the_checkpoints_befor
   assert saved() == before  # the logs do show the NaN losses
 
 
-def test_nan_weights_are_never_evaluated_or_saved(photos, tmp_path):
-  """The gate behind the loss check, for a run that logs less often than it saves."""
+@pytest.mark.parametrize("eval_every", [2, 100])  # the gate before an eval, and before a save
+def test_nan_weights_are_never_evaluated_or_saved(photos, tmp_path, eval_every):
+  """The gate behind the loss check, for a run that logs less often than it evaluates or saves."""
   with pytest.raises(train.DivergedError, match="diverged at step 2: the weights are NaN"):
-    train.train_and_evaluate(tiny_config(photos, log_every=100, **{"optim.g.lr": 1e10}), str(tmp_path))
+    train.train_and_evaluate(tiny_config(photos, log_every=100, eval_every=eval_every, **{"optim.g.lr": 1e10}),
+                             str(tmp_path))
   assert not (tmp_path / "checkpoints").exists() or not os.listdir(tmp_path / "checkpoints")
   assert not os.listdir(tmp_path / "samples")
+
+
+def test_metrics_jsonl_keeps_one_row_per_step_across_restarts(tmp_path):
+  path = tmp_path / "metrics.jsonl"
+  path.write_text('{"step": 2, "a": 1.0}\n{"step": 4, "a": 2.0}\n{"step": 6, "a"')  # killed mid-line
+  writers.JsonlWriter(str(path), step=4).write_scalars(5, {"a": 3.0})  # resumed at checkpoint 4
+  assert [json.loads(line)["step"] for line in open(path)] == [2, 4, 5]
+  writers.JsonlWriter(str(path), step=0).write_scalars(1, {"a": 4.0})  # killed before a checkpoint
+  assert [json.loads(line)["step"] for line in open(path)] == [1]
 
 
 def test_training_in_process_gives_back_the_signal_handlers(photos, tmp_path):
@@ -423,7 +448,7 @@ def test_sigkill_then_resume_gives_the_same_final_weights(photos, tmp_path):
 
 
 def test_sigterm_saves_a_checkpoint_and_exits_cleanly_and_a_second_run_is_refused(photos, tmp_path):
-  config = tiny_config(photos, total_steps=1000, checkpoint_every=1000, eval_every=1000)
+  config = tiny_config(photos, total_steps=10 ** 6, checkpoint_every=1000, eval_every=1000)
   proc = _train_cli(config, tmp_path)
   deadline = time.time() + 300
   while not os.path.exists(tmp_path / "metrics.jsonl"):  # the first logged step

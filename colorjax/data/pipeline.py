@@ -82,11 +82,11 @@ def load_eval_crop(record: Record, image_size: int) -> np.ndarray:
 UNREADABLE_RAISE_RATIO = 0.5  # of each 1000 photos drawn
 
 
-def _exit_with_parent(worker_index: int, worker_count: int) -> None:
-  """In each grain worker: exit once the trainer is gone. A trainer killed by SIGKILL or the
-  OOM killer cannot stop its workers, and they would hold their memory until rebooted."""
+def _exit_with_parent(parent: int, worker_index: int, worker_count: int) -> None:
+  """In each grain worker: exit once the trainer (pid `parent`, passed in, since it may be gone
+  before the worker starts) is. A trainer killed by SIGKILL or the OOM killer cannot stop its
+  workers, and they would hold their memory until rebooted."""
   del worker_index, worker_count
-  parent = os.getppid()
 
   def watch() -> None:
     while os.getppid() == parent:
@@ -119,7 +119,8 @@ def train_dataset(files: Sequence[Record], image_size: int, local_batch_size: in
   if num_workers > 0:
     if not flags.FLAGS.is_parsed():  # grain's workers read absl flags; a notebook has no command line
       flags.FLAGS.mark_as_parsed()
-    ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=num_workers), worker_init_fn=_exit_with_parent)
+    ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=num_workers),
+                        worker_init_fn=functools.partial(_exit_with_parent, os.getpid()))
   return ds
 
 

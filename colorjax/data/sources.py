@@ -130,7 +130,7 @@ def _prepared(directory: str, split: str, eval_fraction: float,
               report: ScanReport) -> collections.abc.Sequence[bytes]:
   """The shard records of `split`; what `prepare` left out is added to `report`."""
   manifest = shards.read_manifest(directory)
-  if split != "all" and manifest["eval_fraction"] != eval_fraction:
+  if split != "all" and eval_fraction and manifest["eval_fraction"] != eval_fraction:
     logging.info("shards:%s was split by prepare with eval_fraction=%g; data.eval_fraction=%g "
                  "does not apply to it", directory, manifest["eval_fraction"], eval_fraction)
   for s in shards.SPLITS if split == "all" else (split,):
