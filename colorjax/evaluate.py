@@ -214,10 +214,9 @@ def held_out_fraction(config: ml_collections.ConfigDict, workdir: str) -> tuple[
         raise ValueError(f"--split eval: {workdir} trained on {part}, split by the eval_fraction in its "
                          f"{shards.MANIFEST}, which cannot be read ({e})") from e
       origin = f"{part}'s {shards.MANIFEST}"
-    elif config.data.get("eval"):
-      fraction, origin = 0.0, f"all of {part} trained, data.eval being set"
     else:
-      fraction, origin = config.data.eval_fraction, "the run's data.eval_fraction"
+      fraction = train.held_out_share(config)
+      origin = f"all of {part} trained, data.eval being set" if not fraction else "the run's data.eval_fraction"
     found.setdefault(float(fraction), [])
     if origin not in found[float(fraction)]:
       found[float(fraction)].append(origin)

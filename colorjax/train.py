@@ -427,8 +427,7 @@ class BestCheckpoint:
     self.metric, self.patience = config.best_metric, config.patience
     self.mgr = _checkpoint_manager(workdir, 1, "best")
     self.path = os.path.join(workdir, "best.json")
-    flat = _flat(config)
-    eval_fields = {name: flat.get(name) for name in EVAL_FIELDS}
+    eval_fields = current_eval_fields(config)
     self.record = {"metric": self.metric, "value": None, "step": None, "evals_since_best": 0, "eval": eval_fields}
     if os.path.exists(self.path):
       with open(self.path) as f:
@@ -743,13 +742,25 @@ def _lock_workdir(workdir: str, resources: contextlib.ExitStack) -> bool:
   return True
 
 
+def held_out_share(config: ml_collections.ConfigDict) -> float:
+  """The share of `data.train`'s folder and TFDS sources held out by path hash: `data.eval_fraction`,
+  or none when `data.eval` is the held-out set. Shards keep the split `prepare` made."""
+  return 0.0 if config.data.eval else config.data.eval_fraction
+
+
+def current_eval_fields(config: ml_collections.ConfigDict) -> dict[str, Any]:
+  """`EVAL_FIELDS` as this config sets them; `data.eval_fraction` only while it picks the eval."""
+  flat = _flat(config)
+  return {name: None if name == "data.eval_fraction" and config.data.eval else flat.get(name)
+          for name in EVAL_FIELDS}
+
+
 def resolve_data(config: ml_collections.ConfigDict) -> tuple[sources.ScanReport, sources.ScanReport]:
-  """The training and held-out photos. `data.eval_fraction` of `data.train` is held out by path
-  hash only when there is no `data.eval`; a shards: source keeps the split `prepare` made."""
-  if not config.data.eval:
-    return (sources.resolve(config.data.train, "train", config.data.eval_fraction),
-            sources.resolve(config.data.train, "eval", config.data.eval_fraction))
-  return sources.resolve(config.data.train, "train", 0.0), sources.resolve(config.data.eval, "all", 0.0)
+  """The training and held-out photos (`held_out_share`)."""
+  share = held_out_share(config)
+  held_out = (sources.resolve(config.data.eval, "all", 0.0) if config.data.eval
+              else sources.resolve(config.data.train, "eval", share))
+  return sources.resolve(config.data.train, "train", share), held_out
 
 
 def _converged(workdir: str, config: ml_collections.ConfigDict, step: int) -> bool:
@@ -763,8 +774,7 @@ def _converged(workdir: str, config: ml_collections.ConfigDict, step: int) -> bo
       record = json.load(f)
   except (OSError, json.JSONDecodeError):
     return False
-  flat = _flat(config)
-  same_eval = record.get("eval") == {name: flat.get(name) for name in EVAL_FIELDS}
+  same_eval = record.get("eval") == current_eval_fields(config)
   return (final.get("step") == step and record.get("metric") == config.best_metric and same_eval
           and record.get("evals_since_best", 0) >= config.patience)
 

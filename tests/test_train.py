@@ -337,6 +337,15 @@ def test_a_run_stopped_on_a_plateau_stays_stopped_until_told_otherwise(tmp_path)
   assert (final["step"], final["complete"]) == (6, True)
 
 
+def test_eval_fraction_does_not_restart_the_best_of_a_run_with_its_own_eval_set(photos, tmp_path):
+  config = tiny_config(photos, **{"data.eval": f"folder:{photos}"})
+  train.BestCheckpoint(str(tmp_path), config).update({"w": np.zeros(3, np.float32)}, {"psnr": 20.0}, 2)
+  config.data.eval_fraction = 0.5  # changes the training photos, not the held-out ones
+  assert train.BestCheckpoint(str(tmp_path), config).record["value"] == 20.0
+  config.eval_max_images += 1
+  assert train.BestCheckpoint(str(tmp_path), config).record["value"] is None
+
+
 def test_gray_baseline_is_scored_like_scikit_image(photos, tmp_path):
   skmetrics = pytest.importorskip("skimage.metrics")
   from skimage import color as skcolor
