@@ -36,7 +36,7 @@ from absl import app, flags
 from ml_collections import config_flags
 from PIL import Image
 
-from colorjax import host, models, train
+from colorjax import cli, host, models, train
 from colorjax.colorize import Colorizer, parse_flags
 from colorjax.data import pipeline, shards, sources
 
@@ -291,7 +291,7 @@ def main(argv: list[str]) -> None:
         raise app.UsageError("bench pipeline needs --data, e.g. folder:../shared/data/ade20k")
       result = bench_pipeline(FLAGS.data, FLAGS.image_size, FLAGS.batch_size, FLAGS.workers, FLAGS.batches)
   except (FileNotFoundError, ValueError) as e:  # a bad workdir, source or config: the message says which
-    sys.exit(f"error: {e}")
+    cli.exit_with_error(e)
   result["command"] = " ".join(["python -m colorjax.bench"] + sys.argv[1:])
   print(json.dumps(result), flush=True)
 

@@ -37,7 +37,7 @@ from absl import app, flags
 from PIL import Image
 from tqdm import tqdm
 
-from colorjax import color, models, train
+from colorjax import cli, color, models, train
 from colorjax.data import shards
 from colorjax.data.images import IMAGE_EXTENSIONS, BadImageError, open_image
 
@@ -479,8 +479,8 @@ def colorize_files(colorizer: Colorizer, inputs: Sequence[str], out_dir: str,
 
 def parse_flags(argv: list[str]) -> list[str]:
   """absl's parser for the commands: also takes `--max-pixels` for `--max_pixels` (the usual CLI
-  spelling), and keeps orbax's and JAX's INFO lines off the console (`train.quiet_console`)."""
-  train.quiet_console()
+  spelling), and keeps orbax's and JAX's INFO lines off the console (`cli.quiet_console`)."""
+  cli.quiet_console()
   end = argv.index("--") if "--" in argv else len(argv)
   underscored = [re.sub(r"^--([^=]+)", lambda m: "--" + m.group(1).replace("-", "_"), a) for a in argv[:end]]
   return app.parse_flags_with_usage(underscored + argv[end:])
@@ -505,8 +505,7 @@ def main(argv: list[str]) -> None:
                                        FLAGS.batch_size, FLAGS.temperature or None,
                                        prior_correction_flag(), FLAGS.colour_at_render_size)
   except (FileNotFoundError, ValueError) as e:
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(1)
+    cli.exit_with_error(e)
   failures = colorize_files(colorizer, inputs, FLAGS.out, FLAGS.max_pixels, FLAGS.overwrite, FLAGS.skip_existing)
   if failures:
     print(f"{failures} of {total} inputs failed", file=sys.stderr)

@@ -10,14 +10,13 @@ run means something only by its margin over them.
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import Sequence
 from typing import Any
 
 import ml_collections
 from absl import app, flags
 
-from colorjax import evaluate, fid
+from colorjax import cli, evaluate, fid
 from colorjax.colorize import CHECKPOINT_HELP, Colorizer, parse_flags, read_run
 from colorjax.data import shards, sources
 
@@ -109,8 +108,7 @@ def main(argv: list[str]) -> None:
     table = compare(argv[1:], FLAGS.data, FLAGS.split, FLAGS.image_size, FLAGS.batch_size,
                     FLAGS.checkpoint, features)
   except (FileNotFoundError, ValueError, ImportError) as e:
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(1)
+    cli.exit_with_error(e)
   print(table)
   if FLAGS.out:
     os.makedirs(os.path.dirname(os.path.abspath(FLAGS.out)), exist_ok=True)

@@ -27,7 +27,6 @@ import contextlib
 import csv
 import dataclasses
 import os
-import sys
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -37,7 +36,7 @@ import numpy as np
 from absl import app, flags
 from PIL import Image, ImageOps
 
-from colorjax import color, fid, metrics, train
+from colorjax import cli, color, fid, metrics, train
 from colorjax.colorize import (CHECKPOINT_HELP, COLOUR_AT_RENDER_SIZE_HELP, PRIOR_CORRECTION_HELP, Colorizer,
                                parse_flags, prior_correction_flag, read_run)
 from colorjax.data import pipeline, shards, sources
@@ -320,8 +319,7 @@ def main(argv: list[str]) -> None:
               "render_size": system.render_size, "colour_anchored": system.anchored, "model": system.config.model.to_dict()}
     evaluation = evaluate(system, data, FLAGS.image_size, FLAGS.batch_size, features)
   except (FileNotFoundError, ValueError, ImportError) as e:
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(1)
+    cli.exit_with_error(e)
   print(f"{FLAGS.workdir or FLAGS.predictions} on {FLAGS.data} [{split}]: {evaluation.counts()}; "
         f"{FLAGS.image_size} px center crops {how}, RGB uint8\n")
   print(format_table(system_rows(evaluation.summary(), label), [("system", "")]))

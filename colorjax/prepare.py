@@ -28,7 +28,6 @@ import json
 import logging
 import multiprocessing
 import os
-import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
@@ -37,6 +36,7 @@ from absl import app, flags
 from array_record.python.array_record_module import ArrayRecordWriter
 from etils import epath
 
+from colorjax import cli
 from colorjax.data import pipeline, shards, sources, tfds_source
 from colorjax.data.images import BadImageError, GrayscaleError, is_grayscale, resize_short_side
 
@@ -238,7 +238,7 @@ def main(argv: list[str]) -> None:
     manifest = prepare(f.source, f.out, f.size, f.limit, f.seed, f.eval_fraction, f.workers,
                        f.shard_size, f.quality)
   except (ValueError, FileNotFoundError) as e:  # bad options, sources or --out: the message says which
-    sys.exit(f"error: {e}")
+    cli.exit_with_error(e)
   counts = " + ".join(f"{n} {split}" for split, n in manifest["counts"].items())
   skipped = sum(len(v) for v in manifest["skipped"].values())
   print(f"{os.fspath(f.out)}: {counts} photos ({skipped} skipped, named in its manifest): "

@@ -19,7 +19,6 @@ import logging
 import os
 import re
 import secrets
-import sys
 import threading
 from email import policy
 from email.parser import BytesParser
@@ -30,7 +29,7 @@ import numpy as np
 from absl import app, flags
 from PIL import Image
 
-from colorjax import color
+from colorjax import cli, color
 from colorjax.colorize import (CHECKPOINT_HELP, COLOUR_AT_RENDER_SIZE_HELP, Colorizer, TooManyPixelsError,
                                parse_flags, read_image)
 from colorjax.data.images import BadImageError
@@ -234,9 +233,9 @@ def main(argv: list[str]) -> None:
                                        colour_at_render_size=FLAGS.colour_at_render_size)
     server = ColorizeServer((FLAGS.host, FLAGS.port), colorizer, int(FLAGS.max_upload_mb * 1e6), FLAGS.max_pixels)
   except (FileNotFoundError, ValueError) as e:
-    sys.exit(f"error: {e}")
+    cli.exit_with_error(e)
   except OSError as e:  # e.g. the port is taken
-    sys.exit(f"error: cannot listen on {FLAGS.host}:{FLAGS.port} ({e.strerror or e})")
+    cli.exit_with_error(e, f"cannot listen on {FLAGS.host}:{FLAGS.port} ({e.strerror or e})")
   if FLAGS.host not in ("127.0.0.1", "localhost", "::1"):
     logging.warning("listening on %s: anyone who can reach this machine can upload photos", FLAGS.host)
   host, port = server.server_address[:2]

@@ -35,13 +35,12 @@ import optax
 import orbax.checkpoint as ocp
 from ml_collections import config_flags
 from absl import app, flags
-from absl import logging as absl_logging
 from etils import epath
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 from PIL import Image
 
-from colorjax import ab_bins, color, distributed, fid, host, losses, metrics, models, writers
+from colorjax import ab_bins, cli, color, distributed, fid, host, losses, metrics, models, writers
 from colorjax import config as config_lib
 from colorjax.data import pipeline, shards, sources
 from colorjax.models import pretrained
@@ -862,17 +861,6 @@ def _evaluate_and_log(trainer: Trainer, state: TrainState, images: np.ndarray, w
   return summary
 
 
-def _quiet(record: logging.LogRecord) -> bool:
-  noisy = f"{os.sep}orbax{os.sep}" in record.pathname or record.pathname.endswith("xla_bridge.py")
-  return record.levelno >= logging.WARNING or not noisy
-
-
-def quiet_console() -> None:
-  """Keeps orbax's dozens of INFO lines per checkpoint and JAX's backend probing off the
-  console (absl's handler, which prints every logger's records); their warnings still show."""
-  absl_logging.get_absl_handler().addFilter(_quiet)
-
-
 def _config_error(e: BaseException) -> str:
   """One line for a config that failed to load: the last line of a file's traceback or
   IOError, or a misspelt field's own message ("'image_sise' Did you mean "image_size"...")."""
@@ -897,25 +885,25 @@ def parse_flags(argv: list[str]) -> list[str]:
   try:
     return flags.FLAGS(argv)
   except (flags.Error, AttributeError, KeyError) as e:
-    sys.exit(f"error: {_config_error(e)}")
+    cli.exit_with_error(e, _config_error(e))
 
 
 def main(argv: list[str]) -> None:
   del argv
-  quiet_console()
+  cli.quiet_console()
   distributed.initialize()  # before JAX touches a device, so the mesh spans every process
   host.keep_freed_memory()
   try:
     config = flags.FLAGS.config
     config.get("total_steps")  # config_flags loads the file and applies overrides lazily, here
   except (OSError, AttributeError, KeyError, TypeError, ValueError) as e:
-    sys.exit(f"error: --config {config_flags.get_config_filename(flags.FLAGS['config'])}: {_config_error(e)}")
+    cli.exit_with_error(e, f"--config {config_flags.get_config_filename(flags.FLAGS['config'])}: {_config_error(e)}")
   workdir = flags.FLAGS.workdir or os.path.join(
       "runs", os.path.splitext(os.path.basename(config_flags.get_config_filename(flags.FLAGS["config"])))[0])
   try:
     train_and_evaluate(config, workdir)
   except (ValueError, FileNotFoundError) as e:  # a bad config, source or workdir: the message says which
-    sys.exit(f"error: {e}")
+    cli.exit_with_error(e)
 
 
 if __name__ == "__main__":

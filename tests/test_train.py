@@ -176,6 +176,15 @@ def test_command_line_names_a_bad_config_in_one_line(args, message, tmp_path):
   assert not (tmp_path / "run").exists()
 
 
+def test_verbosity_1_shows_the_traceback_behind_an_error_line(tmp_path):
+  """For a bug report: the one-line error hides where it came from unless asked."""
+  run = subprocess.run([sys.executable, "-m", "colorjax.train", "--config", "configs/demo.py",
+                        "--config.data.train=folder:" + str(tmp_path / "nowhere"), "--workdir", str(tmp_path / "run"),
+                        "--verbosity=1"], cwd=REPO, env={**os.environ, "PYTHONPATH": REPO}, capture_output=True, text=True)
+  assert run.returncode == 1 and "Traceback" in run.stderr and "sources.py" in run.stderr, run.stderr[-2000:]
+  assert run.stderr.rstrip().splitlines()[-1].startswith("error: ")
+
+
 def test_a_bucket_workdir_is_refused_not_written_as_a_local_folder(photos, tmp_path, monkeypatch):
   monkeypatch.chdir(tmp_path)
   with pytest.raises(ValueError, match="gs://bucket/run: give a local path; mount a bucket with gcsfuse"):

@@ -1,0 +1,29 @@
+"""What every command does the same way: a quiet console, and one line for a bad input."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from typing import NoReturn
+
+from absl import logging as absl_logging
+
+
+def _quiet(record: logging.LogRecord) -> bool:
+  noisy = f"{os.sep}orbax{os.sep}" in record.pathname or record.pathname.endswith("xla_bridge.py")
+  return record.levelno >= logging.WARNING or not noisy
+
+
+def quiet_console() -> None:
+  """Keeps orbax's dozens of INFO lines per checkpoint and JAX's backend probing off the
+  console (absl's handler, which prints every logger's records); their warnings still show."""
+  absl_logging.get_absl_handler().addFilter(_quiet)
+
+
+def exit_with_error(e: BaseException, message: str | None = None) -> NoReturn:
+  """Ends a command on a bad input (a path, a config, a source): one `error:` line and exit
+  status 1. The traceback, for when the message hides a bug, is logged at debug level:
+  `--verbosity=1` shows it."""
+  logging.debug("the traceback of the error below", exc_info=e)
+  sys.exit(f"error: {message or e}")
