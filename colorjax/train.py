@@ -558,12 +558,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   On return or on an exception, the metric writer and checkpoint managers are closed and the
   signal handlers from before are back, so it can be called again in the same process.
   """
+  return run(config, workdir)[0]
+
+
+def run(config: ml_collections.ConfigDict, workdir: str) -> tuple[dict[str, float], int | None]:
+  """`train_and_evaluate`, and the signal that stopped it (None if it was not stopped by one)."""
   with contextlib.ExitStack() as resources:
     return _train_and_evaluate(config, workdir, resources)
 
 
 def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
-                        resources: contextlib.ExitStack) -> dict[str, float]:
+                        resources: contextlib.ExitStack) -> tuple[dict[str, float], int | None]:
   config_lib.check_run_config(config)
   stop = resources.enter_context(_StopSignal())  # from here: a signal while compiling is a clean stop too
   if "://" in workdir:
@@ -627,10 +632,10 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       logging.info("%s is already trained to step %d (total_steps %d): nothing to do; its scores are in %s",
                    workdir, int(state.step), config.total_steps, final_path)
     with open(final_path) as f:
-      return {k: v for k, v in json.load(f).items() if k not in ("step", "complete", "best")}
+      return {k: v for k, v in json.load(f).items() if k not in ("step", "complete", "best")}, None
   if signalled:
     logging.info("stopped by signal before the first step; nothing was trained or written")
-    return {}
+    return {}, stop.received or signal.SIGTERM
   keep_histogram()
   best = BestCheckpoint(workdir, config, changed)
   resources.callback(best.mgr.close)
@@ -723,7 +728,8 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     final = {"step": step, "complete": step >= config.total_steps, **summary, "best": best.record}
     shards.write_json(final_path, final)
     logging.info("final: %s", json.dumps(final))
-  return summary
+  # A process that only agreed to stop (another one got the signal) reports SIGTERM's status.
+  return summary, (stop.received or signal.SIGTERM) if signalled else None
 
 
 def _lock_workdir(workdir: str, resources: contextlib.ExitStack) -> bool:
@@ -901,9 +907,11 @@ def main(argv: list[str]) -> None:
   workdir = flags.FLAGS.workdir or os.path.join(
       "runs", os.path.splitext(os.path.basename(config_flags.get_config_filename(flags.FLAGS["config"])))[0])
   try:
-    train_and_evaluate(config, workdir)
+    _, stopped_by = run(config, workdir)
   except (ValueError, FileNotFoundError) as e:  # a bad config, source or workdir: the message says which
     cli.exit_with_error(e)
+  if stopped_by:  # 128 + the signal, as if it had killed the process: a scheduler restarts the job
+    sys.exit(128 + stopped_by)
 
 
 if __name__ == "__main__":
