@@ -50,9 +50,10 @@ def default_config() -> ml_collections.ConfigDict:
   c.model.num_downs = -1              # pix2pix_unet: -1 derives log2(image_size)
   c.model.ngf = 64
   c.model.ndf = 64
-  c.model.dropout = 0.5               # pix2pix_unet's middle blocks
+  c.model.dropout = 0.5               # pix2pix_unet's middle blocks (the other generators have none)
   c.model.output_activation = "tanh"  # or "sigmoid" (seed 000's; the same function, rescaled)
-  c.model.upsample = "subpixel"       # or "transpose", "col2im", "auto": same maths, see models/layers.py
+  c.model.upsample = "subpixel"       # transposed convs ("transpose", "col2im", "auto": same maths,
+                                      # models/layers.py); resnet_colorizer resizes instead
   c.model.num_classes = 0             # resnet_unet, resnet_colorizer: 256 predicts ab classes (seed 003)
   c.model.decode = "annealed_mean"    # classes -> ab: "annealed_mean" (Zhang et al.) or "argmax"
   c.model.temperature = 0.38          # annealed-mean temperature
