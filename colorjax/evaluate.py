@@ -204,7 +204,7 @@ def held_out_fraction(config: ml_collections.ConfigDict, workdir: str) -> tuple[
   all of a folder or TFDS source trained. A ValueError if the run's sources were split with
   different fractions: no one fraction holds out only photos none of them trained on.
   """
-  found: dict[float, list[str]] = {}  # fraction -> where it comes from
+  splits = []  # (fraction, where it comes from) of each source
   for part in filter(None, (p.strip() for p in config.data.train.split(","))):
     if part.startswith("shards:"):
       try:
@@ -216,20 +216,19 @@ def held_out_fraction(config: ml_collections.ConfigDict, workdir: str) -> tuple[
     else:
       fraction = train.held_out_share(config)
       origin = f"all of {part} trained, data.eval being set" if not fraction else "the run's data.eval_fraction"
-    found.setdefault(float(fraction), [])
-    if origin not in found[float(fraction)]:
-      found[float(fraction)].append(origin)
-  if len(found) > 1:
-    split_by = "; ".join(f"{f:g} ({', '.join(o)})" for f, o in found.items())
+    splits.append((float(fraction), origin))
+  fractions = {f for f, _ in splits}
+  if len(fractions) > 1:
+    split_by = "; ".join(f"{f:g} ({o})" for f, o in dict.fromkeys(splits))
     raise ValueError(f"--split eval: {workdir} trained on sources split with different eval fractions "
                      f"({split_by}), so no one fraction of --data is held out from all of them: "
                      "score photos it never saw with --split all")
-  (fraction, origins), = found.items()
+  fraction, = fractions
   if not fraction:
     raise ValueError(f"--split eval: {workdir} held out none of data.train ({config.data.train})"
                      + (f", it was evaluated on data.eval={config.data.eval}" if config.data.get("eval") else "")
                      + ": score photos it never saw with --split all")
-  return fraction, " and ".join(origins)
+  return fraction, " and ".join(dict.fromkeys(o for _, o in splits))
 
 
 def format_table(rows: Sequence[dict[str, Any]], leading: Sequence[tuple[str, str]],

@@ -15,6 +15,8 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from colorjax.data import shards
+
 
 def _row_step(line: str) -> float:
   try:
@@ -34,10 +36,8 @@ class JsonlWriter:
     if os.path.exists(path):
       with open(path) as f:
         kept = [line for line in f if _row_step(line) <= step]
-      tmp = f"{path}.tmp"
-      with open(tmp, "w") as f:
+      with shards.local_path_for(path) as tmp, open(tmp, "w") as f:
         f.writelines(kept)
-      os.replace(tmp, path)
 
   def write_scalars(self, step: int, scalars: Mapping[str, Any]) -> None:
     row = {"step": int(step), **{k: float(v) for k, v in scalars.items()}}
