@@ -1,7 +1,8 @@
 """The 16 x 16 grid of ab colour classes (seed 003) and the colour statistics of a training set.
 
 Classes tile normalised ab in [-1, 1]^2 (= [-110, 110] in Lab units) with 16 bins per axis;
-class = 16 * bin(a) + bin(b). The same histogram serves the classifier's rebalanced
+class = 16 * bin(a) + bin(b). Seed 003 binned OpenCV's 8-bit a, b (0..255, i.e. +-128 Lab units)
+in steps of 16; these bins are 13.75 units wide, over the range the models predict. The same histogram serves the classifier's rebalanced
 cross-entropy (seed 003) and the colour-weighted regression loss (seed 001).
 """
 

@@ -63,6 +63,7 @@ def default_config() -> ml_collections.ConfigDict:
 
   c.loss = ml_collections.ConfigDict()
   c.loss.reconstruction = "l1"        # "l1", "mse" or "smooth_l1"
+  c.loss.smooth_l1_beta = 1.0         # smooth_l1: quadratic below this error in Lab units (PyTorch's beta on raw ab)
   c.loss.l1_weight = 100.0            # lambda of BCE + lambda * L1 in phase 2
   c.loss.color_weighted = False       # weight pixels by the rarity of their ab class (seed 001)
   c.loss.tv_weight = 0.0              # total-variation regulariser on predicted ab (seed 001)
@@ -114,6 +115,8 @@ def check_run_config(c: ml_collections.ConfigDict) -> None:
   if c.model.num_classes and c.loss.rebalance and not c.loss.get("rebalance_offset", 1.0) > 0:
     raise ValueError(f"config.loss.rebalance_offset must be > 0 (a class no pixel has would weigh "
                      f"infinitely), got {c.loss.rebalance_offset}")
+  if c.loss.reconstruction == "smooth_l1" and not c.loss.smooth_l1_beta > 0:
+    raise ValueError(f"config.loss.smooth_l1_beta must be > 0 Lab units, got {c.loss.smooth_l1_beta}")
   if c.model.num_classes and (c.loss.color_weighted or c.loss.tv_weight):
     raise ValueError("config.loss.color_weighted and loss.tv_weight are for models that regress ab; "
                      "an ab-class model's loss is the cross-entropy, weighted by loss.rebalance")

@@ -6,11 +6,14 @@ seed 001); without them they are plain means over every element, as PyTorch's de
 
 from __future__ import annotations
 
+import functools
 from typing import Callable
 
 import jax
 import jax.numpy as jnp
 import optax
+
+from colorjax import color
 
 
 def _mean(x: jax.Array, weights: jax.Array | None) -> jax.Array:
@@ -34,9 +37,16 @@ def smooth_l1(pred: jax.Array, target: jax.Array, weights: jax.Array | None = No
 RECONSTRUCTION = {"l1": l1, "mse": mse, "smooth_l1": smooth_l1}
 
 
-def reconstruction(name: str) -> Callable[..., jax.Array]:
+def reconstruction(name: str, smooth_l1_beta: float = 1.0) -> Callable[..., jax.Array]:
+  """The loss `name` on ab in model units (Lab / AB_SCALE).
+
+  `smooth_l1_beta` is in Lab units: PyTorch's default beta of 1 on raw ab. Applied as 1 in
+  model units it would be 110 Lab units, beyond every error, and the loss would be MSE / 2.
+  """
   if name not in RECONSTRUCTION:
     raise ValueError(f"loss.reconstruction must be one of {sorted(RECONSTRUCTION)}, got {name!r}")
+  if name == "smooth_l1":
+    return functools.partial(smooth_l1, beta=smooth_l1_beta / color.AB_SCALE)
   return RECONSTRUCTION[name]
 
 

@@ -132,7 +132,7 @@ def reconstruction_loss(config: ml_collections.ConfigDict, pred: jax.Array, ab: 
   if config.model.num_classes:
     return losses.class_cross_entropy(pred, classes, class_weights)
   weights = class_weights[classes] if class_weights is not None else None
-  loss = losses.reconstruction(config.loss.reconstruction)(pred, ab, weights)
+  loss = losses.reconstruction(config.loss.reconstruction, config.loss.smooth_l1_beta)(pred, ab, weights)
   if config.loss.tv_weight:
     loss += config.loss.tv_weight * losses.total_variation(pred)
   return loss

@@ -1,5 +1,8 @@
 """Seed 002: five-conv encoder / five-transposed-conv decoder with BN + ReLU and skips, sigmoid
 output, MSE, Adam 1e-3, batch 32, 20 % held out (reported PSNR 27.4, SSIM 0.85 on 10k photos).
+The paper states no epoch count (50 is colorjax's choice). Its text has five stride-2 encoder
+convolutions; the fragment of its Fig. 1 that survives also shows a stride-1 64-channel
+convolution at full resolution first, which this model does not have.
 
     python -m colorjax.train --config configs/encdec_small.py --config.data.train=folder:/data/photos
 """

@@ -4,7 +4,11 @@ MIT Places subset (40k photos, 90/10 split) at 256 px; the paper's best row (Tab
 18.90, SSIM 0.82) is the colour-weighted loss at lr 1e-4 for 100 epochs. Pick the loss with
 `--config.loss.reconstruction=mse|l1|smooth_l1`, `--config.loss.color_weighted=True` (per-pixel
 weights from the inverse frequency of the training set's ab classes) and
-`--config.loss.tv_weight=0.1` (total variation as a regulariser).
+`--config.loss.tv_weight=0.1` (total variation as a regulariser). SmoothL1 is PyTorch's on Lab
+ab (`loss.smooth_l1_beta`, 1 Lab unit). The paper states no batch size: 32 is colorjax's choice.
+Its ResNet-18 was pretrained (on grayscale inputs): pass
+`--config.model.encoder_weights=resnet18-f37072fd.pth` (torchvision's ImageNet weights; colorjax
+downloads none), else it trains from scratch.
 
     python -m colorjax.train --config configs/regress_resnet18.py \
         --config.data.train=folder:/data/places_40k --config.loss.color_weighted=True

@@ -1,6 +1,8 @@
 """Seed 003 (b): ResNet-34 feature extractor + upsampling layers regressing ab directly.
 
-COCO 10k (8k / 2k) at 256 px, batch 16, lr 1e-3, 50 epochs (reported PSNR 25.94).
+COCO 10k (8k / 2k) at 256 px, batch 16, lr 1e-3, 50 epochs (reported PSNR 25.94). The paper's
+ResNet-34 is pretrained: pass `--config.model.encoder_weights=resnet34-b627a593.pth`
+(torchvision's ImageNet weights; colorjax downloads none), else it trains from scratch.
 
     python -m colorjax.train --config configs/regress_resnet34.py --config.data.train=folder:/data/coco10k
 """

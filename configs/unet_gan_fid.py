@@ -1,6 +1,8 @@
 """Seed 004: the pix2pix U-Net GAN + PatchGAN with FID tracked during training.
 
-The paper reports validation PSNR/SSIM curves and FID (SSIM 0.67, PSNR 19.48, FID 72.47).
+The paper reports validation PSNR/SSIM curves and FID (SSIM 0.67, PSNR 19.48, FID 72.47). It
+states neither its training resolution ("hardware-imposed constraints") nor its length:
+256 px and 50k steps are colorjax's choice.
 Every eval logs FID of the predictions against the held-out photos when `fid_weights` points
 at pytorch-fid's Inception weights (`pt_inception-2015-12-05-6726825d.pth`, or that state
 dict as .npz/.safetensors; nothing is downloaded):

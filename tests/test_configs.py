@@ -80,7 +80,7 @@ def test_config_trains_and_its_loss_goes_down_on_a_fixed_batch(path):
 
 
 def test_a_gan_config_shortened_below_its_pretraining_is_flagged(caplog):
-  config = load_config(os.path.join(REPO, "configs", "pix2pix_unet64.py"), "cpu")
+  config = load_config(os.path.join(REPO, "configs", "pix2pix_resnet18.py"), "cpu")
   config.data.train, config.total_steps = "folder:photos", 6  # a smoke run: L1 only
   with caplog.at_level("WARNING"):
     config_lib.check_run_config(config)

@@ -24,6 +24,17 @@ def test_regression_losses_match_pytorch():
   assert float(losses.bce_with_logits(logits, True)) == pytest.approx(float(want), rel=1e-5)
 
 
+def test_smooth_l1_is_pytorchs_on_raw_lab_ab_not_mse():
+  """The configured loss sees ab / 110; its beta is PyTorch's default on Lab ab, 1 Lab unit."""
+  torch = pytest.importorskip("torch")
+  pred, target = RNG.uniform(-0.5, 0.5, size=(2, 4, 4, 2)), RNG.uniform(-0.5, 0.5, size=(2, 4, 4, 2))
+  loss = losses.reconstruction("smooth_l1", smooth_l1_beta=1.0)
+  want = torch.nn.SmoothL1Loss()(torch.from_numpy(pred * 110), torch.from_numpy(target * 110)) / 110
+  assert float(loss(pred, target)) == pytest.approx(float(want), rel=1e-5)
+  # errors of tens of Lab units: L1 less half a unit, not MSE / 2 (0.09 here)
+  assert float(loss(pred, target)) == pytest.approx(float(losses.l1(pred, target)) - 0.5 / 110, abs=1e-3)
+
+
 def test_weighted_losses_and_total_variation_match_numpy():
   pred, target = RNG.normal(size=(2, 5, 6, 2)), RNG.normal(size=(2, 5, 6, 2))
   w = RNG.uniform(0.5, 2, size=(2, 5, 6))

@@ -141,6 +141,7 @@ def test_a_rerun_keeps_what_the_run_wrote(photos, tmp_path):
       "loss.color_weighted": True}, "loss.color_weighted and loss.tv_weight are for models that regress ab"),
     ({"model.num_classes": 256, "model.generator": "resnet_unet", "model.discriminator": "none",
       "loss.rebalance_offset": 0.0}, "rebalance_offset must be > 0"),
+    ({"loss.reconstruction": "smooth_l1", "loss.smooth_l1_beta": 0.0}, "smooth_l1_beta must be > 0"),
 ])
 def test_bad_run_settings_are_refused_before_anything_is_written(photos, tmp_path, override, message):
   with pytest.raises(ValueError, match=message):
