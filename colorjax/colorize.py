@@ -57,7 +57,7 @@ def _stride(config: ml_collections.ConfigDict) -> int:
 def _restore(directory: str, abstract: train.TrainState, checkpoint: str) -> tuple[train.TrainState, int]:
   """Restores a `checkpoints/` step (saved with the data iterator) or the single `best/` one,
   as `read_run` found them."""
-  mgr = ocp.CheckpointManager(directory)
+  mgr = train.open_checkpoints(directory)
   step = mgr.latest_step() if checkpoint in ("best", "latest") else int(checkpoint)
   if checkpoint == "best":
     return mgr.restore(step, args=ocp.args.StandardRestore(abstract)), step
@@ -96,7 +96,7 @@ def read_run(workdir: str, checkpoint: str | int = "") -> tuple[ml_collections.C
   if not isinstance(checkpoint, str) or checkpoint not in ("latest", "best") and not checkpoint.isdigit():
     raise ValueError(f"checkpoint must be 'latest', 'best' or a step number, got {checkpoint!r}")
   directory = os.path.join(os.path.abspath(workdir), "best" if checkpoint == "best" else "checkpoints")
-  steps = ocp.CheckpointManager(directory).all_steps() if os.path.isdir(directory) else []
+  steps = train.open_checkpoints(directory).all_steps() if os.path.isdir(directory) else []
   if not steps:
     what = ("best checkpoint (best/ is written at evals; --checkpoint latest takes the newest)"
             if checkpoint == "best" else "checkpoint yet")

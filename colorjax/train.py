@@ -16,9 +16,12 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import functools
+import hashlib
 import json
 import logging
 import os
+import re
+import secrets
 import signal
 import sys
 import time
@@ -313,6 +316,45 @@ def _agree(*flags: bool) -> tuple[bool, ...]:
   return tuple(bool(x) for x in np.any(gathered.reshape(-1, len(flags)), axis=0))
 
 
+def _same_on_every_process(what: str, files: Sequence[Any]) -> None:
+  """Each process lists and reads its photos itself. Lists that differ (a read error on one host's
+  mount) would give hosts overlapping shares or different numbers of eval batches, and a
+  collective some process never joins hangs the whole pod without a word. Compared: the count,
+  and the paths of a folder source (shard records and TFDS examples by their count)."""
+  if jax.process_count() == 1:
+    return
+  names = "\n".join(map(str, files)) if isinstance(files, list) else ""
+  digest = int.from_bytes(hashlib.sha256(names.encode()).digest()[:4], "little") & 0x7FFFFFFF
+  seen = multihost_utils.process_allgather(np.array([len(files), digest], np.int32)).reshape(-1, 2)
+  if (seen != seen[0]).any():
+    counts = ", ".join(f"process {i}: {n}" for i, n in enumerate(seen[:, 0]))
+    raise ValueError(f"the processes see different {what} ({counts}): every host must read the same "
+                     "files (the same paths, mounted on every host)")
+
+
+def _check_shared(workdir: str) -> None:
+  """Every process saves checkpoints into the one workdir together. A workdir on each host's own
+  disk would hang the first save (orbax waits for steps the others wrote elsewhere), so each
+  process must find a file process 0 just wrote there."""
+  if jax.process_count() == 1:
+    return
+  token = int(multihost_utils.broadcast_one_to_all(np.array(secrets.randbits(31), np.int32)))
+  path = os.path.join(workdir, f".colorjax-shared-{token}")
+  if jax.process_index() == 0:
+    with open(path, "w") as f:
+      f.write("written by process 0 to check that every process sees this workdir\n")
+  multihost_utils.sync_global_devices("colorjax: workdir check written")
+  missing = multihost_utils.process_allgather(np.array(not os.path.exists(path))).reshape(-1)
+  multihost_utils.sync_global_devices("colorjax: workdir check read")
+  if jax.process_index() == 0:
+    os.remove(path)
+  if missing.any():
+    raise ValueError(f"workdir {workdir} is not shared by all {jax.process_count()} processes (process 0 "
+                     f"wrote a file there that process {', '.join(map(str, np.flatnonzero(missing)))} cannot "
+                     "see): give every host the same folder, e.g. a gs:// bucket mounted with gcsfuse "
+                     "(launch/tpu_vm.sh does that)")
+
+
 def _sample_grid(rgb: np.ndarray, pred: np.ndarray) -> np.ndarray:
   """Rows: gray input | prediction | ground truth, one column per image."""
   gray = np.asarray(color.to_uint8(color.model_to_rgb(
@@ -398,11 +440,19 @@ class Trainer:
     return summary, first_preds
 
 
-def _checkpoint_manager(workdir: str, max_to_keep: int, subdir: str = "checkpoints") -> ocp.CheckpointManager:
-  # Synchronous saves: grain's iterator state must be read at the step it belongs to.
-  options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True,
-                                         enable_async_checkpointing=False)
-  return ocp.CheckpointManager(os.path.join(os.path.abspath(workdir), subdir), options=options)
+def open_checkpoints(directory: str, max_to_keep: int | None = None) -> ocp.CheckpointManager:
+  """The checkpoints in `directory`, for saving (`max_to_keep` given) or for reading (creates nothing).
+
+  A step counts once its `commit_success.txt` is written (orbax's COMMIT_FILE), not when a
+  temporary folder is renamed: gcsfuse, the shared workdir of a pod, cannot rename folders on
+  a flat bucket. A save cut short leaves a folder without it, which every reader here skips and
+  the next save of that step replaces, so readers must open checkpoints through this too.
+  Saves are synchronous: grain's iterator state must be read at the step it belongs to.
+  """
+  atomicity = ocp.options.AtomicityOptions(mode=ocp.options.AtomicityMode.COMMIT_FILE)
+  options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=max_to_keep is not None,
+                                         enable_async_checkpointing=False, atomicity_options=atomicity)
+  return ocp.CheckpointManager(os.path.abspath(directory), options=options)
 
 
 LOWER_IS_BETTER = ("l1", "mse", "fid")
@@ -424,7 +474,7 @@ class BestCheckpoint:
     """`changed`: the config fields that differ from the run being resumed, for a record written
     before records kept their eval fields."""
     self.metric, self.patience = config.best_metric, config.patience
-    self.mgr = _checkpoint_manager(workdir, 1, "best")
+    self.mgr = open_checkpoints(os.path.join(workdir, "best"), 1)
     self.path = os.path.join(workdir, "best.json")
     eval_fields = current_eval_fields(config)
     self.record = {"metric": self.metric, "value": None, "step": None, "evals_since_best": 0, "eval": eval_fields}
@@ -465,6 +515,13 @@ class BestCheckpoint:
     if jax.process_index() == 0:
       shards.write_json(self.path, self.record)
     return self.patience > 0 and not replayed and self.record["evals_since_best"] >= self.patience
+
+
+def _saved_process_count(directory: str) -> int | None:
+  """How many processes saved the grain positions in `directory` (`process_I-of-N.json`), if known."""
+  names = os.listdir(directory) if os.path.isdir(directory) else []
+  counts = {int(m.group(1)) for n in names if (m := re.fullmatch(r"process_\d+-of-(\d+)\.json", n))}
+  return counts.pop() if len(counts) == 1 else None
 
 
 def restore_state(mgr: ocp.CheckpointManager, state: TrainState, step: int | None = None) -> TrainState:
@@ -585,7 +642,12 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   train_report, eval_report = resolve_data(config)  # before the workdir exists: no photos, no folder
   logging.info("train data: %s", train_report.summary())
   logging.info("eval data: %s", eval_report.summary())
+  if len(train_report.files) < jax.process_count():
+    raise ValueError(f"{len(train_report.files)} training photos for {jax.process_count()} processes: "
+                     "each process trains on its own share, so each needs one at least")
+  _same_on_every_process("training photos", train_report.files)
   os.makedirs(workdir, exist_ok=True)
+  _check_shared(workdir)
   is_main = jax.process_index() == 0
   busy, = _agree(is_main and not _lock_workdir(workdir, resources))  # every process stops, not only 0
   if busy:
@@ -594,12 +656,13 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   class_weights, keep_histogram = _class_weights(config, workdir, train_report.files)
   trainer = Trainer(config, class_weights=class_weights)
   eval_images = pipeline.eval_images(eval_report.files, config.image_size, config.eval_max_images)
+  _same_on_every_process("held-out photos", eval_images)
   data = functools.partial(pipeline.train_dataset, train_report.files, config.image_size,
                            config.batch_size // jax.process_count(), num_workers=config.data.num_workers,
                            max_zoom=config.data.max_zoom)
 
   state = trainer.init_state()
-  mgr = _checkpoint_manager(workdir, config.keep_checkpoints)
+  mgr = open_checkpoints(os.path.join(workdir, "checkpoints"), config.keep_checkpoints)
   resources.callback(mgr.close)
   data_iter = iter(data(config.seed))
   if mgr.latest_step() is not None:
@@ -613,10 +676,12 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       mgr.restore(mgr.latest_step(), args=ocp.args.Composite(data=grain.checkpoint.CheckpointRestore(data_iter)))
     except (KeyError, ValueError) as e:
       # grain's saved position has the structure of the pipeline it was saved from, which
-      # worker processes (data.num_workers) change.
-      logging.warning("the data position in the checkpoint does not fit this pipeline (%s: %s; was "
-                      "data.num_workers changed?), so the photos are drawn in a new order (seed %d + step)",
-                      type(e).__name__, e, config.seed)
+      # worker processes (data.num_workers) change, and there is one per training process.
+      saved_by = _saved_process_count(os.path.join(str(mgr.directory), str(mgr.latest_step()), "data"))
+      why = (f"it was saved by {saved_by} processes, this run has {jax.process_count()}"
+             if saved_by not in (None, jax.process_count()) else "was data.num_workers changed?")
+      logging.warning("the data position in the checkpoint does not fit this pipeline (%s; %s: %s), so "
+                      "the photos are drawn in a new order (seed %d + step)", why, type(e).__name__, e, config.seed)
       data_iter = iter(data(config.seed + int(state.step)))
   final_path = os.path.join(workdir, "final_metrics.json")
   converged = _converged(workdir, config, int(state.step))

@@ -5,7 +5,8 @@
 #
 # Commands:
 #   create    create the TPU VM (a pod slice when --type has several hosts, e.g. v4-32)
-#   install   copy this checkout to every worker and pip-install it there with jax[tpu]
+#   install   copy this checkout to every worker and pip-install it there with jax[tpu], in a
+#             Python 3.11 environment (~/colorjax-venv) that uv makes
 #   train     start training on all workers (--worker=all) in the background
 #   logs      follow the training log of one worker (--worker, default 0)
 #   resume    after a preemption: recreate and reinstall the VM if it is not READY, then train
@@ -48,6 +49,9 @@ DRY_RUN=""
 TRAIN_ARGS=()
 LOG='~/colorjax-train.log'
 PID='~/colorjax-train.pid'
+# colorjax, jax and grain need Python >= 3.11; the TPU images' python3 is Ubuntu 22.04's 3.10,
+# so install makes a 3.11 environment with uv (which fetches that Python) on every worker.
+VENV='~/colorjax-venv'
 
 usage() { sed -n '2,/^$/s/^# \{0,1\}//p' "$0"; exit "${1:-0}"; }
 die() { echo "error: $*" >&2; exit 2; }
@@ -120,8 +124,8 @@ install() {
   run tar -czf "$tarball" --exclude=.venv --exclude=.git --exclude=runs --exclude=__pycache__ -C "$REPO" .
   run "${TPU[@]}" scp "$tarball" "$NAME:colorjax-src.tgz" "${WHERE[@]}" --worker=all
   setup='rm -rf ~/colorjax && mkdir ~/colorjax && tar -xzf ~/colorjax-src.tgz -C ~/colorjax'
-  setup+=' && cd ~/colorjax && python3 -m pip install -q -U pip'
-  setup+=' && python3 -m pip install -q -e ".[tensorboard]" "jax[tpu]"'
+  setup+=" && cd ~/colorjax && python3 -m pip install -q -U uv && rm -rf $VENV && python3 -m uv venv -q --seed --python 3.11 $VENV"
+  setup+=" && $VENV/bin/python -m pip install -q -e '.[tensorboard]' 'jax[tpu]'"
   if [[ -n "$(buckets)" ]]; then
     setup+=' && echo "deb [signed-by=/usr/share/keyrings/cloud.google.asc] https://packages.cloud.google.com/apt gcsfuse-$(lsb_release -c -s) main" | sudo tee /etc/apt/sources.list.d/gcsfuse.list'
     setup+=' && curl -fsSL https://packages.cloud.google.com/apt/doc/apt-key.gpg | sudo tee /usr/share/keyrings/cloud.google.asc >/dev/null'
@@ -142,7 +146,7 @@ train() {
   [[ -z "$DATA" ]] || args+="$(printf '%q ' "--config.data.train=$(on_worker "$DATA")")"
   (( ${#TRAIN_ARGS[@]} == 0 )) || args+="$(printf '%q ' "${TRAIN_ARGS[@]}")"
   cmd+="if [ -f $PID ] && kill -0 \$(cat $PID) 2>/dev/null; then echo \"already training (pid \$(cat $PID)); see: launch/tpu_vm.sh logs\"; "
-  cmd+="else cd ~/colorjax && COLORJAX_DISTRIBUTED=1 setsid nohup python3 -m colorjax.train $args"
+  cmd+="else cd ~/colorjax && COLORJAX_DISTRIBUTED=1 setsid nohup $VENV/bin/python -m colorjax.train $args"
   cmd+="> $LOG 2>&1 < /dev/null & echo \$! > $PID; echo \"training started on \$(hostname), log: $LOG\"; fi"
   ssh_all "$cmd"
 }

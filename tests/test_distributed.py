@@ -66,14 +66,17 @@ LOOP_WORKER = textwrap.dedent("""
     from jax.experimental import multihost_utils
     from colorjax import config as config_lib, distributed, train
     assert distributed.initialize()
-    photos, workdir, minutes = sys.argv[1], sys.argv[2], float(sys.argv[3])
+    photos, workdir, minutes = sys.argv[1], sys.argv[2].format(process=jax.process_index()), float(sys.argv[3])
     c = config_lib.default_config()
     c.data.train, c.data.eval_fraction = "folder:" + photos, 0.25
     c.image_size, c.batch_size, c.total_steps, c.pretrain_steps = 32, 4, 12, 12
     c.log_every = c.eval_every = c.checkpoint_every = 6
     c.eval_max_images, c.max_train_minutes = 4, minutes
     c.model.generator, c.model.num_downs, c.model.ngf, c.model.discriminator = "pix2pix_unet", 5, 8, "none"
-    train.train_and_evaluate(c, workdir)
+    try:
+      train.train_and_evaluate(c, workdir)
+    except ValueError as e:
+      sys.exit(f"REFUSED {jax.process_index()}: {e}")
     multihost_utils.sync_global_devices("final_metrics.json written")  # process 0 writes it last
     final = json.load(open(os.path.join(workdir, "final_metrics.json")))
     print("DONE", jax.process_index(), final["step"], final["complete"])
@@ -103,6 +106,28 @@ def test_two_processes_stop_together_and_resume(tmp_path):
     for i, out in enumerate(outs):
       assert f"DONE {i} {step} {complete}" in out, out[-4000:]
   assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["10", "12", "6"]
+
+
+def test_a_workdir_each_host_has_for_itself_is_refused_not_a_hang(tmp_path):
+  """A local --workdir on a pod: each host would wait at the first save for the others' steps."""
+  photos = write_photos(str(tmp_path / "photos"))
+  outs = _run_two(LOOP_WORKER, [photos, str(tmp_path / "run_{process}"), "0"], tmp_path)
+  for i, out in enumerate(outs):
+    assert (f"REFUSED {i}: workdir {tmp_path}/run_{i} is not shared by all 2 processes (process 0 wrote a "
+            "file there that process 1 cannot see)") in out, out[-4000:]
+  assert os.listdir(tmp_path / "run_0") == [] and os.listdir(tmp_path / "run_1") == []
+
+
+def test_resuming_with_another_process_count_says_so(tmp_path, caplog):
+  from test_train import tiny_config
+  from colorjax import train
+  photos, workdir = write_photos(str(tmp_path / "photos")), str(tmp_path / "run")
+  outs = _run_two(LOOP_WORKER, [photos, workdir, "0"], tmp_path)
+  assert "DONE 0 12 True" in outs[0], outs[0][-4000:]
+  with caplog.at_level("WARNING"):
+    train.train_and_evaluate(tiny_config(photos, total_steps=13, pretrain_steps=13, batch_size=4,
+                                         **{"model.discriminator": "none"}), workdir)
+  assert "it was saved by 2 processes, this run has 1" in caplog.text
 
 
 @pytest.fixture

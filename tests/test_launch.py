@@ -46,13 +46,14 @@ def test_dry_run_prints_the_whole_pod_slice_workflow_and_runs_nothing(fake_gclou
                     "--accelerator-type=v4-32", "--version=tpu-ubuntu2204-base", "--spot"]
   assert tar[:2] == ["tar", "-czf"] and "--exclude=.venv" in tar
   assert scp[4:7] == ["scp", tar[2], "cj:colorjax-src.tgz"] and "--worker=all" in scp
-  assert "--worker=all" in install and 'pip install -q -e ".[tensorboard]" "jax[tpu]"' in install[-1]
+  assert "--worker=all" in install and "uv venv -q --seed --python 3.11 ~/colorjax-venv" in install[-1]
+  assert "~/colorjax-venv/bin/python -m pip install -q -e '.[tensorboard]' 'jax[tpu]'" in install[-1]
   assert "gcsfuse" in install[-1]
   command = train[-1]
   assert "--worker=all" in train and command.startswith("--command=")
   assert "gcsfuse --implicit-dirs bucket /mnt/gcs/bucket" in command
   assert "gcsfuse --implicit-dirs photos /mnt/gcs/photos" in command
-  assert ("COLORJAX_DISTRIBUTED=1 setsid nohup python3 -m colorjax.train --config configs/pix2pix_resnet18.py "
+  assert ("COLORJAX_DISTRIBUTED=1 setsid nohup ~/colorjax-venv/bin/python -m colorjax.train --config configs/pix2pix_resnet18.py "
           "--workdir /mnt/gcs/bucket/runs/r18 --config.data.train=folder:/mnt/gcs/photos/all "
           "--config.total_steps=1000") in command
 

@@ -241,6 +241,21 @@ def test_max_train_minutes_stops_with_scores_and_a_checkpoint_and_a_rerun_trains
   assert (final["step"], final["complete"]) == (6, True)
 
 
+def test_a_save_cut_short_is_skipped_by_every_reader_and_saved_again(photos, tmp_path):
+  """Without its commit_success.txt a step folder is a save that was killed (or is still being
+  written by the hosts of a pod): resuming and colorizing take the step before it."""
+  from colorjax import colorize
+  config = tiny_config(photos, total_steps=4, pretrain_steps=4, **{"model.discriminator": "none"})
+  train.train_and_evaluate(config, str(tmp_path))
+  os.remove(tmp_path / "checkpoints" / "4" / "commit_success.txt")
+  assert colorize.Colorizer.from_workdir(str(tmp_path), "latest").step == 2
+  assert train.open_checkpoints(str(tmp_path / "checkpoints")).all_steps() == [2]
+  assert json.load(open(tmp_path / "final_metrics.json"))["step"] == 4
+  train.train_and_evaluate(config, str(tmp_path))  # resumes at 2 and saves step 4 again
+  assert (tmp_path / "checkpoints" / "4" / "commit_success.txt").exists()
+  assert colorize.Colorizer.from_workdir(str(tmp_path), "latest").step == 4
+
+
 def test_max_train_minutes_on_the_last_step_finishes_normally(photos, tmp_path):
   train.train_and_evaluate(tiny_config(photos, total_steps=1, pretrain_steps=1, max_train_minutes=1e-9),
                            str(tmp_path))
@@ -437,7 +452,7 @@ def test_eight_devices_give_the_same_losses_and_weights_as_one(photos):
 
 def _wait_for_checkpoint(proc, workdir, step, timeout=300):
   deadline = time.time() + timeout
-  while not os.path.isdir(os.path.join(workdir, "checkpoints", str(step))):
+  while not os.path.exists(os.path.join(workdir, "checkpoints", str(step), "commit_success.txt")):
     assert proc.poll() is None, proc.stdout.read()[-3000:]
     assert time.time() < deadline, "no checkpoint in time"
     time.sleep(0.2)
