@@ -340,7 +340,7 @@ def read_image(source: str | os.PathLike | bytes, max_pixels: int = DEFAULT_MAX_
                name: str | None = None) -> tuple[np.ndarray, np.ndarray | None]:
   """`probe`, then decode: (uint8 RGB [H, W, 3], alpha [H, W] or None)."""
   probe(io.BytesIO(source) if isinstance(source, bytes) else source, max_pixels, name)
-  return open_image(source, name=name)
+  return open_image(source, name=name, composite=False)
 
 
 def _walk(folder: Path, exclude: Path | None) -> Iterator[Path]:
@@ -456,7 +456,7 @@ def colorize_files(colorizer: Colorizer, inputs: Sequence[str], out_dir: str,
       images, done = [], []
       for src, dst, _, _ in batch:
         try:
-          rgb, alpha = open_image(src)
+          rgb, alpha = open_image(src, composite=False)
           images.append(rgb if alpha is None else np.dstack([rgb, alpha]))
           done.append((src, dst))
         except BadImageError as e:

@@ -149,6 +149,9 @@ def test_cli_folder_tree_bad_file_and_alpha(workdir, tmp_path):
   with Image.open(out / "alpha.png") as im:
     assert im.mode == "RGBA" and im.size == (44, 36)
     np.testing.assert_array_equal(np.asarray(im)[..., 3], rgba[..., 3])
+    # the lightness of the pixels' own colour, half-transparent ones too (not laid on white first)
+    lightness = lambda rgb: skcolor.rgb2lab(rgb[..., :3])[..., 0]
+    assert np.abs(lightness(np.asarray(im)) - lightness(rgba)).max() < 1.5
   assert _snapshot(src) == before
 
   # Files already in --out are kept, one error line each, unless --overwrite.

@@ -96,6 +96,21 @@ def test_open_rgba_composites_on_white(tmp_path):
   np.testing.assert_array_equal(rgb[0, 1], (200, 0, 0))       # opaque -> itself
   # half transparent: a blend of red and white
   assert abs(int(rgb[0, 2, 0]) - 228) <= 2 and abs(int(rgb[0, 2, 1]) - 127) <= 2
+  # for a caller that keeps the alpha: every pixel's own colour, not blended twice
+  rgb, alpha = open_image(save(arr, tmp_path / "a.png"), composite=False)
+  np.testing.assert_array_equal(rgb, arr[..., :3])
+  np.testing.assert_array_equal(alpha, arr[..., 3])
+
+
+@pytest.mark.parametrize("mode", ["L", "RGB"])
+def test_a_transparent_colour_is_an_alpha_channel(tmp_path, mode):
+  """PNG's tRNS: gray or RGB images with one colour marked transparent."""
+  arr = np.full((4, 6), 90, np.uint8)
+  arr[:, :2] = 7
+  img = Image.fromarray(arr if mode == "L" else np.dstack([arr] * 3), mode)
+  rgb, alpha = open_image(save(img, tmp_path / "t.png", transparency=7 if mode == "L" else (7, 7, 7)))
+  assert alpha is not None and (alpha[:, :2] == 0).all() and (alpha[:, 2:] == 255).all()
+  assert (rgb[:, :2] == 255).all() and (rgb[:, 2:] == 90).all()
 
 
 def test_open_la(tmp_path):

@@ -31,8 +31,8 @@ class GrayscaleError(BadImageError):
   """A photo with no colour: nothing to learn from or score against (left out, not an error)."""
 
 
-def _to_rgb(img: Image.Image, background: int = 255) -> tuple[Image.Image, np.ndarray | None]:
-  """Any PIL mode -> (8-bit RGB image, alpha as uint8 [H, W] or None)."""
+def _to_rgb(img: Image.Image, composite: bool = True) -> tuple[Image.Image, np.ndarray | None]:
+  """Any PIL mode -> (8-bit RGB image, alpha as uint8 [H, W] or None); see `open_image`."""
   alpha = None
   if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
     arr = np.asarray(img, dtype=np.float64)
@@ -44,12 +44,14 @@ def _to_rgb(img: Image.Image, background: int = 255) -> tuple[Image.Image, np.nd
       scale = 1.0 if img.mode == "F" and arr.max() <= 1.0 else (65535.0 if arr.max() > 255 else 255.0)
     arr = np.clip(np.round(arr / scale * 255.0), 0, 255).astype(np.uint8)
     img = Image.fromarray(arr, mode="L")
-  if img.mode == "P":
-    img = img.convert("RGBA" if "transparency" in img.info else "RGB")
+  if img.mode in ("P", "1", "L", "RGB") and img.info.get("transparency") is not None:
+    img = img.convert("RGBA")  # a transparent colour (PNG tRNS, GIF): an alpha channel
   if img.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
     rgba = img.convert("RGBA")
     alpha = np.asarray(rgba.getchannel("A"))
-    flat = Image.new("RGB", rgba.size, (background,) * 3)
+    if not composite:
+      return rgba.convert("RGB"), alpha
+    flat = Image.new("RGB", rgba.size, (255,) * 3)
     flat.paste(rgba, mask=rgba.getchannel("A"))
     return flat, alpha
   if img.mode != "RGB":
@@ -58,8 +60,13 @@ def _to_rgb(img: Image.Image, background: int = 255) -> tuple[Image.Image, np.nd
 
 
 def open_image(source: str | os.PathLike | bytes | BinaryIO, draft_size: int | None = None,
-               name: str | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+               name: str | None = None, composite: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
   """Decodes a photo to (uint8 RGB [H, W, 3], alpha [H, W] or None), EXIF-rotated.
+
+  `composite`: the RGB of a photo with transparency is what it looks like on white, the photo
+  to learn from and score. False gives its pixels' own colour, for a caller that puts the alpha
+  back (laid on white and then given its alpha again, a half-transparent pixel would be
+  blended with the background twice: paler).
 
   `draft_size` lets the JPEG decoder downscale by a power of two while keeping both sides
   >= draft_size: a 12-MP photo wanted at 256 px then decodes ~30x faster.
@@ -75,7 +82,7 @@ def open_image(source: str | os.PathLike | bytes | BinaryIO, draft_size: int | N
           img.draft("RGB", (draft_size, draft_size))
         img.load()
         img = ImageOps.exif_transpose(img) or img
-        rgb, alpha = _to_rgb(img)
+        rgb, alpha = _to_rgb(img, composite)
         arr = np.asarray(rgb, dtype=np.uint8)
   except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
     raise BadImageError(f"{name}: too many pixels for a photo ({e})") from None
