@@ -439,8 +439,8 @@ def colorize_files(colorizer: Colorizer, inputs: Sequence[str], out_dir: str,
       try:
         if os.path.realpath(dst) in sources:
           raise BadImageError(f"{src}: output {dst} would overwrite an input; choose another --out")
-        if written_by.setdefault(dst, src) != src:
-          raise BadImageError(f"{src}: {dst} is already the output of {written_by[dst]}; "
+        if written_by.setdefault(dst.casefold(), src) != src:  # X.png is x.png on macOS and Windows
+          raise BadImageError(f"{src}: {dst} is already the output of {written_by[dst.casefold()]}; "
                               "colorize one of them into another --out")
         if not overwrite and os.path.lexists(dst):
           if skip_existing:
@@ -464,8 +464,11 @@ def colorize_files(colorizer: Colorizer, inputs: Sequence[str], out_dir: str,
       for (src, dst), out in zip(done, colorizer.colorize_batch(images)):
         try:
           os.makedirs(os.path.dirname(dst) or ".", exist_ok=True)
-          with shards.local_path_for(dst) as tmp:  # renamed when whole: a killed run leaves no half PNG
+          with shards.local_path_for(dst, overwrite) as tmp:  # renamed when whole: a killed run leaves no half PNG
             Image.fromarray(out).save(tmp, format="PNG")
+        except FileExistsError:
+          fail(BadImageError(f"{src}: {dst} appeared while colorizing; kept it (pass --overwrite to replace it)"))
+          continue
         except OSError as e:
           fail(BadImageError(f"{src}: cannot write {dst} ({e.strerror or e})"))
           continue

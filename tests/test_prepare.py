@@ -58,7 +58,7 @@ def test_killed_prepare_is_not_read_and_resumes(photo_dir, tmp_path, monkeypatch
   def dies_on_second_shard(path, results, bar):
     calls.append(path)
     if len(calls) == 2:
-      path.with_name(path.name + ".tmp").write_bytes(b"half a shard")
+      path.with_name(f".{path.name}.colorjax.tmp").write_bytes(b"half a shard")
       raise KeyboardInterrupt("killed")
     return real_write(path, results, bar)
 

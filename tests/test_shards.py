@@ -130,3 +130,22 @@ def test_gray_tfds_examples_are_left_out_of_training_and_scoring():
   names = [n for names, _ in crop_batches(records, 32, 4, left_out) for n in names]
   assert names == ["#1", "#2", "#3", "#5", "#6", "#7"]
   assert left_out.grayscale == ["#0", "#4", "#8"] and not left_out.unreadable
+
+
+def test_files_are_written_whole_and_never_over_a_users_file(tmp_path):
+  dest = tmp_path / "photo.png"
+  (tmp_path / "photo.png.tmp").write_text("the user's own")  # a name a user's file may have
+  with shards.local_path_for(dest) as tmp:
+    open(tmp, "w").write("first")
+    assert not dest.exists()  # readers see all of it or nothing
+  assert dest.read_text() == "first" and (tmp_path / "photo.png.tmp").read_text() == "the user's own"
+  with pytest.raises(FileExistsError):
+    with shards.local_path_for(dest, overwrite=False) as tmp:
+      open(tmp, "w").write("second")
+  assert dest.read_text() == "first"
+  with pytest.raises(FileExistsError):
+    with shards.local_path_for(tmp_path / "new.png", overwrite=False) as tmp:
+      open(tmp, "w").write("ours")
+      (tmp_path / "new.png").write_text("made by the user meanwhile")
+  assert (tmp_path / "new.png").read_text() == "made by the user meanwhile"
+  assert sorted(p.name for p in tmp_path.iterdir()) == ["new.png", "photo.png", "photo.png.tmp"]
