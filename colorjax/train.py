@@ -627,6 +627,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> tuple[dict[str, floa
 def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                         resources: contextlib.ExitStack) -> tuple[dict[str, float], int | None]:
   config_lib.check_run_config(config)
+  config = config.copy_and_resolve_references()
+  config.data.train, config.data.eval = sources.absolute(config.data.train), sources.absolute(config.data.eval)
   stop = resources.enter_context(_StopSignal())  # from here: a signal while compiling is a clean stop too
   if "://" in workdir:
     raise ValueError(f"workdir {workdir}: give a local path; mount a bucket with gcsfuse first "

@@ -17,7 +17,7 @@ import os
 
 from colorjax.config import apply_variant, default_config
 
-PHOTOS = os.path.join(os.path.dirname(__file__), os.pardir, "colorjax", "assets", "photos")
+PHOTOS = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "colorjax", "assets", "photos")
 
 
 def get_config(variant: str = ""):

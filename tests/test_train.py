@@ -587,3 +587,18 @@ def test_fid_is_tracked_at_eval_with_a_stand_in_feature_network(photos):
   fake, real = features(preds), features(images)
   want = fid.frechet_distance(fake.mean(0), np.cov(fake, rowvar=False), real.mean(0), np.cov(real, rowvar=False))
   assert summary["fid"] == pytest.approx(want, rel=1e-6)
+
+
+def test_config_json_names_the_photos_by_absolute_path(photos, tmp_path, monkeypatch, caplog):
+  """So that resuming from another directory trains and scores on the same photos, and does
+  not count it as a changed held-out eval (which would drop the best checkpoint)."""
+  monkeypatch.chdir(os.path.dirname(photos))
+  config = tiny_config(os.path.basename(photos), total_steps=1, pretrain_steps=1)
+  train.train_and_evaluate(config, str(tmp_path / "run"))
+  assert json.load(open(tmp_path / "run" / "config.json"))["data"]["train"] == f"folder:{photos}"
+  assert config.data.train == f"folder:{os.path.basename(photos)}"  # the caller's config is left alone
+  monkeypatch.chdir(tmp_path)
+  with caplog.at_level("WARNING"):
+    train.train_and_evaluate(tiny_config(photos, total_steps=2, pretrain_steps=2), str(tmp_path / "run"))
+  assert "changed config: pretrain_steps, total_steps\n" in caplog.text and "eval changed" not in caplog.text
+  assert json.load(open(tmp_path / "run" / "best.json"))["step"] in (1, 2)

@@ -142,6 +142,18 @@ def _prepared(directory: str, split: str, eval_fraction: float,
   return shards.open_split(directory, split)
 
 
+def absolute(spec: str) -> str:
+  """`spec` with its folder: and shards: paths made absolute, so that a run's config.json names
+  the same photos whatever directory the run is resumed or scored from."""
+  parts = []
+  for part in filter(None, (p.strip() for p in spec.split(","))):
+    kind, _, arg = part.partition(":")
+    if kind in ("folder", "shards") and arg and "://" not in arg:
+      part = f"{kind}:{os.path.abspath(os.path.expanduser(arg))}"
+    parts.append(part)
+  return ",".join(parts)
+
+
 def resolve(spec: str, split: str, eval_fraction: float) -> ScanReport:
   """A source string -> the usable colour photos of `split` ("train", "eval" or "all")."""
   if split not in SPLITS:
