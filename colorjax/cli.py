@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import tempfile
 from typing import NoReturn
 
 from absl import logging as absl_logging
@@ -19,6 +20,17 @@ def quiet_console() -> None:
   """Keeps orbax's dozens of INFO lines per checkpoint and JAX's backend probing off the
   console (absl's handler, which prints every logger's records); their warnings still show."""
   absl_logging.get_absl_handler().addFilter(_quiet)
+
+
+def check_writable(folder: str, flag: str) -> None:
+  """A ValueError naming `flag` unless files can be made in `folder` (created if missing):
+  checked before the minutes of work whose results would have nowhere to go."""
+  try:
+    os.makedirs(folder, exist_ok=True)
+    with tempfile.TemporaryFile(dir=folder):
+      pass
+  except OSError as e:
+    raise ValueError(f"{flag} {folder}: cannot write there ({e.strerror or e})") from None
 
 
 def exit_with_error(e: BaseException, message: str | None = None) -> NoReturn:

@@ -121,6 +121,8 @@ class Colorizer:
     self.checkpoint, self.step = checkpoint, step
     self.generator = models.build_generator(config, class_weights)
     self.variables = {"params": params, "batch_stats": batch_stats}
+    if render_size is not None and render_size < 0:
+      raise ValueError(f"render size must be positive, got {render_size}")
     self.render_size = render_size or config.image_size
     self.batch_size = batch_size
     self.anchored = not colour_at_render_size and self.render_size > config.image_size
@@ -178,12 +180,20 @@ class Colorizer:
     return snap(height), snap(width)
 
   def lightness(self, image: np.ndarray) -> np.ndarray:
-    """uint8/uint16/float [0, 1] gray or RGB, [H, W] or [H, W, C] -> model-space L [H, W] float32."""
+    """uint8/uint16/bool/float [0, 1] gray or RGB, [H, W] or [H, W, C] -> model-space L [H, W] float32."""
     image = np.asarray(image)
     if image.ndim not in (2, 3) or 0 in image.shape or (image.ndim == 3 and image.shape[2] > 4):
       raise ValueError(f"an image is an array [H, W] or [H, W, 1-4] with H, W >= 1; got shape {image.shape}")
+    if image.dtype == bool:  # a 1-bit image
+      image = image.astype(np.uint8) * 255
     if image.dtype not in _SCALE and image.dtype.kind != "f":
-      raise ValueError(f"image dtype {image.dtype} is not uint8, uint16 or float in [0, 1]")
+      raise ValueError(f"image dtype {image.dtype} is not uint8, uint16, bool or float in [0, 1]")
+    if image.dtype.kind == "f":  # out of range it would come back white, NaN black
+      if not np.isfinite(image).all():
+        raise ValueError("the float image has NaN or infinite values")
+      if image.min() < 0 or image.max() > 1:
+        raise ValueError(f"a float image is in [0, 1]; this one spans [{image.min():g}, {image.max():g}] "
+                         "(for 0..255 values pass uint8, or divide by 255)")
     scale = _SCALE.get(image.dtype, 1.0)
     h, w = image.shape[:2]
     out = np.empty((h, w), np.float32)
@@ -328,7 +338,7 @@ def probe(source: str | os.PathLike | BinaryIO, max_pixels: int = DEFAULT_MAX_PI
     pattern = " (the pattern matches nothing)" if glob.has_magic(name) else ""
     raise BadImageError(f"{name}: no such file{pattern}") from None
   except Image.UnidentifiedImageError:
-    raise BadImageError(f"{name}: not a JPEG, PNG, WebP, BMP or TIFF image") from None
+    raise BadImageError(f"{name}: {_unidentified(source)}") from None
   except (OSError, ValueError, SyntaxError) as e:
     raise BadImageError(f"{name}: unreadable image ({e})") from None
   if w * h > max_pixels:
@@ -343,24 +353,44 @@ def read_image(source: str | os.PathLike | bytes, max_pixels: int = DEFAULT_MAX_
   return open_image(source, name=name, composite=False)
 
 
-def _walk(folder: Path, exclude: Path | None) -> Iterator[Path]:
-  """Image files under `folder`, sorted, skipping hidden names and the output tree."""
+def _unidentified(source: str | os.PathLike | BinaryIO) -> str:
+  """Why an image could not be identified, from its first bytes."""
+  if isinstance(source, (str, os.PathLike)):
+    with open(source, "rb") as f:
+      head = f.read(4)
+  else:
+    source.seek(0)
+    head = source.read(4)
+  if not head:
+    return "the file is empty"
+  if head in (b"II*\0", b"MM\0*"):
+    return "a TIFF of a kind that cannot be read (e.g. 32-bit float samples, or a compression PIL lacks)"
+  return "not a JPEG, PNG, WebP, BMP or TIFF image"
+
+
+def _walk(folder: Path, exclude: Path | None, others: list[str] | None = None) -> Iterator[Path]:
+  """Image files under `folder`, sorted, skipping hidden names and the output tree; the other
+  files go to `others`."""
   for f in sorted(folder.rglob("*")):
     rel = f.relative_to(folder)
     if any(part.startswith(".") for part in rel.parts) or (exclude and f.resolve().is_relative_to(exclude)):
       continue
     if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS:
       yield f
+    elif f.is_file() and others is not None:
+      others.append(str(f))
 
 
-def collect_inputs(inputs: Sequence[str], exclude: str | None = None) -> list[tuple[str, str]]:
+def collect_inputs(inputs: Sequence[str], exclude: str | None = None,
+                   others: list[str] | None = None) -> list[tuple[str, str]]:
   """(input file, output path relative to --out) for files, folders and glob patterns.
 
   Folders are walked recursively and a glob keeps the tree below its first wildcard, so the
   output mirrors the input. Inputs that hold the same file name (album/x.jpg, scans/x.jpg) each
   go under their own name (album/..., scans/...); two files that would still share an output
   name (a.jpg, a.png) keep their extension in it (a.jpg.png, a.png.png).
-  `exclude` (the output folder) is not walked.
+  `exclude` (the output folder) is not walked. Files in the folders that are not images of a
+  kind colorize reads (by extension: .gif, .heic, .txt ...) are added to `others`.
   """
   skip = Path(exclude).resolve() if exclude else None
   found: list[tuple[Path, Path, int]] = []  # (file, path below its input, which input)
@@ -368,7 +398,7 @@ def collect_inputs(inputs: Sequence[str], exclude: str | None = None) -> list[tu
   for i, item in enumerate(inputs):
     path = Path(item)
     if path.is_dir():
-      found += [(f, f.relative_to(path), i) for f in _walk(path, skip)]
+      found += [(f, f.relative_to(path), i) for f in _walk(path, skip, others)]
     elif glob.has_magic(item) and not path.exists():
       base = Path(*[p for p in path.parts[:next(j for j, p in enumerate(path.parts) if glob.has_magic(p))]])
       tops[i] = Path(base.resolve().name)
@@ -389,8 +419,9 @@ def collect_inputs(inputs: Sequence[str], exclude: str | None = None) -> list[tu
     owners.setdefault(rel, set()).add(i)
   nested = set().union(*[s for s in owners.values() if len(s) > 1])
   rels = [(src, tops[i] / rel if i in nested else rel) for src, rel, i in unique]
-  stems = collections.Counter(rel.with_suffix("") for _, rel in rels)
-  return [(str(src), str(rel.with_suffix(".png") if stems[rel.with_suffix("")] == 1 else rel.parent / (rel.name + ".png")))
+  stem = lambda rel: str(rel.with_suffix("")).casefold()  # X.JPG and x.tif: one x.png on macOS and Windows
+  stems = collections.Counter(stem(rel) for _, rel in rels)
+  return [(str(src), str(rel.with_suffix(".png") if stems[stem(rel)] == 1 else rel.parent / (rel.name + ".png")))
           for src, rel in rels]
 
 
@@ -439,8 +470,8 @@ def colorize_files(colorizer: Colorizer, inputs: Sequence[str], out_dir: str,
       try:
         if os.path.realpath(dst) in sources:
           raise BadImageError(f"{src}: output {dst} would overwrite an input; choose another --out")
-        if written_by.setdefault(dst.casefold(), src) != src:  # X.png is x.png on macOS and Windows
-          raise BadImageError(f"{src}: {dst} is already the output of {written_by[dst.casefold()]}; "
+        if written_by.setdefault(dst, src) != src:
+          raise BadImageError(f"{src}: {dst} is already the output of {written_by[dst]}; "
                               "colorize one of them into another --out")
         if not overwrite and os.path.lexists(dst):
           if skip_existing:
@@ -498,12 +529,17 @@ def main(argv: list[str]) -> None:
       raise app.UsageError(f"--{name.replace('_', '-')} must be positive")
   if os.path.exists(FLAGS.out) and not os.path.isdir(FLAGS.out):
     raise app.UsageError(f"--out {FLAGS.out} is a file: give a folder")
-  total = len(collect_inputs(inputs, exclude=FLAGS.out))
+  others: list[str] = []
+  total = len(collect_inputs(inputs, exclude=FLAGS.out, others=others))
+  if others:  # a phone's HEIC or GIF files would otherwise vanish without a word
+    names = ", ".join(os.path.basename(f) for f in others[:5]) + (f" and {len(others) - 5} more" if len(others) > 5 else "")
+    print(f"note: left alone, not {'/'.join(IMAGE_EXTENSIONS)} images: {names}", file=sys.stderr)
   if not total:
     inside = f"; the ones inside --out {FLAGS.out} are never read: choose another --out" if collect_inputs(inputs) else ""
     print(f"error: no images in {' '.join(inputs)} (looked for {', '.join(IMAGE_EXTENSIONS)}){inside}", file=sys.stderr)
     sys.exit(1)
   try:
+    cli.check_writable(FLAGS.out, "--out")  # before the model loads and every photo is colorized
     colorizer = Colorizer.from_workdir(FLAGS.workdir, FLAGS.checkpoint, FLAGS.render_size or None,
                                        FLAGS.batch_size, FLAGS.temperature or None,
                                        prior_correction_flag(), FLAGS.colour_at_render_size)

@@ -102,8 +102,10 @@ def main(argv: list[str]) -> None:
   try:
     if FLAGS.out and os.path.isdir(FLAGS.out):
       raise ValueError(f"--out {FLAGS.out} is a directory: give the markdown file to write")
-    if FLAGS.out and not FLAGS.overwrite:
-      evaluate.refuse_existing(FLAGS.out)
+    if FLAGS.out:
+      if not FLAGS.overwrite:
+        evaluate.refuse_existing(FLAGS.out)
+      cli.check_writable(os.path.dirname(os.path.abspath(FLAGS.out)), "--out")
     features = fid.InceptionFeatures.from_file(FLAGS.fid_weights) if FLAGS.fid_weights else None
     table = compare(argv[1:], FLAGS.data, FLAGS.split, FLAGS.image_size, FLAGS.batch_size,
                     FLAGS.checkpoint, features)
@@ -111,9 +113,11 @@ def main(argv: list[str]) -> None:
     cli.exit_with_error(e)
   print(table)
   if FLAGS.out:
-    os.makedirs(os.path.dirname(os.path.abspath(FLAGS.out)), exist_ok=True)
-    with shards.local_path_for(FLAGS.out) as tmp, open(tmp, "w") as f:
-      f.write(table + "\n")
+    try:
+      with shards.local_path_for(FLAGS.out) as tmp, open(tmp, "w") as f:
+        f.write(table + "\n")
+    except OSError as e:
+      cli.exit_with_error(e, f"cannot write {FLAGS.out} ({e.strerror or e})")
 
 
 FLAGS = flags.FLAGS

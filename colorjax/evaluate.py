@@ -291,6 +291,7 @@ def main(argv: list[str]) -> None:
       csv_path = report_csv_path(FLAGS.out)
       if not FLAGS.overwrite:
         refuse_existing(FLAGS.out, csv_path)
+      cli.check_writable(os.path.dirname(os.path.abspath(FLAGS.out)), "--out")
     if FLAGS.batch_size < 1 or FLAGS.image_size < 1:
       raise ValueError("--batch_size and --image_size must be positive")
     eval_fraction, origin = FLAGS.eval_fraction, "--eval_fraction"  # the fraction --predictions are held out with
@@ -330,7 +331,10 @@ def main(argv: list[str]) -> None:
     meta.update(data=FLAGS.data, split=FLAGS.split, image_size=FLAGS.image_size)
     if FLAGS.split == "eval":
       meta.update(eval_fraction=eval_fraction)
-    print(f"\nwrote {FLAGS.out} and {write_report(FLAGS.out, evaluation, meta)}")
+    try:
+      print(f"\nwrote {FLAGS.out} and {write_report(FLAGS.out, evaluation, meta)}")
+    except OSError as e:
+      cli.exit_with_error(e, f"cannot write the report {FLAGS.out} ({e.strerror or e})")
 
 
 FLAGS = flags.FLAGS

@@ -237,7 +237,7 @@ def main(argv: list[str]) -> None:
   try:
     manifest = prepare(f.source, f.out, f.size, f.limit, f.seed, f.eval_fraction, f.workers,
                        f.shard_size, f.quality)
-  except (ValueError, FileNotFoundError) as e:  # bad options, sources or --out: the message says which
+  except (ValueError, OSError) as e:  # bad options, sources or --out: the message says which
     cli.exit_with_error(e)
   counts = " + ".join(f"{n} {split}" for split, n in manifest["counts"].items())
   skipped = sum(len(v) for v in manifest["skipped"].values())

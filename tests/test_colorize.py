@@ -134,12 +134,14 @@ def test_cli_folder_tree_bad_file_and_alpha(workdir, tmp_path):
   rgba = np.dstack([colourful(36, 44, seed=3), np.tile(np.arange(44, dtype=np.uint8) * 5, (36, 1))])
   Image.fromarray(rgba).save(src / "alpha.png")
   (src / "bad.jpg").write_text("not an image\n")
+  (src / "clip.gif").write_bytes(b"GIF89a")
   before = _snapshot(src)
 
   r = _run_cli(workdir, str(src), "--out", str(out))
   assert r.returncode == 1, r.stderr
   errors = [line for line in r.stderr.splitlines() if line.startswith("error:")]
   assert len(errors) == 1 and "bad.jpg" in errors[0], r.stderr
+  assert "note: left alone, not .jpg/.jpeg/.png/.webp/.bmp/.tif/.tiff images: clip.gif\n" in r.stderr
   assert sorted(str(p.relative_to(out)) for p in out.rglob("*.png")) == sorted(
       ["a.png", "alpha.png", os.path.join("sub", "x.png")])
   with Image.open(out / "sub" / "x.png") as im:

@@ -17,6 +17,7 @@ from PIL import Image
 from colorjax import color, colorize
 from colorjax import config as config_lib
 from colorjax import train
+from colorjax.data.images import BadImageError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PHOTOS = os.path.join(REPO, "colorjax", "assets", "photos")
@@ -85,7 +86,7 @@ def test_every_array_kind_keeps_its_size_and_alpha(colorizer):
   rgb = photo()
   gray = np.asarray(Image.fromarray(rgb).convert("L"))
   rgba = np.dstack([rgb, np.full(rgb.shape[:2], 77, np.uint8)])
-  for image in (rgb, gray, rgba, gray.astype(np.uint16) * 257, rgb / 255.0,
+  for image in (rgb, gray, rgba, gray.astype(np.uint16) * 257, rgb / 255.0, gray > 128,
                 np.zeros((1, 1), np.uint8), np.full((3, 2000, 3), 200, np.uint8)):
     out = colorizer(image)
     assert out.dtype == np.uint8 and out.shape[:2] == image.shape[:2], image.shape
@@ -97,10 +98,17 @@ def test_every_array_kind_keeps_its_size_and_alpha(colorizer):
 
 @pytest.mark.parametrize("array, problem", [(np.zeros((0, 5), np.uint8), "got shape \\(0, 5\\)"),
                                             (np.zeros((1, 4, 4, 3), np.uint8), "got shape \\(1, 4, 4, 3\\)"),
-                                            (np.zeros((4, 4), np.int64), "dtype int64 is not uint8")])
+                                            (np.zeros((4, 4), np.int64), "dtype int64 is not uint8"),
+                                            (np.full((4, 4), 200.0), "spans \\[200, 200\\].*divide by 255"),
+                                            (np.full((4, 4), np.nan), "NaN or infinite")])
 def test_an_array_that_is_not_an_image_is_refused_with_its_shape(colorizer, array, problem):
   with pytest.raises(ValueError, match=problem):
     colorizer(array)
+
+
+def test_a_negative_render_size_is_refused(workdir):
+  with pytest.raises(ValueError, match="render size must be positive, got -5"):
+    colorize.Colorizer.from_workdir(workdir, render_size=-5)
 
 
 def test_colour_input_is_reduced_to_its_lightness(colorizer):
@@ -147,6 +155,17 @@ def test_pixel_limit_and_pil_bomb_guard_give_one_clear_error(tmp_path, monkeypat
     colorize.probe(path, max_pixels=100)
 
 
+def test_files_that_cannot_be_read_say_why(tmp_path):
+  (tmp_path / "empty.jpg").write_bytes(b"")
+  (tmp_path / "notes.jpg").write_text("a text file")
+  with open(tmp_path / "float.tif", "wb") as f:  # little-endian TIFF header, then nothing PIL knows
+    f.write(b"II*\0" + bytes(4))
+  for name, why in (("empty.jpg", "the file is empty"), ("notes.jpg", "not a JPEG, PNG, WebP, BMP or TIFF image"),
+                    ("float.tif", "a TIFF of a kind that cannot be read")):
+    with pytest.raises(BadImageError, match=f"{name}: {why}"):
+      colorize.probe(str(tmp_path / name))
+
+
 def test_exif_rotation_is_seen_before_decoding(tmp_path):
   exif = Image.Exif()
   exif[0x0112] = 6  # rotate 90 degrees on display
@@ -160,12 +179,13 @@ def test_exif_rotation_is_seen_before_decoding(tmp_path):
 def test_collect_inputs_keeps_trees_expands_globs_and_never_collides(tmp_path):
   (tmp_path / "album" / "1950s").mkdir(parents=True)
   (tmp_path / "album" / ".thumbs").mkdir()
-  for rel in ("album/a.jpg", "album/a.png", "album/1950s/b.tif", "album/.thumbs/x.jpg", "album/notes.txt"):
+  for rel in ("album/a.jpg", "album/a.png", "album/1950s/b.tif", "album/.thumbs/x.jpg", "album/notes.txt",
+              "album/1950s/Pic.JPG", "album/1950s/pic.tif"):  # one pic.png on a disk that ignores case
     (tmp_path / rel).write_bytes(b"")
   pairs = colorize.collect_inputs([str(tmp_path / "album")])
-  assert sorted(rel for _, rel in pairs) == ["1950s/b.png", "a.jpg.png", "a.png.png"]
+  assert sorted(rel for _, rel in pairs) == ["1950s/Pic.JPG.png", "1950s/b.png", "1950s/pic.tif.png", "a.jpg.png", "a.png.png"]
   pairs = colorize.collect_inputs([str(tmp_path / "album" / "**" / "*.tif"), str(tmp_path / "album" / "a.jpg")])
-  assert [rel for _, rel in pairs] == ["1950s/b.png", "a.png"]
+  assert [rel for _, rel in pairs] == ["1950s/b.png", "1950s/pic.png", "a.png"]
   out = tmp_path / "album" / "colorized"
   out.mkdir()
   (out / "old.png").write_bytes(b"")
@@ -175,7 +195,8 @@ def test_collect_inputs_keeps_trees_expands_globs_and_never_collides(tmp_path):
     (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
     (tmp_path / rel).write_bytes(b"")
   pairs = colorize.collect_inputs([str(tmp_path / "album"), str(tmp_path / "scans")], exclude=str(out))
-  assert [rel for _, rel in pairs] == ["album/1950s/b.png", "album/a.jpg.png", "album/a.png.png", "scans/a.png", "scans/c.png"]
+  assert [rel for _, rel in pairs] == ["album/1950s/Pic.JPG.png", "album/1950s/b.png", "album/1950s/pic.tif.png",
+                                       "album/a.jpg.png", "album/a.png.png", "scans/a.png", "scans/c.png"]
 
 
 def test_two_inputs_never_write_the_same_output(colorizer, tmp_path):

@@ -395,3 +395,9 @@ def test_eval_images_draw_from_every_source_not_the_first(tmp_path):
   reds = int(np.sum(out[:, 0, 0, 0] == 200))
   assert 2 <= reds <= 8 and np.all(np.diff(out[:, 0, 0, 2].astype(int)) >= 0)  # both sources, in file order
   np.testing.assert_array_equal(out, pipeline.eval_images(red + blue, 8, max_images=10))  # the same each time
+
+
+def test_a_folder_source_that_is_a_file_says_so(tmp_path):
+  (tmp_path / "photo.jpg").write_bytes(b"")
+  with pytest.raises(FileNotFoundError, match="photo.jpg' is a file, not a folder"):
+    sources.list_folder(tmp_path / "photo.jpg")

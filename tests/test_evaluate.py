@@ -181,13 +181,16 @@ def test_another_systems_pictures_are_scored_on_the_same_crops(photos, tmp_path)
   assert "is not a readable image" in result.unreadable[files[1]]
 
 
-@pytest.mark.parametrize("out", ["report.csv", "folder"])
-def test_evaluate_out_must_be_a_json_file_and_is_checked_first(tmp_path, out):
+@pytest.mark.parametrize("out, problem", [("report.csv", "give a NAME.json file"), ("folder", "give a NAME.json file"),
+                                          ("a_file.txt/r.json", "a_file.txt: cannot write there")])
+def test_evaluate_out_is_checked_before_scoring(tmp_path, out, problem):
   (tmp_path / "folder").mkdir()
+  (tmp_path / "a_file.txt").write_text("the user's")
   proc = subprocess.run([sys.executable, "-m", "colorjax.evaluate", "--predictions", str(tmp_path), "--data",
-                         f"folder:{tmp_path}", "--out", str(tmp_path / out)], cwd=REPO, capture_output=True,
+                         f"folder:{tmp_path}/nothing_here", "--out", str(tmp_path / out)], cwd=REPO, capture_output=True,
                         text=True, env={**os.environ, "PYTHONPATH": REPO})
-  assert proc.returncode == 1 and "give a NAME.json file" in proc.stderr, proc.stderr[-2000:]
+  errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+  assert proc.returncode == 1 and len(errors) == 1 and problem in errors[0], proc.stderr[-2000:]
 
 
 def _copy_run(run, workdir, **data):

@@ -73,6 +73,8 @@ def list_folder(root: str | os.PathLike, split: str = "all", eval_fraction: floa
   if split not in SPLITS:
     raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
   root = Path(root).expanduser()
+  if root.is_file():
+    raise FileNotFoundError(f"image folder {str(root)!r} is a file, not a folder")
   if not root.is_dir():
     raise FileNotFoundError(f"image folder {str(root)!r} does not exist")
   files = []
