@@ -5,7 +5,7 @@
 
 ResNet-18 U-Net at 64 px, batch 16, L1 then a short pix2pix GAN phase, on the 32 free-licensed
 photos in colorjax/assets/photos. With so few photos the crops zoom into them (max_zoom 4) so
-the network learns colours of textures and scenes rather than memorising 30 pictures, and an
+the network learns colours of textures and scenes rather than memorising 26 pictures, and an
 EMA of the weights colorizes. Even so, 26 training photos are over-fitted within ~100 steps
 (held-out PSNR falls from then on), so colorize loads the best checkpoint on the 6 held-out
 bundled photos (`colorize_checkpoint = "best"`), evaluated every 50 steps. On 100 photos it
