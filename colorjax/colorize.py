@@ -191,14 +191,14 @@ class Colorizer:
     if image.dtype.kind == "f":  # out of range it would come back white, NaN black
       if not np.isfinite(image).all():
         raise ValueError("the float image has NaN or infinite values")
-      if image.min() < 0 or image.max() > 1:
+      if image.min() < -1e-3 or image.max() > 1 + 1e-3:  # rounding past the ends is fine
         raise ValueError(f"a float image is in [0, 1]; this one spans [{image.min():g}, {image.max():g}] "
                          "(for 0..255 values pass uint8, or divide by 255)")
     scale = _SCALE.get(image.dtype, 1.0)
     h, w = image.shape[:2]
     out = np.empty((h, w), np.float32)
     for y0, y1 in _bands(h, w):
-      band = image[y0:y1].astype(np.float32) / scale
+      band = np.clip(image[y0:y1].astype(np.float32) / scale, 0, 1)
       gray = band.ndim == 2 or band.shape[-1] < 3
       rgb = np.repeat(band.reshape(band.shape[:2] + (-1,))[..., :1], 3, axis=-1) if gray else band[..., :3]
       out[y0:y1] = color.rgb_to_lab(rgb, np)[..., 0] / 50.0 - 1.0
@@ -470,8 +470,8 @@ def colorize_files(colorizer: Colorizer, inputs: Sequence[str], out_dir: str,
       try:
         if os.path.realpath(dst) in sources:
           raise BadImageError(f"{src}: output {dst} would overwrite an input; choose another --out")
-        if written_by.setdefault(dst, src) != src:
-          raise BadImageError(f"{src}: {dst} is already the output of {written_by[dst]}; "
+        if written_by.setdefault(dst.casefold(), src) != src:  # one file on macOS and Windows
+          raise BadImageError(f"{src}: {dst} is already the output of {written_by[dst.casefold()]}; "
                               "colorize one of them into another --out")
         if not overwrite and os.path.lexists(dst):
           if skip_existing:
@@ -497,8 +497,10 @@ def colorize_files(colorizer: Colorizer, inputs: Sequence[str], out_dir: str,
           os.makedirs(os.path.dirname(dst) or ".", exist_ok=True)
           with shards.local_path_for(dst, overwrite) as tmp:  # renamed when whole: a killed run leaves no half PNG
             Image.fromarray(out).save(tmp, format="PNG")
-        except FileExistsError:
-          fail(BadImageError(f"{src}: {dst} appeared while colorizing; kept it (pass --overwrite to replace it)"))
+        except FileExistsError as e:
+          appeared = not overwrite and os.path.isfile(dst)  # not a file where a folder of dst's path should be
+          fail(BadImageError(f"{src}: {dst} appeared while colorizing; kept it (pass --overwrite to replace it)"
+                             if appeared else f"{src}: cannot write {dst} ({e.strerror or e})"))
           continue
         except OSError as e:
           fail(BadImageError(f"{src}: cannot write {dst} ({e.strerror or e})"))

@@ -121,9 +121,10 @@ class ColorizeServer(ThreadingHTTPServer):
       out = self.colorizer(rgb if alpha is None else np.dstack([rgb, alpha]))
     stem = re.sub(r"[^A-Za-z0-9._-]", "_", os.path.splitext(filename)[0]) or "photo"  # safe in a header
     token = self.results.add(f"{stem}_colorized.png", _png(out))
+    gray = _gray(rgb) if alpha is None else np.dstack([_gray(rgb), alpha])  # transparent where the input is
     h, w = out.shape[:2]
     return (f'<div class="pair">'
-            f'<figure><img id="gray" alt="gray input" src="{_preview_uri(_gray(rgb))}">'
+            f'<figure><img id="gray" alt="gray input" src="{_preview_uri(gray)}">'
             f'<figcaption>Gray input</figcaption></figure>'
             f'<figure><img id="result" alt="colorized" src="{_preview_uri(out)}">'
             f'<figcaption>Colorized</figcaption></figure></div>'

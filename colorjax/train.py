@@ -316,6 +316,29 @@ def _agree(*flags: bool) -> tuple[bool, ...]:
   return tuple(bool(x) for x in np.any(gathered.reshape(-1, len(flags)), axis=0))
 
 
+def _agreed(work: Callable[[], Any]) -> Any:
+  """`work()`, or its error raised on every process: a process that stops alone leaves the
+  others waiting in the next collective (a silent hang on a pod)."""
+  try:
+    result, error = work(), None
+  except (ValueError, FileNotFoundError) as e:
+    result, error = None, e
+  failed, = _agree(error is not None)
+  if error is not None:
+    raise error
+  if failed:
+    raise ValueError("another process stopped with an error (its log says which)")
+  return result
+
+
+def _resolve_for_every_process(config: ml_collections.ConfigDict) -> tuple[sources.ScanReport, sources.ScanReport]:
+  train_report, eval_report = resolve_data(config)
+  if len(train_report.files) < jax.process_count():
+    raise ValueError(f"{len(train_report.files)} training photos for {jax.process_count()} processes: "
+                     "each process trains on its own share, so each needs one at least")
+  return train_report, eval_report
+
+
 def _same_on_every_process(what: str, files: Sequence[Any]) -> None:
   """Each process lists and reads its photos itself. Lists that differ (a read error on one host's
   mount) would give hosts overlapping shares or different numbers of eval batches, and a
@@ -482,7 +505,7 @@ class BestCheckpoint:
       with open(self.path) as f:
         old = json.load(f)
       if "eval" in old:
-        changed = [k for k, v in old["eval"].items() if k in eval_fields and eval_fields[k] != v]
+        changed = [k for k, v in _as_now(old["eval"]).items() if k in eval_fields and eval_fields[k] != v]
       else:
         changed = sorted(set(changed) & set(EVAL_FIELDS))
       if old.get("metric") != self.metric:
@@ -531,15 +554,15 @@ def restore_state(mgr: ocp.CheckpointManager, state: TrainState, step: int | Non
   return mgr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract))).state
 
 
-def _misfits(mgr: ocp.CheckpointManager, state: TrainState) -> str:
-  """What differs between the latest checkpoint's arrays and `state`'s ("" if they fit).
+def _misfits(mgr: ocp.CheckpointManager, state: TrainState, step: int) -> str:
+  """What differs between checkpoint `step`'s arrays and `state`'s ("" if they fit).
 
   Read from the checkpoint's metadata, so a misfit is named before orbax starts restoring.
   """
   name = lambda path: ".".join(str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k)))) for k in path)
   # The item's own handler: StandardCheckpointer looks for the step's metadata file inside the
   # item and warns on every resume that it "does not exist".
-  saved = ocp.PyTreeCheckpointHandler().metadata(epath.Path(mgr.directory) / str(mgr.latest_step()) / "state")
+  saved = ocp.PyTreeCheckpointHandler().metadata(epath.Path(mgr.directory) / str(step) / "state")
   saved = {name(p): tuple(m.shape) for p, m in jax.tree_util.tree_leaves_with_path(saved)}
   mine = {name(p): tuple(x.shape) for p, x in jax.tree_util.tree_leaves_with_path(state)}
   diffs = [f"{k} {saved.get(k, 'missing')} in the checkpoint, {mine.get(k, 'missing')} here"
@@ -594,8 +617,15 @@ def _changed_fields(workdir: str, config: ml_collections.ConfigDict) -> list[str
   if not isinstance(old, dict) or not {"model", "total_steps", "data"} <= set(old):
     raise ValueError(f"{path} is not the config of a colorjax run, and training would write over it: "
                      "train in another --workdir")
-  old, new = _flat(old), _flat(config)
+  old, new = _as_now(_flat(old)), _flat(config)
   return sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+
+
+def _as_now(fields: dict[str, Any]) -> dict[str, Any]:
+  """Recorded config fields with their data sources absolute, as a run records them now: runs
+  before 2026-11-30 recorded them as given, often relative to where the run was started."""
+  return {k: sources.absolute(v) if k in ("data.train", "data.eval") and isinstance(v, str) else v
+          for k, v in fields.items()}
 
 
 def _flat(config: ml_collections.ConfigDict | dict[str, Any]) -> dict[str, Any]:
@@ -638,15 +668,12 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   changed = _changed_fields(workdir, config)
   if changed:
     logging.warning("resuming with a changed config: %s", ", ".join(changed))
-    _warn_if_rebalancing_changes(workdir, config, changed)
+    _warn_if_loss_changes(workdir, config, changed)
   logging.info("devices: %d x %s (%d processes)", jax.device_count(), jax.devices()[0].device_kind,
                jax.process_count())
-  train_report, eval_report = resolve_data(config)  # before the workdir exists: no photos, no folder
+  train_report, eval_report = _agreed(lambda: _resolve_for_every_process(config))  # before the workdir exists
   logging.info("train data: %s", train_report.summary())
   logging.info("eval data: %s", eval_report.summary())
-  if len(train_report.files) < jax.process_count():
-    raise ValueError(f"{len(train_report.files)} training photos for {jax.process_count()} processes: "
-                     "each process trains on its own share, so each needs one at least")
   _same_on_every_process("training photos", train_report.files)
   os.makedirs(workdir, exist_ok=True)
   _check_shared(workdir)
@@ -657,7 +684,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                      "wait for it or stop it, or give another --workdir")
   class_weights, keep_histogram = _class_weights(config, workdir, train_report.files)
   trainer = Trainer(config, class_weights=class_weights)
-  eval_images = pipeline.eval_images(eval_report.files, config.image_size, config.eval_max_images)
+  eval_images = _agreed(lambda: pipeline.eval_images(eval_report.files, config.image_size, config.eval_max_images))
   _same_on_every_process("held-out photos", eval_images)
   data = functools.partial(pipeline.train_dataset, train_report.files, config.image_size,
                            config.batch_size // jax.process_count(), num_workers=config.data.num_workers,
@@ -667,19 +694,25 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   mgr = open_checkpoints(os.path.join(workdir, "checkpoints"), config.keep_checkpoints)
   resources.callback(mgr.close)
   data_iter = iter(data(config.seed))
-  if mgr.latest_step() is not None:
-    if misfits := _misfits(mgr, state):
+  # Process 0's view of the latest complete step, for all: a host whose file system cache has
+  # not seen the newest commit file yet would otherwise restore another step.
+  latest = mgr.latest_step()
+  if jax.process_count() > 1:
+    latest = int(multihost_utils.broadcast_one_to_all(np.array(-1 if latest is None else latest, np.int32)))
+    latest = None if latest < 0 else latest
+  if latest is not None:
+    if misfits := _misfits(mgr, state, latest):
       raise ValueError(f"the checkpoints in {workdir} do not fit this config (changed: "
                        f"{', '.join(changed) or 'none'}; {misfits}): train it in another --workdir, "
                        f"or resume with the config in {os.path.join(workdir, 'config.json')}")
-    state = restore_state(mgr, state)
+    state = restore_state(mgr, state, latest)
     logging.info("resumed from %s at step %d", mgr.directory, int(state.step))
     try:
-      mgr.restore(mgr.latest_step(), args=ocp.args.Composite(data=grain.checkpoint.CheckpointRestore(data_iter)))
+      mgr.restore(latest, args=ocp.args.Composite(data=grain.checkpoint.CheckpointRestore(data_iter)))
     except (KeyError, ValueError) as e:
       # grain's saved position has the structure of the pipeline it was saved from, which
       # worker processes (data.num_workers) change, and there is one per training process.
-      saved_by = _saved_process_count(os.path.join(str(mgr.directory), str(mgr.latest_step()), "data"))
+      saved_by = _saved_process_count(os.path.join(str(mgr.directory), str(latest), "data"))
       why = (f"it was saved by {saved_by} processes, this run has {jax.process_count()}"
              if saved_by not in (None, jax.process_count()) else "was data.num_workers changed?")
       logging.warning("the data position in the checkpoint does not fit this pipeline (%s; %s: %s), so "
@@ -846,20 +879,26 @@ def _converged(workdir: str, config: ml_collections.ConfigDict, step: int) -> bo
       record = json.load(f)
   except (OSError, json.JSONDecodeError):
     return False
-  same_eval = record.get("eval") == current_eval_fields(config)
+  same_eval = "eval" in record and _as_now(record["eval"]) == current_eval_fields(config)
   return (final.get("step") == step and record.get("metric") == config.best_metric and same_eval
           and record.get("evals_since_best", 0) >= config.patience)
 
 
-def _warn_if_rebalancing_changes(workdir: str, config: ml_collections.ConfigDict, changed: list[str]) -> None:
-  """A run from before `loss.rebalance_offset` trained with +1e5 of the pixels it counted; the
-  config files now say otherwise, which would change its loss unasked."""
-  path = os.path.join(workdir, HISTOGRAM_FILE)
-  if "loss.rebalance_offset" not in changed or not config.model.num_classes or not os.path.exists(path):
-    return
+def _warn_if_loss_changes(workdir: str, config: ml_collections.ConfigDict, changed: list[str]) -> None:
+  """Runs from before `loss.rebalance_offset` trained with +1e5 of the pixels they counted, and
+  before `loss.smooth_l1_beta` with SmoothL1 at 110 Lab units (MSE / 2); the config files now
+  say otherwise, which would change their loss unasked."""
   with open(os.path.join(workdir, "config.json")) as f:
-    if "rebalance_offset" in json.load(f).get("loss", {}):
-      return
+    recorded = json.load(f).get("loss", {})
+  if ("loss.smooth_l1_beta" in changed and "smooth_l1_beta" not in recorded
+      and config.loss.reconstruction == "smooth_l1"):
+    logging.warning("this run trained before loss.smooth_l1_beta existed, with SmoothL1 at 110 Lab units "
+                    "(MSE / 2); this config's %g changes its loss: pass --config.loss.smooth_l1_beta=110 "
+                    "to keep it", config.loss.smooth_l1_beta)
+  path = os.path.join(workdir, HISTOGRAM_FILE)
+  if ("loss.rebalance_offset" not in changed or "rebalance_offset" in recorded or not config.model.num_classes
+      or not os.path.exists(path)):
+    return
   with open(path) as f:
     share = 1e5 / sum(json.load(f)["counts"])
   logging.warning("this run trained before loss.rebalance_offset existed, with +1e5 of the pixels it "

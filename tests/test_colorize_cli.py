@@ -279,3 +279,15 @@ def test_command_line_colorizes_a_tree_and_reports_each_failure_in_one_line(work
                        env=FAST_ENV, capture_output=True, text=True, timeout=300)
   assert run.returncode == 1 and "would overwrite an input" in run.stderr
   assert (tmp_path / "tiny.png").read_bytes() == before
+
+
+def test_a_file_where_an_output_folder_should_be_is_named_as_such(colorizer, tmp_path, capsys):
+  (tmp_path / "in" / "sub").mkdir(parents=True)
+  Image.fromarray(photo()[:64, :64]).save(tmp_path / "in" / "sub" / "x.png")
+  (tmp_path / "out").mkdir()
+  (tmp_path / "out" / "sub").write_text("a file of the user's")
+  for overwrite in (False, True):
+    assert colorize.colorize_files(colorizer, [str(tmp_path / "in")], str(tmp_path / "out"), overwrite=overwrite) == 1
+  assert (tmp_path / "out" / "sub").read_text() == "a file of the user's"
+  err = capsys.readouterr().err
+  assert err.count("sub/x.png (File exists)") == 2 and "appeared" not in err, err

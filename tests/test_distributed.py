@@ -66,7 +66,8 @@ LOOP_WORKER = textwrap.dedent("""
     from jax.experimental import multihost_utils
     from colorjax import config as config_lib, distributed, train
     assert distributed.initialize()
-    photos, workdir, minutes = sys.argv[1], sys.argv[2].format(process=jax.process_index()), float(sys.argv[3])
+    photos, workdir = (arg.format(process=jax.process_index()) for arg in sys.argv[1:3])
+    minutes = float(sys.argv[3])
     c = config_lib.default_config()
     c.data.train, c.data.eval_fraction = "folder:" + photos, 0.25
     c.image_size, c.batch_size, c.total_steps, c.pretrain_steps = 32, 4, 12, 12
@@ -75,7 +76,7 @@ LOOP_WORKER = textwrap.dedent("""
     c.model.generator, c.model.num_downs, c.model.ngf, c.model.discriminator = "pix2pix_unet", 5, 8, "none"
     try:
       train.train_and_evaluate(c, workdir)
-    except ValueError as e:
+    except (ValueError, FileNotFoundError) as e:
       sys.exit(f"REFUSED {jax.process_index()}: {e}")
     multihost_utils.sync_global_devices("final_metrics.json written")  # process 0 writes it last
     final = json.load(open(os.path.join(workdir, "final_metrics.json")))
@@ -116,6 +117,14 @@ def test_a_workdir_each_host_has_for_itself_is_refused_not_a_hang(tmp_path):
     assert (f"REFUSED {i}: workdir {tmp_path}/run_{i} is not shared by all 2 processes (process 0 wrote a "
             "file there that process 1 cannot see)") in out, out[-4000:]
   assert os.listdir(tmp_path / "run_0") == [] and os.listdir(tmp_path / "run_1") == []
+
+
+def test_a_host_that_cannot_read_the_photos_stops_every_host(tmp_path):
+  photos = write_photos(str(tmp_path / "photos_0"))  # process 1's photos_1 is missing: a mount that failed
+  outs = _run_two(LOOP_WORKER, [str(tmp_path / "photos_{process}"), str(tmp_path / "run"), "0"], tmp_path)
+  assert "REFUSED 0: another process stopped with an error (its log says which)" in outs[0], outs[0][-4000:]
+  assert f"REFUSED 1: image folder '{tmp_path}/photos_1' does not exist" in outs[1], outs[1][-4000:]
+  assert os.path.isdir(photos) and not os.path.exists(tmp_path / "run")
 
 
 def test_resuming_with_another_process_count_says_so(tmp_path, caplog):

@@ -213,16 +213,22 @@ def test_a_run_resumes_with_another_number_of_data_workers(photos, tmp_path, cap
   assert (final["step"], final["complete"]) == (6, True)
 
 
-def test_resuming_a_run_from_before_rebalance_offset_says_how_to_keep_its_loss(photos, tmp_path, caplog):
-  classes = {"model.generator": "resnet_colorizer", "model.num_classes": 256, "model.discriminator": "none"}
-  train.train_and_evaluate(tiny_config(photos, total_steps=2, pretrain_steps=2, **classes), str(tmp_path))
+@pytest.mark.parametrize("field, fields", [
+    ("rebalance_offset", {"model.generator": "resnet_colorizer", "model.num_classes": 256}),
+    ("smooth_l1_beta", {"loss.reconstruction": "smooth_l1"})])
+def test_resuming_a_run_from_before_a_loss_field_says_how_to_keep_its_loss(photos, tmp_path, caplog, field, fields):
+  fields = {**fields, "model.discriminator": "none"}
+  train.train_and_evaluate(tiny_config(photos, total_steps=2, pretrain_steps=2, **fields), str(tmp_path))
   saved = json.load(open(tmp_path / "config.json"))
-  del saved["loss"]["rebalance_offset"]  # as colorjax wrote it before the field
+  del saved["loss"][field]  # as colorjax wrote it before the field
   json.dump(saved, open(tmp_path / "config.json", "w"))
-  pixels = sum(json.load(open(tmp_path / "ab_histogram.json"))["counts"])
   with caplog.at_level(logging.WARNING):
-    train.train_and_evaluate(tiny_config(photos, total_steps=4, pretrain_steps=4, **classes), str(tmp_path))
-  assert f"--config.loss.rebalance_offset={1e5 / pixels!r} to keep it" in caplog.text
+    train.train_and_evaluate(tiny_config(photos, total_steps=4, pretrain_steps=4, **fields), str(tmp_path))
+  if field == "rebalance_offset":
+    pixels = sum(json.load(open(tmp_path / "ab_histogram.json"))["counts"])
+    assert f"--config.loss.rebalance_offset={1e5 / pixels!r} to keep it" in caplog.text
+  else:
+    assert "pass --config.loss.smooth_l1_beta=110 to keep it" in caplog.text
 
 
 def test_max_train_minutes_stops_with_scores_and_a_checkpoint_and_a_rerun_trains_on(photos, tmp_path):
@@ -601,4 +607,16 @@ def test_config_json_names_the_photos_by_absolute_path(photos, tmp_path, monkeyp
   with caplog.at_level("WARNING"):
     train.train_and_evaluate(tiny_config(photos, total_steps=2, pretrain_steps=2), str(tmp_path / "run"))
   assert "changed config: pretrain_steps, total_steps\n" in caplog.text and "eval changed" not in caplog.text
+  # A run from before sources were recorded absolute: its relative path, from where it was started.
+  for name in ("config.json", "best.json"):
+    record = json.load(open(tmp_path / "run" / name))
+    (record if name == "config.json" else record["eval"])["data" if name == "config.json" else "data.train"] = (
+        {**record["data"], "train": f"folder:{os.path.basename(photos)}"} if name == "config.json"
+        else f"folder:{os.path.basename(photos)}")
+    json.dump(record, open(tmp_path / "run" / name, "w"))
+  monkeypatch.chdir(os.path.dirname(photos))
+  caplog.clear()
+  with caplog.at_level("WARNING"):
+    train.train_and_evaluate(tiny_config(photos, total_steps=3, pretrain_steps=3), str(tmp_path / "run"))
+  assert "data.train" not in caplog.text and "eval changed" not in caplog.text, caplog.text
   assert json.load(open(tmp_path / "run" / "best.json"))["step"] in (1, 2)
