@@ -16,12 +16,10 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import functools
-import hashlib
 import json
 import logging
 import os
 import re
-import secrets
 import signal
 import sys
 import time
@@ -39,7 +37,6 @@ import orbax.checkpoint as ocp
 from ml_collections import config_flags
 from absl import app, flags
 from etils import epath
-from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 from PIL import Image
 
@@ -308,74 +305,12 @@ class _StopSignal:
 AGREE_EVERY = 10
 
 
-def _agree(*flags: bool) -> tuple[bool, ...]:
-  """Each flag True on every process if it is True on any (processes must stop at the same step)."""
-  if jax.process_count() == 1:
-    return flags
-  gathered = multihost_utils.process_allgather(np.array(flags))
-  return tuple(bool(x) for x in np.any(gathered.reshape(-1, len(flags)), axis=0))
-
-
-def _agreed(work: Callable[[], Any]) -> Any:
-  """`work()`, or its error raised on every process: a process that stops alone leaves the
-  others waiting in the next collective (a silent hang on a pod)."""
-  try:
-    result, error = work(), None
-  except (ValueError, FileNotFoundError) as e:
-    result, error = None, e
-  failed, = _agree(error is not None)
-  if error is not None:
-    raise error
-  if failed:
-    raise ValueError("another process stopped with an error (its log says which)")
-  return result
-
-
 def _resolve_for_every_process(config: ml_collections.ConfigDict) -> tuple[sources.ScanReport, sources.ScanReport]:
   train_report, eval_report = resolve_data(config)
   if len(train_report.files) < jax.process_count():
     raise ValueError(f"{len(train_report.files)} training photos for {jax.process_count()} processes: "
                      "each process trains on its own share, so each needs one at least")
   return train_report, eval_report
-
-
-def _same_on_every_process(what: str, files: Sequence[Any]) -> None:
-  """Each process lists and reads its photos itself. Lists that differ (a read error on one host's
-  mount) would give hosts overlapping shares or different numbers of eval batches, and a
-  collective some process never joins hangs the whole pod without a word. Compared: the count,
-  and the paths of a folder source (shard records and TFDS examples by their count)."""
-  if jax.process_count() == 1:
-    return
-  names = "\n".join(map(str, files)) if isinstance(files, list) else ""
-  digest = int.from_bytes(hashlib.sha256(names.encode()).digest()[:4], "little") & 0x7FFFFFFF
-  seen = multihost_utils.process_allgather(np.array([len(files), digest], np.int32)).reshape(-1, 2)
-  if (seen != seen[0]).any():
-    counts = ", ".join(f"process {i}: {n}" for i, n in enumerate(seen[:, 0]))
-    raise ValueError(f"the processes see different {what} ({counts}): every host must read the same "
-                     "files (the same paths, mounted on every host)")
-
-
-def _check_shared(workdir: str) -> None:
-  """Every process saves checkpoints into the one workdir together. A workdir on each host's own
-  disk would hang the first save (orbax waits for steps the others wrote elsewhere), so each
-  process must find a file process 0 just wrote there."""
-  if jax.process_count() == 1:
-    return
-  token = int(multihost_utils.broadcast_one_to_all(np.array(secrets.randbits(31), np.int32)))
-  path = os.path.join(workdir, f".colorjax-shared-{token}")
-  if jax.process_index() == 0:
-    with open(path, "w") as f:
-      f.write("written by process 0 to check that every process sees this workdir\n")
-  multihost_utils.sync_global_devices("colorjax: workdir check written")
-  missing = multihost_utils.process_allgather(np.array(not os.path.exists(path))).reshape(-1)
-  multihost_utils.sync_global_devices("colorjax: workdir check read")
-  if jax.process_index() == 0:
-    os.remove(path)
-  if missing.any():
-    raise ValueError(f"workdir {workdir} is not shared by all {jax.process_count()} processes (process 0 "
-                     f"wrote a file there that process {', '.join(map(str, np.flatnonzero(missing)))} cannot "
-                     "see): give every host the same folder, e.g. a gs:// bucket mounted with gcsfuse "
-                     "(launch/tpu_vm.sh does that)")
 
 
 def _sample_grid(rgb: np.ndarray, pred: np.ndarray) -> np.ndarray:
@@ -671,21 +606,21 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     _warn_if_loss_changes(workdir, config, changed)
   logging.info("devices: %d x %s (%d processes)", jax.device_count(), jax.devices()[0].device_kind,
                jax.process_count())
-  train_report, eval_report = _agreed(lambda: _resolve_for_every_process(config))  # before the workdir exists
+  train_report, eval_report = distributed.agreed(lambda: _resolve_for_every_process(config))  # before the workdir exists
   logging.info("train data: %s", train_report.summary())
   logging.info("eval data: %s", eval_report.summary())
-  _same_on_every_process("training photos", train_report.files)
+  distributed.check_same_files("training photos", train_report.files)
   os.makedirs(workdir, exist_ok=True)
-  _check_shared(workdir)
+  distributed.check_shared_folder(workdir)
   is_main = jax.process_index() == 0
-  busy, = _agree(is_main and not _lock_workdir(workdir, resources))  # every process stops, not only 0
+  busy, = distributed.agree(is_main and not _lock_workdir(workdir, resources))  # every process stops, not only 0
   if busy:
     raise ValueError(f"another training is running in {workdir} (it holds the folder's lock): "
                      "wait for it or stop it, or give another --workdir")
   class_weights, keep_histogram = _class_weights(config, workdir, train_report.files)
   trainer = Trainer(config, class_weights=class_weights)
-  eval_images = _agreed(lambda: pipeline.eval_images(eval_report.files, config.image_size, config.eval_max_images))
-  _same_on_every_process("held-out photos", eval_images)
+  eval_images = distributed.agreed(lambda: pipeline.eval_images(eval_report.files, config.image_size, config.eval_max_images))
+  distributed.check_same_files("held-out photos", eval_images)
   data = functools.partial(pipeline.train_dataset, train_report.files, config.image_size,
                            config.batch_size // jax.process_count(), num_workers=config.data.num_workers,
                            max_zoom=config.data.max_zoom)
@@ -696,10 +631,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   data_iter = iter(data(config.seed))
   # Process 0's view of the latest complete step, for all: a host whose file system cache has
   # not seen the newest commit file yet would otherwise restore another step.
-  latest = mgr.latest_step()
-  if jax.process_count() > 1:
-    latest = int(multihost_utils.broadcast_one_to_all(np.array(-1 if latest is None else latest, np.int32)))
-    latest = None if latest < 0 else latest
+  latest = distributed.from_process_0(mgr.latest_step())
   if latest is not None:
     if misfits := _misfits(mgr, state, latest):
       raise ValueError(f"the checkpoints in {workdir} do not fit this config (changed: "
@@ -720,7 +652,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       data_iter = iter(data(config.seed + int(state.step)))
   final_path = os.path.join(workdir, "final_metrics.json")
   converged = _converged(workdir, config, int(state.step))
-  trained, signalled = _agree(os.path.exists(final_path) and (int(state.step) >= config.total_steps or converged),
+  trained, signalled = distributed.agree(os.path.exists(final_path) and (int(state.step) >= config.total_steps or converged),
                               bool(stop))
   if trained:
     if int(state.step) < config.total_steps:
@@ -807,7 +739,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       speed.event(time.time() - events_start)
     signalled = out_of_time = False
     if not last and (jax.process_count() == 1 or step % AGREE_EVERY == 0):
-      signalled, out_of_time = _agree(bool(stop), time.time() > deadline)
+      signalled, out_of_time = distributed.agree(bool(stop), time.time() > deadline)
     if out_of_time and not signalled and not scheduled:  # the scores of where it stopped
       summary = _evaluate_and_log(trainer, state, eval_images, writer, workdir, step, features)
       best.update(state, summary, step, scheduled=False)

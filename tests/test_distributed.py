@@ -28,7 +28,8 @@ WORKER = textwrap.dedent("""
     batch = np.stack([np.stack([x, y, 1 - x * y], -1) * (0.4 + 0.15 * i) for i in range(4)])
     batch = (batch * 255).astype(np.uint8)
     me = jax.process_index()
-    assert train._agree(me == 1, False) == (True, False)  # a stop seen by one process stops both
+    assert distributed.agree(me == 1, False) == (True, False)  # a stop seen by one process stops both
+    assert distributed.from_process_0(None if me == 0 else 7) is None and distributed.from_process_0(3 + me) == 3
 
     def fit(trainer, local):
       state = trainer.init_state()
