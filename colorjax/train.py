@@ -20,6 +20,7 @@ import json
 import logging
 import os
 import re
+import shutil
 import signal
 import sys
 import time
@@ -475,6 +476,18 @@ class BestCheckpoint:
     return self.patience > 0 and not replayed and self.record["evals_since_best"] >= self.patience
 
 
+def _remove_unfinished_saves(workdir: str) -> None:
+  """Deletes step folders without a commit file: saves cut short by a kill, which every reader
+  skips and which would otherwise keep their gigabytes until a save of the same step."""
+  for sub in ("checkpoints", "best"):
+    folder = os.path.join(workdir, sub)
+    steps = [n for n in os.listdir(folder) if n.isdigit()] if os.path.isdir(folder) else []
+    for step in steps:
+      if not os.path.exists(os.path.join(folder, step, "commit_success.txt")):
+        logging.warning("removing %s: a save that was cut short", os.path.join(folder, step))
+        shutil.rmtree(os.path.join(folder, step))
+
+
 def _saved_process_count(directory: str) -> int | None:
   """How many processes saved the grain positions in `directory` (`process_I-of-N.json`), if known."""
   names = os.listdir(directory) if os.path.isdir(directory) else []
@@ -617,6 +630,8 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   if busy:
     raise ValueError(f"another training is running in {workdir} (it holds the folder's lock): "
                      "wait for it or stop it, or give another --workdir")
+  # Before any process lists the checkpoints: agreed() waits for process 0.
+  distributed.agreed(lambda: _remove_unfinished_saves(workdir) if is_main else None)
   class_weights, keep_histogram = _class_weights(config, workdir, train_report.files)
   trainer = Trainer(config, class_weights=class_weights)
   eval_images = distributed.agreed(lambda: pipeline.eval_images(eval_report.files, config.image_size, config.eval_max_images))

@@ -247,7 +247,7 @@ def test_max_train_minutes_stops_with_scores_and_a_checkpoint_and_a_rerun_trains
   assert (final["step"], final["complete"]) == (6, True)
 
 
-def test_a_save_cut_short_is_skipped_by_every_reader_and_saved_again(photos, tmp_path):
+def test_a_save_cut_short_is_skipped_by_every_reader_and_saved_again(photos, tmp_path, caplog):
   """Without its commit_success.txt a step folder is a save that was killed (or is still being
   written by the hosts of a pod): resuming and colorizing take the step before it."""
   from colorjax import colorize
@@ -257,7 +257,9 @@ def test_a_save_cut_short_is_skipped_by_every_reader_and_saved_again(photos, tmp
   assert colorize.Colorizer.from_workdir(str(tmp_path), "latest").step == 2
   assert train.open_checkpoints(str(tmp_path / "checkpoints")).all_steps() == [2]
   assert json.load(open(tmp_path / "final_metrics.json"))["step"] == 4
-  train.train_and_evaluate(config, str(tmp_path))  # resumes at 2 and saves step 4 again
+  with caplog.at_level(logging.WARNING):
+    train.train_and_evaluate(config, str(tmp_path))  # removes it, resumes at 2 and saves step 4 again
+  assert f"removing {tmp_path / 'checkpoints' / '4'}: a save that was cut short" in caplog.text
   assert (tmp_path / "checkpoints" / "4" / "commit_success.txt").exists()
   assert colorize.Colorizer.from_workdir(str(tmp_path), "latest").step == 4
 
