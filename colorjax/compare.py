@@ -18,7 +18,7 @@ from absl import app, flags
 
 from colorjax import cli, evaluate, fid
 from colorjax.colorize import CHECKPOINT_HELP, Colorizer, parse_flags, read_run
-from colorjax.data import shards, sources
+from colorjax.data import shards
 
 COLUMNS = tuple(c for c in evaluate.COLUMNS if c[0] != "mse")  # README-sized
 LEADING = (("run", "run"), ("system", "system"), ("steps", "steps"))
@@ -80,7 +80,7 @@ def compare(workdirs: Sequence[str], data: str, split: str = "all", image_size: 
     if len({o for _, o in held_out}) > 1:
       origin = "each run's training data"
     which = f"eval: eval_fraction {fraction:g}, from {origin}"
-  photos = sources.resolve(data, split, fraction)
+  photos = evaluate.resolve_scored(data, split, fraction)
   rows: list[dict[str, Any]] = []
   last = None
   for workdir, label in zip(workdirs, run_labels(workdirs)):

@@ -194,6 +194,22 @@ def evaluate(colorizer: Colorizer | PredictionFolder, data: sources.ScanReport, 
   return result
 
 
+def resolve_scored(data: str, split: str, eval_fraction: float) -> sources.ScanReport:
+  """The photos of `data` to score: `sources.resolve`, but a `--split eval` that would take the
+  eval split of shards prepared with a larger fraction than the run held out is refused, since
+  those shards' eval photos include some the run trained on."""
+  if split == "eval":
+    for part in filter(None, (p.strip() for p in data.split(","))):
+      if part.startswith("shards:"):
+        prepared = shards.read_manifest(part[len("shards:"):])["eval_fraction"]
+        if prepared > eval_fraction:
+          raise ValueError(f"--split eval: {part} was prepared with eval_fraction {prepared:g}, but the run "
+                           f"held out {eval_fraction:g} of its data, so that eval split holds photos it trained "
+                           f"on: score the source it trained on, or shards prepared with --eval-fraction "
+                           f"{eval_fraction:g}")
+  return sources.resolve(data, split, eval_fraction)
+
+
 def held_out_fraction(config: ml_collections.ConfigDict, workdir: str) -> tuple[float, str]:
   """(the share of its `data.train` a run held out, where that number comes from, e.g.
   "shards:DIR's manifest.json").
@@ -302,7 +318,7 @@ def main(argv: list[str]) -> None:
       if FLAGS.split == "eval":
         eval_fraction, origin = held_out_fraction(config, FLAGS.workdir)
     split = f"eval: eval_fraction {eval_fraction:g}, from {origin}" if FLAGS.split == "eval" else FLAGS.split
-    data = sources.resolve(FLAGS.data, FLAGS.split, eval_fraction)
+    data = resolve_scored(FLAGS.data, FLAGS.split, eval_fraction)
     features = fid.InceptionFeatures.from_file(FLAGS.fid_weights) if FLAGS.fid_weights else None
     if FLAGS.predictions:
       label, how = "predictions", f"pictures in {FLAGS.predictions}"

@@ -233,6 +233,10 @@ def test_split_eval_holds_out_what_a_shards_run_held_out(run, photos, tmp_path):
   whole = _copy_run(run, tmp_path / "whole", eval=f"folder:{photos}")
   with pytest.raises(ValueError, match="held out none of data.train"):
     compare.compare([whole], f"folder:{photos}", split="eval", image_size=32, batch_size=4)
+  # Shards split 0.3 for a run that held out 0.1 of the same photos: their eval split has some it trained on.
+  on_folder = _copy_run(run, tmp_path / "on_folder", train=f"folder:{photos}", eval_fraction=0.1)
+  with pytest.raises(ValueError, match=r"prepared with eval_fraction 0.3, but the run held out 0.1 of its data"):
+    compare.compare([on_folder], f"shards:{tmp_path / 'shards'}", split="eval", image_size=32, batch_size=4)
 
 
 def test_compare_names_runs_that_share_a_folder_name(run, photos, tmp_path):
