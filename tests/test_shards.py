@@ -114,6 +114,33 @@ def test_a_tfds_dataset_not_built_is_named_and_never_downloaded(tmp_path, monkey
   assert not any(tmp_path.rglob("*.tar*")) and not any(tmp_path.rglob("*.zip"))
 
 
+class ColorjaxTinyPhotos(tfds.core.GeneratorBasedBuilder):
+  """A 4-photo TFDS dataset, built in a test as `tfds build` builds by default (TFRecord)."""
+  VERSION = tfds.core.Version("1.0.0")
+
+  def _info(self):
+    return tfds.core.DatasetInfo(builder=self, features=tfds.features.FeaturesDict(
+        {"image": tfds.features.Image(shape=(None, None, 3))}))
+
+  def _split_generators(self, dl_manager):
+    return {"train": self._generate_examples()}
+
+  def _generate_examples(self):
+    for i in range(4):
+      yield i, {"image": np.random.default_rng(i).integers(0, 256, (16, 16, 3), np.uint8)}
+
+
+def test_a_tfds_dataset_built_as_tfrecord_or_misnamed_says_what_to_do(tmp_path, monkeypatch):
+  monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path))
+  ColorjaxTinyPhotos(data_dir=str(tmp_path), file_format="tfrecord").download_and_prepare()
+  with pytest.raises(ValueError, match=r"built as TFRECORD; colorjax reads ArrayRecord: rebuild with "
+                                       r"`tfds build colorjax_tiny_photos --file_format=array_record"):
+    sources.resolve("tfds:colorjax_tiny_photos", "train", 0.1)
+  with pytest.raises(ValueError, match=r"tfds:coco2017: no TFDS dataset of that name.*e.g. tfds:coco/2017") as e:
+    sources.resolve("tfds:coco2017", "train", 0.1)
+  assert len(str(e.value)) < 300
+
+
 def test_gray_tfds_examples_are_left_out_of_training_and_scoring():
   rng = np.random.default_rng(0)
   colour = [{"image": rng.integers(0, 256, (40, 48, 3), np.uint8)} for _ in range(6)]

@@ -37,12 +37,26 @@ class Subset(collections.abc.Sequence):
 def data_source(name: str) -> collections.abc.Sequence[dict[str, Any]]:
   """The `train` split of TFDS dataset `name`, decoded to numpy examples on access."""
   import tensorflow_datasets as tfds  # loads TensorFlow (~4 s): only tfds: sources pay for it
+  data_dir = os.environ.get("TFDS_DATA_DIR")  # as it is now: tfds reads it once, when first imported
+  where = f"{data_dir or '~/tensorflow_datasets'} (TFDS_DATA_DIR)"
+  build = f"tfds build {name} --file_format=array_record" + (f" --data_dir={data_dir}" if data_dir else "")
   try:
-    source = tfds.data_source(name, split="train", download=False)
-  except (tfds.core.DatasetNotFoundError, KeyError, AssertionError) as e:
-    data_dir = os.environ.get("TFDS_DATA_DIR", "~/tensorflow_datasets")
-    raise ValueError(f"tfds:{name} is not built in {data_dir} (TFDS_DATA_DIR): run `tfds build {name}` "
-                     f"there first; colorjax never downloads ({' '.join(str(e).split())})") from None
+    builder = tfds.builder(name, data_dir=data_dir)
+  except tfds.core.DatasetNotFoundError:
+    raise ValueError(f"tfds:{name}: no TFDS dataset of that name, registered or built in {where}; "
+                     "e.g. tfds:coco/2017, tfds:places365_small") from None
+  not_built = f"tfds:{name} is not built in {where}: run `{build}` first; colorjax never downloads"
+  try:
+    source = builder.as_data_source(split="train")
+  except (KeyError, AssertionError) as e:
+    raise ValueError(f"{not_built} ({' '.join(str(e).split())})") from None
+  except NotImplementedError:  # a format without random access: the builder's default if not built
+    if not builder.is_prepared():
+      raise ValueError(not_built) from None
+    # `tfds build` writes TFRecord unless told; grain needs ArrayRecord's random access.
+    raise ValueError(f"tfds:{name} in {where} is built as {builder.info.file_format.name}; colorjax reads "
+                     f"ArrayRecord: rebuild with `{build}`, or convert it with `tfds convert_format "
+                     f"--dataset_dir={builder.data_dir} --out_file_format=array_record`") from None
   if "image" not in source.dataset_info.features:
     raise ValueError(f"tfds:{name} has no 'image' feature: not an image dataset")
   return source
