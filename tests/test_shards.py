@@ -102,6 +102,8 @@ def test_tfds_source_trains_directly(name):
     train = sources.resolve(f"tfds:{name}", "train", 0.3).files
     held_out = sources.resolve(f"tfds:{name}", "eval", 0.3).files
     assert len(train) + len(held_out) == 20 and not set(train.indices) & set(held_out.indices)
+    assert sources.resolve(f"tfds:{name}", "train", 0.3).summary().startswith(
+        f"{len(train)} colour photos ({len(train)} of them TFDS examples, not scanned: the gray ones are left out")
     batch = next(iter(pipeline.train_dataset(train, 32, 4, seed=0, shard_index=0, shard_count=1)))
     assert batch.shape == (4, 32, 32, 3) and batch.dtype == np.uint8
     assert pipeline.eval_images(held_out, 32, 2).shape == (2, 32, 32, 3)

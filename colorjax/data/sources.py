@@ -41,9 +41,12 @@ class ScanReport:
   files: collections.abc.Sequence[Any]
   grayscale: list[str] = dataclasses.field(default_factory=list)
   unreadable: dict[str, str] = dataclasses.field(default_factory=dict)
+  unchecked: int = 0  # TFDS examples among `files`: not scanned, their gray ones are left out as read
 
   def summary(self) -> str:
-    return (f"{len(self.files)} colour photos, {len(self.grayscale)} grayscale left out, "
+    unchecked = (f" ({self.unchecked} of them TFDS examples, not scanned: the gray ones are left out as "
+                 "they are read)" if self.unchecked else "")
+    return (f"{len(self.files)} colour photos{unchecked}, {len(self.grayscale)} grayscale left out, "
             f"{len(self.unreadable)} unreadable skipped")
 
 
@@ -185,4 +188,5 @@ def resolve(spec: str, split: str, eval_fraction: float) -> ScanReport:
   if not parts:
     raise ValueError(f"data source {spec!r} ({split}): no usable colour photos ({report.summary()})")
   report.files = parts[0] if len(parts) == 1 else Concat(parts)
+  report.unchecked = sum(len(p) for p in others if isinstance(p, tfds_source.Subset))
   return report
