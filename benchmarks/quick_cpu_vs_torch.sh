@@ -9,7 +9,7 @@
 # then finds it finished and the script only scores it (how docs/results.md's 2026-11-30 run was made).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PY=${PY:-.venv/bin/python}
+PY=${PY:-$([ -x .venv/bin/python ] && echo .venv/bin/python || echo python3)}  # python3: a machine without make install
 OUT=${OUT:-runs/vs_torch}
 MINUTES=${MINUTES:-15}                  # per PyTorch phase
 CJ_FLAGS=${CJ_FLAGS:-}                  # extra colorjax.train flags (a smoke run: a few steps)

@@ -8,7 +8,7 @@
 #     CJ_FLAGS=--config.dtype=float32 NO_TORCH_BF16=1 bash benchmarks/step_vs_torch.sh   # float32 both
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PY=${PY:-.venv/bin/python}
+PY=${PY:-$([ -x .venv/bin/python ] && echo .venv/bin/python || echo python3)}  # python3: a machine without make install
 for size in ${SIZES:-64 256}; do
   $PY benchmarks/torch_pix2pix.py step --image-size "$size" --batch-size "${BATCH:-16}" --steps 10 \
     | tee -a benchmarks/results.jsonl
@@ -17,5 +17,6 @@ for size in ${SIZES:-64 256}; do
       --autocast-bf16 | tee -a benchmarks/results.jsonl
   fi
   $PY -m colorjax.bench step --config configs/pix2pix_unet64.py --config.image_size="$size" \
-    --config.batch_size="${BATCH:-16}" --steps 10 ${CJ_FLAGS:-} 2>/dev/null | tee -a benchmarks/results.jsonl
+    --config.batch_size="${BATCH:-16}" --steps 10 ${CJ_FLAGS:-} 2> /tmp/colorjax_bench_step.err \
+    | tee -a benchmarks/results.jsonl || { tail -5 /tmp/colorjax_bench_step.err >&2; exit 1; }
 done

@@ -551,18 +551,20 @@ def cmd_colorize(args):
         im = Image.open(path).convert("RGB")
         W, H = im.size
         s = args.short_side / min(W, H)
-        w = max(m, int(round(W * s / m)) * m)
-        h = max(m, int(round(H * s / m)) * m)
+        w, h = max(1, round(W * s)), max(1, round(H * s))  # aspect kept: no squashed shapes
         small = np.asarray(im.resize((w, h), Image.BICUBIC))
         L_small = torch.from_numpy(rgb2lab(small)[..., 0].astype(np.float32) / 50.0 - 1.0)
-        ab = G(L_small[None, None].to(device))  # 1x2xhxw, /110 units
+        # Reflect-padded on both sides to a multiple of 2^num_downs, the padding cropped off after.
+        ph, pw = -h % m, -w % m
+        padded = F.pad(L_small[None, None], (pw // 2, pw - pw // 2, ph // 2, ph - ph // 2), mode="reflect")
+        ab = G(padded.to(device))[..., ph // 2:ph // 2 + h, pw // 2:pw // 2 + w]  # 1x2xhxw, /110 units
         ab = F.interpolate(ab, size=(H, W), mode="bilinear", align_corners=False)[0]
         L_full = rgb2lab(np.asarray(im))[..., 0]
         lab = np.concatenate([L_full[..., None], ab.cpu().numpy().transpose(1, 2, 0) * 110.0], -1)
         rgb = np.clip(lab2rgb(lab), 0, 1)
         dst = out / (Path(path).stem + ".png")
         Image.fromarray((rgb * 255 + 0.5).astype(np.uint8)).save(dst)
-        print(f"{path} -> {dst} (model input {w}x{h})", flush=True)
+        print(f"{path} -> {dst} (model input {w}x{h}, padded to {w + pw}x{h + ph})", flush=True)
 
 
 # --------------------------------------------------------------------------------------

@@ -21,6 +21,23 @@ def test_step_reports_time_rate_and_flops(tmp_path):
     bench.bench_step(config, phase="warmup")
 
 
+def test_flops_are_the_models_whichever_upsampling_computes_them():
+  """subpixel's 2x2 kernels on 4x the channels do more multiply-adds than the transposed
+  convolution they equal; MFU counts the model's."""
+  import jax.numpy as jnp
+  import numpy as np
+  from colorjax import train
+  rgb = jnp.asarray(np.zeros((8, 32, 32, 3), np.uint8))
+  counts = {}
+  for upsample in ("transpose", "subpixel", "col2im"):
+    config = tiny_config("unused", **{"model.upsample": upsample, "dtype": "float32"})
+    trainer = train.Trainer(config)
+    counts[upsample] = (bench.matmul_flops(trainer.gan_step, trainer.init_state(), rgb),
+                        bench.model_flops(config, "gan", rgb))
+  assert counts["subpixel"][0] > 1.05 * counts["transpose"][0]  # what the implementation multiplies
+  assert counts["subpixel"][1] == counts["col2im"][1] == counts["transpose"][1] == counts["transpose"][0]
+
+
 def test_step_profile_names_the_ops_and_the_layers_they_come_from(tmp_path):
   config = tiny_config(write_photos(str(tmp_path / "photos"), n=4))
   profile = bench.bench_step(config, phase="gan", steps=1, warmup=1, profile_steps=1)["profile"]
