@@ -188,6 +188,10 @@ def prepare(source: str, out: str, size: int = 256, limit: int = 0, seed: int = 
   config = {"source": source, "image_size": size, "limit": limit, "seed": seed,
             "eval_fraction": eval_fraction, "shard_size": shard_size, "quality": quality,
             "inputs_md5": hashlib.md5(picked.encode()).hexdigest()}
+  # A TFDS source's keys are its example numbers: a rebuilt dataset of the same size has the same.
+  parts = records.parts if isinstance(records, sources.Concat) else [records]
+  if versions := [p.dataset_info.full_name for p in parts if hasattr(p, "dataset_info")]:
+    config["tfds_datasets"] = versions
   out, notes = epath.Path(out), epath.Path(out) / PROGRESS
   if out.exists() and any(out.iterdir()) and not ((out / shards.MANIFEST).exists() or notes.exists()):
     raise ValueError(f"{os.fspath(out)} is not empty and holds no prepare: give --out a new or empty directory")

@@ -100,6 +100,7 @@ def test_tfds_prepare_takes_a_seeded_subset_split_by_key(name, tmp_path):
     want = [keys[i] for i in sources.split_indices(keys, split, 0.25, limit=12, seed=3)]
     assert _keys(tmp_path / "a", split) == want == _keys(tmp_path / "b", split)
   assert manifest["counts"]["train"] + manifest["counts"]["eval"] == 12
+  assert manifest["tfds_datasets"][0].startswith(name + "/")  # with its version: a rebuild differs
   rgb = shards.decode_record(shards.open_split(tmp_path / "a", "train")[0])
   assert min(rgb.shape[:2]) == 24 and rgb.shape[2] == 3
 
