@@ -118,9 +118,11 @@ class PredictionFolder:
 
 
 def record_name(record: pipeline.Record, index: int) -> str:
-  """A photo's name in the report: its path, its shard key, or its position in a TFDS split."""
+  """A photo's name in the report: its path, its shard key or its TFDS key (else its position)."""
   if isinstance(record, str):
     return record
+  if isinstance(record, dict) and "key" in record:
+    return f"tfds:{record['key']}"
   if isinstance(record, bytes):
     with contextlib.suppress(BadImageError):
       return shards.unpack_record(record)[0]

@@ -10,7 +10,7 @@ from array_record.python.array_record_module import ArrayRecordWriter
 from PIL import Image
 
 from colorjax import prepare as prepare_lib
-from colorjax.evaluate import Evaluation, crop_batches
+from colorjax.evaluate import Evaluation, crop_batches, record_name
 from colorjax.data import images, pipeline, shards, sources
 
 # 12 flat colours far apart: a crop's mean colour names the photo it came from.
@@ -107,6 +107,7 @@ def test_tfds_source_trains_directly(name):
     batch = next(iter(pipeline.train_dataset(train, 32, 4, seed=0, shard_index=0, shard_count=1)))
     assert batch.shape == (4, 32, 32, 3) and batch.dtype == np.uint8
     assert pipeline.eval_images(held_out, 32, 2).shape == (2, 32, 32, 3)
+    assert record_name(held_out[1], 1) == f"tfds:train/{held_out.indices[1]}"  # as prepare's shards name it
 
 
 def test_a_tfds_dataset_not_built_is_named_and_never_downloaded(tmp_path, monkeypatch):

@@ -31,7 +31,9 @@ class Subset(collections.abc.Sequence):
     return len(self.indices)
 
   def __getitem__(self, i: int) -> Any:
-    return self.source[int(self.indices[i])]
+    """The example, with its `key` (train/INDEX, as prepare's manifest and shards name it)."""
+    index = int(self.indices[i])
+    return {**self.source[index], "key": f"train/{index}"}
 
 
 def data_source(name: str) -> collections.abc.Sequence[dict[str, Any]]:
