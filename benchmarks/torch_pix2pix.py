@@ -52,9 +52,9 @@ Train (phase 1: L1 only -> OUT/l1.pt; phase 2: GAN + 100*L1 -> OUT/gan.pt)::
     python benchmarks/torch_pix2pix.py train --data ../shared/data/ade20k --image-size 64 \\
         --batch-size 16 --l1-minutes 15 --gan-minutes 15 --out runs/torch64 --eval-fraction 0.1 --seed 0
 
-Colorize photos with a checkpoint (fully convolutional G on L resized to short side 256,
-sides rounded to multiples of 2**num_downs; ab upsampled bilinearly to full resolution and
-combined with the full-resolution L)::
+Colorize photos with a checkpoint (fully convolutional G on L resized to short side 256, aspect
+kept, padded to multiples of 2**num_downs and the padding cropped off; ab upsampled bilinearly to
+full resolution and combined with the full-resolution L)::
 
     python benchmarks/torch_pix2pix.py colorize --checkpoint runs/torch64/l1.pt --out /tmp/col IMG...
 
@@ -556,7 +556,9 @@ def cmd_colorize(args):
         L_small = torch.from_numpy(rgb2lab(small)[..., 0].astype(np.float32) / 50.0 - 1.0)
         # Reflect-padded on both sides to a multiple of 2^num_downs, the padding cropped off after.
         ph, pw = -h % m, -w % m
-        padded = F.pad(L_small[None, None], (pw // 2, pw - pw // 2, ph // 2, ph - ph // 2), mode="reflect")
+        # reflect needs pads shorter than the side: a short side far under 2^num_downs replicates
+        mode = "reflect" if max(pw - pw // 2, ph - ph // 2) < min(h, w) else "replicate"
+        padded = F.pad(L_small[None, None], (pw // 2, pw - pw // 2, ph // 2, ph - ph // 2), mode=mode)
         ab = G(padded.to(device))[..., ph // 2:ph // 2 + h, pw // 2:pw // 2 + w]  # 1x2xhxw, /110 units
         ab = F.interpolate(ab, size=(H, W), mode="bilinear", align_corners=False)[0]
         L_full = rgb2lab(np.asarray(im))[..., 0]

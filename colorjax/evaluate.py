@@ -121,8 +121,8 @@ def record_name(record: pipeline.Record, index: int) -> str:
   """A photo's name in the report: its path, its shard key or its TFDS key (else its position)."""
   if isinstance(record, str):
     return record
-  if isinstance(record, dict) and "key" in record:
-    return f"tfds:{record['key']}"
+  if isinstance(record, dict) and "colorjax_key" in record:
+    return record["colorjax_key"]
   if isinstance(record, bytes):
     with contextlib.suppress(BadImageError):
       return shards.unpack_record(record)[0]
@@ -196,16 +196,17 @@ def evaluate(colorizer: Colorizer | PredictionFolder, data: sources.ScanReport, 
   return result
 
 
-def resolve_scored(data: str, split: str, eval_fraction: float) -> sources.ScanReport:
+def resolve_scored(data: str, split: str, eval_fraction: float, held_out_by: str = "the run") -> sources.ScanReport:
   """The photos of `data` to score: `sources.resolve`, but a `--split eval` that would take the
-  eval split of shards prepared with a larger fraction than the run held out is refused, since
-  those shards' eval photos include some the run trained on."""
-  if split == "eval":
+  eval split of shards prepared with a larger fraction than `held_out_by` held out is refused,
+  since those shards' eval photos include some it trained on. `held_out_by=""`: no such check
+  (pictures of another system, whose split is not known)."""
+  if split == "eval" and held_out_by:
     for part in filter(None, (p.strip() for p in data.split(","))):
       if part.startswith("shards:"):
         prepared = shards.read_manifest(part[len("shards:"):])["eval_fraction"]
         if prepared > eval_fraction:
-          raise ValueError(f"--split eval: {part} was prepared with eval_fraction {prepared:g}, but the run "
+          raise ValueError(f"--split eval: {part} was prepared with eval_fraction {prepared:g}, but {held_out_by} "
                            f"held out {eval_fraction:g} of its data, so that eval split holds photos it trained "
                            f"on: score the source it trained on, or shards prepared with --eval-fraction "
                            f"{eval_fraction:g}")
@@ -320,7 +321,9 @@ def main(argv: list[str]) -> None:
       if FLAGS.split == "eval":
         eval_fraction, origin = held_out_fraction(config, FLAGS.workdir)
     split = f"eval: eval_fraction {eval_fraction:g}, from {origin}" if FLAGS.split == "eval" else FLAGS.split
-    data = resolve_scored(FLAGS.data, FLAGS.split, eval_fraction)
+    # Another system's pictures: its split is --eval_fraction's if given, else shards keep their own.
+    held_out_by = "the run" if FLAGS.workdir else "--eval_fraction" if FLAGS["eval_fraction"].present else ""
+    data = resolve_scored(FLAGS.data, FLAGS.split, eval_fraction, held_out_by)
     features = fid.InceptionFeatures.from_file(FLAGS.fid_weights) if FLAGS.fid_weights else None
     if FLAGS.predictions:
       label, how = "predictions", f"pictures in {FLAGS.predictions}"

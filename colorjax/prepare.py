@@ -140,10 +140,20 @@ def _differences(there: dict[str, Any], here: dict[str, Any], inputs: tuple[int,
     if key == "inputs_md5":  # said already if an argument that picks the inputs differs
       if not any(there.get(k) != here[k] for k in _PICKING):
         said.append("the input files differ" + (f" ({inputs[0]} there, {inputs[1]} here)" if inputs else ""))
+    elif key == "tfds_datasets":  # not recorded before 2026-11-30: nothing to compare
+      if key in there:
+        said.append(f"the TFDS dataset was rebuilt or upgraded ({', '.join(there[key])} there, "
+                    f"{', '.join(value)} here)")
     else:
       old = "unset" if there.get(key) is None else there[key]
       said.append(f"--{_FLAG_OF.get(key, key).replace('_', '-')} {old} there, {value} here")
   return "; ".join(said)
+
+
+def _same(recorded: dict[str, Any], config: dict[str, Any]) -> bool:
+  """Whether a recorded prepare is `config`'s; one from before `tfds_datasets` was recorded
+  is taken at its word on which TFDS build it read."""
+  return all(recorded.get(k) == v for k, v in config.items() if k != "tfds_datasets" or k in recorded)
 
 
 def _finished(out: epath.Path, config: dict[str, Any], inputs: int) -> dict[str, Any] | None:
@@ -154,13 +164,13 @@ def _finished(out: epath.Path, config: dict[str, Any], inputs: int) -> dict[str,
   """
   if (out / shards.MANIFEST).exists():
     manifest = shards.read_manifest(out)
-    if {k: manifest.get(k) for k in config} != config:
+    if not _same(manifest, config):
       there = sum(manifest.get("counts", {}).values()) + sum(map(len, manifest.get("skipped", {}).values()))
       raise ValueError(f"{os.fspath(out)} already holds other shards, by its {shards.MANIFEST}: "
                        f"{_differences(manifest, config, (there, inputs))}; give --out another directory")
     return manifest
   started = out / PROGRESS / "config.json"
-  if started.exists() and (unfinished := json.loads(started.read_text())) != config:
+  if started.exists() and not _same(unfinished := json.loads(started.read_text()), config):
     raise ValueError(f"{os.fspath(out)} holds an unfinished prepare with other arguments or inputs "
                      f"({_differences(unfinished, config, None)}): run that again, or delete the directory")
   return None

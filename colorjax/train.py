@@ -485,7 +485,10 @@ def _remove_unfinished_saves(workdir: str) -> None:
     for step in steps:
       if not os.path.exists(os.path.join(folder, step, "commit_success.txt")):
         logging.warning("removing %s: a save that was cut short", os.path.join(folder, step))
-        shutil.rmtree(os.path.join(folder, step))
+        try:  # housekeeping: readers skip it anyway, so a failure must not stop process 0 alone
+          shutil.rmtree(os.path.join(folder, step))
+        except OSError as e:
+          logging.warning("could not remove %s (%s); it is skipped", os.path.join(folder, step), e)
 
 
 def _saved_process_count(directory: str) -> int | None:

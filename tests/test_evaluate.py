@@ -237,6 +237,8 @@ def test_split_eval_holds_out_what_a_shards_run_held_out(run, photos, tmp_path):
   on_folder = _copy_run(run, tmp_path / "on_folder", train=f"folder:{photos}", eval_fraction=0.1)
   with pytest.raises(ValueError, match=r"prepared with eval_fraction 0.3, but the run held out 0.1 of its data"):
     compare.compare([on_folder], f"shards:{tmp_path / 'shards'}", split="eval", image_size=32, batch_size=4)
+  # Another system's pictures without --eval_fraction: the shards' own split, no refusal.
+  assert len(evaluate.resolve_scored(f"shards:{tmp_path / 'shards'}", "eval", 0.1, held_out_by="").files) == len(held_out)
 
 
 def test_compare_names_runs_that_share_a_folder_name(run, photos, tmp_path):

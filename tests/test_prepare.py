@@ -1,5 +1,6 @@
 """colorjax.prepare: folders and real TFDS builders (mock data) -> shards + manifest, resumable."""
 
+import contextlib
 import json
 import os
 import shutil
@@ -101,6 +102,16 @@ def test_tfds_prepare_takes_a_seeded_subset_split_by_key(name, tmp_path):
     assert _keys(tmp_path / "a", split) == want == _keys(tmp_path / "b", split)
   assert manifest["counts"]["train"] + manifest["counts"]["eval"] == 12
   assert manifest["tfds_datasets"][0].startswith(name + "/")  # with its version: a rebuild differs
+  path = tmp_path / "a" / shards.MANIFEST
+  for recorded, refused in ((None, False), ([f"{name}/0.0.1"], True)):  # from before the field; a rebuild
+    old = json.loads(path.read_text())
+    old.pop("tfds_datasets") if recorded is None else old.update(tfds_datasets=recorded)
+    path.write_text(json.dumps(old))
+    with tfds.testing.mock_data(num_examples=30), contextlib.ExitStack() as stack:
+      if refused:
+        stack.enter_context(pytest.raises(ValueError, match=f"the TFDS dataset was rebuilt or upgraded \\({name}/0.0.1 there"))
+      prepare_lib.prepare(f"tfds:{name}", str(tmp_path / "a"), size=24, limit=12, seed=3,
+                          eval_fraction=0.25, workers=1, progress=False)
   rgb = shards.decode_record(shards.open_split(tmp_path / "a", "train")[0])
   assert min(rgb.shape[:2]) == 24 and rgb.shape[2] == 3
 

@@ -107,7 +107,7 @@ def test_tfds_source_trains_directly(name):
     batch = next(iter(pipeline.train_dataset(train, 32, 4, seed=0, shard_index=0, shard_count=1)))
     assert batch.shape == (4, 32, 32, 3) and batch.dtype == np.uint8
     assert pipeline.eval_images(held_out, 32, 2).shape == (2, 32, 32, 3)
-    assert record_name(held_out[1], 1) == f"tfds:train/{held_out.indices[1]}"  # as prepare's shards name it
+    assert record_name(held_out[1], 1) == f"tfds:{name}/train/{held_out.indices[1]}"  # as prepare names it
 
 
 def test_a_tfds_dataset_not_built_is_named_and_never_downloaded(tmp_path, monkeypatch):
@@ -142,6 +142,8 @@ def test_a_tfds_dataset_built_as_tfrecord_or_misnamed_says_what_to_do(tmp_path, 
   with pytest.raises(ValueError, match=r"tfds:coco2017: no TFDS dataset of that name.*e.g. tfds:coco/2017") as e:
     sources.resolve("tfds:coco2017", "train", 0.1)
   assert len(str(e.value)) < 300
+  with pytest.raises(ValueError, match=r"^tfds:places365_small:9.9.9: .*"):  # a version it does not have
+    sources.resolve("tfds:places365_small:9.9.9", "train", 0.1)
 
 
 def test_gray_tfds_examples_are_left_out_of_training_and_scoring():

@@ -24,16 +24,16 @@ from colorjax.data import sources
 class Subset(collections.abc.Sequence):
   """The examples `indices` of a random-access source (what grain's MapDataset needs)."""
 
-  def __init__(self, source: collections.abc.Sequence, indices: collections.abc.Sequence[int]):
-    self.source, self.indices = source, indices
+  def __init__(self, source: collections.abc.Sequence, indices: collections.abc.Sequence[int], name: str = ""):
+    self.source, self.indices, self.name = source, indices, name
 
   def __len__(self) -> int:
     return len(self.indices)
 
   def __getitem__(self, i: int) -> Any:
-    """The example, with its `key` (train/INDEX, as prepare's manifest and shards name it)."""
+    """The example, with its name `colorjax_key` (tfds:NAME/train/INDEX, as prepare names it)."""
     index = int(self.indices[i])
-    return {**self.source[index], "key": f"train/{index}"}
+    return {**self.source[index], "colorjax_key": f"tfds:{self.name}/train/{index}"}
 
 
 def data_source(name: str) -> collections.abc.Sequence[dict[str, Any]]:
@@ -47,6 +47,8 @@ def data_source(name: str) -> collections.abc.Sequence[dict[str, Any]]:
   except tfds.core.DatasetNotFoundError:
     raise ValueError(f"tfds:{name}: no TFDS dataset of that name, registered or built in {where}; "
                      "e.g. tfds:coco/2017, tfds:places365_small") from None
+  except (AssertionError, ValueError) as e:  # e.g. a version or config it does not have
+    raise ValueError(f"tfds:{name}: {' '.join(str(e).split())}") from None
   not_built = f"tfds:{name} is not built in {where}: run `{build}` first; colorjax never downloads"
   try:
     source = builder.as_data_source(split="train")
@@ -71,4 +73,4 @@ def example_keys(num_examples: int) -> list[str]:
 def open_split(name: str, split: str, eval_fraction: float) -> Subset:
   """The examples of `split` as grain records (dicts with an `image` uint8 [H, W, 3])."""
   source = data_source(name)
-  return Subset(source, sources.split_indices(example_keys(len(source)), split, eval_fraction))
+  return Subset(source, sources.split_indices(example_keys(len(source)), split, eval_fraction), name)
