@@ -179,7 +179,7 @@ def resolve(spec: str, split: str, eval_fraction: float) -> ScanReport:
     hint = ""
     if split != "all" and any(list_folder(f, "all", eval_fraction) for f in folders):
       hint = (f": eval_fraction {eval_fraction:g} puts every photo in the other split"
-              + ("; raise it or set data.eval" if split == "eval" else ""))
+              + (" (to train: raise data.eval_fraction, or set data.eval)" if split == "eval" else ""))
     raise ValueError(f"data source {spec!r} has no image files in split {split!r}{hint}")
   report = scan(files) if files else ScanReport(files=[])
   report.grayscale += left_out.grayscale
