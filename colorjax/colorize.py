@@ -189,10 +189,11 @@ class Colorizer:
     if image.dtype not in _SCALE and image.dtype.kind != "f":
       raise ValueError(f"image dtype {image.dtype} is not uint8, uint16, bool or float in [0, 1]")
     if image.dtype.kind == "f":  # out of range it would come back white, NaN black
-      if not np.isfinite(image).all():
+      lo, hi = image.min(), image.max()  # NaN and infinities show in these too
+      if not (np.isfinite(lo) and np.isfinite(hi)):
         raise ValueError("the float image has NaN or infinite values")
-      if image.min() < -1e-3 or image.max() > 1 + 1e-3:  # rounding past the ends is fine
-        raise ValueError(f"a float image is in [0, 1]; this one spans [{image.min():g}, {image.max():g}] "
+      if lo < -1e-3 or hi > 1 + 1e-3:  # rounding past the ends is fine
+        raise ValueError(f"a float image is in [0, 1]; this one spans [{lo:g}, {hi:g}] "
                          "(for 0..255 values pass uint8, or divide by 255)")
     scale = _SCALE.get(image.dtype, 1.0)
     h, w = image.shape[:2]

@@ -202,7 +202,7 @@ def resolve_scored(data: str, split: str, eval_fraction: float, held_out_by: str
   since those shards' eval photos include some it trained on. `held_out_by=""`: no such check
   (pictures of another system, whose split is not known)."""
   if split == "eval" and held_out_by:
-    for part in filter(None, (p.strip() for p in data.split(","))):
+    for part in sources.parts(data):
       if part.startswith("shards:"):
         prepared = shards.read_manifest(part[len("shards:"):])["eval_fraction"]
         if prepared > eval_fraction:
@@ -224,7 +224,7 @@ def held_out_fraction(config: ml_collections.ConfigDict, workdir: str) -> tuple[
   different fractions: no one fraction holds out only photos none of them trained on.
   """
   splits = []  # (fraction, where it comes from) of each source
-  for part in filter(None, (p.strip() for p in config.data.train.split(","))):
+  for part in sources.parts(config.data.train):
     if part.startswith("shards:"):
       try:
         fraction = shards.read_manifest(part[len("shards:"):])["eval_fraction"]

@@ -50,7 +50,7 @@ def open_source(source: str) -> tuple[Sequence[Any], list[str], list[str]]:
   (by its key, the path relative to its folder). Their names are prefixed with their source, so
   two folders holding the same relative path stay apart in the records and the manifest.
   """
-  parts = list(filter(None, (p.strip() for p in source.split(","))))
+  parts = sources.parts(source)
   if not parts:
     raise ValueError(f"no source in {source!r}")
   opened = [_open_one(part) for part in parts]

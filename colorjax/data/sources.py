@@ -147,16 +147,21 @@ def _prepared(directory: str, split: str, eval_fraction: float,
   return shards.open_split(directory, split)
 
 
+def parts(spec: str) -> list[str]:
+  """The sources of a comma-joined source string ("folder:A, shards:B" -> ["folder:A", "shards:B"])."""
+  return [p.strip() for p in spec.split(",") if p.strip()]
+
+
 def absolute(spec: str) -> str:
   """`spec` with its folder: and shards: paths made absolute, so that a run's config.json names
   the same photos whatever directory the run is resumed or scored from."""
-  parts = []
-  for part in filter(None, (p.strip() for p in spec.split(","))):
+  made = []
+  for part in parts(spec):
     kind, _, arg = part.partition(":")
     if kind in ("folder", "shards") and arg and "://" not in arg:
       part = f"{kind}:{os.path.abspath(os.path.expanduser(arg))}"
-    parts.append(part)
-  return ",".join(parts)
+    made.append(part)
+  return ",".join(made)
 
 
 def resolve(spec: str, split: str, eval_fraction: float) -> ScanReport:
@@ -164,7 +169,7 @@ def resolve(spec: str, split: str, eval_fraction: float) -> ScanReport:
   if split not in SPLITS:
     raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
   files, others, left_out = [], [], ScanReport(files=[])
-  for part in filter(None, (p.strip() for p in spec.split(","))):
+  for part in parts(spec):
     kind, _, arg = part.partition(":")
     if kind == "folder" and arg:
       files += list_folder(arg, split, eval_fraction)
@@ -175,7 +180,7 @@ def resolve(spec: str, split: str, eval_fraction: float) -> ScanReport:
     else:
       raise ValueError(f"unknown data source {part!r}: expected 'folder:PATH', 'shards:DIR' or 'tfds:NAME'")
   if not files and not any(map(len, others)):
-    folders = [p.strip()[len("folder:"):] for p in spec.split(",") if p.strip().startswith("folder:")]
+    folders = [p[len("folder:"):] for p in parts(spec) if p.startswith("folder:")]
     hint = ""
     if split != "all" and any(list_folder(f, "all", eval_fraction) for f in folders):
       hint = (f": eval_fraction {eval_fraction:g} puts every photo in the other split"
@@ -184,9 +189,9 @@ def resolve(spec: str, split: str, eval_fraction: float) -> ScanReport:
   report = scan(files) if files else ScanReport(files=[])
   report.grayscale += left_out.grayscale
   report.unreadable.update(left_out.unreadable)
-  parts = [p for p in (report.files, *others) if len(p)]
-  if not parts:
+  found = [p for p in (report.files, *others) if len(p)]
+  if not found:
     raise ValueError(f"data source {spec!r} ({split}): no usable colour photos ({report.summary()})")
-  report.files = parts[0] if len(parts) == 1 else Concat(parts)
+  report.files = found[0] if len(found) == 1 else Concat(found)
   report.unchecked = sum(len(p) for p in others if isinstance(p, tfds_source.Subset))
   return report
