@@ -56,7 +56,13 @@ def _stride(config: ml_collections.ConfigDict) -> int:
 
 def _restore(directory: str, abstract: train.TrainState, checkpoint: str) -> tuple[train.TrainState, int]:
   """Restores a `checkpoints/` step (saved with the data iterator) or the single `best/` one,
-  as `read_run` found them."""
+  as `read_run` found them, onto this process's first device.
+
+  Without a sharding in `abstract` orbax restores onto the devices the run saved from, and
+  refuses on any other topology: a model trained on a pod or a GPU box would not load on a laptop.
+  """
+  device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+  abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device), abstract)
   mgr = train.open_checkpoints(directory)
   step = mgr.latest_step() if checkpoint in ("best", "latest") else int(checkpoint)
   if checkpoint == "best":

@@ -11,7 +11,7 @@ import os
 
 import ml_collections
 
-from colorjax import ab_bins
+from colorjax import ab_bins, metrics
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -27,7 +27,10 @@ def default_config() -> ml_collections.ConfigDict:
   c.fid_weights = ""            # pytorch-fid Inception weights: FID tracked at every eval
   c.checkpoint_every = 1000
   c.keep_checkpoints = 3
-  c.ema_decay = 0.0             # > 0 keeps an EMA of G's weights, used by eval and colorize
+  # > 0 keeps an EMA of G's weights, used by eval and colorize. Its decay ramps up as
+  # (1 + step) / (10 + step), as TF's ExponentialMovingAverage(num_updates), so 0.99 is reached
+  # at step 890 and 0.999 at 8990: shorter runs average over fewer steps than the decay says.
+  c.ema_decay = 0.0
   c.best_metric = "psnr"        # held-out metric whose best checkpoint is kept in workdir/best
   c.colorize_checkpoint = "latest"  # what colorize/serve/evaluate load unless told: "latest" or "best"
   c.patience = 0                # evals without a new best before "stopped improving" (0: off)
@@ -94,6 +97,9 @@ def check_run_config(c: ml_collections.ConfigDict) -> None:
                "checkpoint_every", "keep_checkpoints", "eval_max_images"):
     if not isinstance(c[name], int) or c[name] < 1:
       raise ValueError(f"config.{name} must be a positive integer, got {c[name]!r}")
+  if c.image_size < metrics.SSIM_WINDOW:
+    raise ValueError(f"config.image_size must be at least {metrics.SSIM_WINDOW} (the held-out SSIM's "
+                     f"window), got {c.image_size}")
   if not c.data.train:
     raise ValueError("config.data.train is not set: pass --config.data.train=folder:PATH "
                      "(photos; or shards:DIR, tfds:NAME)")

@@ -70,6 +70,14 @@ def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma
   return float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2.0 * np.trace(covmean))
 
 
+def image_stats(features: FeatureFn, images: np.ndarray, batch_size: int) -> FeatureStats:
+  """The feature statistics of uint8 RGB `images` [N, H, W, 3], `batch_size` at a time."""
+  stats = FeatureStats()
+  for start in range(0, len(images), batch_size):
+    stats.update(features(images[start:start + batch_size]))
+  return stats
+
+
 def fid(real: FeatureStats, fake: FeatureStats) -> float:
   """FID of the images behind `fake` against those behind `real` (lower is closer)."""
   return frechet_distance(*real.mean_cov(), *fake.mean_cov())

@@ -373,13 +373,17 @@ class Trainer:
     in_pretrain = self.gan_step is None or step < self.config.pretrain_steps
     return (self.pretrain_step if in_pretrain else self.gan_step)(state, rgb)
 
-  def evaluate(self, state: TrainState, images: np.ndarray, features: fid.FeatureFn | None = None
-               ) -> tuple[dict[str, float], np.ndarray]:
+  def evaluate(self, state: TrainState, images: np.ndarray, features: fid.FeatureFn | None = None,
+               real_stats: fid.FeatureStats | None = None) -> tuple[dict[str, float], np.ndarray]:
     """Metrics over all `images` (identical on every process) and the predictions of the first
-    batch; with `features` (e.g. `fid.InceptionFeatures`) also the FID of the predictions."""
+    batch; with `features` (e.g. `fid.InceptionFeatures`) also the FID of the predictions.
+
+    `real_stats`, the features' statistics of `images`, are computed here unless given: the
+    training loop computes them once, as its held-out images do not change between evals.
+    """
     bs = self.config.batch_size
     total, first_preds = None, None
-    fake_stats, real_stats = fid.FeatureStats(), fid.FeatureStats()
+    fake_stats = fid.FeatureStats()
     for start in range(0, len(images), bs):
       chunk = images[start:start + bs]
       mask = np.arange(bs) < len(chunk)
@@ -392,9 +396,9 @@ class Trainer:
         first_preds = np.asarray(preds)[:n]
       if features is not None:
         fake_stats.update(features(np.asarray(preds)[:n]))
-        real_stats.update(features(chunk[:n]))
     summary = {k: float(v) for k, v in total.compute().items()}
     if features is not None:
+      real_stats = fid.image_stats(features, images, bs) if real_stats is None else real_stats
       summary["fid"] = fid.fid(real_stats, fake_stats)
     return summary, first_preds
 
@@ -699,6 +703,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                             for k, v in _flat(config).items()})
 
   features = fid.InceptionFeatures.from_file(config.fid_weights) if config.fid_weights else None
+  real_stats = fid.image_stats(features, eval_images, config.batch_size) if features else None
   step = first_step = int(state.step)
   window, speed = [], _Throughput(step)
   deadline = time.time() + 60 * config.max_train_minutes if config.max_train_minutes else float("inf")
@@ -743,7 +748,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       jax.block_until_ready(state)
       events_start = time.time()
     if scheduled:
-      summary = _evaluate_and_log(trainer, state, eval_images, writer, workdir, step, features)
+      summary = _evaluate_and_log(trainer, state, eval_images, writer, workdir, step, features, real_stats)
       plateau = best.update(state, summary, step)
       r = best.record
       writer.write_scalars(step, {f"eval/best_{r['metric']}": r["value"], "eval/evals_since_best": r["evals_since_best"]})
@@ -759,7 +764,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     if not last and (jax.process_count() == 1 or step % AGREE_EVERY == 0):
       signalled, out_of_time = distributed.agree(bool(stop), time.time() > deadline)
     if out_of_time and not signalled and not scheduled:  # the scores of where it stopped
-      summary = _evaluate_and_log(trainer, state, eval_images, writer, workdir, step, features)
+      summary = _evaluate_and_log(trainer, state, eval_images, writer, workdir, step, features, real_stats)
       best.update(state, summary, step, scheduled=False)
     if signalled or out_of_time or (plateau and config.stop_on_plateau and not last):
       _save(mgr, state, data_iter)
@@ -773,7 +778,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   mgr.wait_until_finished()
   writer.flush()
   if not summary and step >= config.total_steps:  # resumed there, without that run's final scores
-    summary = _evaluate_and_log(trainer, state, eval_images, writer, workdir, step, features)
+    summary = _evaluate_and_log(trainer, state, eval_images, writer, workdir, step, features, real_stats)
   if is_main and (step >= config.total_steps or not signalled):  # a signal leaves no time for a final eval
     final = {"step": step, "complete": step >= config.total_steps, **summary, "best": best.record}
     shards.write_json(final_path, final)
@@ -906,9 +911,10 @@ def _class_weights(config: ml_collections.ConfigDict, workdir: str, files: Seque
 
 
 def _evaluate_and_log(trainer: Trainer, state: TrainState, images: np.ndarray, writer: Any,
-                      workdir: str, step: int, features: fid.FeatureFn | None) -> dict[str, float]:
+                      workdir: str, step: int, features: fid.FeatureFn | None,
+                      real_stats: fid.FeatureStats | None) -> dict[str, float]:
   check_finite(state)
-  summary, preds = trainer.evaluate(state, images, features)
+  summary, preds = trainer.evaluate(state, images, features, real_stats)
   logging.info("eval @ %d on %d photos: PSNR %.2f dB (no colour: %.2f), SSIM %.4f (no colour: %.4f), "
                "colourfulness %.1f (real: %.1f), ab L1 %.4f%s", step, len(images), summary["psnr"],
                summary["gray_psnr"], summary["ssim"], summary["gray_ssim"], summary["colorfulness"],

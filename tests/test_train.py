@@ -18,6 +18,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from colorjax import config as config_lib
 from colorjax import train, writers
+from colorjax.colorize import Colorizer
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -72,10 +73,10 @@ def _final_params(workdir, config):
   return int(state.step), jax.device_get((state.g_params, state.g_stats, state.d_params, state.d_opt))
 
 
-def _train_cli(config, workdir, pythonpath=REPO, **popen):
+def _train_cli(config, workdir, pythonpath=REPO, env=(), **popen):
   cmd = [sys.executable, "-m", "colorjax.train", "--config", os.path.join(REPO, "configs/demo.py"),
          "--workdir", str(workdir), *_cli_overrides(config)]
-  return subprocess.Popen(cmd, cwd=REPO, env={**os.environ, "PYTHONPATH": pythonpath},
+  return subprocess.Popen(cmd, cwd=REPO, env={**os.environ, "PYTHONPATH": pythonpath, **dict(env)},
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **popen)
 
 
@@ -132,6 +133,7 @@ def test_a_rerun_keeps_what_the_run_wrote(photos, tmp_path):
     ({"keep_checkpoints": 0}, "config.keep_checkpoints must be a positive integer"),
     ({"best_metric": "PSNR"}, "config.best_metric 'PSNR' is not one of psnr, ssim"),
     ({"eval_every": 0}, "config.eval_every"),
+    ({"image_size": 8, "model.num_downs": 3}, "config.image_size must be at least 11 .the held-out SSIM's window., got 8"),
     ({"data.eval_fraction": 1.0}, "config.data.eval_fraction must be in \\[0, 1\\)"),
     ({"max_train_minutes": -1.0}, "config.max_train_minutes must not be negative"),
     ({"model.num_classes": 256, "model.discriminator": "none"}, "model.generator 'pix2pix_unet' predicts ab, not classes"),
@@ -458,6 +460,21 @@ def test_eight_devices_give_the_same_losses_and_weights_as_one(photos):
   assert "SAME" in out.stdout, out.stdout[-2000:] + out.stderr[-4000:]
 
 
+def test_a_run_trained_on_four_devices_colorizes_on_one(photos, tmp_path):
+  """Inference restores onto its own device: a pod's or a GPU box's model loads on a laptop."""
+  assert jax.device_count() != 4
+  config = tiny_config(photos, total_steps=2, pretrain_steps=2)
+  run = _train_cli(config, tmp_path, env={"XLA_FLAGS": "--xla_force_host_platform_device_count=4"})
+  out, _ = run.communicate(timeout=600)
+  assert run.returncode == 0 and "devices: 4 x" in out, out[-3000:]
+  gray = np.asarray(Image.open(os.path.join(photos, "photo_00.png")).convert("L"))
+  for checkpoint in ("latest", "best"):
+    colorizer = Colorizer.from_workdir(str(tmp_path), checkpoint)
+    assert colorizer.step == 2
+    assert all(x.sharding.device_set == {jax.local_devices()[0]} for x in jax.tree.leaves(colorizer.variables))
+    assert colorizer(gray).shape == gray.shape + (3,)
+
+
 def _wait_for_checkpoint(proc, workdir, step, timeout=300):
   deadline = time.time() + timeout
   while not os.path.exists(os.path.join(workdir, "checkpoints", str(step), "commit_success.txt")):
@@ -590,11 +607,15 @@ def test_fid_is_tracked_at_eval_with_a_stand_in_feature_network(photos):
                      for i in range(8)])
   projection = np.random.default_rng(0).normal(size=(32 * 32 * 3, 6))
   features = lambda rgb: (rgb.reshape(len(rgb), -1) / 255.0) @ projection  # a random linear "network"
-  summary, preds = trainer.evaluate(trainer.init_state(), images, features)
+  state = trainer.init_state()
+  summary, preds = trainer.evaluate(state, images, features)
   assert len(preds) == len(images)  # one batch holds every image here
   fake, real = features(preds), features(images)
   want = fid.frechet_distance(fake.mean(0), np.cov(fake, rowvar=False), real.mean(0), np.cov(real, rowvar=False))
   assert summary["fid"] == pytest.approx(want, rel=1e-6)
+  # The training loop passes the real images' statistics, computed once (here 3 at a time).
+  again, _ = trainer.evaluate(state, images, features, fid.image_stats(features, images, 3))
+  assert again["fid"] == pytest.approx(want, rel=1e-6)
 
 
 def test_config_json_names_the_photos_by_absolute_path(photos, tmp_path, monkeypatch, caplog):
