@@ -16,7 +16,7 @@ from typing import Any
 import ml_collections
 from absl import app, flags
 
-from colorjax import cli, evaluate, fid
+from colorjax import cli, evaluate, fid, metrics
 from colorjax.colorize import CHECKPOINT_HELP, Colorizer, parse_flags, read_run
 from colorjax.data import shards
 
@@ -127,7 +127,8 @@ if __name__ == "__main__":
   flags.DEFINE_enum("split", "all", ["all", "eval"], "all photos of --data, or only the share "
                     "the runs held out from training (their shards' eval_fraction, or data.eval_fraction)")
   flags.DEFINE_string("checkpoint", "", CHECKPOINT_HELP + ", for every run")
-  flags.DEFINE_integer("image_size", 256, "Short side resize and center crop (the seeds' protocol: 256)")
+  flags.DEFINE_integer("image_size", 256, "Short side resize and center crop (the seeds' protocol: 256)",
+                       lower_bound=metrics.SSIM_WINDOW)
   flags.DEFINE_integer("batch_size", 16, "Crops per device call")
   flags.DEFINE_boolean("overwrite", False, "Replace --out if it exists")
   flags.DEFINE_string("fid_weights", "", "pytorch-fid Inception weights (.pth/.npz/.safetensors) for FID")

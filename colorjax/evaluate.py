@@ -311,8 +311,8 @@ def main(argv: list[str]) -> None:
       if not FLAGS.overwrite:
         refuse_existing(FLAGS.out, csv_path)
       cli.check_writable(os.path.dirname(os.path.abspath(FLAGS.out)), "--out")
-    if FLAGS.batch_size < 1 or FLAGS.image_size < 1:
-      raise ValueError("--batch_size and --image_size must be positive")
+    if FLAGS.batch_size < 1:
+      raise ValueError("--batch_size must be positive")
     eval_fraction, origin = FLAGS.eval_fraction, "--eval_fraction"  # the fraction --predictions are held out with
     if FLAGS.predictions:
       system = PredictionFolder(FLAGS.predictions)
@@ -369,7 +369,8 @@ if __name__ == "__main__":
   flags.DEFINE_enum("split", "all", ["all", "eval"], "all photos of --data, or only the share "
                     "the workdir's run held out from training (its shards' eval_fraction, or data.eval_fraction)")
   flags.DEFINE_string("checkpoint", "", CHECKPOINT_HELP)
-  flags.DEFINE_integer("image_size", 256, "Short side resize and center crop (the seeds' protocol: 256)")
+  flags.DEFINE_integer("image_size", 256, "Short side resize and center crop (the seeds' protocol: 256)",
+                       lower_bound=metrics.SSIM_WINDOW)
   flags.DEFINE_integer("render_size", 0, "Short side the model sees, as colorize's --render-size "
                        "(default: the training image_size)")
   flags.DEFINE_boolean("colour_at_render_size", False, COLOUR_AT_RENDER_SIZE_HELP)

@@ -13,11 +13,18 @@ from clu import metrics
 from colorjax import ab_bins, color
 
 
+MAX_PSNR = 100.0  # dB, for identical images: one would make the mean over photos infinite
+SSIM_WINDOW = 11  # px; dm-pix gives meaningless SSIM below it (scikit-image refuses)
+
+
 def psnr_ssim_mse(pred_u8: jax.Array, true_u8: jax.Array) -> dict[str, jax.Array]:
-  """Per-image PSNR (dB), SSIM and MSE of uint8 RGB batches [B, H, W, 3]."""
+  """Per-image PSNR (dB, at most `MAX_PSNR`), SSIM and MSE of uint8 RGB batches [B, H, W, 3]."""
+  if min(true_u8.shape[1:3]) < SSIM_WINDOW:
+    raise ValueError(f"SSIM needs images of at least {SSIM_WINDOW}x{SSIM_WINDOW} px (its window), "
+                     f"got {true_u8.shape[1]}x{true_u8.shape[2]}")
   pred, true = pred_u8.astype(jnp.float32) / 255.0, true_u8.astype(jnp.float32) / 255.0
   return {
-      "psnr": dm_pix.psnr(pred, true),
+      "psnr": jnp.minimum(dm_pix.psnr(pred, true), MAX_PSNR),
       "ssim": dm_pix.ssim(pred, true),
       "mse": jnp.mean(jnp.square(pred - true), axis=(1, 2, 3)) * 255.0 ** 2,
   }

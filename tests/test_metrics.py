@@ -1,0 +1,50 @@
+"""colorjax.metrics against scikit-image and NumPy formulas, on random uint8 photos."""
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from skimage import color as skcolor
+from skimage import metrics as skmetrics
+
+from colorjax import metrics
+
+
+def _pair(shape=(3, 24, 20, 3), noise=12, seed=0):
+  rng = np.random.default_rng(seed)
+  true = rng.integers(0, 256, shape, dtype=np.uint8)
+  pred = np.clip(true.astype(int) + rng.integers(-noise, noise + 1, shape), 0, 255).astype(np.uint8)
+  return pred, true
+
+
+def test_psnr_ssim_mse_match_scikit_image_and_identical_photos_stay_finite():
+  pred, true = _pair()
+  pred[1] = true[1]
+  got = {k: np.asarray(v) for k, v in metrics.psnr_ssim_mse(jnp.asarray(pred), jnp.asarray(true)).items()}
+  for i in (0, 2):
+    assert got["psnr"][i] == pytest.approx(skmetrics.peak_signal_noise_ratio(true[i], pred[i], data_range=255), abs=1e-3)
+    assert got["ssim"][i] == pytest.approx(skmetrics.structural_similarity(
+        true[i], pred[i], channel_axis=-1, data_range=255, gaussian_weights=True, sigma=1.5,
+        use_sample_covariance=False), abs=1e-4)
+    assert got["mse"][i] == pytest.approx(skmetrics.mean_squared_error(true[i], pred[i]), rel=1e-5)
+  assert got["psnr"][1] == metrics.MAX_PSNR and got["ssim"][1] == pytest.approx(1.0) and got["mse"][1] == 0
+
+
+def test_ssim_refuses_images_smaller_than_its_window():
+  pred, true = _pair((1, 10, 32, 3))
+  with pytest.raises(ValueError, match="at least 11x11 px .* got 10x32"):
+    metrics.psnr_ssim_mse(jnp.asarray(pred), jnp.asarray(true))
+
+
+def test_pixel_accuracy_is_the_share_of_pixels_in_the_true_ab_bin():
+  pred, true = _pair((3, 16, 16, 3))
+  pred[1] = true[1]
+  edges = np.linspace(-1, 1, 17)  # 16 bins per axis over +-110 Lab units
+
+  def classes(rgb):
+    bins = np.clip(np.digitize(skcolor.rgb2lab(rgb / 255.0)[..., 1:] / 110.0, edges) - 1, 0, 15)
+    return bins[..., 0] * 16 + bins[..., 1]
+
+  want = [np.mean(classes(p) == classes(t)) for p, t in zip(pred, true)]
+  got = np.asarray(metrics.pixel_accuracy(jnp.asarray(pred), jnp.asarray(true)))
+  np.testing.assert_allclose(got, want, atol=1 / 256 + 1e-9)  # a pixel on a bin edge may fall either way
+  assert got[1] == 1.0 and 0 < got[0] < 1
