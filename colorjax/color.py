@@ -38,6 +38,9 @@ def _pow(x: Array, p: float, xp: ModuleType) -> Array:
 def rgb_to_lab(rgb: Array, xp: ModuleType = jnp) -> Array:
   """sRGB in [0, 1], shape [..., 3] -> Lab (L in [0, 100], a/b roughly in [-110, 110])."""
   rgb = xp.asarray(rgb)
+  if not xp.issubdtype(rgb.dtype, xp.floating):
+    raise TypeError(f"rgb_to_lab takes sRGB floats in [0, 1], got {rgb.dtype} "
+                    "(uint8 photos: rgb_uint8_to_model, or divide by 255)")
   lin = xp.where(rgb > 0.04045, _pow((rgb + 0.055) / 1.055, 2.4, xp), rgb / 12.92)
   xyz = lin @ xp.asarray(_XYZ_FROM_RGB.T, dtype=lin.dtype) / xp.asarray(_WHITE_D65, lin.dtype)
   f = xp.where(xyz > _EPS, _pow(xyz, 1 / 3, xp), xyz / _KAPPA + 4 / 29)
@@ -48,6 +51,8 @@ def rgb_to_lab(rgb: Array, xp: ModuleType = jnp) -> Array:
 def lab_to_rgb(lab: Array, xp: ModuleType = jnp) -> Array:
   """Lab -> sRGB in [0, 1] (out-of-gamut colours clipped, as scikit-image does)."""
   lab = xp.asarray(lab)
+  if not xp.issubdtype(lab.dtype, xp.floating):
+    lab = lab.astype(xp.float32)  # the white point and the matrix take lab's dtype
   fy = (lab[..., 0] + 16) / 116
   f = xp.stack([fy + lab[..., 1] / 500, fy, fy - lab[..., 2] / 200], axis=-1)
   f = xp.concatenate([f[..., :2], xp.maximum(f[..., 2:], 0)], axis=-1)  # skimage clips z < 0

@@ -40,6 +40,15 @@ def test_lab_to_rgb_matches_skimage_including_out_of_gamut(xp):
   np.testing.assert_allclose(got, want, atol=2e-5)
 
 
+@pytest.mark.parametrize("xp", [np, jnp], ids=["numpy", "jax"])
+def test_integer_lab_is_read_as_lab_and_integer_rgb_is_refused(xp):
+  lab = np.array([[50, 0, 0], [53, 80, 67], [32, 79, -108]])
+  got = np.asarray(color.lab_to_rgb(xp.asarray(lab), xp))
+  np.testing.assert_allclose(got, skcolor.lab2rgb(lab.astype(np.float64)), atol=2e-5)
+  with pytest.raises(TypeError, match="uint8 photos: rgb_uint8_to_model"):
+    color.rgb_to_lab(xp.asarray([[255, 255, 255]], dtype=xp.uint8), xp)
+
+
 def test_round_trip_through_model_space_is_lossless_in_uint8():
   rgb = (np.random.default_rng(2).random((64, 64, 3)) * 255).astype(np.uint8)
   l, ab = color.rgb_uint8_to_model(rgb, np)
