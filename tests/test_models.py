@@ -101,6 +101,20 @@ def _bf16_exact(rng, shape):
   return jnp.asarray(rng.normal(size=shape), jnp.float32).astype(jnp.bfloat16).astype(jnp.float32)
 
 
+@pytest.fixture
+def bf16_paths(monkeypatch):
+  """Sends every channel count down the bfloat16 CPU paths (in the models only convolutions
+  with `BF16_MIN_FEATURES`+ outputs take them) and records which of the two were taken."""
+  monkeypatch.setattr(layers, "BF16_MIN_FEATURES", 1)
+  taken = set()
+  for name in ("bf16_conv", "_patch_matmul"):
+    def spy(*args, _name=name, _fn=getattr(layers, name)):
+      taken.add(_name)
+      return _fn(*args)
+    monkeypatch.setattr(layers, name, spy)
+  return taken
+
+
 # Large-M shapes take bf16_conv's custom gradients (4x4 stride 2 through the sub-pixel input
 # gradient, the rest through the dilated one); small-M shapes (fewer output pixels than
 # kernel rows) differentiate the patch matmul.
@@ -108,7 +122,7 @@ def _bf16_exact(rng, shape):
     ((2, 8, 8, 3), 4, 2, 1), ((2, 9, 7, 3), 4, 1, 1), ((2, 8, 6, 4), 2, 1, 1), ((2, 9, 9, 3), 3, 2, 1),
     ((2, 7, 8, 3), 1, 2, 0), ((2, 8, 8, 1), 7, 2, 3), ((2, 7, 7, 3), 4, 2, 1), ((2, 2, 2, 16), 4, 2, 1),
     ((1, 3, 3, 32), 3, 1, 1), ((2, 10, 9, 3), 4, 3, 1)])
-def test_bfloat16_convolution_equals_lax_on_bfloat16_operands(shape, kernel, stride, pad):
+def test_bfloat16_convolution_equals_lax_on_bfloat16_operands(bf16_paths, shape, kernel, stride, pad):
   """`precision="bfloat16"` on CPU rounds operands (and the output gradient) to bfloat16 and
   accumulates in float32: on values bfloat16 holds exactly it is lax's float32 convolution."""
   rng = np.random.default_rng(5)
@@ -125,10 +139,12 @@ def test_bfloat16_convolution_equals_lax_on_bfloat16_operands(shape, kernel, str
   assert got.dtype == jnp.float32
   for a, b in zip((got, *got_vjp(g)), (want, *want_vjp(g))):
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-4 * float(jnp.max(jnp.abs(b))))
+  small_m = shape[0] * want.shape[1] * want.shape[2] < kernel * kernel * shape[-1]
+  assert bf16_paths == {"_patch_matmul" if small_m else "bf16_conv"}
 
 
 @pytest.mark.parametrize("shape", [(2, 5, 7, 3), (2, 1, 1, 64)])
-def test_bfloat16_upconv_is_the_transposed_convolution_with_its_gradients(shape):
+def test_bfloat16_upconv_is_the_transposed_convolution_with_its_gradients(bf16_paths, shape):
   """Both bfloat16 CPU paths of UpConv (sub-pixel `bf16_conv`; the plain patch matmul when
   the kernel outweighs the pixels) against the definition and the float32 gradients."""
   rng = np.random.default_rng(6)
@@ -143,6 +159,7 @@ def test_bfloat16_upconv_is_the_transposed_convolution_with_its_gradients(shape)
   g = _bf16_exact(rng, got.shape)
   for a, b in zip(got_vjp(g), want_vjp(g)):
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-4 * float(jnp.max(jnp.abs(b))))
+  assert bf16_paths == {"bf16_conv" if shape[-1] == 3 else "_patch_matmul"}
 
 
 def test_auto_dtype_is_bfloat16_on_cpus_with_amx_only(monkeypatch):
