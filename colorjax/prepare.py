@@ -101,15 +101,19 @@ def _write_shard(path: epath.Path, results: Iterable[tuple[str, bytes | None, st
   count, skipped = 0, {}
   with shards.local_path_for(path) as tmp:
     writer = ArrayRecordWriter(tmp, "group_size:1")  # 1: fast random access (grain's advice)
-    for key, record, reason in results:
-      bar.update()
-      if record is None:
-        skipped[key] = reason
-      else:
-        writer.write(record)
-        count += 1
-    writer.close()
-  return {"file": path.name, "records": count, "skipped": skipped}
+    try:
+      for key, record, reason in results:
+        bar.update()
+        if record is None:
+          skipped[key] = reason
+        else:
+          writer.write(record)
+          count += 1
+      writer.close()
+    except RuntimeError as e:  # array_record's I/O errors (a full disk) carry no errno
+      raise OSError(f"cannot write {os.fspath(path)}: {e}") from e
+    size = os.path.getsize(tmp)
+  return {"file": path.name, "records": count, "bytes": size, "skipped": skipped}
 
 
 @contextlib.contextmanager
@@ -232,7 +236,9 @@ def prepare(source: str, out: str, size: int = 256, limit: int = 0, seed: int = 
                 "key is the photo's relative path or train/INDEX, after SOURCE/ when several are prepared",
       "split": "md5 of the key (relative path, or train/INDEX of TFDS) < eval_fraction",
       "counts": {s: sum(w["records"] for w in written[s]) for s in shards.SPLITS},
-      "shards": {s: [{"file": w["file"], "records": w["records"]} for w in written[s]] for s in shards.SPLITS},
+      # "bytes" lets readers notice a shard changed or cut short since (older prepares lack it)
+      "shards": {s: [{k: w[k] for k in ("file", "records", "bytes") if k in w} for w in written[s]]
+                 for s in shards.SPLITS},
       "skipped": {s: {k: v for w in written[s] for k, v in w["skipped"].items()} for s in shards.SPLITS},
       "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
   }

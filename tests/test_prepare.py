@@ -52,6 +52,36 @@ def test_folder_prepare_splits_like_training_and_reports_skips(photo_dir, tmp_pa
   assert min(rgb.shape[:2]) == 32 and rgb.dtype == np.uint8
 
 
+def test_shards_changed_after_prepare_are_named_before_training(photo_dir, tmp_path):
+  out = tmp_path / "shards"
+  manifest = prepare_lib.prepare(f"folder:{photo_dir}", str(out), size=32, eval_fraction=0.3,
+                                 workers=1, shard_size=4, progress=False)
+  assert all(shard["bytes"] == (out / "train" / shard["file"]).stat().st_size
+             for shard in manifest["shards"]["train"])
+  last = out / "train" / manifest["shards"]["train"][-1]["file"]
+  last.write_bytes(last.read_bytes()[:-100])  # a partial copy
+  with pytest.raises(ValueError, match=f"{last} is .* bytes, manifest.json says .*cut short"):
+    shards.open_split(out, "train")
+  last.unlink()
+  with pytest.raises(FileNotFoundError, match=f"{last} is listed in manifest.json but missing"):
+    shards.open_split(out, "all")
+  shards.open_split(out, "eval")  # the other split is still whole
+  (out / shards.MANIFEST).write_text('{"format": ')
+  with pytest.raises(ValueError, match=f"{out / shards.MANIFEST} is not valid JSON"):
+    shards.open_split(out, "eval")
+
+
+def test_a_full_disk_while_writing_shards_is_an_os_error_naming_the_shard(photo_dir, tmp_path, monkeypatch):
+  class FullDisk(prepare_lib.ArrayRecordWriter):
+    def write(self, record):
+      raise RuntimeError("write() failed: No space left on device")  # as array_record says it
+
+  monkeypatch.setattr(prepare_lib, "ArrayRecordWriter", FullDisk)
+  with pytest.raises(OSError, match="cannot write .*00000-of-00003.array_record: write.. failed: No space left"):
+    prepare_lib.prepare(f"folder:{photo_dir}", str(tmp_path / "shards"), size=32, eval_fraction=0.3,
+                        workers=1, shard_size=4, progress=False)
+
+
 def test_killed_prepare_is_not_read_and_resumes(photo_dir, tmp_path, monkeypatch):
   out = tmp_path / "shards"
   real_write, calls = prepare_lib._write_shard, []

@@ -123,7 +123,10 @@ def read_manifest(directory: epath.PathLike) -> dict[str, Any]:
   if not path.exists():
     raise FileNotFoundError(f"{os.fspath(directory)!r} has no {MANIFEST}: not a prepared shard "
                             "directory, or its `colorjax.prepare` has not finished (re-run it)")
-  manifest = json.loads(path.read_text())
+  try:
+    manifest = json.loads(path.read_text())
+  except json.JSONDecodeError as e:
+    raise ValueError(f"{os.fspath(path)} is not valid JSON ({e}): prepare again") from e
   if manifest.get("format") != FORMAT:
     raise ValueError(f"{os.fspath(path)} is not the manifest of a colorjax prepare")
   if manifest.get("version") != VERSION:
@@ -135,10 +138,24 @@ def read_manifest(directory: epath.PathLike) -> dict[str, Any]:
 def open_split(directory: epath.PathLike, split: str) -> grain.sources.ArrayRecordDataSource:
   """Random access to the records of `split` ("train", "eval" or "all"), in manifest order."""
   manifest = read_manifest(directory)
-  # "path[0:n]" tells the reader the record count: no file is opened until it is read.
-  paths = [f"{os.fspath(epath.Path(directory) / s)}/{shard['file']}[0:{shard['records']}]"
-           for s in (SPLITS if split == "all" else (split,)) for shard in manifest["shards"][s]
-           if shard["records"]]
-  if not paths:
+  listed = [(epath.Path(directory) / s / shard["file"], shard)
+            for s in (SPLITS if split == "all" else (split,)) for shard in manifest["shards"][s]
+            if shard["records"]]
+  if not listed:
     raise ValueError(f"shards:{os.fspath(directory)} has no records in split {split!r}")
-  return grain.sources.ArrayRecordDataSource(paths)
+  for path, shard in listed:
+    _check_shard(path, shard.get("bytes"))
+  # "path[0:n]" tells the reader the record count: no file is opened until it is read.
+  return grain.sources.ArrayRecordDataSource([f"{os.fspath(path)}[0:{shard['records']}]" for path, shard in listed])
+
+
+def _check_shard(path: epath.Path, size: int | None) -> None:
+  """A missing shard, or one whose size is not the one prepare wrote, named before training:
+  grain would fail at its first record with the reader's error, which names no file."""
+  try:
+    length = path.stat().length
+  except FileNotFoundError:
+    raise FileNotFoundError(f"{os.fspath(path)} is listed in {MANIFEST} but missing: prepare again") from None
+  if size is not None and length != size:
+    raise ValueError(f"{os.fspath(path)} is {length} bytes, {MANIFEST} says {size}: it changed or was "
+                     "cut short after prepare (a partial copy?): prepare again")
