@@ -37,7 +37,7 @@ from absl import app, flags
 from PIL import Image
 from tqdm import tqdm
 
-from colorjax import cli, color, models, train
+from colorjax import checkpoints, cli, color, models, train
 from colorjax.data import shards
 from colorjax.data.images import IMAGE_EXTENSIONS, BadImageError, open_image
 
@@ -63,11 +63,11 @@ def _restore(directory: str, abstract: train.TrainState, checkpoint: str) -> tup
   """
   device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
   abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device), abstract)
-  mgr = train.open_checkpoints(directory)
+  mgr = checkpoints.open_checkpoints(directory)
   step = mgr.latest_step() if checkpoint in ("best", "latest") else int(checkpoint)
   if checkpoint == "best":
     return mgr.restore(step, args=ocp.args.StandardRestore(abstract)), step
-  return train.restore_state(mgr, abstract, step), step
+  return checkpoints.restore_state(mgr, abstract, step), step
 
 
 CHECKPOINT_HELP = "'latest', 'best' or a step number (default: the run's config.colorize_checkpoint)"
@@ -102,7 +102,7 @@ def read_run(workdir: str, checkpoint: str | int = "") -> tuple[ml_collections.C
   if not isinstance(checkpoint, str) or checkpoint not in ("latest", "best") and not checkpoint.isdigit():
     raise ValueError(f"checkpoint must be 'latest', 'best' or a step number, got {checkpoint!r}")
   directory = os.path.join(os.path.abspath(workdir), "best" if checkpoint == "best" else "checkpoints")
-  steps = train.open_checkpoints(directory).all_steps() if os.path.isdir(directory) else []
+  steps = checkpoints.open_checkpoints(directory).all_steps() if os.path.isdir(directory) else []
   if not steps:
     what = ("best checkpoint (best/ is written at evals; --checkpoint latest takes the newest)"
             if checkpoint == "best" else "checkpoint yet")
@@ -133,7 +133,7 @@ class Colorizer:
     self.batch_size = batch_size
     self.anchored = not colour_at_render_size and self.render_size > config.image_size
     self.stride = _stride(config)
-    self._predict = jax.jit(functools.partial(train.predict_ab, self.generator))
+    self._predict = jax.jit(functools.partial(models.predict_ab, self.generator))
 
   @classmethod
   def from_workdir(cls, workdir: str, checkpoint: str | int = "",

@@ -158,6 +158,12 @@ def decay_steps(c: ml_collections.ConfigDict, name: str) -> int:
   return max(updates(c, name), 1) if steps == -1 else steps
 
 
+def held_out_share(config: ml_collections.ConfigDict) -> float:
+  """The share of `data.train`'s folder and TFDS sources held out by path hash: `data.eval_fraction`,
+  or none when `data.eval` is the held-out set. Shards keep the split `prepare` made."""
+  return 0.0 if config.data.eval else config.data.eval_fraction
+
+
 def apply_variant(c: ml_collections.ConfigDict, variant: str,
                   variants: tuple[str, ...] = ("cpu",)) -> ml_collections.ConfigDict:
   """`--config configs/X.py:cpu` gives the same system sized for a 2-core CPU (64 px).

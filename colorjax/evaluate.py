@@ -36,7 +36,8 @@ import numpy as np
 from absl import app, flags
 from PIL import Image, ImageOps
 
-from colorjax import cli, color, fid, metrics, train
+from colorjax import cli, color, fid, metrics
+from colorjax import config as config_lib
 from colorjax.colorize import (CHECKPOINT_HELP, COLOUR_AT_RENDER_SIZE_HELP, PRIOR_CORRECTION_HELP, Colorizer,
                                parse_flags, prior_correction_flag, read_run)
 from colorjax.data import pipeline, shards, sources
@@ -170,7 +171,7 @@ def evaluate(colorizer: Colorizer | PredictionFolder, data: sources.ScanReport, 
   """
   folder = colorizer if isinstance(colorizer, PredictionFolder) else None
   classifier = bool(getattr(getattr(colorizer, "generator", None), "num_classes", 0))
-  score = jax.jit(lambda pred, rgb: {**train.score_predictions(pred, rgb),
+  score = jax.jit(lambda pred, rgb: {**metrics.score_predictions(pred, rgb),
                                      **({"pixel_accuracy": metrics.pixel_accuracy(pred, rgb)} if classifier else {})})
   result = Evaluation(rows=[], grayscale=list(data.grayscale), unreadable=dict(data.unreadable))
   stats = {k: fid.FeatureStats() for k in ("model", "no_colour", "real")} if features else None
@@ -233,7 +234,7 @@ def held_out_fraction(config: ml_collections.ConfigDict, workdir: str) -> tuple[
                          f"{shards.MANIFEST}, which cannot be read ({e})") from e
       origin = f"{part}'s {shards.MANIFEST}"
     else:
-      fraction = train.held_out_share(config)
+      fraction = config_lib.held_out_share(config)
       origin = f"all of {part} trained, data.eval being set" if not fraction else "the run's data.eval_fraction"
     splits.append((float(fraction), origin))
   fractions = {f for f, _ in splits}

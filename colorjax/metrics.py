@@ -45,6 +45,18 @@ def pixel_accuracy(pred_u8: jax.Array, true_u8: jax.Array) -> jax.Array:
   return jnp.mean(classes(pred_u8) == classes(true_u8), axis=(1, 2))
 
 
+def score_predictions(pred_u8: jax.Array, rgb: jax.Array) -> dict[str, jax.Array]:
+  """uint8 RGB predictions and the true crops [B, S, S, 3] -> per-photo scores [B] each.
+
+  Scored in RGB uint8 (the seeds' protocol), beside the a = b = 0 image rebuilt from the same L.
+  """
+  l, _ = color.rgb_uint8_to_model(rgb)
+  gray_u8 = color.to_uint8(color.model_to_rgb(l, jnp.zeros(l.shape[:-1] + (2,))))
+  return {**psnr_ssim_mse(pred_u8, rgb), "colorfulness": colorfulness(pred_u8),
+          **{f"gray_{k}": v for k, v in psnr_ssim_mse(gray_u8, rgb).items()},
+          "gray_colorfulness": colorfulness(gray_u8), "real_colorfulness": colorfulness(rgb)}
+
+
 _IMAGE_METRICS = ("l1", "psnr", "ssim", "mse", "colorfulness", "gray_psnr", "gray_ssim",
                   "real_colorfulness")
 

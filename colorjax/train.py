@@ -19,8 +19,6 @@ import functools
 import json
 import logging
 import os
-import re
-import shutil
 import signal
 import sys
 import time
@@ -37,11 +35,10 @@ import optax
 import orbax.checkpoint as ocp
 from ml_collections import config_flags
 from absl import app, flags
-from etils import epath
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 from PIL import Image
 
-from colorjax import ab_bins, cli, color, distributed, fid, host, losses, metrics, models, writers
+from colorjax import ab_bins, checkpoints, cli, color, distributed, fid, host, losses, metrics, models, writers
 from colorjax import config as config_lib
 from colorjax.data import pipeline, shards, sources
 from colorjax.models import pretrained
@@ -185,36 +182,9 @@ def gan_step(state: TrainState, rgb: Batch, *, config: ml_collections.ConfigDict
   return new, {"g_loss": g_loss, "g_adv": adv, "g_recon": rec, "d_loss": d_loss}
 
 
-def decode_output(generator: nn.Module, out: jax.Array) -> jax.Array:
-  """A generator's output -> ab: classifiers' logits, shifted by their `prior_shift`, are decoded
-  (`ab_bins.decode`)."""
-  if getattr(generator, "num_classes", 0):
-    if generator.prior_shift:
-      out = out + jnp.asarray(generator.prior_shift, jnp.float32)
-    return ab_bins.decode(out, generator.decode, generator.temperature)
-  return out
-
-
-def predict_ab(generator: nn.Module, params: Any, stats: Any, l: jax.Array) -> jax.Array:
-  """Inference: model-space L [B, H, W, 1] -> ab [B, H, W, 2] with running BN statistics."""
-  return decode_output(generator, generator.apply({"params": params, "batch_stats": stats}, l, train=False))
-
-
 def inference_params(state: TrainState) -> Any:
   """The weights eval and colorize use: the EMA when it is kept."""
   return state.g_ema if state.g_ema is not None else state.g_params
-
-
-def score_predictions(pred_u8: jax.Array, rgb: jax.Array) -> dict[str, jax.Array]:
-  """uint8 RGB predictions and the true crops [B, S, S, 3] -> per-photo scores [B] each.
-
-  Scored in RGB uint8 (the seeds' protocol), beside the a = b = 0 image rebuilt from the same L.
-  """
-  l, _ = color.rgb_uint8_to_model(rgb)
-  gray_u8 = color.to_uint8(color.model_to_rgb(l, jnp.zeros(l.shape[:-1] + (2,))))
-  return {**metrics.psnr_ssim_mse(pred_u8, rgb), "colorfulness": metrics.colorfulness(pred_u8),
-          **{f"gray_{k}": v for k, v in metrics.psnr_ssim_mse(gray_u8, rgb).items()},
-          "gray_colorfulness": metrics.colorfulness(gray_u8), "real_colorfulness": metrics.colorfulness(rgb)}
 
 
 def score_batch(generator: nn.Module, params: Any, stats: Any, rgb: jax.Array
@@ -222,10 +192,9 @@ def score_batch(generator: nn.Module, params: Any, stats: Any, rgb: jax.Array
   """uint8 RGB crops [B, S, S, 3] -> (per-photo scores [B] each, prediction); the model sees
   the L of the whole crop and its ab is laid over that L."""
   l, ab = color.rgb_uint8_to_model(rgb)
-  out = generator.apply({"params": params, "batch_stats": stats}, l, train=False)
-  pred = decode_output(generator, out)
+  pred = models.predict_ab(generator, params, stats, l)
   pred_u8 = color.to_uint8(color.model_to_rgb(l, pred))
-  scores = {**score_predictions(pred_u8, rgb), "l1": jnp.mean(jnp.abs(pred - ab), axis=(1, 2, 3))}
+  scores = {**metrics.score_predictions(pred_u8, rgb), "l1": jnp.mean(jnp.abs(pred - ab), axis=(1, 2, 3))}
   if getattr(generator, "num_classes", 0):
     scores["pixel_accuracy"] = metrics.pixel_accuracy(pred_u8, rgb)  # of the delivered colour, as evaluate
   return scores, pred_u8
@@ -403,128 +372,6 @@ class Trainer:
     return summary, first_preds
 
 
-def open_checkpoints(directory: str, max_to_keep: int | None = None) -> ocp.CheckpointManager:
-  """The checkpoints in `directory`, for saving (`max_to_keep` given) or for reading (creates nothing).
-
-  A step counts once its `commit_success.txt` is written (orbax's COMMIT_FILE), not when a
-  temporary folder is renamed: gcsfuse, the shared workdir of a pod, cannot rename folders on
-  a flat bucket. A save cut short leaves a folder without it, which every reader here skips and
-  the next save of that step replaces, so readers must open checkpoints through this too.
-  Saves are synchronous: grain's iterator state must be read at the step it belongs to.
-  """
-  atomicity = ocp.options.AtomicityOptions(mode=ocp.options.AtomicityMode.COMMIT_FILE)
-  options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=max_to_keep is not None,
-                                         enable_async_checkpointing=False, atomicity_options=atomicity)
-  return ocp.CheckpointManager(os.path.abspath(directory), options=options)
-
-
-LOWER_IS_BETTER = ("l1", "mse", "fid")
-# Fields that change what the held-out metric measures: a best value from before is not comparable.
-EVAL_FIELDS = ("image_size", "eval_max_images", "fid_weights", "data.train", "data.eval", "data.eval_fraction",
-               "ema_decay", "model.decode", "model.temperature", "model.prior_correction")
-HISTOGRAM_FILE = "ab_histogram.json"
-
-
-class BestCheckpoint:
-  """Keeps the checkpoint with the best held-out metric in `workdir/best/` and notices plateaus.
-
-  Its record (`workdir/best.json`) survives restarts, so patience counts across resumes. The
-  record keeps the `EVAL_FIELDS` it was measured with, so a best from another held-out eval is
-  never compared with this one, even when a resumed run died before its first eval.
-  """
-
-  def __init__(self, workdir: str, config: ml_collections.ConfigDict, changed: Sequence[str] = ()):
-    """`changed`: the config fields that differ from the run being resumed, for a record written
-    before records kept their eval fields."""
-    self.metric, self.patience = config.best_metric, config.patience
-    self.mgr = open_checkpoints(os.path.join(workdir, "best"), 1)
-    self.path = os.path.join(workdir, "best.json")
-    eval_fields = current_eval_fields(config)
-    self.record = {"metric": self.metric, "value": None, "step": None, "evals_since_best": 0, "eval": eval_fields}
-    if os.path.exists(self.path):
-      with open(self.path) as f:
-        old = json.load(f)
-      if "eval" in old:
-        changed = [k for k, v in _as_now(old["eval"]).items() if k in eval_fields and eval_fields[k] != v]
-      else:
-        changed = sorted(set(changed) & set(EVAL_FIELDS))
-      if old.get("metric") != self.metric:
-        changed.append("best_metric")
-      if not changed:
-        self.record.update({**old, "eval": eval_fields})
-      elif old.get("value") is not None:
-        logging.warning("the held-out eval changed (%s): the best checkpoint so far (%s %.4f at step %s) "
-                        "is replaced at the next eval", ", ".join(changed), old.get("metric"), old["value"],
-                        old.get("step"))
-
-  def update(self, state: TrainState, summary: dict[str, float], step: int, scheduled: bool = True) -> bool:
-    """Records an eval; saves `state` if it is the best so far. True once patience ran out.
-
-    An eval off the `eval_every` schedule (where `max_train_minutes` stopped a run) can be the
-    best but does not count towards patience, nor does an eval of a step counted before (a run
-    resumed from a checkpoint older than its last eval runs that eval again).
-    """
-    value, best = summary[self.metric], self.record["value"]
-    if best is None or (value < best if self.metric in LOWER_IS_BETTER else value > best):
-      if step in self.mgr.all_steps():  # an earlier attempt at this step (resumed from before it)
-        self.mgr.delete(step)
-      self.mgr.save(step, args=ocp.args.StandardSave(state), force=True)
-      self.record.update(value=value, step=step, evals_since_best=0)
-    elif scheduled and step > self.record.get("last_eval", -1):
-      self.record["evals_since_best"] += 1
-    replayed = step < self.record.get("last_eval", -1)  # counted evals after it: not its plateau
-    if scheduled:
-      self.record["last_eval"] = max(step, self.record.get("last_eval", -1))
-    if jax.process_index() == 0:
-      shards.write_json(self.path, self.record)
-    return self.patience > 0 and not replayed and self.record["evals_since_best"] >= self.patience
-
-
-def _remove_unfinished_saves(workdir: str) -> None:
-  """Deletes step folders without a commit file: saves cut short by a kill, which every reader
-  skips and which would otherwise keep their gigabytes until a save of the same step."""
-  for sub in ("checkpoints", "best"):
-    folder = os.path.join(workdir, sub)
-    steps = [n for n in os.listdir(folder) if n.isdigit()] if os.path.isdir(folder) else []
-    for step in steps:
-      if not os.path.exists(os.path.join(folder, step, "commit_success.txt")):
-        logging.warning("removing %s: a save that was cut short", os.path.join(folder, step))
-        try:  # housekeeping: readers skip it anyway, so a failure must not stop process 0 alone
-          shutil.rmtree(os.path.join(folder, step))
-        except OSError as e:
-          logging.warning("could not remove %s (%s); it is skipped", os.path.join(folder, step), e)
-
-
-def _saved_process_count(directory: str) -> int | None:
-  """How many processes saved the grain positions in `directory` (`process_I-of-N.json`), if known."""
-  names = os.listdir(directory) if os.path.isdir(directory) else []
-  counts = {int(m.group(1)) for n in names if (m := re.fullmatch(r"process_\d+-of-(\d+)\.json", n))}
-  return counts.pop() if len(counts) == 1 else None
-
-
-def restore_state(mgr: ocp.CheckpointManager, state: TrainState, step: int | None = None) -> TrainState:
-  """Restores `state` from checkpoint `step` (default: the latest); the data position is its own item."""
-  step = mgr.latest_step() if step is None else step
-  abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
-  return mgr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract))).state
-
-
-def _misfits(mgr: ocp.CheckpointManager, state: TrainState, step: int) -> str:
-  """What differs between checkpoint `step`'s arrays and `state`'s ("" if they fit).
-
-  Read from the checkpoint's metadata, so a misfit is named before orbax starts restoring.
-  """
-  name = lambda path: ".".join(str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k)))) for k in path)
-  # The item's own handler: StandardCheckpointer looks for the step's metadata file inside the
-  # item and warns on every resume that it "does not exist".
-  saved = ocp.PyTreeCheckpointHandler().metadata(epath.Path(mgr.directory) / str(step) / "state")
-  saved = {name(p): tuple(m.shape) for p, m in jax.tree_util.tree_leaves_with_path(saved)}
-  mine = {name(p): tuple(x.shape) for p, x in jax.tree_util.tree_leaves_with_path(state)}
-  diffs = [f"{k} {saved.get(k, 'missing')} in the checkpoint, {mine.get(k, 'missing')} here"
-           for k in sorted(set(saved) | set(mine)) if saved.get(k) != mine.get(k)]
-  return "; ".join(diffs[:3]) + (f" and {len(diffs) - 3} more arrays" if len(diffs) > 3 else "")
-
-
 class DivergedError(ValueError):
   """The loss or the weights became NaN or infinite: that state is logged, not saved."""
 
@@ -548,50 +395,6 @@ def check_finite(state: TrainState) -> None:
   become the best checkpoint and would push good checkpoints out of `keep_checkpoints`."""
   if not _weights_finite(state):
     raise _diverged(int(state.step), "the weights are NaN or infinite")
-
-
-def _save(mgr: ocp.CheckpointManager, state: TrainState, data_iterator: Any) -> None:
-  check_finite(state)
-  step = int(state.step)
-  if step in mgr.all_steps():
-    return
-  mgr.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
-                                         data=grain.checkpoint.CheckpointSave(data_iterator)), force=True)
-
-
-def _changed_fields(workdir: str, config: ml_collections.ConfigDict) -> list[str]:
-  """The dotted config fields that differ from the run saved in `workdir` (none for a new run)."""
-  path = os.path.join(workdir, "config.json")
-  if not os.path.exists(path):
-    return []
-  try:
-    with open(path) as f:
-      old = json.load(f)
-  except (OSError, json.JSONDecodeError) as e:
-    raise ValueError(f"{path} cannot be read ({e}): train in another --workdir") from e
-  if not isinstance(old, dict) or not {"model", "total_steps", "data"} <= set(old):
-    raise ValueError(f"{path} is not the config of a colorjax run, and training would write over it: "
-                     "train in another --workdir")
-  old, new = _as_now(_flat(old)), _flat(config)
-  return sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
-
-
-def _as_now(fields: dict[str, Any]) -> dict[str, Any]:
-  """Recorded config fields with their data sources absolute, as a run records them now: runs
-  before 2026-11-30 recorded them as given, often relative to where the run was started."""
-  return {k: sources.absolute(v) if k in ("data.train", "data.eval") and isinstance(v, str) else v
-          for k, v in fields.items()}
-
-
-def _flat(config: ml_collections.ConfigDict | dict[str, Any]) -> dict[str, Any]:
-  """A config (or its JSON), flattened to dotted field names ("data.train")."""
-  if isinstance(config, ml_collections.ConfigDict):
-    config = json.loads(config.to_json())
-  return flax.traverse_util.flatten_dict(config, sep=".")
-
-
-def _write_config(workdir: str, config: ml_collections.ConfigDict) -> None:
-  shards.write_json(os.path.join(workdir, "config.json"), json.loads(config.to_json()))
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
@@ -620,10 +423,10 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                      "(launch/tpu_vm.sh and the Colab notebook do that for gs:// work directories)")
   if os.path.exists(workdir) and not os.path.isdir(workdir):
     raise ValueError(f"workdir {workdir} is a file, not a directory")
-  changed = _changed_fields(workdir, config)
+  changed = checkpoints.changed_fields(workdir, config)
   if changed:
     logging.warning("resuming with a changed config: %s", ", ".join(changed))
-    _warn_if_loss_changes(workdir, config, changed)
+    checkpoints.warn_if_loss_changes(workdir, config, changed)
   logging.info("devices: %d x %s (%d processes)", jax.device_count(), jax.devices()[0].device_kind,
                jax.process_count())
   train_report, eval_report = distributed.agreed(lambda: _resolve_for_every_process(config))  # before the workdir exists
@@ -638,7 +441,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     raise ValueError(f"another training is running in {workdir} (it holds the folder's lock): "
                      "wait for it or stop it, or give another --workdir")
   # Before any process lists the checkpoints: agreed() waits for process 0.
-  distributed.agreed(lambda: _remove_unfinished_saves(workdir) if is_main else None)
+  distributed.agreed(lambda: checkpoints.remove_unfinished_saves(workdir) if is_main else None)
   class_weights, keep_histogram = _class_weights(config, workdir, train_report.files)
   trainer = Trainer(config, class_weights=class_weights)
   eval_images = distributed.agreed(lambda: pipeline.eval_images(eval_report.files, config.image_size, config.eval_max_images))
@@ -648,32 +451,32 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                            max_zoom=config.data.max_zoom)
 
   state = trainer.init_state()
-  mgr = open_checkpoints(os.path.join(workdir, "checkpoints"), config.keep_checkpoints)
+  mgr = checkpoints.open_checkpoints(os.path.join(workdir, "checkpoints"), config.keep_checkpoints)
   resources.callback(mgr.close)
   data_iter = iter(data(config.seed))
   # Process 0's view of the latest complete step, for all: a host whose file system cache has
   # not seen the newest commit file yet would otherwise restore another step.
   latest = distributed.from_process_0(mgr.latest_step())
   if latest is not None:
-    if misfits := _misfits(mgr, state, latest):
+    if misfits := checkpoints.misfits(mgr, state, latest):
       raise ValueError(f"the checkpoints in {workdir} do not fit this config (changed: "
                        f"{', '.join(changed) or 'none'}; {misfits}): train it in another --workdir, "
                        f"or resume with the config in {os.path.join(workdir, 'config.json')}")
-    state = restore_state(mgr, state, latest)
+    state = checkpoints.restore_state(mgr, state, latest)
     logging.info("resumed from %s at step %d", mgr.directory, int(state.step))
     try:
       mgr.restore(latest, args=ocp.args.Composite(data=grain.checkpoint.CheckpointRestore(data_iter)))
     except (KeyError, ValueError) as e:
       # grain's saved position has the structure of the pipeline it was saved from, which
       # worker processes (data.num_workers) change, and there is one per training process.
-      saved_by = _saved_process_count(os.path.join(str(mgr.directory), str(latest), "data"))
+      saved_by = checkpoints.saved_process_count(os.path.join(str(mgr.directory), str(latest), "data"))
       why = (f"it was saved by {saved_by} processes, this run has {jax.process_count()}"
              if saved_by not in (None, jax.process_count()) else "was data.num_workers changed?")
       logging.warning("the data position in the checkpoint does not fit this pipeline (%s; %s: %s), so "
                       "the photos are drawn in a new order (seed %d + step)", why, type(e).__name__, e, config.seed)
       data_iter = iter(data(config.seed + int(state.step)))
   final_path = os.path.join(workdir, "final_metrics.json")
-  converged = _converged(workdir, config, int(state.step))
+  converged = checkpoints.converged(workdir, config, int(state.step))
   trained, signalled = distributed.agree(os.path.exists(final_path) and (int(state.step) >= config.total_steps or converged),
                               bool(stop))
   if trained:
@@ -691,16 +494,16 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     logging.info("stopped by signal before the first step; nothing was trained or written")
     return {}, stop.received or signal.SIGTERM
   keep_histogram()
-  best = BestCheckpoint(workdir, config, changed)
+  best = checkpoints.BestCheckpoint(workdir, config, changed)
   resources.callback(best.mgr.close)
   os.makedirs(os.path.join(workdir, "samples"), exist_ok=True)
   writer = writers.create_writer(workdir, is_main, int(state.step))
   resources.callback(writer.close)
   if is_main:
-    _write_config(workdir, config)
+    checkpoints.write_config(workdir, config)
     if int(state.step) == 0:  # TensorBoard's HParams tab: the config of the run
       writer.write_hparams({k: v if isinstance(v, (bool, int, float, str)) else str(v)
-                            for k, v in _flat(config).items()})
+                            for k, v in checkpoints.flat(config).items()})
 
   features = fid.InceptionFeatures.from_file(config.fid_weights) if config.fid_weights else None
   real_stats = fid.image_stats(features, eval_images, config.batch_size) if features else None
@@ -757,7 +560,8 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                      "converged%s", r["metric"], r["evals_since_best"], r["value"], r["step"],
                      "; stopping (stop_on_plateau)" if config.stop_on_plateau else "")
     if saves:
-      _save(mgr, state, data_iter)
+      check_finite(state)
+      checkpoints.save(mgr, state, data_iter)
     if scheduled or saves:
       speed.event(time.time() - events_start)
     signalled = out_of_time = False
@@ -767,7 +571,8 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       summary = _evaluate_and_log(trainer, state, eval_images, writer, workdir, step, features, real_stats)
       best.update(state, summary, step, scheduled=False)
     if signalled or out_of_time or (plateau and config.stop_on_plateau and not last):
-      _save(mgr, state, data_iter)
+      check_finite(state)
+      checkpoints.save(mgr, state, data_iter)
       if signalled:
         logging.info("stopped by signal at step %d; checkpoint saved. Re-run the same command to resume.", step)
       elif out_of_time:
@@ -802,63 +607,12 @@ def _lock_workdir(workdir: str, resources: contextlib.ExitStack) -> bool:
   return True
 
 
-def held_out_share(config: ml_collections.ConfigDict) -> float:
-  """The share of `data.train`'s folder and TFDS sources held out by path hash: `data.eval_fraction`,
-  or none when `data.eval` is the held-out set. Shards keep the split `prepare` made."""
-  return 0.0 if config.data.eval else config.data.eval_fraction
-
-
-def current_eval_fields(config: ml_collections.ConfigDict) -> dict[str, Any]:
-  """`EVAL_FIELDS` as this config sets them; `data.eval_fraction` only while it picks the eval."""
-  flat = _flat(config)
-  return {name: None if name == "data.eval_fraction" and config.data.eval else flat.get(name)
-          for name in EVAL_FIELDS}
-
-
 def resolve_data(config: ml_collections.ConfigDict) -> tuple[sources.ScanReport, sources.ScanReport]:
-  """The training and held-out photos (`held_out_share`)."""
-  share = held_out_share(config)
+  """The training and held-out photos (`config_lib.held_out_share`)."""
+  share = config_lib.held_out_share(config)
   held_out = (sources.resolve(config.data.eval, "all", 0.0) if config.data.eval
               else sources.resolve(config.data.train, "eval", share))
   return sources.resolve(config.data.train, "train", share), held_out
-
-
-def _converged(workdir: str, config: ml_collections.ConfigDict, step: int) -> bool:
-  """Whether `stop_on_plateau` stopped the run at `step` and would stop it again there."""
-  if not (config.stop_on_plateau and config.patience):
-    return False
-  try:
-    with open(os.path.join(workdir, "final_metrics.json")) as f:
-      final = json.load(f)
-    with open(os.path.join(workdir, "best.json")) as f:
-      record = json.load(f)
-  except (OSError, json.JSONDecodeError):
-    return False
-  same_eval = "eval" in record and _as_now(record["eval"]) == current_eval_fields(config)
-  return (final.get("step") == step and record.get("metric") == config.best_metric and same_eval
-          and record.get("evals_since_best", 0) >= config.patience)
-
-
-def _warn_if_loss_changes(workdir: str, config: ml_collections.ConfigDict, changed: list[str]) -> None:
-  """Runs from before `loss.rebalance_offset` trained with +1e5 of the pixels they counted, and
-  before `loss.smooth_l1_beta` with SmoothL1 at 110 Lab units (MSE / 2); the config files now
-  say otherwise, which would change their loss unasked."""
-  with open(os.path.join(workdir, "config.json")) as f:
-    recorded = json.load(f).get("loss", {})
-  if ("loss.smooth_l1_beta" in changed and "smooth_l1_beta" not in recorded
-      and config.loss.reconstruction == "smooth_l1"):
-    logging.warning("this run trained before loss.smooth_l1_beta existed, with SmoothL1 at 110 Lab units "
-                    "(MSE / 2); this config's %g changes its loss: pass --config.loss.smooth_l1_beta=110 "
-                    "to keep it", config.loss.smooth_l1_beta)
-  path = os.path.join(workdir, HISTOGRAM_FILE)
-  if ("loss.rebalance_offset" not in changed or "rebalance_offset" in recorded or not config.model.num_classes
-      or not os.path.exists(path)):
-    return
-  with open(path) as f:
-    share = 1e5 / sum(json.load(f)["counts"])
-  logging.warning("this run trained before loss.rebalance_offset existed, with +1e5 of the pixels it "
-                  "counted (a share of %g); this config's %g changes its loss: pass "
-                  "--config.loss.rebalance_offset=%r to keep it", share, config.loss.rebalance_offset, share)
 
 
 def _uses_class_weights(config: ml_collections.ConfigDict) -> bool:
@@ -870,7 +624,7 @@ def read_class_weights(config: ml_collections.ConfigDict, workdir: str) -> np.nd
   the loss uses none."""
   if not _uses_class_weights(config):
     return None
-  path = os.path.join(workdir, HISTOGRAM_FILE)
+  path = os.path.join(workdir, checkpoints.HISTOGRAM_FILE)
   if not os.path.exists(path):
     raise FileNotFoundError(f"{path} is missing: a run with class weights writes it when training starts")
   with open(path) as f:
@@ -897,7 +651,7 @@ def _class_weights(config: ml_collections.ConfigDict, workdir: str, files: Seque
   The histogram is counted once, on center crops of `data.stats_images` training photos drawn
   from all sources (`pipeline.eval_images`).
   """
-  path = os.path.join(workdir, HISTOGRAM_FILE)
+  path = os.path.join(workdir, checkpoints.HISTOGRAM_FILE)
   if not _uses_class_weights(config) or os.path.exists(path):
     return read_class_weights(config, workdir), lambda: None
   crops = pipeline.eval_images(files, config.image_size, config.data.stats_images)

@@ -123,9 +123,9 @@ def test_prior_correction_undoes_the_rebalanced_cross_entropy():
   empirical = counts / counts.sum()
   centers = ab_bins.class_centers()
   c.model.prior_correction = 1.0
-  corrected = np.asarray(train.decode_output(models.build_generator(c, w), logits))
+  corrected = np.asarray(models.decode_output(models.build_generator(c, w), logits))
   np.testing.assert_allclose(corrected, empirical @ centers, atol=2e-3)
   c.model.prior_correction = 0.0
-  biased = np.asarray(train.decode_output(models.build_generator(c, w), logits))
+  biased = np.asarray(models.decode_output(models.build_generator(c, w), logits))
   np.testing.assert_allclose(biased, (empirical * w) @ centers / (empirical @ w), atol=2e-3)
   assert np.abs(biased - corrected).max() > 0.02  # the rebalancing moved the mean (10x the tolerance)

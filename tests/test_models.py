@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from colorjax import config as config_lib
-from colorjax import host, models, train
+from colorjax import host, models
 from colorjax.models import layers
 from colorjax.models.pix2pix import PatchGAN, UNetGenerator
 
@@ -208,9 +208,9 @@ def test_resnet_unet_predicts_ab_classes_decoded_by_temperature():
   variables = jax.jit(g.init)(jax.random.key(1), l)
   logits = jax.jit(g.apply)(variables, l)
   assert logits.shape == (1, 32, 32, 256)
-  ab = train.decode_output(g, logits)
+  ab = models.decode_output(g, logits)
   assert ab.shape == (1, 32, 32, 2) and float(jnp.abs(ab).max()) <= 1.0
-  bolder = train.decode_output(g.clone(temperature=0.1), logits)
+  bolder = models.decode_output(g.clone(temperature=0.1), logits)
   assert float(jnp.abs(bolder).mean()) > float(jnp.abs(ab).mean())  # lower T: farther from the mean
 
 

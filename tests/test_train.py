@@ -17,7 +17,7 @@ from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from colorjax import config as config_lib
-from colorjax import train, writers
+from colorjax import checkpoints, train, writers
 from colorjax.colorize import Colorizer
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -69,7 +69,7 @@ def _cli_overrides(c):
 def _final_params(workdir, config):
   trainer = train.Trainer(config)
   mgr = ocp.CheckpointManager(os.path.join(workdir, "checkpoints"))
-  state = train.restore_state(mgr, trainer.init_state())
+  state = checkpoints.restore_state(mgr, trainer.init_state())
   return int(state.step), jax.device_get((state.g_params, state.g_stats, state.d_params, state.d_opt))
 
 
@@ -235,11 +235,11 @@ def test_resuming_a_run_from_before_a_loss_field_says_how_to_keep_its_loss(photo
 
 def test_max_train_minutes_stops_with_scores_and_a_checkpoint_and_a_rerun_trains_on(photos, tmp_path):
   budget = tiny_config(photos, max_train_minutes=1e-9, eval_every=4, checkpoint_every=4)
-  checkpoints = ocp.CheckpointManager(str(tmp_path / "checkpoints"))
+  saved = ocp.CheckpointManager(str(tmp_path / "checkpoints"))
   for stop in (1, 2):  # each run of the command trains one step past the last one's checkpoint
     train.train_and_evaluate(budget, str(tmp_path))
-    checkpoints.reload()
-    assert checkpoints.all_steps() == list(range(1, stop + 1))
+    saved.reload()
+    assert saved.all_steps() == list(range(1, stop + 1))
     final = json.load(open(tmp_path / "final_metrics.json"))
     assert (final["step"], final["complete"]) == (stop, False) and np.isfinite(final["psnr"])
   best = json.load(open(tmp_path / "best.json"))
@@ -257,7 +257,7 @@ def test_a_save_cut_short_is_skipped_by_every_reader_and_saved_again(photos, tmp
   train.train_and_evaluate(config, str(tmp_path))
   os.remove(tmp_path / "checkpoints" / "4" / "commit_success.txt")
   assert colorize.Colorizer.from_workdir(str(tmp_path), "latest").step == 2
-  assert train.open_checkpoints(str(tmp_path / "checkpoints")).all_steps() == [2]
+  assert checkpoints.open_checkpoints(str(tmp_path / "checkpoints")).all_steps() == [2]
   assert json.load(open(tmp_path / "final_metrics.json"))["step"] == 4
   with caplog.at_level(logging.WARNING):
     train.train_and_evaluate(config, str(tmp_path))  # removes it, resumes at 2 and saves step 4 again
@@ -323,12 +323,12 @@ def test_training_in_process_gives_back_the_signal_handlers(photos, tmp_path):
                                                        ("mse", [500.0, 450.0, 450.0, 470.0], 2)])
 def test_best_checkpoint_and_patience_survive_a_restart(photos, tmp_path, metric, values, best_step):
   config = tiny_config(photos, best_metric=metric, patience=2)
-  best = train.BestCheckpoint(str(tmp_path), config)
+  best = checkpoints.BestCheckpoint(str(tmp_path), config)
   plateaus = [best.update({"w": np.full(3, step, np.float32)}, {metric: v}, step)
               for step, v in enumerate(values[:3], start=1)]
   # A run resumed from a checkpoint before step 3 (killed after its eval) counts on, and counts
   # the eval of step 3, which it runs again, once.
-  best = train.BestCheckpoint(str(tmp_path), config)
+  best = checkpoints.BestCheckpoint(str(tmp_path), config)
   plateaus.append(best.update({"w": np.full(3, 3, np.float32)}, {metric: values[2]}, 3))
   plateaus.append(best.update({"w": np.full(3, 4, np.float32)}, {metric: values[3]}, 4))
   assert plateaus == [False, False, False, False, True]  # a tie is no new best
@@ -342,7 +342,7 @@ def test_best_checkpoint_and_patience_survive_a_restart(photos, tmp_path, metric
   # Another held-out eval (here more photos) starts a new record, whatever config.json says; the
   # best step scored again after a resume from before it replaces its checkpoint (orbax refused).
   config.eval_max_images += 1
-  best = train.BestCheckpoint(str(tmp_path), config)
+  best = checkpoints.BestCheckpoint(str(tmp_path), config)
   assert best.record["value"] is None
   assert not best.update({"w": np.full(3, 7, np.float32)}, {metric: values[0]}, best_step)
   kept = ocp.CheckpointManager(str(tmp_path / "best"))
@@ -374,11 +374,11 @@ def test_a_run_stopped_on_a_plateau_stays_stopped_until_told_otherwise(tmp_path)
 
 def test_eval_fraction_does_not_restart_the_best_of_a_run_with_its_own_eval_set(photos, tmp_path):
   config = tiny_config(photos, **{"data.eval": f"folder:{photos}"})
-  train.BestCheckpoint(str(tmp_path), config).update({"w": np.zeros(3, np.float32)}, {"psnr": 20.0}, 2)
+  checkpoints.BestCheckpoint(str(tmp_path), config).update({"w": np.zeros(3, np.float32)}, {"psnr": 20.0}, 2)
   config.data.eval_fraction = 0.5  # changes the training photos, not the held-out ones
-  assert train.BestCheckpoint(str(tmp_path), config).record["value"] == 20.0
+  assert checkpoints.BestCheckpoint(str(tmp_path), config).record["value"] == 20.0
   config.eval_max_images += 1
-  assert train.BestCheckpoint(str(tmp_path), config).record["value"] is None
+  assert checkpoints.BestCheckpoint(str(tmp_path), config).record["value"] is None
 
 
 def test_gray_baseline_is_scored_like_scikit_image(photos, tmp_path):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -10,7 +11,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from colorjax import host
+from colorjax import ab_bins, host
 from colorjax.models.pix2pix import PatchGAN, UNetGenerator
 from colorjax.models.regressors import EncoderDecoder, ResNetColorizer
 from colorjax.models.resnet_unet import ResNetUNet
@@ -68,3 +69,18 @@ def build_discriminator(config: ml_collections.ConfigDict) -> nn.Module:
   if m.discriminator == "patchgan":
     return PatchGAN(n_layers=m.d_layers, ndf=m.ndf, dtype=compute_dtype(config))
   raise ValueError(f"unknown model.discriminator {m.discriminator!r}: use 'patchgan'")
+
+
+def decode_output(generator: nn.Module, out: jax.Array) -> jax.Array:
+  """A generator's output -> ab: classifiers' logits, shifted by their `prior_shift`, are decoded
+  (`ab_bins.decode`)."""
+  if getattr(generator, "num_classes", 0):
+    if generator.prior_shift:
+      out = out + jnp.asarray(generator.prior_shift, jnp.float32)
+    return ab_bins.decode(out, generator.decode, generator.temperature)
+  return out
+
+
+def predict_ab(generator: nn.Module, params: Any, stats: Any, l: jax.Array) -> jax.Array:
+  """Inference: model-space L [B, H, W, 1] -> ab [B, H, W, 2] with running BN statistics."""
+  return decode_output(generator, generator.apply({"params": params, "batch_stats": stats}, l, train=False))

@@ -1,0 +1,239 @@
+"""A run's checkpoints and records in its workdir: the orbax checkpoints (`checkpoints/` with
+the data position, `best/`), `config.json`, `best.json`, and what a resumed run checks against
+them (a changed config, a checkpoint that does not fit, a run that already converged).
+
+`train.train_and_evaluate` writes them; colorize, serve and evaluate read the checkpoints back.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import shutil
+from typing import TYPE_CHECKING, Any, Sequence
+
+import flax
+import grain
+import jax
+import ml_collections
+import orbax.checkpoint as ocp
+from etils import epath
+
+from colorjax.data import shards, sources
+
+if TYPE_CHECKING:
+  from colorjax.train import TrainState
+
+
+def open_checkpoints(directory: str, max_to_keep: int | None = None) -> ocp.CheckpointManager:
+  """The checkpoints in `directory`, for saving (`max_to_keep` given) or for reading (creates nothing).
+
+  A step counts once its `commit_success.txt` is written (orbax's COMMIT_FILE), not when a
+  temporary folder is renamed: gcsfuse, the shared workdir of a pod, cannot rename folders on
+  a flat bucket. A save cut short leaves a folder without it, which every reader here skips and
+  the next save of that step replaces, so readers must open checkpoints through this too.
+  Saves are synchronous: grain's iterator state must be read at the step it belongs to.
+  """
+  atomicity = ocp.options.AtomicityOptions(mode=ocp.options.AtomicityMode.COMMIT_FILE)
+  options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=max_to_keep is not None,
+                                         enable_async_checkpointing=False, atomicity_options=atomicity)
+  return ocp.CheckpointManager(os.path.abspath(directory), options=options)
+
+
+LOWER_IS_BETTER = ("l1", "mse", "fid")
+# Fields that change what the held-out metric measures: a best value from before is not comparable.
+EVAL_FIELDS = ("image_size", "eval_max_images", "fid_weights", "data.train", "data.eval", "data.eval_fraction",
+               "ema_decay", "model.decode", "model.temperature", "model.prior_correction")
+HISTOGRAM_FILE = "ab_histogram.json"
+
+
+class BestCheckpoint:
+  """Keeps the checkpoint with the best held-out metric in `workdir/best/` and notices plateaus.
+
+  Its record (`workdir/best.json`) survives restarts, so patience counts across resumes. The
+  record keeps the `EVAL_FIELDS` it was measured with, so a best from another held-out eval is
+  never compared with this one, even when a resumed run died before its first eval.
+  """
+
+  def __init__(self, workdir: str, config: ml_collections.ConfigDict, changed: Sequence[str] = ()):
+    """`changed`: the config fields that differ from the run being resumed, for a record written
+    before records kept their eval fields."""
+    self.metric, self.patience = config.best_metric, config.patience
+    self.mgr = open_checkpoints(os.path.join(workdir, "best"), 1)
+    self.path = os.path.join(workdir, "best.json")
+    eval_fields = current_eval_fields(config)
+    self.record = {"metric": self.metric, "value": None, "step": None, "evals_since_best": 0, "eval": eval_fields}
+    if os.path.exists(self.path):
+      with open(self.path) as f:
+        old = json.load(f)
+      if "eval" in old:
+        changed = [k for k, v in _as_now(old["eval"]).items() if k in eval_fields and eval_fields[k] != v]
+      else:
+        changed = sorted(set(changed) & set(EVAL_FIELDS))
+      if old.get("metric") != self.metric:
+        changed.append("best_metric")
+      if not changed:
+        self.record.update({**old, "eval": eval_fields})
+      elif old.get("value") is not None:
+        logging.warning("the held-out eval changed (%s): the best checkpoint so far (%s %.4f at step %s) "
+                        "is replaced at the next eval", ", ".join(changed), old.get("metric"), old["value"],
+                        old.get("step"))
+
+  def update(self, state: TrainState, summary: dict[str, float], step: int, scheduled: bool = True) -> bool:
+    """Records an eval; saves `state` if it is the best so far. True once patience ran out.
+
+    An eval off the `eval_every` schedule (where `max_train_minutes` stopped a run) can be the
+    best but does not count towards patience, nor does an eval of a step counted before (a run
+    resumed from a checkpoint older than its last eval runs that eval again).
+    """
+    value, best = summary[self.metric], self.record["value"]
+    if best is None or (value < best if self.metric in LOWER_IS_BETTER else value > best):
+      if step in self.mgr.all_steps():  # an earlier attempt at this step (resumed from before it)
+        self.mgr.delete(step)
+      self.mgr.save(step, args=ocp.args.StandardSave(state), force=True)
+      self.record.update(value=value, step=step, evals_since_best=0)
+    elif scheduled and step > self.record.get("last_eval", -1):
+      self.record["evals_since_best"] += 1
+    replayed = step < self.record.get("last_eval", -1)  # counted evals after it: not its plateau
+    if scheduled:
+      self.record["last_eval"] = max(step, self.record.get("last_eval", -1))
+    if jax.process_index() == 0:
+      shards.write_json(self.path, self.record)
+    return self.patience > 0 and not replayed and self.record["evals_since_best"] >= self.patience
+
+
+def remove_unfinished_saves(workdir: str) -> None:
+  """Deletes step folders without a commit file: saves cut short by a kill, which every reader
+  skips and which would otherwise keep their gigabytes until a save of the same step."""
+  for sub in ("checkpoints", "best"):
+    folder = os.path.join(workdir, sub)
+    steps = [n for n in os.listdir(folder) if n.isdigit()] if os.path.isdir(folder) else []
+    for step in steps:
+      if not os.path.exists(os.path.join(folder, step, "commit_success.txt")):
+        logging.warning("removing %s: a save that was cut short", os.path.join(folder, step))
+        try:  # housekeeping: readers skip it anyway, so a failure must not stop process 0 alone
+          shutil.rmtree(os.path.join(folder, step))
+        except OSError as e:
+          logging.warning("could not remove %s (%s); it is skipped", os.path.join(folder, step), e)
+
+
+def saved_process_count(directory: str) -> int | None:
+  """How many processes saved the grain positions in `directory` (`process_I-of-N.json`), if known."""
+  names = os.listdir(directory) if os.path.isdir(directory) else []
+  counts = {int(m.group(1)) for n in names if (m := re.fullmatch(r"process_\d+-of-(\d+)\.json", n))}
+  return counts.pop() if len(counts) == 1 else None
+
+
+def restore_state(mgr: ocp.CheckpointManager, state: TrainState, step: int | None = None) -> TrainState:
+  """Restores `state` from checkpoint `step` (default: the latest); the data position is its own item."""
+  step = mgr.latest_step() if step is None else step
+  abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
+  return mgr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract))).state
+
+
+def misfits(mgr: ocp.CheckpointManager, state: TrainState, step: int) -> str:
+  """What differs between checkpoint `step`'s arrays and `state`'s ("" if they fit).
+
+  Read from the checkpoint's metadata, so a misfit is named before orbax starts restoring.
+  """
+  name = lambda path: ".".join(str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k)))) for k in path)
+  # The item's own handler: StandardCheckpointer looks for the step's metadata file inside the
+  # item and warns on every resume that it "does not exist".
+  saved = ocp.PyTreeCheckpointHandler().metadata(epath.Path(mgr.directory) / str(step) / "state")
+  saved = {name(p): tuple(m.shape) for p, m in jax.tree_util.tree_leaves_with_path(saved)}
+  mine = {name(p): tuple(x.shape) for p, x in jax.tree_util.tree_leaves_with_path(state)}
+  diffs = [f"{k} {saved.get(k, 'missing')} in the checkpoint, {mine.get(k, 'missing')} here"
+           for k in sorted(set(saved) | set(mine)) if saved.get(k) != mine.get(k)]
+  return "; ".join(diffs[:3]) + (f" and {len(diffs) - 3} more arrays" if len(diffs) > 3 else "")
+
+
+def save(mgr: ocp.CheckpointManager, state: TrainState, data_iterator: Any) -> None:
+  """Saves `state` and the data position at its step, unless that step is saved already. The
+  loop checks the weights first (`train.check_finite`): NaN weights are never saved."""
+  step = int(state.step)
+  if step in mgr.all_steps():
+    return
+  mgr.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
+                                         data=grain.checkpoint.CheckpointSave(data_iterator)), force=True)
+
+
+def changed_fields(workdir: str, config: ml_collections.ConfigDict) -> list[str]:
+  """The dotted config fields that differ from the run saved in `workdir` (none for a new run)."""
+  path = os.path.join(workdir, "config.json")
+  if not os.path.exists(path):
+    return []
+  try:
+    with open(path) as f:
+      old = json.load(f)
+  except (OSError, json.JSONDecodeError) as e:
+    raise ValueError(f"{path} cannot be read ({e}): train in another --workdir") from e
+  if not isinstance(old, dict) or not {"model", "total_steps", "data"} <= set(old):
+    raise ValueError(f"{path} is not the config of a colorjax run, and training would write over it: "
+                     "train in another --workdir")
+  old, new = _as_now(flat(old)), flat(config)
+  return sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+
+
+def _as_now(fields: dict[str, Any]) -> dict[str, Any]:
+  """Recorded config fields with their data sources absolute, as a run records them now: runs
+  before 2026-11-30 recorded them as given, often relative to where the run was started."""
+  return {k: sources.absolute(v) if k in ("data.train", "data.eval") and isinstance(v, str) else v
+          for k, v in fields.items()}
+
+
+def flat(config: ml_collections.ConfigDict | dict[str, Any]) -> dict[str, Any]:
+  """A config (or its JSON), flattened to dotted field names ("data.train")."""
+  if isinstance(config, ml_collections.ConfigDict):
+    config = json.loads(config.to_json())
+  return flax.traverse_util.flatten_dict(config, sep=".")
+
+
+def write_config(workdir: str, config: ml_collections.ConfigDict) -> None:
+  shards.write_json(os.path.join(workdir, "config.json"), json.loads(config.to_json()))
+
+
+def current_eval_fields(config: ml_collections.ConfigDict) -> dict[str, Any]:
+  """`EVAL_FIELDS` as this config sets them; `data.eval_fraction` only while it picks the eval."""
+  fields = flat(config)
+  return {name: None if name == "data.eval_fraction" and config.data.eval else fields.get(name)
+          for name in EVAL_FIELDS}
+
+
+def converged(workdir: str, config: ml_collections.ConfigDict, step: int) -> bool:
+  """Whether `stop_on_plateau` stopped the run at `step` and would stop it again there."""
+  if not (config.stop_on_plateau and config.patience):
+    return False
+  try:
+    with open(os.path.join(workdir, "final_metrics.json")) as f:
+      final = json.load(f)
+    with open(os.path.join(workdir, "best.json")) as f:
+      record = json.load(f)
+  except (OSError, json.JSONDecodeError):
+    return False
+  same_eval = "eval" in record and _as_now(record["eval"]) == current_eval_fields(config)
+  return (final.get("step") == step and record.get("metric") == config.best_metric and same_eval
+          and record.get("evals_since_best", 0) >= config.patience)
+
+
+def warn_if_loss_changes(workdir: str, config: ml_collections.ConfigDict, changed: list[str]) -> None:
+  """Runs from before `loss.rebalance_offset` trained with +1e5 of the pixels they counted, and
+  before `loss.smooth_l1_beta` with SmoothL1 at 110 Lab units (MSE / 2); the config files now
+  say otherwise, which would change their loss unasked."""
+  with open(os.path.join(workdir, "config.json")) as f:
+    recorded = json.load(f).get("loss", {})
+  if ("loss.smooth_l1_beta" in changed and "smooth_l1_beta" not in recorded
+      and config.loss.reconstruction == "smooth_l1"):
+    logging.warning("this run trained before loss.smooth_l1_beta existed, with SmoothL1 at 110 Lab units "
+                    "(MSE / 2); this config's %g changes its loss: pass --config.loss.smooth_l1_beta=110 "
+                    "to keep it", config.loss.smooth_l1_beta)
+  path = os.path.join(workdir, HISTOGRAM_FILE)
+  if ("loss.rebalance_offset" not in changed or "rebalance_offset" in recorded or not config.model.num_classes
+      or not os.path.exists(path)):
+    return
+  with open(path) as f:
+    share = 1e5 / sum(json.load(f)["counts"])
+  logging.warning("this run trained before loss.rebalance_offset existed, with +1e5 of the pixels it "
+                  "counted (a share of %g); this config's %g changes its loss: pass "
+                  "--config.loss.rebalance_offset=%r to keep it", share, config.loss.rebalance_offset, share)
