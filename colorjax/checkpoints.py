@@ -126,22 +126,47 @@ def saved_process_count(directory: str) -> int | None:
   return counts.pop() if len(counts) == 1 else None
 
 
-def restore_state(mgr: ocp.CheckpointManager, state: TrainState, step: int | None = None) -> TrainState:
-  """Restores `state` from checkpoint `step` (default: the latest); the data position is its own item."""
+def restore_state(mgr: ocp.CheckpointManager, state: TrainState, step: int | None = None,
+                  item: str = "state") -> TrainState:
+  """Restores `state` from checkpoint `step` (default: the latest).
+
+  `item` "state": a `checkpoints/` step, whose data position is another item; "default": the
+  `best/` step, the state alone. A step orbax cannot read is an `UnreadableCheckpoint`.
+  """
   step = mgr.latest_step() if step is None else step
   abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
-  return mgr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract))).state
+  try:
+    if item == "default":
+      return mgr.restore(step, args=ocp.args.StandardRestore(abstract))
+    return mgr.restore(step, args=ocp.args.Composite(**{item: ocp.args.StandardRestore(abstract)}))[item]
+  except Exception as e:  # tensorstore's errors reach here as ValueError, or as a bare Exception
+    raise UnreadableCheckpoint(str(mgr.directory), step, e) from e
 
 
-def misfits(mgr: ocp.CheckpointManager, state: TrainState, step: int) -> str:
+class UnreadableCheckpoint(ValueError):
+  """A committed checkpoint whose files cannot be read: damaged, or deleted while being read."""
+
+  def __init__(self, directory: str, step: int, cause: BaseException):
+    first = next((line.strip() for line in str(cause).splitlines() if line.strip()), type(cause).__name__)
+    earlier = [s for s in open_checkpoints(directory).all_steps() if s < step]
+    where = os.path.join(directory, str(step))
+    hint = (f"move {where} out of the workdir to use step {max(earlier)}, the one before it" if earlier
+            else f"delete {where} and train again")
+    super().__init__(f"checkpoint {step} in {directory} cannot be read ({first[:300]}); "
+                     f"if it was damaged (e.g. by a partial copy), {hint}")
+    self.step = step
+
+
+def misfits(mgr: ocp.CheckpointManager, state: TrainState, step: int, item: str = "state") -> str:
   """What differs between checkpoint `step`'s arrays and `state`'s ("" if they fit).
 
   Read from the checkpoint's metadata, so a misfit is named before orbax starts restoring.
+  `item` is "state" in `checkpoints/`, "default" in `best/`.
   """
   name = lambda path: ".".join(str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k)))) for k in path)
   # The item's own handler: StandardCheckpointer looks for the step's metadata file inside the
   # item and warns on every resume that it "does not exist".
-  saved = ocp.PyTreeCheckpointHandler().metadata(epath.Path(mgr.directory) / str(step) / "state")
+  saved = ocp.PyTreeCheckpointHandler().metadata(epath.Path(mgr.directory) / str(step) / item)
   saved = {name(p): tuple(m.shape) for p, m in jax.tree_util.tree_leaves_with_path(saved)}
   mine = {name(p): tuple(x.shape) for p, x in jax.tree_util.tree_leaves_with_path(state)}
   diffs = [f"{k} {saved.get(k, 'missing')} in the checkpoint, {mine.get(k, 'missing')} here"

@@ -32,7 +32,6 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import orbax.checkpoint as ocp
 from absl import app, flags
 from PIL import Image
 from tqdm import tqdm
@@ -63,11 +62,19 @@ def _restore(directory: str, abstract: train.TrainState, checkpoint: str) -> tup
   """
   device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
   abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device), abstract)
-  mgr = checkpoints.open_checkpoints(directory)
-  step = mgr.latest_step() if checkpoint in ("best", "latest") else int(checkpoint)
-  if checkpoint == "best":
-    return mgr.restore(step, args=ocp.args.StandardRestore(abstract)), step
-  return checkpoints.restore_state(mgr, abstract, step), step
+  item = "default" if checkpoint == "best" else "state"
+  for last_try in (False, True):
+    mgr = checkpoints.open_checkpoints(directory)
+    step = mgr.latest_step() if checkpoint in ("best", "latest") else int(checkpoint)
+    try:
+      if misfit := checkpoints.misfits(mgr, abstract, step, item):
+        raise ValueError(f"checkpoint {step} in {directory} does not fit the run's config.json ({misfit})")
+      return checkpoints.restore_state(mgr, abstract, step, item), step
+    except (checkpoints.UnreadableCheckpoint, FileNotFoundError):
+      # A run still training replaces `latest` and `best` while they are read: read the new one.
+      replaced = checkpoint in ("best", "latest") and step not in checkpoints.open_checkpoints(directory).all_steps()
+      if last_try or not replaced:
+        raise
 
 
 CHECKPOINT_HELP = "'latest', 'best' or a step number (default: the run's config.colorize_checkpoint)"

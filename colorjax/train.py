@@ -679,8 +679,18 @@ def _evaluate_and_log(trainer: Trainer, state: TrainState, images: np.ndarray, w
   grid = _sample_grid(images[:len(preds)][:8], preds[:8])
   writer.write_images(step, {"samples": grid[None]})
   if jax.process_index() == 0:
-    Image.fromarray(grid).save(os.path.join(workdir, "samples", f"step_{step:07d}.png"))
+    _write_sample(grid, os.path.join(workdir, "samples", f"step_{step:07d}.png"))
   return summary
+
+
+def _write_sample(grid: np.ndarray, path: str) -> None:
+  """Whole or not at all; a picture to look at that cannot be written (a full disk) is a
+  warning, so the run goes on to the checkpoint, which says what is wrong if it fails too."""
+  try:
+    with shards.local_path_for(path) as tmp:
+      Image.fromarray(grid).save(tmp, format="PNG")
+  except OSError as e:
+    logging.warning("could not write the sample picture %s (%s)", path, e)
 
 
 def _config_error(e: BaseException) -> str:
@@ -726,6 +736,8 @@ def main(argv: list[str]) -> None:
     _, stopped_by = run(config, workdir)
   except (ValueError, FileNotFoundError) as e:  # a bad config, source or workdir: the message says which
     cli.exit_with_error(e)
+  except OSError as e:  # a full disk, a lost mount: what was saved before is whole (atomic saves)
+    cli.exit_with_error(e, f"{e}; once that is fixed, the same command resumes from the last checkpoint")
   if stopped_by:  # 128 + the signal, as if it had killed the process: a scheduler restarts the job
     sys.exit(128 + stopped_by)
 

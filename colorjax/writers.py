@@ -58,13 +58,21 @@ class JsonlWriter:
 
 
 class MultiWriter:
+  """Calls each writer in turn. Logs are not worth a run: a writer that fails (a full disk,
+  TensorBoard's own errors) is dropped with a warning, and training goes on to its checkpoint."""
+
   def __init__(self, writers: list[Any]):
     self._writers = writers
 
   def __getattr__(self, name: str):
     def call(*args, **kwargs):
-      for w in self._writers:
-        getattr(w, name)(*args, **kwargs)
+      for w in list(self._writers):
+        try:
+          getattr(w, name)(*args, **kwargs)
+        except Exception as e:  # TensorFlow raises its own error types, not OSError
+          logging.warning("%s failed (%s: %s): it writes nothing more in this run",
+                          type(w).__name__, type(e).__name__, e)
+          self._writers.remove(w)
     return call
 
 

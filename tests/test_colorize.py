@@ -3,6 +3,7 @@
 import functools
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -12,7 +13,7 @@ from PIL import Image
 from skimage import color as skcolor
 
 from colorjax import config as config_lib
-from colorjax import train
+from colorjax import checkpoints, train
 from colorjax.colorize import Colorizer, _resize_ab, anchor_colour
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -231,3 +232,50 @@ def test_colour_does_not_drift_with_the_render_size(workdir):
     drift = np.abs(_coarse_ab(anchored(photo)) - at_training_size).mean()
     plain_drift = np.abs(_coarse_ab(plain(photo)) - at_training_size).mean()
     assert drift < 1 and plain_drift > 5  # Lab units; this colour averages 11.6 in |a|, |b|
+
+
+def _with_a_later_step(workdir, tmp_path):
+  """A copy of the run whose checkpoints are steps 2 and 4 (4 a copy of 2)."""
+  w = str(tmp_path / "run")
+  shutil.copytree(workdir, w)
+  shutil.copytree(os.path.join(w, "checkpoints", "2"), os.path.join(w, "checkpoints", "4"))
+  return w
+
+
+def test_a_damaged_checkpoint_names_the_one_before_it(workdir, tmp_path):
+  w = _with_a_later_step(workdir, tmp_path)
+  data = os.path.join(w, "checkpoints", "4", "state", "ocdbt.process_0", "d")
+  for name in os.listdir(data):  # as a partial copy leaves them
+    path = os.path.join(data, name)
+    with open(path, "r+b") as f:
+      f.truncate(os.path.getsize(path) // 2)
+  with pytest.raises(checkpoints.UnreadableCheckpoint,
+                     match=f"checkpoint 4 in {w}/checkpoints cannot be read .*move {w}/checkpoints/4 "
+                           "out of the workdir to use step 2"):
+    Colorizer.from_workdir(w, "latest")
+  assert Colorizer.from_workdir(w, 2).step == 2
+
+
+def test_a_checkpoint_replaced_while_read_is_read_again(workdir, tmp_path, monkeypatch):
+  """As when a run still training rotates `latest` or `best` out from under colorize."""
+  w = _with_a_later_step(workdir, tmp_path)
+  restore = checkpoints.restore_state
+
+  def rotated_while_read(mgr, state, step, item):
+    if step == 4:
+      shutil.rmtree(os.path.join(w, "checkpoints", "4"))
+      raise checkpoints.UnreadableCheckpoint(str(mgr.directory), 4, FileNotFoundError("gone"))
+    return restore(mgr, state, step, item)
+
+  monkeypatch.setattr(checkpoints, "restore_state", rotated_while_read)
+  assert Colorizer.from_workdir(w, "latest").step == 2
+
+
+def test_checkpoints_that_do_not_fit_the_runs_config_are_named_in_one_line(workdir, tmp_path):
+  w = str(tmp_path / "run")
+  shutil.copytree(workdir, w)
+  config = json.load(open(os.path.join(w, "config.json")))
+  config["model"]["ngf"] = 16
+  json.dump(config, open(os.path.join(w, "config.json"), "w"))
+  with pytest.raises(ValueError, match=r"checkpoint 2 in .* does not fit the run's config.json \(g_.* and \d+ more arrays\)"):
+    Colorizer.from_workdir(w, "best")

@@ -307,6 +307,40 @@ def test_metrics_jsonl_keeps_one_row_per_step_across_restarts(tmp_path):
   assert [json.loads(line)["step"] for line in open(path)] == [1]
 
 
+def test_a_failing_log_writer_is_dropped_and_a_sample_picture_is_whole_or_absent(tmp_path, caplog):
+  class FullDisk:
+    def write_scalars(self, step, scalars):
+      raise OSError(28, "No space left on device")
+
+  jsonl = writers.JsonlWriter(str(tmp_path / "metrics.jsonl"))
+  writer = writers.MultiWriter([FullDisk(), jsonl])
+  writer.write_scalars(1, {"a": 1.0})
+  writer.write_scalars(2, {"a": 2.0})
+  assert [json.loads(line)["step"] for line in open(tmp_path / "metrics.jsonl")] == [1, 2]
+  assert sum("FullDisk failed (OSError: [Errno 28] No space left on device)" in r.message
+             for r in caplog.records) == 1
+
+  train._write_sample(np.zeros((8, 8, 3), np.uint8), str(tmp_path / "gone" / "step_0000002.png"))
+  assert "could not write the sample picture" in caplog.text and not (tmp_path / "gone").exists()
+
+
+def test_a_full_disk_ends_training_in_one_line_that_says_how_to_go_on(photos, tmp_path):
+  full = tmp_path / "full_disk"
+  full.mkdir()
+  (full / "sitecustomize.py").write_text(textwrap.dedent("""\
+      from colorjax import checkpoints
+      def save(mgr, state, data_iterator):
+        raise OSError(28, "No space left on device", str(mgr.directory))
+      checkpoints.save = save
+      """))
+  config = tiny_config(photos, total_steps=2, pretrain_steps=2)
+  out, _ = _train_cli(config, tmp_path / "run", pythonpath=f"{full}{os.pathsep}{REPO}").communicate(timeout=600)
+  assert out.strip().splitlines()[-1] == (
+      f"error: [Errno 28] No space left on device: '{tmp_path / 'run' / 'checkpoints'}'; "
+      "once that is fixed, the same command resumes from the last checkpoint"), out[-3000:]
+  assert "Traceback" not in out
+
+
 def test_training_in_process_gives_back_the_signal_handlers(photos, tmp_path):
   def mine(signum, frame):  # e.g. a notebook kernel's Interrupt
     del signum, frame
