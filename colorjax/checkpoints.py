@@ -7,6 +7,7 @@ them (a changed config, a checkpoint that does not fit, a run that already conve
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -18,6 +19,7 @@ import flax
 import grain
 import jax
 import ml_collections
+import numpy as np
 import orbax.checkpoint as ocp
 from etils import epath
 
@@ -57,19 +59,21 @@ class BestCheckpoint:
   never compared with this one, even when a resumed run died before its first eval.
   """
 
-  def __init__(self, workdir: str, config: ml_collections.ConfigDict, changed: Sequence[str] = ()):
+  def __init__(self, workdir: str, config: ml_collections.ConfigDict, changed: Sequence[str] = (),
+               eval_images: np.ndarray | None = None):
     """`changed`: the config fields that differ from the run being resumed, for a record written
-    before records kept their eval fields."""
+    before records kept their eval fields. `eval_images`: the held-out crops scored, whose
+    fingerprint tells when photos added to or removed from a folder changed them."""
     self.metric, self.patience = config.best_metric, config.patience
     self.mgr = open_checkpoints(os.path.join(workdir, "best"), 1)
     self.path = os.path.join(workdir, "best.json")
-    eval_fields = current_eval_fields(config)
+    eval_fields = current_eval_fields(config, eval_images)
     self.record = {"metric": self.metric, "value": None, "step": None, "evals_since_best": 0, "eval": eval_fields}
     if os.path.exists(self.path):
       with open(self.path) as f:
         old = json.load(f)
       if "eval" in old:
-        changed = [k for k, v in _as_now(old["eval"]).items() if k in eval_fields and eval_fields[k] != v]
+        changed = _eval_changes(old["eval"], eval_fields)
       else:
         changed = sorted(set(changed) & set(EVAL_FIELDS))
       if old.get("metric") != self.metric:
@@ -219,14 +223,24 @@ def write_config(workdir: str, config: ml_collections.ConfigDict) -> None:
   shards.write_json(os.path.join(workdir, "config.json"), json.loads(config.to_json()))
 
 
-def current_eval_fields(config: ml_collections.ConfigDict) -> dict[str, Any]:
-  """`EVAL_FIELDS` as this config sets them; `data.eval_fraction` only while it picks the eval."""
+def current_eval_fields(config: ml_collections.ConfigDict, eval_images: np.ndarray | None = None) -> dict[str, Any]:
+  """`EVAL_FIELDS` as this config sets them; `data.eval_fraction` only while it picks the eval;
+  "held-out photos", a fingerprint of the crops scored, when `eval_images` are given."""
   fields = flat(config)
-  return {name: None if name == "data.eval_fraction" and config.data.eval else fields.get(name)
-          for name in EVAL_FIELDS}
+  current = {name: None if name == "data.eval_fraction" and config.data.eval else fields.get(name)
+             for name in EVAL_FIELDS}
+  if eval_images is not None:
+    current["held-out photos"] = hashlib.md5(np.ascontiguousarray(eval_images).tobytes()).hexdigest()[:16]
+  return current
 
 
-def converged(workdir: str, config: ml_collections.ConfigDict, step: int) -> bool:
+def _eval_changes(recorded: dict[str, Any], current: dict[str, Any]) -> list[str]:
+  """The eval fields that differ; one a record from an older colorjax lacks does not count."""
+  return [k for k, v in _as_now(recorded).items() if k in current and current[k] != v]
+
+
+def converged(workdir: str, config: ml_collections.ConfigDict, step: int,
+              eval_images: np.ndarray | None = None) -> bool:
   """Whether `stop_on_plateau` stopped the run at `step` and would stop it again there."""
   if not (config.stop_on_plateau and config.patience):
     return False
@@ -237,7 +251,7 @@ def converged(workdir: str, config: ml_collections.ConfigDict, step: int) -> boo
       record = json.load(f)
   except (OSError, json.JSONDecodeError):
     return False
-  same_eval = "eval" in record and _as_now(record["eval"]) == current_eval_fields(config)
+  same_eval = "eval" in record and not _eval_changes(record["eval"], current_eval_fields(config, eval_images))
   return (final.get("step") == step and record.get("metric") == config.best_metric and same_eval
           and record.get("evals_since_best", 0) >= config.patience)
 

@@ -476,7 +476,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                       "the photos are drawn in a new order (seed %d + step)", why, type(e).__name__, e, config.seed)
       data_iter = iter(data(config.seed + int(state.step)))
   final_path = os.path.join(workdir, "final_metrics.json")
-  converged = checkpoints.converged(workdir, config, int(state.step))
+  converged = checkpoints.converged(workdir, config, int(state.step), eval_images)
   trained, signalled = distributed.agree(os.path.exists(final_path) and (int(state.step) >= config.total_steps or converged),
                               bool(stop))
   if trained:
@@ -494,7 +494,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     logging.info("stopped by signal before the first step; nothing was trained or written")
     return {}, stop.received or signal.SIGTERM
   keep_histogram()
-  best = checkpoints.BestCheckpoint(workdir, config, changed)
+  best = checkpoints.BestCheckpoint(workdir, config, changed, eval_images)
   resources.callback(best.mgr.close)
   os.makedirs(os.path.join(workdir, "samples"), exist_ok=True)
   writer = writers.create_writer(workdir, is_main, int(state.step))

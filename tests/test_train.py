@@ -415,6 +415,20 @@ def test_eval_fraction_does_not_restart_the_best_of_a_run_with_its_own_eval_set(
   assert checkpoints.BestCheckpoint(str(tmp_path), config).record["value"] is None
 
 
+def test_other_held_out_photos_restart_the_best_and_a_record_without_them_does_not(photos, tmp_path, caplog):
+  config = tiny_config(photos)
+  crops = np.random.default_rng(0).integers(0, 256, (4, 32, 32, 3), dtype=np.uint8)
+  checkpoints.BestCheckpoint(str(tmp_path), config, eval_images=crops).update(
+      {"w": np.zeros(3, np.float32)}, {"psnr": 20.0}, 2)
+  assert checkpoints.BestCheckpoint(str(tmp_path), config, eval_images=crops.copy()).record["value"] == 20.0
+  assert checkpoints.BestCheckpoint(str(tmp_path), config, eval_images=crops[:3]).record["value"] is None
+  assert "the held-out eval changed (held-out photos)" in caplog.text
+  record = json.load(open(tmp_path / "best.json"))
+  del record["eval"]["held-out photos"]  # as an older colorjax wrote it
+  json.dump(record, open(tmp_path / "best.json", "w"))
+  assert checkpoints.BestCheckpoint(str(tmp_path), config, eval_images=crops).record["value"] == 20.0
+
+
 def test_gray_baseline_is_scored_like_scikit_image(photos, tmp_path):
   skmetrics = pytest.importorskip("skimage.metrics")
   from skimage import color as skcolor
