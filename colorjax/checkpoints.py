@@ -7,13 +7,15 @@ them (a changed config, a checkpoint that does not fit, a run that already conve
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import json
 import logging
 import os
 import re
 import shutil
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 import flax
 import grain
@@ -60,14 +62,14 @@ class BestCheckpoint:
   """
 
   def __init__(self, workdir: str, config: ml_collections.ConfigDict, changed: Sequence[str] = (),
-               eval_images: np.ndarray | None = None):
+               eval_crops: int | None = None):
     """`changed`: the config fields that differ from the run being resumed, for a record written
-    before records kept their eval fields. `eval_images`: the held-out crops scored, whose
-    fingerprint tells when photos added to or removed from a folder changed them."""
+    before records kept their eval fields. `eval_crops`: the `fingerprint` of the held-out crops
+    scored, which tells when photos added to or removed from a folder changed them."""
     self.metric, self.patience = config.best_metric, config.patience
     self.mgr = open_checkpoints(os.path.join(workdir, "best"), 1)
     self.path = os.path.join(workdir, "best.json")
-    eval_fields = current_eval_fields(config, eval_images)
+    eval_fields = current_eval_fields(config, eval_crops)
     self.record = {"metric": self.metric, "value": None, "step": None, "evals_since_best": 0, "eval": eval_fields}
     if os.path.exists(self.path):
       with open(self.path) as f:
@@ -96,7 +98,8 @@ class BestCheckpoint:
     if best is None or (value < best if self.metric in LOWER_IS_BETTER else value > best):
       if step in self.mgr.all_steps():  # an earlier attempt at this step (resumed from before it)
         self.mgr.delete(step)
-      self.mgr.save(step, args=ocp.args.StandardSave(state), force=True)
+      with _disk_full_as_os_error(self.mgr, step):
+        self.mgr.save(step, args=ocp.args.StandardSave(state), force=True)
       self.record.update(value=value, step=step, evals_since_best=0)
     elif scheduled and step > self.record.get("last_eval", -1):
       self.record["evals_since_best"] += 1
@@ -143,8 +146,16 @@ def restore_state(mgr: ocp.CheckpointManager, state: TrainState, step: int | Non
     if item == "default":
       return mgr.restore(step, args=ocp.args.StandardRestore(abstract))
     return mgr.restore(step, args=ocp.args.Composite(**{item: ocp.args.StandardRestore(abstract)}))[item]
-  except Exception as e:  # tensorstore's errors reach here as ValueError, or as a bare Exception
-    raise UnreadableCheckpoint(str(mgr.directory), step, e) from e
+  except Exception as e:
+    raise _unreadable_or_not(e, mgr, step) from e
+
+
+def _unreadable_or_not(e: Exception, mgr: ocp.CheckpointManager, step: int) -> Exception:
+  """`e` as an `UnreadableCheckpoint` if it is a read error: tensorstore's come as ValueError or
+  as a bare Exception. Anything else (out of device memory, a bug) stays as it is."""
+  if isinstance(e, (ValueError, OSError)) or type(e) is Exception:
+    return UnreadableCheckpoint(str(mgr.directory), step, e)
+  return e
 
 
 class UnreadableCheckpoint(ValueError):
@@ -154,8 +165,12 @@ class UnreadableCheckpoint(ValueError):
     first = next((line.strip() for line in str(cause).splitlines() if line.strip()), type(cause).__name__)
     earlier = [s for s in open_checkpoints(directory).all_steps() if s < step]
     where = os.path.join(directory, str(step))
-    hint = (f"move {where} out of the workdir to use step {max(earlier)}, the one before it" if earlier
-            else f"delete {where} and train again")
+    if earlier:
+      hint = f"move {where} out of the workdir to use step {max(earlier)}, the one before it"
+    elif os.path.basename(directory) == "best":
+      hint = f"delete {where} (--checkpoint latest reads the newest of checkpoints/ instead)"
+    else:
+      hint = f"delete {where} (or the workdir) and train again"
     super().__init__(f"checkpoint {step} in {directory} cannot be read ({first[:300]}); "
                      f"if it was damaged (e.g. by a partial copy), {hint}")
     self.step = step
@@ -170,7 +185,10 @@ def misfits(mgr: ocp.CheckpointManager, state: TrainState, step: int, item: str 
   name = lambda path: ".".join(str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k)))) for k in path)
   # The item's own handler: StandardCheckpointer looks for the step's metadata file inside the
   # item and warns on every resume that it "does not exist".
-  saved = ocp.PyTreeCheckpointHandler().metadata(epath.Path(mgr.directory) / str(step) / item)
+  try:
+    saved = ocp.PyTreeCheckpointHandler().metadata(epath.Path(mgr.directory) / str(step) / item)
+  except Exception as e:  # a metadata file cut short or missing: a damaged checkpoint too
+    raise _unreadable_or_not(e, mgr, step) from e
   saved = {name(p): tuple(m.shape) for p, m in jax.tree_util.tree_leaves_with_path(saved)}
   mine = {name(p): tuple(x.shape) for p, x in jax.tree_util.tree_leaves_with_path(state)}
   diffs = [f"{k} {saved.get(k, 'missing')} in the checkpoint, {mine.get(k, 'missing')} here"
@@ -184,8 +202,22 @@ def save(mgr: ocp.CheckpointManager, state: TrainState, data_iterator: Any) -> N
   step = int(state.step)
   if step in mgr.all_steps():
     return
-  mgr.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
-                                         data=grain.checkpoint.CheckpointSave(data_iterator)), force=True)
+  with _disk_full_as_os_error(mgr, step):
+    mgr.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
+                                           data=grain.checkpoint.CheckpointSave(data_iterator)), force=True)
+
+
+@contextlib.contextmanager
+def _disk_full_as_os_error(mgr: ocp.CheckpointManager, step: int) -> Iterator[None]:
+  """tensorstore reports a full disk as a ValueError ("RESOURCE_EXHAUSTED: ... [os_error_code='28']");
+  as an OSError it reads as what it is, and the trainer says how to go on."""
+  try:
+    yield
+  except ValueError as e:
+    if f"os_error_code='{errno.ENOSPC}'" not in str(e) and f"os_error_code='{errno.EDQUOT}'" not in str(e):
+      raise
+    raise OSError(errno.ENOSPC, f"No space left on device while saving checkpoint {step}",
+                  os.path.join(str(mgr.directory), str(step))) from e
 
 
 def changed_fields(workdir: str, config: ml_collections.ConfigDict) -> list[str]:
@@ -223,14 +255,19 @@ def write_config(workdir: str, config: ml_collections.ConfigDict) -> None:
   shards.write_json(os.path.join(workdir, "config.json"), json.loads(config.to_json()))
 
 
-def current_eval_fields(config: ml_collections.ConfigDict, eval_images: np.ndarray | None = None) -> dict[str, Any]:
+def fingerprint(images: np.ndarray) -> int:
+  """A 28-bit hash of uint8 `images`: small enough for `distributed.from_process_0`."""
+  return int(hashlib.md5(np.ascontiguousarray(images).tobytes()).hexdigest()[:7], 16)
+
+
+def current_eval_fields(config: ml_collections.ConfigDict, eval_crops: int | None = None) -> dict[str, Any]:
   """`EVAL_FIELDS` as this config sets them; `data.eval_fraction` only while it picks the eval;
-  "held-out photos", a fingerprint of the crops scored, when `eval_images` are given."""
+  "held-out crops", the `fingerprint` of the crops scored (the photos or their decoding), if given."""
   fields = flat(config)
   current = {name: None if name == "data.eval_fraction" and config.data.eval else fields.get(name)
              for name in EVAL_FIELDS}
-  if eval_images is not None:
-    current["held-out photos"] = hashlib.md5(np.ascontiguousarray(eval_images).tobytes()).hexdigest()[:16]
+  if eval_crops is not None:
+    current["held-out crops"] = eval_crops
   return current
 
 
@@ -239,8 +276,7 @@ def _eval_changes(recorded: dict[str, Any], current: dict[str, Any]) -> list[str
   return [k for k, v in _as_now(recorded).items() if k in current and current[k] != v]
 
 
-def converged(workdir: str, config: ml_collections.ConfigDict, step: int,
-              eval_images: np.ndarray | None = None) -> bool:
+def converged(workdir: str, config: ml_collections.ConfigDict, step: int, eval_crops: int | None = None) -> bool:
   """Whether `stop_on_plateau` stopped the run at `step` and would stop it again there."""
   if not (config.stop_on_plateau and config.patience):
     return False
@@ -251,7 +287,7 @@ def converged(workdir: str, config: ml_collections.ConfigDict, step: int,
       record = json.load(f)
   except (OSError, json.JSONDecodeError):
     return False
-  same_eval = "eval" in record and not _eval_changes(record["eval"], current_eval_fields(config, eval_images))
+  same_eval = "eval" in record and not _eval_changes(record["eval"], current_eval_fields(config, eval_crops))
   return (final.get("step") == step and record.get("metric") == config.best_metric and same_eval
           and record.get("evals_since_best", 0) >= config.patience)
 

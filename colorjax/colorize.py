@@ -98,7 +98,7 @@ def read_run(workdir: str, checkpoint: str | int = "") -> tuple[ml_collections.C
   """
   config_path = os.path.join(workdir, "config.json")
   if not os.path.exists(config_path):
-    if os.path.isdir(os.path.join(workdir, "checkpoints")):
+    if any(os.path.isdir(os.path.join(workdir, sub)) for sub in ("checkpoints", "best")):
       raise FileNotFoundError(f"{workdir!r} has checkpoints but no config.json, which says what model "
                               "they hold: copy it from the run's workdir")
     raise FileNotFoundError(f"{workdir!r} is not a colorjax workdir (no config.json): train first")

@@ -132,9 +132,9 @@ def check_shared_folder(workdir: str) -> None:
                      "(launch/tpu_vm.sh does that)")
 
 
-def from_process_0(step: int | None) -> int | None:
-  """Process 0's `step` (a non-negative int or None) on every process."""
+def from_process_0(value: int | None) -> int | None:
+  """Process 0's `value` (a non-negative int32 or None) on every process."""
   if jax.process_count() == 1:
-    return step
-  step = int(multihost_utils.broadcast_one_to_all(np.array(-1 if step is None else step, np.int32)))
-  return None if step < 0 else step
+    return value
+  value = int(multihost_utils.broadcast_one_to_all(np.array(-1 if value is None else value, np.int32)))
+  return None if value < 0 else value

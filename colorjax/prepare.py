@@ -101,19 +101,24 @@ def _write_shard(path: epath.Path, results: Iterable[tuple[str, bytes | None, st
   count, skipped = 0, {}
   with shards.local_path_for(path) as tmp:
     writer = ArrayRecordWriter(tmp, "group_size:1")  # 1: fast random access (grain's advice)
-    try:
-      for key, record, reason in results:
-        bar.update()
-        if record is None:
-          skipped[key] = reason
-        else:
-          writer.write(record)
-          count += 1
-      writer.close()
-    except RuntimeError as e:  # array_record's I/O errors (a full disk) carry no errno
-      raise OSError(f"cannot write {os.fspath(path)}: {e}") from e
+    for key, record, reason in results:
+      bar.update()
+      if record is None:
+        skipped[key] = reason
+      else:
+        _written(writer.write, record, path=path)
+        count += 1
+    _written(writer.close, path=path)
     size = os.path.getsize(tmp)
   return {"file": path.name, "records": count, "bytes": size, "skipped": skipped}
+
+
+def _written(write: Callable[..., Any], *args: Any, path: epath.Path) -> None:
+  """array_record's I/O errors (a full disk) are RuntimeErrors without an errno or a file name."""
+  try:
+    write(*args)
+  except RuntimeError as e:
+    raise OSError(f"cannot write {os.fspath(path)}: {e}") from e
 
 
 @contextlib.contextmanager

@@ -14,6 +14,7 @@ optimisers and data position). SIGTERM/SIGINT save a checkpoint and exit cleanly
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import functools
 import json
@@ -476,7 +477,9 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                       "the photos are drawn in a new order (seed %d + step)", why, type(e).__name__, e, config.seed)
       data_iter = iter(data(config.seed + int(state.step)))
   final_path = os.path.join(workdir, "final_metrics.json")
-  converged = checkpoints.converged(workdir, config, int(state.step), eval_images)
+  # Process 0's: a host that decodes a photo differently must not reset the best alone.
+  eval_crops = distributed.from_process_0(checkpoints.fingerprint(eval_images))
+  converged = checkpoints.converged(workdir, config, int(state.step), eval_crops)
   trained, signalled = distributed.agree(os.path.exists(final_path) and (int(state.step) >= config.total_steps or converged),
                               bool(stop))
   if trained:
@@ -494,7 +497,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     logging.info("stopped by signal before the first step; nothing was trained or written")
     return {}, stop.received or signal.SIGTERM
   keep_histogram()
-  best = checkpoints.BestCheckpoint(workdir, config, changed, eval_images)
+  best = checkpoints.BestCheckpoint(workdir, config, changed, eval_crops)
   resources.callback(best.mgr.close)
   os.makedirs(os.path.join(workdir, "samples"), exist_ok=True)
   writer = writers.create_writer(workdir, is_main, int(state.step))
@@ -736,8 +739,11 @@ def main(argv: list[str]) -> None:
     _, stopped_by = run(config, workdir)
   except (ValueError, FileNotFoundError) as e:  # a bad config, source or workdir: the message says which
     cli.exit_with_error(e)
-  except OSError as e:  # a full disk, a lost mount: what was saved before is whole (atomic saves)
-    cli.exit_with_error(e, f"{e}; once that is fixed, the same command resumes from the last checkpoint")
+  except OSError as e:
+    if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+      cli.exit_with_error(e)
+    # What was saved before is whole (checkpoints are committed last).
+    cli.exit_with_error(e, f"{e}; once there is space, the same command resumes from the last checkpoint")
   if stopped_by:  # 128 + the signal, as if it had killed the process: a scheduler restarts the job
     sys.exit(128 + stopped_by)
 

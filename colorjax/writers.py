@@ -69,7 +69,9 @@ class MultiWriter:
       for w in list(self._writers):
         try:
           getattr(w, name)(*args, **kwargs)
-        except Exception as e:  # TensorFlow raises its own error types, not OSError
+        except Exception as e:
+          if not (isinstance(e, OSError) or type(e).__module__.startswith("tensorflow")):
+            raise  # a bug, not the disk: TensorFlow raises its own error types for I/O
           logging.warning("%s failed (%s: %s): it writes nothing more in this run",
                           type(w).__name__, type(e).__name__, e)
           self._writers.remove(w)

@@ -257,6 +257,11 @@ def test_a_damaged_checkpoint_names_the_one_before_it(workdir, tmp_path):
                            "out of the workdir to use step 2"):
     Colorizer.from_workdir(w, "latest")
   assert Colorizer.from_workdir(w, 2).step == 2
+  metadata = os.path.join(w, "checkpoints", "4", "state", "_METADATA")
+  with open(metadata, "r+b") as f:
+    f.truncate(os.path.getsize(metadata) // 2)
+  with pytest.raises(checkpoints.UnreadableCheckpoint, match="checkpoint 4 .* cannot be read .*use step 2"):
+    Colorizer.from_workdir(w, "latest")
 
 
 def test_a_checkpoint_replaced_while_read_is_read_again(workdir, tmp_path, monkeypatch):

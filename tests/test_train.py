@@ -320,6 +320,12 @@ def test_a_failing_log_writer_is_dropped_and_a_sample_picture_is_whole_or_absent
   assert sum("FullDisk failed (OSError: [Errno 28] No space left on device)" in r.message
              for r in caplog.records) == 1
 
+  class Buggy:
+    def write_scalars(self, step, scalars):
+      raise TypeError("a bug, not the disk")
+
+  with pytest.raises(TypeError, match="a bug"):
+    writers.MultiWriter([Buggy()]).write_scalars(1, {})
   train._write_sample(np.zeros((8, 8, 3), np.uint8), str(tmp_path / "gone" / "step_0000002.png"))
   assert "could not write the sample picture" in caplog.text and not (tmp_path / "gone").exists()
 
@@ -328,16 +334,18 @@ def test_a_full_disk_ends_training_in_one_line_that_says_how_to_go_on(photos, tm
   full = tmp_path / "full_disk"
   full.mkdir()
   (full / "sitecustomize.py").write_text(textwrap.dedent("""\
-      from colorjax import checkpoints
-      def save(mgr, state, data_iterator):
-        raise OSError(28, "No space left on device", str(mgr.directory))
-      checkpoints.save = save
+      import orbax.checkpoint as ocp
+      def save(self, step, *args, **kwargs):  # as tensorstore reports it
+        raise ValueError("RESOURCE_EXHAUSTED: Error writing local file: No space left on device "
+                         "[os_error_code='28'] [source locations=...]")
+      ocp.CheckpointManager.save = save
       """))
   config = tiny_config(photos, total_steps=2, pretrain_steps=2)
   out, _ = _train_cli(config, tmp_path / "run", pythonpath=f"{full}{os.pathsep}{REPO}").communicate(timeout=600)
   assert out.strip().splitlines()[-1] == (
-      f"error: [Errno 28] No space left on device: '{tmp_path / 'run' / 'checkpoints'}'; "
-      "once that is fixed, the same command resumes from the last checkpoint"), out[-3000:]
+      f"error: [Errno 28] No space left on device while saving checkpoint 2: "
+      f"'{tmp_path / 'run' / 'best' / '2'}'; once there is space, the same command resumes from the "
+      "last checkpoint"), out[-3000:]
   assert "Traceback" not in out
 
 
@@ -418,15 +426,15 @@ def test_eval_fraction_does_not_restart_the_best_of_a_run_with_its_own_eval_set(
 def test_other_held_out_photos_restart_the_best_and_a_record_without_them_does_not(photos, tmp_path, caplog):
   config = tiny_config(photos)
   crops = np.random.default_rng(0).integers(0, 256, (4, 32, 32, 3), dtype=np.uint8)
-  checkpoints.BestCheckpoint(str(tmp_path), config, eval_images=crops).update(
-      {"w": np.zeros(3, np.float32)}, {"psnr": 20.0}, 2)
-  assert checkpoints.BestCheckpoint(str(tmp_path), config, eval_images=crops.copy()).record["value"] == 20.0
-  assert checkpoints.BestCheckpoint(str(tmp_path), config, eval_images=crops[:3]).record["value"] is None
-  assert "the held-out eval changed (held-out photos)" in caplog.text
+  best = lambda images: checkpoints.BestCheckpoint(str(tmp_path), config, eval_crops=checkpoints.fingerprint(images))
+  best(crops).update({"w": np.zeros(3, np.float32)}, {"psnr": 20.0}, 2)
+  assert best(crops.copy()).record["value"] == 20.0
+  assert best(crops[:3]).record["value"] is None
+  assert "the held-out eval changed (held-out crops)" in caplog.text
   record = json.load(open(tmp_path / "best.json"))
-  del record["eval"]["held-out photos"]  # as an older colorjax wrote it
+  del record["eval"]["held-out crops"]  # as an older colorjax wrote it
   json.dump(record, open(tmp_path / "best.json", "w"))
-  assert checkpoints.BestCheckpoint(str(tmp_path), config, eval_images=crops).record["value"] == 20.0
+  assert best(crops).record["value"] == 20.0
 
 
 def test_gray_baseline_is_scored_like_scikit_image(photos, tmp_path):

@@ -24,6 +24,7 @@ Lab units for +17% size and +25% decode time.
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import errno
 import io
@@ -143,8 +144,8 @@ def open_split(directory: epath.PathLike, split: str) -> grain.sources.ArrayReco
             if shard["records"]]
   if not listed:
     raise ValueError(f"shards:{os.fspath(directory)} has no records in split {split!r}")
-  for path, shard in listed:
-    _check_shard(path, shard.get("bytes"))
+  with concurrent.futures.ThreadPoolExecutor(16) as pool:  # one round trip each on a bucket
+    list(pool.map(lambda listing: _check_shard(listing[0], listing[1].get("bytes")), listed))
   # "path[0:n]" tells the reader the record count: no file is opened until it is read.
   return grain.sources.ArrayRecordDataSource([f"{os.fspath(path)}[0:{shard['records']}]" for path, shard in listed])
 
@@ -152,8 +153,8 @@ def open_split(directory: epath.PathLike, split: str) -> grain.sources.ArrayReco
 def _check_shard(path: epath.Path, size: int | None) -> None:
   """A missing shard, or one whose size is not the one prepare wrote, named before training:
   grain would fail at its first record with the reader's error, which names no file."""
-  try:
-    length = path.stat().length
+  try:  # os.stat locally: etils' stat looks up the owner's name, unknown for a container's volume
+    length = path.stat().length if "://" in os.fspath(path) else os.stat(path).st_size
   except FileNotFoundError:
     raise FileNotFoundError(f"{os.fspath(path)} is listed in {MANIFEST} but missing: prepare again") from None
   if size is not None and length != size:
