@@ -6,6 +6,7 @@ import subprocess
 import sys
 import textwrap
 
+import numpy as np
 import pytest
 
 from colorjax import distributed
@@ -108,6 +109,11 @@ def test_two_processes_stop_together_and_resume(tmp_path):
     for i, out in enumerate(outs):
       assert f"DONE {i} {step} {complete}" in out, out[-4000:]
   assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["10", "12", "6"]
+  # What the two processes saved together colorizes in one process with one device.
+  from colorjax.colorize import Colorizer
+  for checkpoint in ("latest", "best"):
+    colorizer = Colorizer.from_workdir(workdir, checkpoint)
+    assert colorizer(np.full((40, 40), 128, np.uint8)).shape == (40, 40, 3)
 
 
 def test_a_workdir_each_host_has_for_itself_is_refused_not_a_hang(tmp_path):
