@@ -459,23 +459,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   # not seen the newest commit file yet would otherwise restore another step.
   latest = distributed.from_process_0(mgr.latest_step())
   if latest is not None:
-    if misfits := checkpoints.misfits(mgr, state, latest):
-      raise ValueError(f"the checkpoints in {workdir} do not fit this config (changed: "
-                       f"{', '.join(changed) or 'none'}; {misfits}): train it in another --workdir, "
-                       f"or resume with the config in {os.path.join(workdir, 'config.json')}")
-    state = checkpoints.restore_state(mgr, state, latest)
-    logging.info("resumed from %s at step %d", mgr.directory, int(state.step))
-    try:
-      mgr.restore(latest, args=ocp.args.Composite(data=grain.checkpoint.CheckpointRestore(data_iter)))
-    except (KeyError, ValueError) as e:
-      # grain's saved position has the structure of the pipeline it was saved from, which
-      # worker processes (data.num_workers) change, and there is one per training process.
-      saved_by = checkpoints.saved_process_count(os.path.join(str(mgr.directory), str(latest), "data"))
-      why = (f"it was saved by {saved_by} processes, this run has {jax.process_count()}"
-             if saved_by not in (None, jax.process_count()) else "was data.num_workers changed?")
-      logging.warning("the data position in the checkpoint does not fit this pipeline (%s; %s: %s), so "
-                      "the photos are drawn in a new order (seed %d + step)", why, type(e).__name__, e, config.seed)
-      data_iter = iter(data(config.seed + int(state.step)))
+    state, data_iter = _resume(mgr, latest, state, data, data_iter, config, changed)
   final_path = os.path.join(workdir, "final_metrics.json")
   # Process 0's: a host that decodes a photo differently must not reset the best alone.
   eval_crops = distributed.from_process_0(checkpoints.fingerprint(eval_images))
@@ -593,6 +577,31 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     logging.info("final: %s", json.dumps(final))
   # A process that only agreed to stop (another one got the signal) reports SIGTERM's status.
   return summary, (stop.received or signal.SIGTERM) if signalled else None
+
+
+def _resume(mgr: ocp.CheckpointManager, step: int, state: TrainState, data: Callable[[int], Any],
+            data_iter: Any, config: ml_collections.ConfigDict, changed: list[str]) -> tuple[TrainState, Any]:
+  """The state and the data position of checkpoint `step`; a position that does not fit the
+  pipeline (`data(seed)` builds it) is replaced by a new order, with a warning."""
+  workdir = os.path.dirname(str(mgr.directory))
+  if misfits := checkpoints.misfits(mgr, state, step):
+    raise ValueError(f"the checkpoints in {workdir} do not fit this config (changed: "
+                     f"{', '.join(changed) or 'none'}; {misfits}): train it in another --workdir, "
+                     f"or resume with the config in {os.path.join(workdir, 'config.json')}")
+  state = checkpoints.restore_state(mgr, state, step)
+  logging.info("resumed from %s at step %d", mgr.directory, int(state.step))
+  try:
+    mgr.restore(step, args=ocp.args.Composite(data=grain.checkpoint.CheckpointRestore(data_iter)))
+  except (KeyError, ValueError) as e:
+    # grain's saved position has the structure of the pipeline it was saved from, which
+    # worker processes (data.num_workers) change, and there is one per training process.
+    saved_by = checkpoints.saved_process_count(os.path.join(str(mgr.directory), str(step), "data"))
+    why = (f"it was saved by {saved_by} processes, this run has {jax.process_count()}"
+           if saved_by not in (None, jax.process_count()) else "was data.num_workers changed?")
+    logging.warning("the data position in the checkpoint does not fit this pipeline (%s; %s: %s), so "
+                    "the photos are drawn in a new order (seed %d + step)", why, type(e).__name__, e, config.seed)
+    data_iter = iter(data(config.seed + int(state.step)))
+  return state, data_iter
 
 
 def _lock_workdir(workdir: str, resources: contextlib.ExitStack) -> bool:
