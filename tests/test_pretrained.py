@@ -1,5 +1,6 @@
 """torchvision ResNet state dicts load into the Flax encoder and compute the same features."""
 
+import copy
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -86,13 +87,25 @@ def _save(model, path):
   return path
 
 
+def _imagenet_input(l):
+  """What torchvision's ResNet sees for model input l = L/50 - 1: the gray image of grey level
+  L/100, normalised per channel, padded by the stem's 3 px with the mid grey Flax's 0s are."""
+  mean, std = pretrained.IMAGENET_MEAN[:, None, None], pretrained.IMAGENET_STD[:, None, None]
+  b, h, w, _ = l.shape
+  x = np.broadcast_to((0.5 - mean) / std, (b, 3, h + 6, w + 6)).copy()
+  x[:, :, 3:-3, 3:-3] = ((l.transpose(0, 3, 1, 2) + 1) / 2 - mean) / std
+  return torch.from_numpy(x)
+
+
 @pytest.mark.parametrize("ext", [".pth", ".npz", ".safetensors"])
-def test_every_stage_matches_torchvision_layout_resnet18(resnet18, tmp_path, ext):
+def test_every_stage_matches_torchvision_on_the_normalised_gray_image(resnet18, tmp_path, ext):
   params, stats = pretrained.load_torchvision_resnet(_save(resnet18, tmp_path / f"r18{ext}"), 18)
   gray = np.random.default_rng(0).uniform(-1, 1, (2, 64, 64, 1)).astype(np.float32)
   flax_stages = ResNetEncoder(18).apply({"params": params, "batch_stats": stats}, gray, train=False)
+  unpadded = copy.deepcopy(resnet18)
+  unpadded.conv1.padding = (0, 0)  # _imagenet_input pads
   with torch.no_grad():
-    torch_stages = resnet18.stages(torch.from_numpy(np.repeat(gray, 3, -1).transpose(0, 3, 1, 2)))
+    torch_stages = unpadded.stages(_imagenet_input(gray))
   names = ["stem", "layer1", "layer2", "layer3", "layer4"]
   for name, a, b in zip(names, flax_stages, torch_stages, strict=True):
     b = b.numpy().transpose(0, 2, 3, 1)

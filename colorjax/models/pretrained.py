@@ -8,11 +8,10 @@ dict saved as `.safetensors` (needs the `safetensors` package) or `.npz` (one ar
 The Flax encoder's module names mirror torchvision's (`layer2_0/downsample_bn` is
 `layer2.0.downsample.1`), so the mapping is mechanical: conv kernels OIHW -> HWIO, BatchNorm
 weight/bias/running_mean/running_var -> params scale/bias and batch_stats mean/var. The stem
-sees one channel (L) instead of RGB; its kernel is the sum of the three RGB kernels, i.e. what
-the ImageNet stem computes on a gray image (R = G = B) fed as it is. ImageNet's per-channel
-mean/std normalisation is not folded in: L arrives as L/50 - 1 in [-1, 1], about 0.45x the
-scale of a normalised gray image and shifted, so the stem's loaded batch-norm statistics fit
-only once training has updated them (their momentum is 0.1 a step).
+sees one channel (L) instead of RGB, so the stem is folded (`fold_gray_input`) to compute on
+l = L/50 - 1 what the ImageNet stem computes on the gray image of grey level L/100, normalised
+with ImageNet's per-channel mean and std: the loaded batch-norm statistics then fit from the
+first step. (L/100 is within 0.035 of the sRGB grey level of lightness L.)
 """
 
 from __future__ import annotations
@@ -77,13 +76,28 @@ def _read(path: str, ext: str) -> Any:
     return {k: f[k] for k in f.files}
 
 
-def _to_flax(value: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
-  """A PyTorch tensor in the layout of the Flax leaf of `shape` (conv OIHW -> HWIO)."""
-  if value.ndim == 4:
-    if value.shape[1] == 3 and shape[2] == 1:  # RGB stem -> L stem
-      value = value.sum(axis=1, keepdims=True)
-    value = value.transpose(2, 3, 1, 0)
-  return value
+IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
+IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32)
+
+
+def fold_gray_input(state: StateDict, conv: str = "conv1", bn: str = "bn1") -> StateDict:
+  """`state` with its RGB stem conv taking l = L/50 - 1 instead of a normalised RGB image.
+
+  The ImageNet stem sees x_c = (g - mean_c) / std_c on a gray image g = (l + 1) / 2, so
+  sum_c W_c * x_c = conv(l, sum_c W_c / (2 std_c)) + sum_c W_c * (0.5 - mean_c) / std_c.
+  The second term is a constant per output channel, taken off the batch norm's running mean.
+  Exact where the kernel sees no padding; Flax pads l with 0, the mid-grey l of g = 0.5.
+  """
+  w = state[f"{conv}.weight"]  # [O, 3, kh, kw]
+  scaled = w / IMAGENET_STD[None, :, None, None]
+  offset = np.einsum("ochw,c->o", scaled, 0.5 - IMAGENET_MEAN)
+  return {**state, f"{conv}.weight": scaled.sum(axis=1, keepdims=True) / 2,
+          f"{bn}.running_mean": state[f"{bn}.running_mean"] - offset}
+
+
+def _to_flax(value: np.ndarray) -> np.ndarray:
+  """A PyTorch tensor in the layout of a Flax leaf (conv OIHW -> HWIO)."""
+  return value.transpose(2, 3, 1, 0) if value.ndim == 4 else value
 
 
 def convert(state: StateDict, abstract: Variables, module_name: Callable[[str], str] = lambda n: n,
@@ -102,7 +116,7 @@ def convert(state: StateDict, abstract: Variables, module_name: Callable[[str], 
     if key not in state:
       missing.append(key)
       continue
-    value = _to_flax(state[key], leaf.shape)
+    value = _to_flax(state[key])
     if value.shape != tuple(leaf.shape):
       wrong.append(f"{key}: file {state[key].shape}, model {tuple(leaf.shape)}")
     out[path] = value.astype(leaf.dtype)
@@ -126,7 +140,10 @@ def load_torchvision_resnet(path: str | os.PathLike, depth: int) -> tuple[Variab
   abstract = jax.eval_shape(functools.partial(encoder.init, train=False), jax.random.key(0),
                             jax.ShapeDtypeStruct((1, 64, 64, 1), jnp.float32))
   try:
-    variables = convert(read_state_dict(path), abstract, torchvision_resnet_name, ignore=("fc.",))
+    state = read_state_dict(path)
+    if "conv1.weight" in state and state["conv1.weight"].shape[1] == 3:  # not already folded
+      state = fold_gray_input(state)
+    variables = convert(state, abstract, torchvision_resnet_name, ignore=("fc.",))
   except ValueError as e:
     raise ValueError(f"{os.fspath(path)} is not a torchvision ResNet-{depth} ({e})") from None
   return variables["params"], variables["batch_stats"]
