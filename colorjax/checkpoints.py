@@ -147,15 +147,16 @@ def restore_state(mgr: ocp.CheckpointManager, state: TrainState, step: int | Non
       return mgr.restore(step, args=ocp.args.StandardRestore(abstract))
     return mgr.restore(step, args=ocp.args.Composite(**{item: ocp.args.StandardRestore(abstract)}))[item]
   except Exception as e:
-    raise _unreadable_or_not(e, mgr, step) from e
+    if _damaged(e):
+      raise UnreadableCheckpoint(str(mgr.directory), step, e) from e
+    raise
 
 
-def _unreadable_or_not(e: Exception, mgr: ocp.CheckpointManager, step: int) -> Exception:
-  """`e` as an `UnreadableCheckpoint` if it is a read error: tensorstore's come as ValueError or
-  as a bare Exception. Anything else (out of device memory, a bug) stays as it is."""
-  if isinstance(e, (ValueError, OSError)) or type(e) is Exception:
-    return UnreadableCheckpoint(str(mgr.directory), step, e)
-  return e
+def _damaged(e: Exception) -> bool:
+  """Whether `e` says a checkpoint's files are damaged or gone: tensorstore's read errors come as
+  ValueError or as a bare Exception. Not a permission or a mount problem (OSError), nor out of
+  device memory or a bug: those keep their own message, and no advice to delete anything."""
+  return isinstance(e, (ValueError, FileNotFoundError)) or type(e) is Exception
 
 
 class UnreadableCheckpoint(ValueError):
@@ -163,7 +164,10 @@ class UnreadableCheckpoint(ValueError):
 
   def __init__(self, directory: str, step: int, cause: BaseException):
     first = next((line.strip() for line in str(cause).splitlines() if line.strip()), type(cause).__name__)
-    earlier = [s for s in open_checkpoints(directory).all_steps() if s < step]
+    try:
+      earlier = [s for s in open_checkpoints(directory).all_steps() if s < step]
+    except OSError:  # the folder itself unreadable: this message still says which step failed
+      earlier = []
     where = os.path.join(directory, str(step))
     if earlier:
       hint = f"move {where} out of the workdir to use step {max(earlier)}, the one before it"
@@ -188,7 +192,9 @@ def misfits(mgr: ocp.CheckpointManager, state: TrainState, step: int, item: str 
   try:
     saved = ocp.PyTreeCheckpointHandler().metadata(epath.Path(mgr.directory) / str(step) / item)
   except Exception as e:  # a metadata file cut short or missing: a damaged checkpoint too
-    raise _unreadable_or_not(e, mgr, step) from e
+    if _damaged(e):
+      raise UnreadableCheckpoint(str(mgr.directory), step, e) from e
+    raise
   saved = {name(p): tuple(m.shape) for p, m in jax.tree_util.tree_leaves_with_path(saved)}
   mine = {name(p): tuple(x.shape) for p, x in jax.tree_util.tree_leaves_with_path(state)}
   diffs = [f"{k} {saved.get(k, 'missing')} in the checkpoint, {mine.get(k, 'missing')} here"
@@ -214,9 +220,10 @@ def _disk_full_as_os_error(mgr: ocp.CheckpointManager, step: int) -> Iterator[No
   try:
     yield
   except ValueError as e:
-    if f"os_error_code='{errno.ENOSPC}'" not in str(e) and f"os_error_code='{errno.EDQUOT}'" not in str(e):
+    code = next((c for c in (errno.ENOSPC, errno.EDQUOT) if f"os_error_code='{c}'" in str(e)), None)
+    if code is None:
       raise
-    raise OSError(errno.ENOSPC, f"No space left on device while saving checkpoint {step}",
+    raise OSError(code, f"{os.strerror(code)} while saving checkpoint {step}",
                   os.path.join(str(mgr.directory), str(step))) from e
 
 

@@ -462,7 +462,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     state, data_iter = _resume(mgr, latest, state, data, data_iter, config, changed)
   final_path = os.path.join(workdir, "final_metrics.json")
   # Process 0's: a host that decodes a photo differently must not reset the best alone.
-  eval_crops = distributed.from_process_0(checkpoints.fingerprint(eval_images))
+  eval_crops = distributed.from_process_0(checkpoints.fingerprint(eval_images) if is_main else None)
   converged = checkpoints.converged(workdir, config, int(state.step), eval_crops)
   trained, signalled = distributed.agree(os.path.exists(final_path) and (int(state.step) >= config.total_steps or converged),
                               bool(stop))

@@ -89,7 +89,8 @@ def _save(model, path):
 
 def _imagenet_input(l):
   """What torchvision's ResNet sees for model input l = L/50 - 1: the gray image of grey level
-  L/100, normalised per channel, padded by the stem's 3 px with the mid grey Flax's 0s are."""
+  L/100, normalised per channel; padded by the stem's 3 px with the mid-grey that Flax's 0s are
+  (torchvision would pad with 0, ImageNet's mean colour: the only difference, at the border)."""
   mean, std = pretrained.IMAGENET_MEAN[:, None, None], pretrained.IMAGENET_STD[:, None, None]
   b, h, w, _ = l.shape
   x = np.broadcast_to((0.5 - mean) / std, (b, 3, h + 6, w + 6)).copy()

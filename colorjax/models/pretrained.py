@@ -11,7 +11,9 @@ weight/bias/running_mean/running_var -> params scale/bias and batch_stats mean/v
 sees one channel (L) instead of RGB, so the stem is folded (`fold_gray_input`) to compute on
 l = L/50 - 1 what the ImageNet stem computes on the gray image of grey level L/100, normalised
 with ImageNet's per-channel mean and std: the loaded batch-norm statistics then fit from the
-first step. (L/100 is within 0.035 of the sRGB grey level of lightness L.)
+first step. (L/100 is within 0.035 of the sRGB grey level of lightness L.) Only the stem's
+border differs: torchvision pads the normalised image with 0, ImageNet's mean colour, and Flax
+pads l with 0, mid-grey.
 """
 
 from __future__ import annotations
@@ -86,7 +88,7 @@ def fold_gray_input(state: StateDict, conv: str = "conv1", bn: str = "bn1") -> S
   The ImageNet stem sees x_c = (g - mean_c) / std_c on a gray image g = (l + 1) / 2, so
   sum_c W_c * x_c = conv(l, sum_c W_c / (2 std_c)) + sum_c W_c * (0.5 - mean_c) / std_c.
   The second term is a constant per output channel, taken off the batch norm's running mean.
-  Exact where the kernel sees no padding; Flax pads l with 0, the mid-grey l of g = 0.5.
+  Exact where the kernel sees no padding (at the border, see the module docstring).
   """
   w = state[f"{conv}.weight"]  # [O, 3, kh, kw]
   scaled = w / IMAGENET_STD[None, :, None, None]
@@ -141,7 +143,7 @@ def load_torchvision_resnet(path: str | os.PathLike, depth: int) -> tuple[Variab
                             jax.ShapeDtypeStruct((1, 64, 64, 1), jnp.float32))
   try:
     state = read_state_dict(path)
-    if "conv1.weight" in state and state["conv1.weight"].shape[1] == 3:  # not already folded
+    if {"conv1.weight", "bn1.running_mean"} <= set(state) and state["conv1.weight"].shape[1] == 3:  # not folded yet
       state = fold_gray_input(state)
     variables = convert(state, abstract, torchvision_resnet_name, ignore=("fc.",))
   except ValueError as e:
