@@ -135,17 +135,31 @@ def saved_process_count(directory: str) -> int | None:
 
 def restore_state(mgr: ocp.CheckpointManager, state: TrainState, step: int | None = None,
                   item: str = "state") -> TrainState:
-  """Restores `state` from checkpoint `step` (default: the latest).
+  """Restores `state` from checkpoint `step` (default: the latest) of `item` (`_restored`).
 
-  `item` "state": a `checkpoints/` step, whose data position is another item; "default": the
-  `best/` step, the state alone. A step orbax cannot read is an `UnreadableCheckpoint`.
+  A step orbax cannot read is an `UnreadableCheckpoint`.
   """
   step = mgr.latest_step() if step is None else step
   abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
+  return _restored(mgr, step, item, ocp.args.StandardRestore(abstract))
+
+
+def restore_fields(mgr: ocp.CheckpointManager, state: TrainState, step: int, fields: Sequence[str],
+                   item: str = "state") -> dict[str, Any]:
+  """Only `fields` of the `state` saved at `step`, by orbax's partial restore: inference needs
+  G's weights and statistics, a seventh of what a run saves (both Adam states, D, the EMA)."""
+  subset = {f: jax.tree.map(ocp.utils.to_shape_dtype_struct, getattr(state, f)) for f in fields}
+  return _restored(mgr, step, item, ocp.args.PyTreeRestore(
+      subset, restore_args=ocp.checkpoint_utils.construct_restore_args(subset), partial_restore=True))
+
+
+def _restored(mgr: ocp.CheckpointManager, step: int, item: str, args: Any) -> Any:
+  """`item` "state": a `checkpoints/` step, whose data position is another item; "default": the
+  `best/` step, the state alone."""
   try:
     if item == "default":
-      return mgr.restore(step, args=ocp.args.StandardRestore(abstract))
-    return mgr.restore(step, args=ocp.args.Composite(**{item: ocp.args.StandardRestore(abstract)}))[item]
+      return mgr.restore(step, args=args)
+    return mgr.restore(step, args=ocp.args.Composite(**{item: args}))[item]
   except Exception as e:
     if _damaged(e):
       raise UnreadableCheckpoint(str(mgr.directory), step, e) from e

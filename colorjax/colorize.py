@@ -26,7 +26,7 @@ import re
 import sys
 import warnings
 from pathlib import Path
-from typing import BinaryIO, Iterator, Sequence
+from typing import Any, BinaryIO, Iterator, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -53,9 +53,9 @@ def _stride(config: ml_collections.ConfigDict) -> int:
   return 32
 
 
-def _restore(directory: str, abstract: train.TrainState, checkpoint: str) -> tuple[train.TrainState, int]:
-  """Restores a `checkpoints/` step (saved with the data iterator) or the single `best/` one,
-  as `read_run` found them, onto this process's first device.
+def _restore(directory: str, abstract: train.TrainState, checkpoint: str) -> tuple[tuple[Any, Any], int]:
+  """G's inference weights and statistics (`train.inference_fields`) of a `checkpoints/` step
+  or of the single `best/` one, as `read_run` found them, onto this process's first device.
 
   Without a sharding in `abstract` orbax restores onto the devices the run saved from, and
   refuses on any other topology: a model trained on a pod or a GPU box would not load on a laptop.
@@ -69,7 +69,9 @@ def _restore(directory: str, abstract: train.TrainState, checkpoint: str) -> tup
     try:
       if misfit := checkpoints.misfits(mgr, abstract, step, item):
         raise ValueError(f"checkpoint {step} in {directory} does not fit the run's config.json ({misfit})")
-      return checkpoints.restore_state(mgr, abstract, step, item), step
+      fields = train.inference_fields(abstract)
+      restored = checkpoints.restore_fields(mgr, abstract, step, fields, item)
+      return tuple(restored[f] for f in fields), step
     except (checkpoints.UnreadableCheckpoint, FileNotFoundError):
       # A run still training replaces `latest` and `best` while they are read: read the new one.
       replaced = checkpoint in ("best", "latest") and step not in checkpoints.open_checkpoints(directory).all_steps()
@@ -177,10 +179,10 @@ class Colorizer:
     abstract = jax.eval_shape(functools.partial(
         train.create_train_state, config, generator=generator, discriminator=discriminator),
         jax.random.key(0))
-    state, step = _restore(directory, abstract, checkpoint)
+    (params, batch_stats), step = _restore(directory, abstract, checkpoint)
     logging.info("loaded %s %s (step %d)", workdir, checkpoint, step)
     corrected = config.model.num_classes and config.model.get("prior_correction", 0.0)
-    return cls(config, train.inference_params(state), state.g_stats, render_size, batch_size,
+    return cls(config, params, batch_stats, render_size, batch_size,
                colour_at_render_size=colour_at_render_size, checkpoint=checkpoint, step=step,
                class_weights=train.read_class_weights(config, workdir) if corrected else None)
 

@@ -183,9 +183,13 @@ def gan_step(state: TrainState, rgb: Batch, *, config: ml_collections.ConfigDict
   return new, {"g_loss": g_loss, "g_adv": adv, "g_recon": rec, "d_loss": d_loss}
 
 
+def inference_fields(state: TrainState) -> tuple[str, str]:
+  """The fields eval and colorize use: G's weights (the EMA when it is kept) and statistics."""
+  return ("g_ema" if state.g_ema is not None else "g_params", "g_stats")
+
+
 def inference_params(state: TrainState) -> Any:
-  """The weights eval and colorize use: the EMA when it is kept."""
-  return state.g_ema if state.g_ema is not None else state.g_params
+  return getattr(state, inference_fields(state)[0])
 
 
 def score_batch(generator: nn.Module, params: Any, stats: Any, rgb: jax.Array

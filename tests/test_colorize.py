@@ -7,13 +7,14 @@ import shutil
 import subprocess
 import sys
 
+import jax
 import numpy as np
 import pytest
 from PIL import Image
 from skimage import color as skcolor
 
 from colorjax import config as config_lib
-from colorjax import checkpoints, train
+from colorjax import checkpoints, models, train
 from colorjax.colorize import Colorizer, _resize_ab, anchor_colour
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -267,15 +268,15 @@ def test_a_damaged_checkpoint_names_the_one_before_it(workdir, tmp_path):
 def test_a_checkpoint_replaced_while_read_is_read_again(workdir, tmp_path, monkeypatch):
   """As when a run still training rotates `latest` or `best` out from under colorize."""
   w = _with_a_later_step(workdir, tmp_path)
-  restore = checkpoints.restore_state
+  restore = checkpoints.restore_fields
 
-  def rotated_while_read(mgr, state, step, item):
+  def rotated_while_read(mgr, state, step, fields, item):
     if step == 4:
       shutil.rmtree(os.path.join(w, "checkpoints", "4"))
       raise checkpoints.UnreadableCheckpoint(str(mgr.directory), 4, FileNotFoundError("gone"))
-    return restore(mgr, state, step, item)
+    return restore(mgr, state, step, fields, item)
 
-  monkeypatch.setattr(checkpoints, "restore_state", rotated_while_read)
+  monkeypatch.setattr(checkpoints, "restore_fields", rotated_while_read)
   assert Colorizer.from_workdir(w, "latest").step == 2
 
 
@@ -287,3 +288,17 @@ def test_checkpoints_that_do_not_fit_the_runs_config_are_named_in_one_line(workd
   json.dump(config, open(os.path.join(w, "config.json"), "w"))
   with pytest.raises(ValueError, match=r"checkpoint 2 in .* does not fit the run's config.json \(g_.* and \d+ more arrays\)"):
     Colorizer.from_workdir(w, "best")
+
+
+def test_only_the_generators_inference_weights_are_restored_and_they_are_the_saved_ones(workdir):
+  colorizer = Colorizer.from_workdir(workdir, "latest")
+  config = colorizer.config
+  abstract = jax.eval_shape(functools.partial(
+      train.create_train_state, config, generator=models.build_generator(config),
+      discriminator=models.build_discriminator(config)), jax.random.key(0))
+  state = checkpoints.restore_state(checkpoints.open_checkpoints(os.path.join(workdir, "checkpoints")), abstract)
+  assert state.d_params is not None and state.g_opt is not None  # what training saved besides
+  want = {"params": train.inference_params(state), "batch_stats": state.g_stats}
+  assert jax.tree.structure(colorizer.variables) == jax.tree.structure(want)
+  for a, b in zip(jax.tree.leaves(colorizer.variables), jax.tree.leaves(want)):
+    np.testing.assert_array_equal(a, b)
