@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import logging
 import os
 import sys
@@ -24,13 +26,22 @@ def quiet_console() -> None:
 
 def check_writable(folder: str, flag: str) -> None:
   """A ValueError naming `flag` unless files can be made in `folder` (created if missing):
-  checked before the minutes of work whose results would have nowhere to go."""
+  checked before the minutes of work whose results would have nowhere to go. A folder made
+  here that is still empty when the command ends (it failed first) is removed again."""
+  created = not os.path.isdir(folder)
   try:
     os.makedirs(folder, exist_ok=True)
     with tempfile.TemporaryFile(dir=folder):
       pass
   except OSError as e:
     raise ValueError(f"{flag} {folder}: cannot write there ({e.strerror or e})") from None
+  if created:
+    atexit.register(_remove_if_empty, folder)
+
+
+def _remove_if_empty(folder: str) -> None:
+  with contextlib.suppress(OSError):  # not empty (the usual case), or gone
+    os.rmdir(folder)
 
 
 def exit_with_error(e: BaseException, message: str | None = None) -> NoReturn:

@@ -193,6 +193,14 @@ def test_evaluate_out_is_checked_before_scoring(tmp_path, out, problem):
   assert proc.returncode == 1 and len(errors) == 1 and problem in errors[0], proc.stderr[-2000:]
 
 
+def test_an_out_folder_made_for_a_command_that_then_fails_is_not_left_behind(tmp_path):
+  proc = subprocess.run([sys.executable, "-m", "colorjax.evaluate", "--predictions", str(tmp_path), "--data",
+                         f"folder:{tmp_path}/nothing_here", "--out", str(tmp_path / "new" / "r.json")], cwd=REPO,
+                        capture_output=True, text=True, env={**os.environ, "PYTHONPATH": REPO})
+  assert proc.returncode == 1 and "nothing_here" in proc.stderr, proc.stderr[-2000:]
+  assert not (tmp_path / "new").exists()
+
+
 def _copy_run(run, workdir, **data):
   """A copy of `run` whose config.json says it trained on other `data` (the weights are the same)."""
   shutil.copytree(run, workdir)
