@@ -1,6 +1,7 @@
 """Colorizer and the colorize command line on a tiny checkpoint trained here."""
 
 import functools
+import gc
 import json
 import os
 import shutil
@@ -246,13 +247,14 @@ def _with_a_later_step(workdir, tmp_path):
   return w
 
 
+# orbax leaves the reads of a damaged checkpoint as coroutines never awaited; they are collected
+# here, not as warnings in whichever test runs next.
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 def test_a_damaged_checkpoint_names_the_one_before_it(workdir, tmp_path):
   w = _with_a_later_step(workdir, tmp_path)
   data = os.path.join(w, "checkpoints", "4", "state", "ocdbt.process_0", "d")
-  for name in os.listdir(data):  # as a partial copy leaves them
-    path = os.path.join(data, name)
-    with open(path, "r+b") as f:
-      f.truncate(os.path.getsize(path) // 2)
+  for name in os.listdir(data):  # as a copy cut short leaves them (colorize reads only some arrays)
+    os.truncate(os.path.join(data, name), 16)
   with pytest.raises(checkpoints.UnreadableCheckpoint,
                      match=f"checkpoint 4 in {w}/checkpoints cannot be read .*move {w}/checkpoints/4 "
                            "out of the workdir to use step 2"):
@@ -263,6 +265,7 @@ def test_a_damaged_checkpoint_names_the_one_before_it(workdir, tmp_path):
     f.truncate(os.path.getsize(metadata) // 2)
   with pytest.raises(checkpoints.UnreadableCheckpoint, match="checkpoint 4 .* cannot be read .*use step 2"):
     Colorizer.from_workdir(w, "latest")
+  gc.collect()
 
 
 def test_a_checkpoint_replaced_while_read_is_read_again(workdir, tmp_path, monkeypatch):
