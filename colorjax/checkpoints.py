@@ -133,15 +133,14 @@ def saved_process_count(directory: str) -> int | None:
   return counts.pop() if len(counts) == 1 else None
 
 
-def restore_state(mgr: ocp.CheckpointManager, state: TrainState, step: int | None = None,
-                  item: str = "state") -> TrainState:
-  """Restores `state` from checkpoint `step` (default: the latest) of `item` (`_restored`).
+def restore_state(mgr: ocp.CheckpointManager, state: TrainState, step: int | None = None) -> TrainState:
+  """Restores `state` from `checkpoints/` step `step` (default: the latest).
 
   A step orbax cannot read is an `UnreadableCheckpoint`.
   """
   step = mgr.latest_step() if step is None else step
   abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
-  return _restored(mgr, step, item, ocp.args.StandardRestore(abstract))
+  return _restored(mgr, step, "state", ocp.args.StandardRestore(abstract))
 
 
 def restore_fields(mgr: ocp.CheckpointManager, state: TrainState, step: int, fields: Sequence[str],
@@ -156,21 +155,24 @@ def restore_fields(mgr: ocp.CheckpointManager, state: TrainState, step: int, fie
 def _restored(mgr: ocp.CheckpointManager, step: int, item: str, args: Any) -> Any:
   """`item` "state": a `checkpoints/` step, whose data position is another item; "default": the
   `best/` step, the state alone."""
-  try:
+  with _reading(mgr, step):
     if item == "default":
       return mgr.restore(step, args=args)
     return mgr.restore(step, args=ocp.args.Composite(**{item: args}))[item]
+
+
+@contextlib.contextmanager
+def _reading(mgr: ocp.CheckpointManager, step: int) -> Iterator[None]:
+  """Errors that say step `step`'s files are damaged or gone as an `UnreadableCheckpoint`:
+  tensorstore's read errors come as ValueError or as a bare Exception. Not a permission or a
+  mount problem (OSError), nor out of device memory or a bug: those keep their own message, and
+  no advice to delete anything."""
+  try:
+    yield
   except Exception as e:
-    if _damaged(e):
+    if isinstance(e, (ValueError, FileNotFoundError)) or type(e) is Exception:
       raise UnreadableCheckpoint(str(mgr.directory), step, e) from e
     raise
-
-
-def _damaged(e: Exception) -> bool:
-  """Whether `e` says a checkpoint's files are damaged or gone: tensorstore's read errors come as
-  ValueError or as a bare Exception. Not a permission or a mount problem (OSError), nor out of
-  device memory or a bug: those keep their own message, and no advice to delete anything."""
-  return isinstance(e, (ValueError, FileNotFoundError)) or type(e) is Exception
 
 
 class UnreadableCheckpoint(ValueError):
@@ -203,12 +205,8 @@ def misfits(mgr: ocp.CheckpointManager, state: TrainState, step: int, item: str 
   name = lambda path: ".".join(str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k)))) for k in path)
   # The item's own handler: StandardCheckpointer looks for the step's metadata file inside the
   # item and warns on every resume that it "does not exist".
-  try:
+  with _reading(mgr, step):  # a metadata file cut short or missing: a damaged checkpoint too
     saved = ocp.PyTreeCheckpointHandler().metadata(epath.Path(mgr.directory) / str(step) / item)
-  except Exception as e:  # a metadata file cut short or missing: a damaged checkpoint too
-    if _damaged(e):
-      raise UnreadableCheckpoint(str(mgr.directory), step, e) from e
-    raise
   saved = {name(p): tuple(m.shape) for p, m in jax.tree_util.tree_leaves_with_path(saved)}
   mine = {name(p): tuple(x.shape) for p, x in jax.tree_util.tree_leaves_with_path(state)}
   diffs = [f"{k} {saved.get(k, 'missing')} in the checkpoint, {mine.get(k, 'missing')} here"
@@ -218,7 +216,7 @@ def misfits(mgr: ocp.CheckpointManager, state: TrainState, step: int, item: str 
 
 def save(mgr: ocp.CheckpointManager, state: TrainState, data_iterator: Any) -> None:
   """Saves `state` and the data position at its step, unless that step is saved already. The
-  loop checks the weights first (`train.check_finite`): NaN weights are never saved."""
+  trainer's `_save` checks the weights first: NaN weights are never saved."""
   step = int(state.step)
   if step in mgr.all_steps():
     return

@@ -551,8 +551,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                      "converged%s", r["metric"], r["evals_since_best"], r["value"], r["step"],
                      "; stopping (stop_on_plateau)" if config.stop_on_plateau else "")
     if saves:
-      check_finite(state)
-      checkpoints.save(mgr, state, data_iter)
+      _save(mgr, state, data_iter)
     if scheduled or saves:
       speed.event(time.time() - events_start)
     signalled = out_of_time = False
@@ -562,8 +561,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       summary = _evaluate_and_log(trainer, state, eval_images, writer, workdir, step, features, real_stats)
       best.update(state, summary, step, scheduled=False)
     if signalled or out_of_time or (plateau and config.stop_on_plateau and not last):
-      check_finite(state)
-      checkpoints.save(mgr, state, data_iter)
+      _save(mgr, state, data_iter)
       if signalled:
         logging.info("stopped by signal at step %d; checkpoint saved. Re-run the same command to resume.", step)
       elif out_of_time:
@@ -581,6 +579,12 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     logging.info("final: %s", json.dumps(final))
   # A process that only agreed to stop (another one got the signal) reports SIGTERM's status.
   return summary, (stop.received or signal.SIGTERM) if signalled else None
+
+
+def _save(mgr: ocp.CheckpointManager, state: TrainState, data_iterator: Any) -> None:
+  """`checkpoints.save`, never of NaN weights (`check_finite`)."""
+  check_finite(state)
+  checkpoints.save(mgr, state, data_iterator)
 
 
 def _resume(mgr: ocp.CheckpointManager, step: int, state: TrainState, data: Callable[[int], Any],

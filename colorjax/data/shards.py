@@ -75,8 +75,9 @@ def local_path_for(dest: epath.PathLike, overwrite: bool = True) -> Iterator[str
   """A local file to write `dest` through, so readers see all of it or none of it.
 
   Locally: a hidden `.NAME.colorjax.tmp` beside `dest` (not a name a user's own file has; a
-  killed writer's is replaced by the next attempt), renamed at the end. Elsewhere (gs://): a temporary file uploaded at the end (an
-  object appears only once its upload is complete). An exception leaves `dest` untouched.
+  killed writer's is replaced by the next attempt), renamed at the end. Elsewhere (gs://): a
+  temporary file uploaded at the end (an object appears only once its upload is complete). An
+  exception leaves `dest` untouched.
   `overwrite=False` raises FileExistsError if `dest` exists by then, even if it appeared
   while `dest` was being written.
   """
