@@ -7,11 +7,14 @@
 #   create    create the TPU VM (a pod slice when --type has several hosts, e.g. v4-32)
 #   install   copy this checkout to every worker and pip-install it there with jax[tpu], in a
 #             Python 3.11 environment (~/colorjax-venv) that uv makes
-#   train     start training on all workers (--worker=all) in the background
+#   train     start training on all workers (--worker=all) in the background; its config,
+#             workdir, data and arguments after `--` are remembered on this machine for `resume`
 #   logs      follow the training log of one worker (--worker, default 0)
-#   resume    after a preemption: recreate and reinstall the VM if it is not READY, then train
-#             (training resumes from the last checkpoint in the workdir)
-#   delete    delete the TPU VM
+#   stop      stop training on all workers (SIGTERM: each saves a checkpoint first) and wait
+#   resume    after a preemption: recreate and reinstall the VM if it was preempted or is gone
+#             (start it if stopped), then train again with the last `train`'s arguments (options
+#             given to resume replace them); training resumes from the workdir's last checkpoint
+#   delete    delete the TPU VM (`stop` first keeps the steps since the last checkpoint)
 #   up        create, install and train
 #
 # Options (each also read from the environment variable in brackets):
@@ -40,17 +43,21 @@ ZONE="${TPU_ZONE:-us-central2-b}"
 TYPE="${TPU_TYPE:-v4-8}"
 VERSION="${TPU_VERSION:-}"
 PROJECT="${TPU_PROJECT:-}"
-CONFIG="${CONFIG:-configs/pix2pix_resnet18.py}"
+CONFIG="${CONFIG:-}"  # configs/pix2pix_resnet18.py, after resume has read what train remembered
 WORKDIR="${WORKDIR:-}"
 DATA="${DATA:-}"
 SPOT="${TPU_SPOT:-}"
 WORKER=0
 DRY_RUN=""
 TRAIN_ARGS=()
+# shellcheck disable=SC2088  # these ~ expand on the worker
 LOG='~/colorjax-train.log'
+# shellcheck disable=SC2088
 PID='~/colorjax-train.pid'
+TRAINING="[ -f $PID ] && kill -0 \$(cat $PID) 2>/dev/null"  # on a worker: is its training running?
 # colorjax, jax and grain need Python >= 3.11; the TPU images' python3 is Ubuntu 22.04's 3.10,
 # so install makes a 3.11 environment with uv (which fetches that Python) on every worker.
+# shellcheck disable=SC2088
 VENV='~/colorjax-venv'
 
 usage() { sed -n '2,/^$/s/^# \{0,1\}//p' "$0"; exit "${1:-0}"; }
@@ -94,6 +101,19 @@ while (($#)); do
 done
 [[ -n "$COMMAND" ]] || usage 2
 
+# What `train` remembers for `resume`: a preempted pod slice must train on with the same
+# photos and arguments, which nothing on the recreated VM knows.
+REMEMBERED="${XDG_STATE_HOME:-$HOME/.local/state}/colorjax/tpu_vm/$NAME@$ZONE.args"
+if [[ "$COMMAND" == resume && -f "$REMEMBERED" ]]; then
+  LAST_TRAIN_ARGS=()
+  # shellcheck source=/dev/null
+  source "$REMEMBERED"
+  CONFIG="${CONFIG:-$LAST_CONFIG}" WORKDIR="${WORKDIR:-$LAST_WORKDIR}" DATA="${DATA:-$LAST_DATA}"
+  (( ${#TRAIN_ARGS[@]} )) || TRAIN_ARGS=("${LAST_TRAIN_ARGS[@]}")
+  echo "# the arguments of the last train (options given here replace them): $REMEMBERED"
+fi
+CONFIG="${CONFIG:-configs/pix2pix_resnet18.py}"
+
 if [[ -z "$VERSION" ]]; then
   case "$TYPE" in
     v5litepod-*|v5e-*) VERSION=v2-alpha-tpuv5-lite ;;
@@ -126,11 +146,11 @@ install() {
   setup='rm -rf ~/colorjax && mkdir ~/colorjax && tar -xzf ~/colorjax-src.tgz -C ~/colorjax'
   setup+=" && cd ~/colorjax && python3 -m pip install -q -U uv && rm -rf $VENV && python3 -m uv venv -q --seed --python 3.11 $VENV"
   setup+=" && $VENV/bin/python -m pip install -q -e '.[tensorboard]' 'jax[tpu]'"
-  if [[ -n "$(buckets)" ]]; then
-    setup+=' && echo "deb [signed-by=/usr/share/keyrings/cloud.google.asc] https://packages.cloud.google.com/apt gcsfuse-$(lsb_release -c -s) main" | sudo tee /etc/apt/sources.list.d/gcsfuse.list'
-    setup+=' && curl -fsSL https://packages.cloud.google.com/apt/doc/apt-key.gpg | sudo tee /usr/share/keyrings/cloud.google.asc >/dev/null'
-    setup+=' && sudo apt-get -q update && sudo apt-get -q install -y gcsfuse'
-  fi
+  # Always: a gs:// workdir or data may first be named at `train`, after install.
+  # shellcheck disable=SC2016  # $(lsb_release) runs on the worker
+  setup+=' && echo "deb [signed-by=/usr/share/keyrings/cloud.google.asc] https://packages.cloud.google.com/apt gcsfuse-$(lsb_release -c -s) main" | sudo tee /etc/apt/sources.list.d/gcsfuse.list'
+  setup+=' && curl -fsSL https://packages.cloud.google.com/apt/doc/apt-key.gpg | sudo tee /usr/share/keyrings/cloud.google.asc >/dev/null'
+  setup+=' && sudo apt-get -q update && sudo apt-get -q install -y gcsfuse'
   ssh_all "$setup"
 }
 
@@ -145,10 +165,26 @@ train() {
   args="$(printf '%q ' --config "$CONFIG" --workdir "$(on_worker "$WORKDIR")")"
   [[ -z "$DATA" ]] || args+="$(printf '%q ' "--config.data.train=$(on_worker "$DATA")")"
   (( ${#TRAIN_ARGS[@]} == 0 )) || args+="$(printf '%q ' "${TRAIN_ARGS[@]}")"
-  cmd+="if [ -f $PID ] && kill -0 \$(cat $PID) 2>/dev/null; then echo \"already training (pid \$(cat $PID)); see: launch/tpu_vm.sh logs\"; "
-  cmd+="else cd ~/colorjax && COLORJAX_DISTRIBUTED=1 setsid nohup $VENV/bin/python -m colorjax.train $args"
-  cmd+="> $LOG 2>&1 < /dev/null & echo \$! > $PID; echo \"training started on \$(hostname), log: $LOG\"; fi"
+  cmd+="if $TRAINING; then echo \"already training (pid \$(cat $PID)); see: launch/tpu_vm.sh logs\"; "
+  # python itself is the background job (not a subshell around `cd`), so the PID file is its.
+  cmd+="else cd ~/colorjax || exit 1; echo \"=== \$(date -u) colorjax.train\" >> $LOG; "
+  cmd+="COLORJAX_DISTRIBUTED=1 setsid nohup $VENV/bin/python -m colorjax.train $args>> $LOG 2>&1 < /dev/null & "
+  cmd+="echo \$! > $PID; echo \"training started on \$(hostname), log: $LOG\"; fi"
+  remember
   ssh_all "$cmd"
+}
+
+remember() {
+  [[ -z "$DRY_RUN" ]] || return 0
+  mkdir -p "$(dirname "$REMEMBERED")"
+  { printf 'LAST_CONFIG=%q\nLAST_WORKDIR=%q\nLAST_DATA=%q\nLAST_TRAIN_ARGS=(' "$CONFIG" "$WORKDIR" "$DATA"
+    (( ${#TRAIN_ARGS[@]} == 0 )) || printf '%q ' "${TRAIN_ARGS[@]}"
+    echo ')'; } > "$REMEMBERED"
+}
+
+stop() {
+  ssh_all "if $TRAINING; then kill -TERM \$(cat $PID); while kill -0 \$(cat $PID) 2>/dev/null; do sleep 2; done; \
+echo \"stopped on \$(hostname); the end of $LOG says at which step it saved\"; else echo \"not training on \$(hostname)\"; fi"
 }
 
 logs() { run "${TPU[@]}" ssh "$NAME" "${WHERE[@]}" --worker="$WORKER" --command="tail -n 200 -F $LOG"; }
@@ -157,21 +193,28 @@ delete() { run "${TPU[@]}" delete "$NAME" "${WHERE[@]}" --quiet; }
 
 resume() {
   local describe=("${TPU[@]}" describe "$NAME" "${WHERE[@]}" --format='value(state,schedulingConfig.spot)')
-  local state spot
+  local state="" spot="" answer err="${TMPDIR:-/tmp}/colorjax-describe.$$"
   show "${describe[@]}"
   if [[ -n "$DRY_RUN" ]]; then
-    echo "# dry run: what follows is what runs when the VM is not READY (preempted or gone)"
+    echo "# dry run: what follows is what runs when the VM was preempted"
     state=PREEMPTED
   else
-    read -r state spot <<<"$("${describe[@]}" 2>/dev/null || true)"
+    if answer="$("${describe[@]}" 2>"$err")"; then
+      read -r state spot <<<"$answer"
+    elif ! grep -qi 'not.found' "$err"; then  # gone is fine; a failing gcloud (auth, network) is not
+      cat "$err" >&2; rm -f "$err"; die "could not read the state of $NAME (above); nothing was changed"
+    fi
+    rm -f "$err"
     echo "state: ${state:-not found}${spot:+, spot: $spot}"
     [[ "${spot,,}" != true ]] || SPOT=1  # a preempted Spot VM is recreated as one
   fi
-  if [[ "$state" != READY ]]; then
-    [[ -z "$state" ]] || delete
-    create
-    install
-  fi
+  case "$state" in
+    READY) ;;
+    "") create; install ;;
+    PREEMPTED|TERMINATED) delete; create; install ;;
+    STOPPED) run "${TPU[@]}" start "$NAME" "${WHERE[@]}" ;;  # its disk, and the install on it, are kept
+    *) die "$NAME is $state: run resume again when that is over (or delete it)" ;;
+  esac
   train
 }
 
@@ -180,6 +223,7 @@ case "$COMMAND" in
   install) install ;;
   train) train ;;
   logs) logs ;;
+  stop) stop ;;
   resume) resume ;;
   delete) delete ;;
   up) create; install; train ;;

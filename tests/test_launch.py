@@ -3,6 +3,7 @@
 import os
 import shlex
 import subprocess
+import time
 
 import pytest
 
@@ -12,17 +13,25 @@ SCRIPT = os.path.join(REPO, "launch", "tpu_vm.sh")
 
 @pytest.fixture
 def fake_gcloud(tmp_path):
-  """A `gcloud` first on PATH that records its arguments; `describe` answers PREEMPTED (and
-  $FAKE_SPOT as the VM's schedulingConfig.spot)."""
+  """A `gcloud` first on PATH that records its arguments; `describe` answers $FAKE_STATE
+  (PREEMPTED unless set; "missing": gcloud's NOT_FOUND error, "broken": another error) and
+  $FAKE_SPOT as the VM's schedulingConfig.spot. Remembered arguments go under tmp_path."""
   bin_dir = tmp_path / "bin"
   bin_dir.mkdir()
   log = tmp_path / "gcloud.log"
   (bin_dir / "gcloud").write_text(
       '#!/usr/bin/env bash\n'
       f'printf "%q " gcloud "$@" >> {log}; echo >> {log}\n'
-      'if [[ " $* " == *" describe "* ]]; then printf "PREEMPTED\\t%s\\n" "$FAKE_SPOT"; fi\n')
+      'if [[ " $* " == *" describe "* ]]; then\n'
+      '  case "${FAKE_STATE:-PREEMPTED}" in\n'
+      '    missing) echo "ERROR: (gcloud.compute.tpus.tpu-vm.describe) NOT_FOUND: Resource not found" >&2; exit 1 ;;\n'
+      '    broken) echo "ERROR: (gcloud.compute.tpus.tpu-vm.describe) PERMISSION_DENIED" >&2; exit 1 ;;\n'
+      '    *) printf "%s\\t%s\\n" "${FAKE_STATE:-PREEMPTED}" "$FAKE_SPOT" ;;\n'
+      '  esac\n'
+      'fi\n')
   (bin_dir / "gcloud").chmod(0o755)
-  env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "TMPDIR": str(tmp_path)}
+  env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "TMPDIR": str(tmp_path),
+         "XDG_STATE_HOME": str(tmp_path / "state")}
   return env, log
 
 
@@ -104,3 +113,82 @@ def test_mistakes_are_refused_before_anything_runs(fake_gcloud):
   run = launch(env, "--bogus", "create")
   assert run.returncode == 2 and "unknown option --bogus" in run.stderr
   assert not log.exists()
+
+
+def ran(log):
+  return [shlex.split(line) for line in log.read_text().splitlines()]
+
+
+def test_resume_trains_with_what_the_last_train_was_given(fake_gcloud):
+  """A recreated VM knows nothing of the run: resume repeats train's data and arguments."""
+  env, log = fake_gcloud
+  env = {**env, "WORKDIR": "gs://b/w"}
+  assert launch(env, "train", "--name", "cj", "--data", "folder:gs://p/all", "--config", "configs/quick_cpu.py",
+                "--", "--config.batch_size=256", "--config.total_steps=9 000").returncode == 0
+  first = ran(log)[-1][-1]
+  log.unlink()
+  run = launch(env, "resume", "--name", "cj")
+  assert run.returncode == 0, run.stderr
+  assert "the arguments of the last train" in run.stdout
+  assert ran(log)[-1][-1] == first  # the same command on every worker, quoting kept
+  assert "--config.data.train=folder:/mnt/gcs/p/all" in first and "--config.total_steps=9\\ 000" in first
+  log.unlink()
+  run = launch(env, "resume", "--name", "cj", "--config", "configs/demo.py", "--", "--config.seed=1")
+  changed = ran(log)[-1][-1]
+  assert "--config configs/demo.py" in changed and "--config.seed=1" in changed
+  assert "batch_size" not in changed and "folder:/mnt/gcs/p/all" in changed
+  other = launch(env, "--dry-run", "resume", "--name", "other")  # another VM: nothing remembered
+  assert "folder:" not in other.stdout and "configs/pix2pix_resnet18.py" in other.stdout
+
+
+@pytest.mark.parametrize("state, commands", [
+    ("READY", ["describe", "ssh"]),
+    ("missing", ["describe", "create", "scp", "ssh", "ssh"]),
+    ("STOPPED", ["describe", "start", "ssh"]),
+    ("PREEMPTED", ["describe", "delete", "create", "scp", "ssh", "ssh"]),
+])
+def test_resume_deletes_only_a_preempted_vm(fake_gcloud, state, commands):
+  env, log = fake_gcloud
+  run = launch({**env, "FAKE_STATE": state}, "resume", "--workdir", "gs://b/w")
+  assert run.returncode == 0, run.stderr
+  assert [c[4] for c in ran(log)] == commands
+
+
+@pytest.mark.parametrize("state", ["broken", "CREATING", "REPAIRING"])
+def test_resume_changes_nothing_while_the_state_is_unknown_or_changing(fake_gcloud, state):
+  env, log = fake_gcloud
+  run = launch({**env, "FAKE_STATE": state}, "resume", "--workdir", "gs://b/w")
+  assert run.returncode == 2
+  assert ("PERMISSION_DENIED" in run.stderr) if state == "broken" else (f"is {state}" in run.stderr)
+  assert [c[4] for c in ran(log)] == ["describe"]
+
+
+def test_the_pid_file_names_the_training_process_and_stop_waits_for_its_checkpoint(fake_gcloud, tmp_path):
+  """The worker side of train and stop, run here: a stand-in python saves on SIGTERM."""
+  env, log = fake_gcloud
+  home = tmp_path / "home"
+  (home / "colorjax").mkdir(parents=True)
+  python = home / "colorjax-venv" / "bin" / "python"
+  python.parent.mkdir(parents=True)
+  python.write_text("#!/usr/bin/env bash\ntrap 'echo saved at step 7; exit 143' TERM\n"
+                    "echo training; while :; do sleep 0.1; done\n")
+  python.chmod(0o755)
+  worker = {**os.environ, "HOME": str(home)}
+  launch(env, "train", "--workdir", "/tmp/w")
+  launch(env, "stop")
+  (_, train_command), (_, stop_command) = [c[-1].split("=", 1) for c in ran(log)]
+  started = subprocess.run(["bash", "-c", train_command], env=worker, capture_output=True, text=True, timeout=30)
+  assert "training started" in started.stdout
+  pid = int((home / "colorjax-train.pid").read_text())
+  for _ in range(100):  # setsid and nohup exec into it (no fork): the same pid becomes the stand-in
+    with open(f"/proc/{pid}/cmdline", "rb") as f:
+      if f.read().split(b"\0")[1].endswith(b"colorjax-venv/bin/python"):  # bash running the stand-in
+        break
+    time.sleep(0.05)
+  else:
+    raise AssertionError(f"pid {pid} never became the training process")
+  again = subprocess.run(["bash", "-c", train_command], env=worker, capture_output=True, text=True, timeout=30)
+  assert f"already training (pid {pid})" in again.stdout
+  stopped = subprocess.run(["bash", "-c", stop_command], env=worker, capture_output=True, text=True, timeout=30)
+  assert "stopped on" in stopped.stdout and not os.path.exists(f"/proc/{pid}")
+  assert (home / "colorjax-train.log").read_text().splitlines()[-2:] == ["training", "saved at step 7"]
