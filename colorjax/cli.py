@@ -20,8 +20,10 @@ def _quiet(record: logging.LogRecord) -> bool:
 
 def quiet_console() -> None:
   """Keeps orbax's dozens of INFO lines per checkpoint and JAX's backend probing off the
-  console (absl's handler, which prints every logger's records); their warnings still show."""
-  absl_logging.get_absl_handler().addFilter(_quiet)
+  console (absl's handler, which prints every logger's records, and in a notebook the root
+  logger's own); their warnings still show."""
+  for handler in (absl_logging.get_absl_handler(), *logging.getLogger().handlers):
+    handler.addFilter(_quiet)
 
 
 def check_writable(folder: str, flag: str) -> None:

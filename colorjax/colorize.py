@@ -95,8 +95,9 @@ def read_run(workdir: str, checkpoint: str | int = "") -> tuple[ml_collections.C
   """(a run's config, its checkpoint `checkpoint` as "latest", "best" or a step, that
   checkpoint's directory), once `workdir` is known to hold it.
 
-  "" is the run's `config.colorize_checkpoint`. Loads no model, so a command given several
-  workdirs finds a typo in the last one before it spends minutes on the others.
+  "" is the run's `config.colorize_checkpoint`, or "latest" while a run has no best one yet (it
+  is written at the first eval). Loads no model, so a command given several workdirs finds a
+  typo in the last one before it spends minutes on the others.
   """
   config_path = os.path.join(workdir, "config.json")
   if not os.path.exists(config_path):
@@ -110,7 +111,11 @@ def read_run(workdir: str, checkpoint: str | int = "") -> tuple[ml_collections.C
     except json.JSONDecodeError as e:
       raise ValueError(f"{config_path} is not valid JSON ({e})") from e
   checkpoint = str(checkpoint) if isinstance(checkpoint, int) and checkpoint >= 0 else checkpoint
-  checkpoint = checkpoint or config.get("colorize_checkpoint", "latest")
+  if not checkpoint:
+    checkpoint = config.get("colorize_checkpoint", "latest")
+    if checkpoint == "best" and not os.path.isdir(os.path.join(workdir, "best")):
+      logging.warning("%s has no best checkpoint yet (it is written at the first eval): using the latest", workdir)
+      checkpoint = "latest"
   if not isinstance(checkpoint, str) or checkpoint not in ("latest", "best") and not checkpoint.isdigit():
     raise ValueError(f"checkpoint must be 'latest', 'best' or a step number, got {checkpoint!r}")
   directory = os.path.join(os.path.abspath(workdir), "best" if checkpoint == "best" else "checkpoints")

@@ -7,6 +7,7 @@ import shutil
 import subprocess
 import sys
 import tracemalloc
+from unittest import mock
 
 import jax
 import numpy as np
@@ -236,6 +237,11 @@ def test_the_run_chooses_the_default_checkpoint(workdir, tmp_path):
   shutil.copytree(os.path.join(workdir, "checkpoints"), tmp_path / "older" / "checkpoints")
   (tmp_path / "older" / "config.json").write_text(json.dumps(older))
   assert colorize.Colorizer.from_workdir(str(tmp_path / "older")).step == 0
+  # Stopped before its first eval, a run whose default is "best" has none yet: the latest, said so.
+  (tmp_path / "older" / "config.json").write_text(json.dumps({**older, "colorize_checkpoint": "best"}))
+  with mock.patch.object(colorize.logging, "warning") as warning:
+    assert colorize.Colorizer.from_workdir(str(tmp_path / "older")).step == 0
+  assert "no best checkpoint yet" in warning.call_args.args[0]
 
 
 def _inputs(root):

@@ -56,6 +56,7 @@ def test_notebook_trains_shows_samples_and_colorizes_then_resumes(tmp_path, monk
 
   text = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs)
   assert "JAX " in text and "cpu" in text
+  assert "step 2/2" in text and "orbax" not in text and "CheckpointManager" not in text  # quiet_console
   samples = next(c for c in nb.cells if "samples" in c.source and "display(" in c.source)
   (grid,) = images(samples)
   assert grid.shape[0] == 3 * 32  # gray | prediction | truth
