@@ -38,7 +38,7 @@ from tqdm import tqdm
 
 from colorjax import checkpoints, cli, color, models, train
 from colorjax.data import shards
-from colorjax.data.images import IMAGE_EXTENSIONS, BadImageError, open_image
+from colorjax.data.images import IMAGE_EXTENSIONS, BadImageError, open_image, to_rgb
 
 FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "TIFF")  # camera MPO files open as JPEG
 DEFAULT_MAX_PIXELS = 100_000_000  # decompression-bomb guard; a 100-MP photo still fits in ~2 GB
@@ -132,7 +132,7 @@ def read_run(workdir: str, checkpoint: str | int = "") -> tuple[ml_collections.C
 class Colorizer:
   """A trained generator ready for inference on photos of any size."""
 
-  def __init__(self, config: ml_collections.ConfigDict, params, batch_stats,
+  def __init__(self, config: ml_collections.ConfigDict, params: Any, batch_stats: Any,
                render_size: int | None = None, batch_size: int = 8, *,
                colour_at_render_size: bool = False,
                checkpoint: str = "", step: int | None = None, class_weights: np.ndarray | None = None):
@@ -145,7 +145,9 @@ class Colorizer:
     self.generator = models.build_generator(config, class_weights)
     self.variables = {"params": params, "batch_stats": batch_stats}
     if render_size is not None and render_size < 0:
-      raise ValueError(f"render size must be positive, got {render_size}")
+      raise ValueError(f"render size must be positive (0 or None: the training size), got {render_size}")
+    if batch_size < 1:
+      raise ValueError(f"batch size must be at least 1, got {batch_size}")
     self.render_size = render_size or config.image_size
     self.batch_size = batch_size
     self.anchored = not colour_at_render_size and self.render_size > config.image_size
@@ -231,17 +233,19 @@ class Colorizer:
   def predict(self, l_small: np.ndarray) -> np.ndarray:
     """Model-space L [B, h, w] (one render shape) -> ab [B, h, w, 2] in [-1, 1].
 
-    Batches are padded to a power of two, so each render shape compiles a few times at most.
+    Several photos are padded to `batch_size`, so each render shape compiles twice at most
+    (one photo, a batch): a compile costs seconds, a padded row milliseconds at the usual sizes.
     """
     n = len(l_small)
-    padded = np.zeros((1 << (n - 1).bit_length(),) + l_small.shape[1:], np.float32)
+    padded = np.zeros((1 if n == 1 else max(n, self.batch_size),) + l_small.shape[1:], np.float32)
     padded[:n] = l_small
     ab = self._predict(self.variables["params"], self.variables["batch_stats"], jnp.asarray(padded)[..., None])
     return np.asarray(ab)[:n]
 
-  def colorize_batch(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
+  def colorize_batch(self, images: Sequence[np.ndarray | Image.Image]) -> list[np.ndarray]:
     """Several photos, one device call per render shape (and per training-size shape when
     anchored); each comes back as `__call__` gives it."""
+    images = [_as_array(image) for image in images]
     lights = [self.lightness(image) for image in images]
     predicted = self._predict_each(lights, self.render_size)
     if self.anchored:  # photos whose two renders snap to the same shape need no second one
@@ -267,16 +271,28 @@ class Colorizer:
           out[i] = ab
     return out
 
-  def __call__(self, image: np.ndarray) -> np.ndarray:
+  def __call__(self, image: np.ndarray | Image.Image) -> np.ndarray:
     """uint8 RGB [H, W, 3] or gray [H, W] -> colorized uint8 RGB [H, W, 3] (same size).
 
     A colour input is first reduced to its L channel. uint16 and float [0, 1] inputs work too;
-    an input with alpha (gray+alpha, RGBA) keeps it as the output's fourth channel (uint8).
+    an input with alpha (gray+alpha, RGBA) keeps it as the output's fourth channel (uint8). A
+    PIL image of any mode (palette, CMYK, 16-bit...) is converted as `colorize` reads files,
+    without the EXIF rotation a file gets. Several photos: `colorize_batch`.
     """
+    if isinstance(image, (list, tuple)) or getattr(image, "ndim", 0) == 4:
+      raise ValueError("a Colorizer call takes one image; for several, call colorize_batch (a list or [B, H, W, C])")
     return self.colorize_batch([image])[0]
 
 
 _SCALE = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}
+
+
+def _as_array(image: np.ndarray | Image.Image) -> np.ndarray:
+  """A PIL image as the array its mode means (a palette's colours, CMYK as RGB, alpha kept)."""
+  if not isinstance(image, Image.Image):
+    return image
+  rgb, alpha = to_rgb(image, composite=False)
+  return np.asarray(rgb) if alpha is None else np.dstack([np.asarray(rgb), alpha])
 
 
 def _alpha(image: np.ndarray) -> np.ndarray | None:

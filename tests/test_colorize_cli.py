@@ -98,7 +98,9 @@ def test_every_array_kind_keeps_its_size_and_alpha(colorizer):
 
 
 @pytest.mark.parametrize("array, problem", [(np.zeros((0, 5), np.uint8), "got shape \\(0, 5\\)"),
-                                            (np.zeros((1, 4, 4, 3), np.uint8), "got shape \\(1, 4, 4, 3\\)"),
+                                            (np.zeros((1, 4, 4, 3), np.uint8), "one image; for several, call colorize_batch"),
+                                            ([np.zeros((4, 4), np.uint8)] * 2, "one image; for several"),
+                                            (np.zeros((4, 4, 5), np.uint8), "got shape \\(4, 4, 5\\)"),
                                             (np.zeros((4, 4), np.int64), "dtype int64 is not uint8"),
                                             (np.full((4, 4), 200.0), "spans \\[200, 200\\].*divide by 255"),
                                             (np.full((4, 4), np.nan), "NaN or infinite")])
@@ -107,9 +109,34 @@ def test_an_array_that_is_not_an_image_is_refused_with_its_shape(colorizer, arra
     colorizer(array)
 
 
-def test_a_negative_render_size_is_refused(workdir):
-  with pytest.raises(ValueError, match="render size must be positive, got -5"):
+def test_a_negative_render_size_or_an_empty_batch_is_refused(workdir):
+  with pytest.raises(ValueError, match="render size must be positive .*, got -5"):
     colorize.Colorizer.from_workdir(workdir, render_size=-5)
+  with pytest.raises(ValueError, match="batch size must be at least 1, got 0"):
+    colorize.Colorizer.from_workdir(workdir, batch_size=0)
+
+
+def test_pil_images_of_any_mode_colorize_as_the_colours_they_show(colorizer):
+  image = Image.fromarray(photo()[:40, :56])
+  rgba = image.convert("RGBA")
+  rgba.putalpha(Image.new("L", image.size, 77))
+  gray16 = Image.fromarray(np.asarray(image.convert("L")).astype(np.uint16) * 257)
+  for pil, shown in ((image, image), (image.quantize(16), image.quantize(16).convert("RGB")),
+                     (image.convert("CMYK"), image.convert("CMYK").convert("RGB")), (rgba, rgba),
+                     (image.convert("LA"), image.convert("LA")), (gray16, image.convert("L"))):
+    out, expected = colorizer(pil), colorizer(np.asarray(shown))
+    assert out.shape == expected.shape, pil.mode
+    assert np.abs(out.astype(int) - expected).max() <= 1, pil.mode  # a palette is not read as gray levels
+  np.testing.assert_array_equal(colorizer(rgba)[..., 3], 77)
+
+
+def test_each_render_shape_compiles_for_one_photo_and_for_a_batch_only(colorizer):
+  image = np.zeros((40, 200), np.uint8)
+  colorizer(image)
+  one = colorizer._predict._cache_size()
+  for n in (3, 2, 5):  # padded to batch_size 8: one compile (powers of two took three)
+    assert len(colorizer.colorize_batch([image] * n)) == n
+  assert colorizer._predict._cache_size() <= one + 1
 
 
 def test_colour_input_is_reduced_to_its_lightness(colorizer):

@@ -31,7 +31,7 @@ class GrayscaleError(BadImageError):
   """A photo with no colour: nothing to learn from or score against (left out, not an error)."""
 
 
-def _to_rgb(img: Image.Image, composite: bool = True) -> tuple[Image.Image, np.ndarray | None]:
+def to_rgb(img: Image.Image, composite: bool = True) -> tuple[Image.Image, np.ndarray | None]:
   """Any PIL mode -> (8-bit RGB image, alpha as uint8 [H, W] or None); see `open_image`."""
   alpha = None
   if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
@@ -82,7 +82,7 @@ def open_image(source: str | os.PathLike | bytes | BinaryIO, draft_size: int | N
           img.draft("RGB", (draft_size, draft_size))
         img.load()
         img = ImageOps.exif_transpose(img) or img
-        rgb, alpha = _to_rgb(img, composite)
+        rgb, alpha = to_rgb(img, composite)
         arr = np.asarray(rgb, dtype=np.uint8)
   except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
     raise BadImageError(f"{name}: too many pixels for a photo ({e})") from None
