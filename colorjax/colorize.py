@@ -38,7 +38,7 @@ from tqdm import tqdm
 
 from colorjax import checkpoints, cli, color, models, train
 from colorjax.data import shards
-from colorjax.data.images import IMAGE_EXTENSIONS, BadImageError, open_image, to_rgb
+from colorjax.data.images import IMAGE_EXTENSIONS, BadImageError, list_tree, open_image, to_rgb
 
 FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "TIFF")  # camera MPO files open as JPEG
 DEFAULT_MAX_PIXELS = 100_000_000  # decompression-bomb guard; a 100-MP photo still fits in ~2 GB
@@ -408,12 +408,19 @@ def _unidentified(source: str | os.PathLike | BinaryIO) -> str:
   return "not a JPEG, PNG, WebP, BMP or TIFF image"
 
 
-def _walk(folder: Path, exclude: Path | None, others: list[str] | None = None) -> Iterator[Path]:
+def _inside(path: Path, folder: Path | None) -> bool:
+  return folder is not None and Path(os.path.realpath(path)).is_relative_to(folder)  # never raises on a link loop
+
+
+def _walk(folder: Path, exclude: Path | None, others: list[str] | None = None,
+          problems: list[str] | None = None) -> Iterator[Path]:
   """Image files under `folder`, sorted, skipping hidden names and the output tree; the other
-  files go to `others`."""
-  for f in sorted(folder.rglob("*")):
-    rel = f.relative_to(folder)
-    if any(part.startswith(".") for part in rel.parts) or (exclude and f.resolve().is_relative_to(exclude)):
+  files go to `others`, folders that cannot be listed and links to nothing to `problems`."""
+  files, unlisted = list_tree(folder)
+  if problems is not None:
+    problems += unlisted
+  for f in files:
+    if any(part.startswith(".") for part in f.relative_to(folder).parts) or _inside(f, exclude):
       continue
     if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS:
       yield f
@@ -421,8 +428,8 @@ def _walk(folder: Path, exclude: Path | None, others: list[str] | None = None) -
       others.append(str(f))
 
 
-def collect_inputs(inputs: Sequence[str], exclude: str | None = None,
-                   others: list[str] | None = None) -> list[tuple[str, str]]:
+def collect_inputs(inputs: Sequence[str], exclude: str | None = None, others: list[str] | None = None,
+                   problems: list[str] | None = None) -> list[tuple[str, str]]:
   """(input file, output path relative to --out) for files, folders and glob patterns.
 
   Folders are walked recursively and a glob keeps the tree below its first wildcard, so the
@@ -430,23 +437,24 @@ def collect_inputs(inputs: Sequence[str], exclude: str | None = None,
   go under their own name (album/..., scans/...); two files that would still share an output
   name (a.jpg, a.png) keep their extension in it (a.jpg.png, a.png.png).
   `exclude` (the output folder) is not walked. Files in the folders that are not images of a
-  kind colorize reads (by extension: .gif, .heic, .txt ...) are added to `others`.
+  kind colorize reads (by extension: .gif, .heic, .txt ...) are added to `others`; folders that
+  cannot be listed and links that lead nowhere, one line each, to `problems`.
   """
-  skip = Path(exclude).resolve() if exclude else None
+  skip = Path(os.path.realpath(exclude)) if exclude else None
   found: list[tuple[Path, Path, int]] = []  # (file, path below its input, which input)
-  tops = [Path(Path(item).resolve().name) for item in inputs]
+  tops = [Path(os.path.basename(os.path.realpath(item))) for item in inputs]
   for i, item in enumerate(inputs):
     path = Path(item)
     if path.is_dir():
-      found += [(f, f.relative_to(path), i) for f in _walk(path, skip, others)]
+      found += [(f, f.relative_to(path), i) for f in _walk(path, skip, others, problems)]
     elif glob.has_magic(item) and not path.exists():
       base = Path(*[p for p in path.parts[:next(j for j, p in enumerate(path.parts) if glob.has_magic(p))]])
-      tops[i] = Path(base.resolve().name)
+      tops[i] = Path(os.path.basename(os.path.realpath(base)))
       matches = sorted(Path(m) for m in glob.glob(item, recursive=True))
-      files = [m for m in matches if m.is_file() and not (skip and m.resolve().is_relative_to(skip))]
+      files = [m for m in matches if m.is_file() and not _inside(m, skip)]
       found += [(m, m.relative_to(base), i) for m in files] or [(path, Path(path.name), i)]
     else:
-      tops[i] = Path(path.resolve().parent.name)
+      tops[i] = Path(os.path.basename(os.path.dirname(os.path.realpath(path))))
       found.append((path, Path(path.name), i))
   seen, unique = set(), []
   for entry in found:
@@ -490,7 +498,8 @@ def colorize_files(colorizer: Colorizer, inputs: Sequence[str], out_dir: str,
   counted as done (PNGs are written whole or not at all, so a re-run finishes an interrupted
   one); `overwrite` replaces it.
   """
-  pairs = collect_inputs(inputs, exclude=out_dir)
+  problems: list[str] = []
+  pairs = collect_inputs(inputs, exclude=out_dir, problems=problems)
   sources = {os.path.realpath(src) for src, _ in pairs}
   failures = done_count = kept = 0
   with tqdm(total=len(pairs), unit="photo", file=sys.stderr, disable=None) as bar:
@@ -504,6 +513,9 @@ def colorize_files(colorizer: Colorizer, inputs: Sequence[str], out_dir: str,
       bar.write(f"error: {e}{hint}", file=sys.stderr)
       bar.update()
 
+    for problem in problems:
+      failures += 1
+      bar.write(f"error: {problem}", file=sys.stderr)
     jobs, written_by = [], {}
     for src, rel in pairs:
       dst = os.path.join(out_dir, rel)
@@ -572,11 +584,14 @@ def main(argv: list[str]) -> None:
   if os.path.exists(FLAGS.out) and not os.path.isdir(FLAGS.out):
     raise app.UsageError(f"--out {FLAGS.out} is a file: give a folder")
   others: list[str] = []
-  total = len(collect_inputs(inputs, exclude=FLAGS.out, others=others))
+  problems: list[str] = []
+  total = len(collect_inputs(inputs, exclude=FLAGS.out, others=others, problems=problems))
   if others:  # a phone's HEIC or GIF files would otherwise vanish without a word
     names = ", ".join(os.path.basename(f) for f in others[:5]) + (f" and {len(others) - 5} more" if len(others) > 5 else "")
     print(f"note: left alone, not {'/'.join(IMAGE_EXTENSIONS)} images: {names}", file=sys.stderr)
   if not total:
+    for problem in problems:
+      print(f"error: {problem}", file=sys.stderr)
     inside = f"; the ones inside --out {FLAGS.out} are never read: choose another --out" if collect_inputs(inputs) else ""
     print(f"error: no images in {' '.join(inputs)} (looked for {', '.join(IMAGE_EXTENSIONS)}){inside}", file=sys.stderr)
     sys.exit(1)
@@ -589,7 +604,7 @@ def main(argv: list[str]) -> None:
     cli.exit_with_error(e)
   failures = colorize_files(colorizer, inputs, FLAGS.out, FLAGS.max_pixels, FLAGS.overwrite, FLAGS.skip_existing)
   if failures:
-    print(f"{failures} of {total} inputs failed", file=sys.stderr)
+    print(f"{failures} of {total + len(problems)} inputs failed", file=sys.stderr)
   sys.exit(1 if failures else 0)
 
 

@@ -324,3 +324,33 @@ def test_a_file_where_an_output_folder_should_be_is_named_as_such(colorizer, tmp
   assert (tmp_path / "out" / "sub").read_text() == "a file of the user's"
   err = capsys.readouterr().err
   assert err.count("sub/x.png (File exists)") == 2 and "appeared" not in err, err
+
+
+def unlistable(monkeypatch, name):
+  """Folders called `name` cannot be listed, as for a user without the permission (tests run as root)."""
+  real = os.scandir
+
+  def scandir(path="."):
+    if os.path.basename(path) == name:
+      raise PermissionError(13, "Permission denied", os.fspath(path))
+    return real(path)
+
+  monkeypatch.setattr(os, "scandir", scandir)
+
+
+def test_a_folder_that_cannot_be_listed_and_a_link_loop_are_named_not_dropped(colorizer, tmp_path, monkeypatch, capsys):
+  tree = tmp_path / "in"
+  (tree / "locked").mkdir(parents=True)
+  Image.fromarray(photo()[:32, :32]).save(tree / "ok.jpg")
+  (tree / "a.jpg").symlink_to(tree / "b.jpg")
+  (tree / "b.jpg").symlink_to(tree / "a.jpg")
+  unlistable(monkeypatch, "locked")
+  assert colorize.colorize_files(colorizer, [str(tree)], str(tmp_path / "out")) == 3
+  errors = sorted(l for l in capsys.readouterr().err.splitlines() if l.startswith("error:"))
+  assert errors == [f"error: {tree / 'a.jpg'}: a symbolic link that leads nowhere (broken, or a loop)",
+                    f"error: {tree / 'b.jpg'}: a symbolic link that leads nowhere (broken, or a loop)",
+                    f"error: {tree / 'locked'}: cannot list this folder (Permission denied)"]
+  assert os.listdir(tmp_path / "out") == ["ok.png"]
+  # Named on its own, a looping link is one error line too (it raised RuntimeError before any output).
+  assert colorize.colorize_files(colorizer, [str(tree / "a.jpg"), str(tree / "ok.jpg")], str(tmp_path / "o2")) == 1
+  assert "a.jpg: unreadable image ([Errno 40] Too many levels of symbolic links" in capsys.readouterr().err

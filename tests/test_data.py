@@ -3,6 +3,7 @@
 import io
 import logging
 import os
+from unittest import mock
 
 import numpy as np
 import pytest
@@ -227,6 +228,22 @@ def test_list_folder_recursive_and_extensions(tmp_path):
   rel = sorted(os.path.relpath(p, tmp_path) for p in got)
   assert rel == sorted(["a.jpg", "b.JPG", os.path.join("sub", "c.Png"),
                         os.path.join("sub", "deep", "d.webp"), "e.TIFF", "f.bmp", "g.jpeg"])
+
+
+def test_list_folder_names_what_it_cannot_list_and_keeps_rglobs_order(tmp_path, monkeypatch):
+  from test_colorize_cli import unlistable
+  _touch_names(tmp_path, ["b/x.jpg", "a.jpg", "b.jpg", "b/locked/y.jpg", "a/z.png", "B.png"])
+  (tmp_path / "loop.jpg").symlink_to(tmp_path / "loop.jpg")
+  (tmp_path / "linked").symlink_to(tmp_path / "b")  # a linked folder is not entered (rglob's rule)
+  expected = [str(p) for p in sorted(tmp_path.rglob("*")) if p.is_file()]
+  assert sources.list_folder(tmp_path) == expected
+  unlistable(monkeypatch, "locked")
+  with mock.patch.object(sources.logging, "warning") as warning:
+    got = sources.list_folder(tmp_path)
+  assert got == [f for f in expected if "locked" not in f]
+  said = sorted(call.args[1] for call in warning.call_args_list)
+  assert said == [f"{tmp_path / 'b' / 'locked'}: cannot list this folder (Permission denied)",
+                  f"{tmp_path / 'loop.jpg'}: a symbolic link that leads nowhere (broken, or a loop)"]
 
 
 def test_list_folder_split(tmp_path):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import os
 import warnings
+from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
@@ -95,6 +96,25 @@ def open_image(source: str | os.PathLike | bytes | BinaryIO, draft_size: int | N
   if arr.ndim != 3 or arr.shape[0] < 1 or arr.shape[1] < 1:
     raise BadImageError(f"{name}: empty image")
   return arr, alpha
+
+
+def list_tree(root: str | os.PathLike) -> tuple[list[Path], list[str]]:
+  """(every file under `root`, sorted; one line for each folder that cannot be listed and each
+  link that leads nowhere). Linked folders are not entered, as with `Path.rglob`, which would
+  drop an unreadable folder without a word."""
+  files, problems = [], []
+
+  def unlisted(e: OSError) -> None:
+    problems.append(f"{e.filename}: cannot list this folder ({e.strerror or e})")
+
+  for folder, _, names in os.walk(root, onerror=unlisted):
+    for name in names:
+      path = Path(folder, name)
+      if path.is_symlink() and not path.exists():
+        problems.append(f"{path}: a symbolic link that leads nowhere (broken, or a loop)")
+      else:
+        files.append(path)
+  return sorted(files), problems
 
 
 def is_grayscale(rgb: np.ndarray) -> bool:

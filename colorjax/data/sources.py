@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from colorjax.data import shards, tfds_source
-from colorjax.data.images import IMAGE_EXTENSIONS, BadImageError, is_grayscale, open_image
+from colorjax.data.images import IMAGE_EXTENSIONS, BadImageError, is_grayscale, list_tree, open_image
 
 SPLITS = ("train", "eval", "all")
 
@@ -81,7 +81,10 @@ def list_folder(root: str | os.PathLike, split: str = "all", eval_fraction: floa
   if not root.is_dir():
     raise FileNotFoundError(f"image folder {str(root)!r} does not exist")
   files = []
-  for path in sorted(root.rglob("*")):
+  tree, problems = list_tree(root)
+  for problem in problems:
+    logging.warning("left out: %s", problem)
+  for path in tree:
     if path.suffix.lower() not in IMAGE_EXTENSIONS or not path.is_file():
       continue
     if split != "all" and in_eval_split(str(path.relative_to(root)), eval_fraction) != (split == "eval"):
