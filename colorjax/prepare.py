@@ -38,7 +38,7 @@ from etils import epath
 
 from colorjax import cli
 from colorjax.data import pipeline, shards, sources, tfds_source
-from colorjax.data.images import BadImageError, GrayscaleError, is_grayscale, resize_short_side
+from colorjax.data.images import BadImageError, GrayscaleError, is_grayscale, resize_short_side, within_aspect
 
 PROGRESS = ".prepare"  # per-shard completion notes of an unfinished prepare
 
@@ -92,7 +92,10 @@ def _prepare_one(task: tuple[int, str], size: int, quality: int) -> tuple[str, b
     return name, None, str(e)
   if is_grayscale(rgb):
     return name, None, "grayscale"
-  return name, shards.encode_record(name, resize_short_side(rgb, size), quality), None
+  try:
+    return name, shards.encode_record(name, resize_short_side(within_aspect(rgb), size), quality), None
+  except (OSError, ValueError) as e:  # one photo PIL cannot encode must not end the whole prepare
+    return name, None, f"cannot be encoded ({e})"
 
 
 def _write_shard(path: epath.Path, results: Iterable[tuple[str, bytes | None, str | None]],

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from colorjax.data import pipeline, sources
+from colorjax.data import images, pipeline, sources
 from colorjax.data.images import BadImageError, is_grayscale, open_image
 
 
@@ -402,6 +402,22 @@ def test_eval_images_center_crops_and_skips_bad(tmp_path):
   assert out.dtype == np.uint8 and out.shape == (2, S, S, 3)
   np.testing.assert_array_equal(out[0], arr[16:48])   # no resize needed: rows 16..47
   assert pipeline.eval_images(files, S, max_images=1).shape == (1, S, S, 3)
+
+
+def test_a_banner_is_cut_to_a_window_before_it_is_resized(tmp_path):
+  """A 2x3000 strip resized whole to a 64 px short side would be 96000 px long (gigabytes at 256)."""
+  strip = np.zeros((2, 3000, 3), np.uint8)
+  strip[..., 0] = (np.arange(3000) // 12)[None, :]  # its column in red, /12
+  strip[..., 2] = 200
+  path = save(strip, tmp_path / "banner.png")
+  rgb = images.within_aspect(strip)
+  np.testing.assert_array_equal(rgb, strip[:, 1496:1504])  # the middle 4:1 window (images.MAX_ASPECT)
+  assert images.within_aspect(strip.transpose(1, 0, 2)).shape == (8, 2, 3)
+  photo = np.zeros((120, 411, 3), np.uint8)  # the longest of the shared photos (3.4:1) is kept whole
+  assert images.within_aspect(photo, np.random.default_rng(0)) is photo
+  assert set(np.unique(pipeline.load_eval_crop(path, 64)[..., 0])) <= {124, 125}  # columns 1496-1503
+  reds = {int(pipeline.load_train_crop(path, np.random.default_rng(seed), 64)[0, 32, 0]) for seed in range(20)}
+  assert len(reds) > 5 and max(reds) - min(reds) > 100  # random windows along the whole strip
 
 
 def test_eval_images_draw_from_every_source_not_the_first(tmp_path):

@@ -196,3 +196,22 @@ def test_rerun_into_other_shards_names_what_differs(photo_dir, tmp_path):
   shutil.copy(photos / "sub0" / "p00.jpg", photos / "sub1" / "new.jpg")
   with pytest.raises(ValueError, match=r": the input files differ \(15 there, 16 here\);"):
     prepare_lib.prepare(f"folder:{photos}", out, size=32, eval_fraction=0.3, **common)
+
+
+def test_a_banner_is_prepared_as_a_window_and_a_photo_that_cannot_be_encoded_is_skipped(tmp_path, monkeypatch):
+  (tmp_path / "in").mkdir()
+  rng = np.random.default_rng(1)
+  Image.fromarray(rng.integers(0, 256, (1, 300, 3), dtype=np.uint8)).save(tmp_path / "in" / "banner.png")
+  Image.fromarray(rng.integers(0, 256, (40, 60, 3), dtype=np.uint8)).save(tmp_path / "in" / "photo.png")
+  # Resized whole, the 1x300 banner would be 76800 px wide: past JPEG's limit, and it ended prepare.
+  prepare_lib.prepare(f"folder:{tmp_path / 'in'}", str(tmp_path / "a"), size=256, eval_fraction=0.0,
+                      workers=1, progress=False)
+  assert sorted(shards.decode_record(r).shape for r in shards.open_split(tmp_path / "a", "train")) == \
+      [(256, 384, 3), (256, 1024, 3)]
+  encode = shards.encode_record
+  monkeypatch.setattr(shards, "encode_record",
+                      lambda key, *a: (_ for _ in ()).throw(OSError("encoder error -2")) if "banner" in key else encode(key, *a))
+  manifest = prepare_lib.prepare(f"folder:{tmp_path / 'in'}", str(tmp_path / "b"), size=32, eval_fraction=0.0,
+                                 workers=1, progress=False)
+  assert manifest["counts"]["train"] == 1
+  assert manifest["skipped"]["train"] == {"banner.png": "cannot be encoded (encoder error -2)"}

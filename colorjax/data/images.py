@@ -20,6 +20,7 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
 # A photo whose 99th-percentile channel spread is below this (in uint8 levels) is gray:
 # JPEG chroma noise on true grayscale photos stays well under it, real colour is far above.
 GRAY_SPREAD_THRESHOLD = 12
+MAX_ASPECT = 4.0  # training and prepare use a window of a longer strip (the shared photos reach 3.4)
 
 ImageFile.LOAD_TRUNCATED_IMAGES = False  # a truncated file is an error, not a gray stripe
 
@@ -122,6 +123,19 @@ def is_grayscale(rgb: np.ndarray) -> bool:
   x = rgb[:: max(1, rgb.shape[0] // 128), :: max(1, rgb.shape[1] // 128)].astype(np.int16)
   spread = np.max(np.abs(x - np.roll(x, 1, axis=-1)), axis=-1)
   return float(np.percentile(spread, 99)) < GRAY_SPREAD_THRESHOLD
+
+
+def within_aspect(rgb: np.ndarray, rng: np.random.Generator | None = None) -> np.ndarray:
+  """`rgb`, or its window MAX_ASPECT times as long as its short side: the middle one, or one at
+  a random place with `rng`. Resized whole to a crop's short side, a 1x3000 banner would take
+  gigabytes (and a JPEG cannot be wider than 65500 px)."""
+  h, w = rgb.shape[:2]
+  longest = int(MAX_ASPECT * min(h, w))
+  if max(h, w) <= longest:
+    return rgb
+  excess = max(h, w) - longest
+  start = int(rng.integers(0, excess + 1)) if rng is not None else excess // 2
+  return rgb[start:start + longest] if h > w else rgb[:, start:start + longest]
 
 
 def resize_short_side(rgb: np.ndarray, size: int) -> np.ndarray:
