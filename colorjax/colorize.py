@@ -38,7 +38,7 @@ from tqdm import tqdm
 
 from colorjax import checkpoints, cli, color, models, train
 from colorjax.data import shards
-from colorjax.data.images import IMAGE_EXTENSIONS, BadImageError, list_tree, open_image, to_rgb
+from colorjax.data.images import IMAGE_EXTENSIONS, BadImageError, list_tree, open_image, to_rgb, why_unidentified
 
 FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "TIFF")  # camera MPO files open as JPEG
 DEFAULT_MAX_PIXELS = 100_000_000  # decompression-bomb guard; a 100-MP photo still fits in ~2 GB
@@ -378,7 +378,7 @@ def probe(source: str | os.PathLike | BinaryIO, max_pixels: int = DEFAULT_MAX_PI
     pattern = " (the pattern matches nothing)" if glob.has_magic(name) else ""
     raise BadImageError(f"{name}: no such file{pattern}") from None
   except Image.UnidentifiedImageError:
-    raise BadImageError(f"{name}: {_unidentified(source)}") from None
+    raise BadImageError(f"{name}: {why_unidentified(source)}") from None
   except (OSError, ValueError, SyntaxError) as e:
     raise BadImageError(f"{name}: unreadable image ({e})") from None
   if w * h > max_pixels:
@@ -391,21 +391,6 @@ def read_image(source: str | os.PathLike | bytes, max_pixels: int = DEFAULT_MAX_
   """`probe`, then decode: (uint8 RGB [H, W, 3], alpha [H, W] or None)."""
   probe(io.BytesIO(source) if isinstance(source, bytes) else source, max_pixels, name)
   return open_image(source, name=name, composite=False)
-
-
-def _unidentified(source: str | os.PathLike | BinaryIO) -> str:
-  """Why an image could not be identified, from its first bytes."""
-  if isinstance(source, (str, os.PathLike)):
-    with open(source, "rb") as f:
-      head = f.read(4)
-  else:
-    source.seek(0)
-    head = source.read(4)
-  if not head:
-    return "the file is empty"
-  if head in (b"II*\0", b"MM\0*"):
-    return "a TIFF of a kind that cannot be read (e.g. 32-bit float samples, or a compression PIL lacks)"
-  return "not a JPEG, PNG, WebP, BMP or TIFF image"
 
 
 def _inside(path: Path, folder: Path | None) -> bool:

@@ -151,6 +151,23 @@ def test_open_dark_16bit_png_stays_dark(tmp_path):
   np.testing.assert_array_equal(rgb[..., 0], np.round(v / 257.0).astype(np.uint8))
 
 
+@pytest.mark.parametrize("values, mode, expected", [
+    (np.linspace(0, 1, 12), "F", np.linspace(0, 255, 12)),           # float light levels in [0, 1]
+    (np.linspace(0, 255, 12), "I", np.linspace(0, 255, 12)),         # 8-bit levels in a 32-bit TIFF
+    (np.linspace(0, 65535, 12), "I", np.linspace(0, 255, 12)),       # 16-bit levels in a 32-bit TIFF
+    (np.linspace(0, 1020, 12), "F", np.linspace(0, 1020, 12) / 257),  # read as 16-bit levels: dark
+    (np.linspace(-1, 1, 12), "F", None),
+    (np.linspace(0, 3e9, 12) - 2 ** 31, "I", None), (np.array([0.5] * 11 + [np.nan]), "F", None)])
+def test_32bit_samples_in_a_range_that_cannot_be_told_are_refused_not_shown_black(tmp_path, values, mode, expected):
+  path = tmp_path / "deep.tif"
+  Image.fromarray(values.reshape(3, 4).astype(np.float32 if mode == "F" else np.int32), mode).save(path)
+  if expected is None:
+    with pytest.raises(BadImageError, match="deep.tif: unreadable image \\(32-bit samples"):
+      open_image(path)
+  else:
+    np.testing.assert_allclose(open_image(path)[0][..., 1], expected.reshape(3, 4), atol=1)
+
+
 def test_open_one_pixel(tmp_path):
   rgb, _ = open_image(save(np.array([[[10, 20, 30]]], np.uint8), tmp_path / "one.png"))
   np.testing.assert_array_equal(rgb, [[[10, 20, 30]]])

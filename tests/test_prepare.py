@@ -45,7 +45,7 @@ def test_folder_prepare_splits_like_training_and_reports_skips(photo_dir, tmp_pa
     assert manifest["counts"][split] == len(want)
   skipped = {**manifest["skipped"]["train"], **manifest["skipped"]["eval"]}
   assert skipped["gray.jpg"] == "grayscale"
-  assert "unreadable" in skipped["truncated.jpg"] and "not an image" in skipped["notes.jpg"]
+  assert "unreadable" in skipped["truncated.jpg"] and "not a JPEG, PNG, WebP, BMP or TIFF" in skipped["notes.jpg"]
   assert json.loads((out / shards.MANIFEST).read_text()) == manifest
   assert not (out / prepare_lib.PROGRESS).exists()
   rgb = shards.decode_record(shards.open_split(out, "train")[0])

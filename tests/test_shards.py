@@ -181,3 +181,7 @@ def test_files_are_written_whole_and_never_over_a_users_file(tmp_path):
       (tmp_path / "new.png").write_text("made by the user meanwhile")
   assert (tmp_path / "new.png").read_text() == "made by the user meanwhile"
   assert sorted(p.name for p in tmp_path.iterdir()) == ["new.png", "photo.png", "photo.png.tmp"]
+  longest = tmp_path / ("x" * 251 + ".png")  # 255 bytes: a name the file system takes, with no room to add to it
+  with shards.local_path_for(longest) as tmp:
+    open(tmp, "w").write("long")
+  assert longest.read_text() == "long"

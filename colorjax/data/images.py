@@ -39,11 +39,18 @@ def to_rgb(img: Image.Image, composite: bool = True) -> tuple[Image.Image, np.nd
   if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
     arr = np.asarray(img, dtype=np.float64)
     # 16-bit modes always span 0..65535 (a dark 16-bit scan stays dark); 32-bit "I" and "F"
-    # carry no range, so it is guessed from the values.
+    # carry no range, so it is guessed from the values: [0, 1] (float), 255 or 65535, and
+    # anything else is refused rather than shown black or white.
     if img.mode.startswith("I;16"):
       scale = 65535.0
     else:
-      scale = 1.0 if img.mode == "F" and arr.max() <= 1.0 else (65535.0 if arr.max() > 255 else 255.0)
+      lo, hi = arr.min(), arr.max()
+      if not (np.isfinite(lo) and np.isfinite(hi)):
+        raise ValueError("32-bit samples with NaN or infinite values")
+      if lo < 0 or hi > 65535:
+        raise ValueError(f"32-bit samples span [{lo:g}, {hi:g}], not a range of light levels this can "
+                         "tell (0..1, 0..255 or 0..65535): save it as an 8- or 16-bit image")
+      scale = 1.0 if img.mode == "F" and hi <= 1.0 else (65535.0 if hi > 255 else 255.0)
     arr = np.clip(np.round(arr / scale * 255.0), 0, 255).astype(np.uint8)
     img = Image.fromarray(arr, mode="L")
   if img.mode in ("P", "1", "L", "RGB") and img.info.get("transparency") is not None:
@@ -59,6 +66,21 @@ def to_rgb(img: Image.Image, composite: bool = True) -> tuple[Image.Image, np.nd
   if img.mode != "RGB":
     img = img.convert("RGB")  # L, 1, CMYK, YCbCr, LAB, HSV
   return img, alpha
+
+
+def why_unidentified(source: str | os.PathLike | BinaryIO) -> str:
+  """Why PIL could not identify an image, from its first bytes."""
+  if isinstance(source, (str, os.PathLike)):
+    with open(source, "rb") as f:
+      head = f.read(4)
+  else:
+    source.seek(0)
+    head = source.read(4)
+  if not head:
+    return "the file is empty"
+  if head in (b"II*\0", b"MM\0*"):
+    return "a TIFF of a kind that cannot be read (e.g. 32-bit float samples, or a compression PIL lacks)"
+  return "not a JPEG, PNG, WebP, BMP or TIFF image"
 
 
 def open_image(source: str | os.PathLike | bytes | BinaryIO, draft_size: int | None = None,
@@ -91,7 +113,7 @@ def open_image(source: str | os.PathLike | bytes | BinaryIO, draft_size: int | N
   except FileNotFoundError:
     raise BadImageError(f"{name}: no such file") from None
   except Image.UnidentifiedImageError:
-    raise BadImageError(f"{name}: not an image (unknown or unsupported format)") from None
+    raise BadImageError(f"{name}: {why_unidentified(source)}") from None
   except (OSError, ValueError, SyntaxError) as e:
     raise BadImageError(f"{name}: unreadable image ({e})") from None
   if arr.ndim != 3 or arr.shape[0] < 1 or arr.shape[1] < 1:

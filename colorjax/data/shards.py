@@ -27,6 +27,7 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import errno
+import hashlib
 import io
 import json
 import os
@@ -87,7 +88,10 @@ def local_path_for(dest: epath.PathLike, overwrite: bool = True) -> Iterator[str
     fd, tmp = tempfile.mkstemp(suffix=".tmp")
     os.close(fd)
   else:
-    tmp = os.path.join(os.path.dirname(os.path.abspath(dest)), f".{dest.name}.colorjax.tmp")
+    name = f".{dest.name}.colorjax.tmp"
+    if len(os.fsencode(name)) > 255:  # NAME_MAX: dest's own name may be just under it
+      name = f".{hashlib.sha1(os.fsencode(dest.name)).hexdigest()[:16]}.colorjax.tmp"
+    tmp = os.path.join(os.path.dirname(os.path.abspath(dest)), name)
   try:
     yield tmp
     if remote:
