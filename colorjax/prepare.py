@@ -220,6 +220,7 @@ def prepare(source: str, out: str, size: int = 256, limit: int = 0, seed: int = 
   if manifest := _finished(out, config, sum(map(len, plan.values()))):
     logging.info("%s is already prepared", os.fspath(out))
     return manifest
+  created = not out.exists()
   notes.mkdir(parents=True, exist_ok=True)
   shards.write_json(notes / "config.json", config)
 
@@ -251,6 +252,12 @@ def prepare(source: str, out: str, size: int = 256, limit: int = 0, seed: int = 
       "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
   }
   if not sum(manifest["counts"].values()):
+    # Empty shards and notes would make `out` refuse every other prepare until deleted by hand.
+    for made in (notes, *(out / s for s in shards.SPLITS)):
+      if made.exists():
+        made.rmtree()
+    if created:
+      out.rmdir()
     skipped = [f"{k}: {v}" for split in manifest["skipped"].values() for k, v in split.items()]
     raise ValueError(f"{source}: no colour photo to prepare ({len(skipped)} skipped"
                      + (f", e.g. {'; '.join(skipped[:3])})" if skipped else ")"))

@@ -215,3 +215,14 @@ def test_a_banner_is_prepared_as_a_window_and_a_photo_that_cannot_be_encoded_is_
                                  workers=1, progress=False)
   assert manifest["counts"]["train"] == 1
   assert manifest["skipped"]["train"] == {"banner.png": "cannot be encoded (encoder error -2)"}
+
+
+def test_a_prepare_with_no_colour_photo_leaves_nothing_that_blocks_the_next(photo_dir, tmp_path):
+  (tmp_path / "gray").mkdir()
+  Image.fromarray(np.full((40, 40), 128, np.uint8)).save(tmp_path / "gray" / "g.png")
+  out = tmp_path / "shards"
+  with pytest.raises(ValueError, match="no colour photo to prepare \\(1 skipped, e.g. g.png: grayscale\\)"):
+    prepare_lib.prepare(f"folder:{tmp_path / 'gray'}", str(out), size=32, workers=1, progress=False)
+  assert not out.exists()
+  manifest = prepare_lib.prepare(f"folder:{photo_dir}", str(out), size=32, workers=1, progress=False)
+  assert sum(manifest["counts"].values()) == 12
