@@ -447,6 +447,13 @@ def test_eval_images_draw_from_every_source_not_the_first(tmp_path):
   np.testing.assert_array_equal(out, pipeline.eval_images(red + blue, 8, max_images=10))  # the same each time
 
 
+def test_a_split_left_empty_by_eval_fraction_says_so(tmp_path):
+  _touch_names(tmp_path, ["a.jpg", "b.jpg"])
+  with pytest.raises(ValueError, match="split 'eval': eval_fraction 0.001 puts every photo in the other split "
+                                       "\\(to train: raise data.eval_fraction"):
+    sources.resolve(f"folder:{tmp_path}", "eval", 0.001)
+
+
 def test_a_folder_source_that_is_a_file_says_so(tmp_path):
   (tmp_path / "photo.jpg").write_bytes(b"")
   with pytest.raises(FileNotFoundError, match="photo.jpg' is a file, not a folder"):

@@ -184,11 +184,11 @@ def resolve(spec: str, split: str, eval_fraction: float) -> ScanReport:
       raise ValueError(f"unknown data source {part!r}: expected 'folder:PATH', 'shards:DIR' or 'tfds:NAME'")
   if not files and not any(map(len, others)):
     folders = [p[len("folder:"):] for p in parts(spec) if p.startswith("folder:")]
-    hint = ""
-    if split != "all" and any(list_folder(f, "all", eval_fraction) for f in folders):
-      hint = (f": eval_fraction {eval_fraction:g} puts every photo in the other split"
-              + (" (to train: raise data.eval_fraction, or set data.eval)" if split == "eval" else ""))
-    raise ValueError(f"data source {spec!r} has no image files in split {split!r}{hint}")
+    if split == "all" or not others and not any(list_folder(f, "all", eval_fraction) for f in folders):
+      raise ValueError(f"data source {spec!r} has no image files ({', '.join(IMAGE_EXTENSIONS)})")
+    raise ValueError(f"data source {spec!r} has no image files in split {split!r}: eval_fraction "
+                     f"{eval_fraction:g} puts every photo in the other split"
+                     + (" (to train: raise data.eval_fraction, or set data.eval)" if split == "eval" else ""))
   report = scan(files) if files else ScanReport(files=[])
   report.grayscale += left_out.grayscale
   report.unreadable.update(left_out.unreadable)
