@@ -1,4 +1,4 @@
-"""Speed of training, colorizing and loading data; each command prints one JSON line.
+r"""Speed of training, colorizing and loading data; each command prints one JSON line.
 
     python -m colorjax.bench step --config configs/pix2pix_unet64.py [--config.image_size=256] \
         [--config.batch_size=16] [--phase gan|pretrain] [--steps 10] [--warmup 2] [--profile 2]

@@ -9,8 +9,10 @@ recombined with the photo's own full-resolution L, so no detail is lost. Above t
 size the coarse colour still comes from a render at the training size (`anchor_colour`): a
 model sees textures at the scale it was trained on only there, and its colour drifts with the
 render size otherwise (docs/results.md). The full-resolution
-work runs in bands of rows, so a 50-MP photo needs a few hundred MB, not tens of GB.
-Python API: `colorjax.Colorizer.from_workdir("runs/demo")(rgb_or_gray_array) -> uint8 RGB`.
+work runs in bands of rows, so a 50-MP photo needs about 1.4 GB with the demo model (0.8 GB
+of it JAX and the model), not tens of GB.
+Python API: `colorjax.Colorizer.from_workdir("runs/demo")(rgb_or_gray_array) -> uint8 RGB`
+(RGBA when the input has alpha).
 """
 
 from __future__ import annotations
@@ -597,7 +599,8 @@ FLAGS = flags.FLAGS
 
 if __name__ == "__main__":
   flags.DEFINE_string("workdir", None, "Training workdir with config.json and checkpoints/")
-  flags.DEFINE_string("out", "colorized", "Output folder (one PNG per input, same stem, tree kept)")
+  flags.DEFINE_string("out", "colorized", "Output folder (one PNG per input, same stem unless two "
+                      "inputs share one: a.jpg.png, a.png.png; tree kept)")
   flags.DEFINE_string("checkpoint", "", CHECKPOINT_HELP)
   flags.DEFINE_integer("render_size", 0, "Short side the model sees (default: the training image_size); "
                        "larger keeps more detail, smaller gives surer colour")

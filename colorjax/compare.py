@@ -127,7 +127,7 @@ if __name__ == "__main__":
   flags.DEFINE_enum("split", "all", ["all", "eval"], "all photos of --data, or only the share "
                     "the runs held out from training (their shards' eval_fraction, or data.eval_fraction)")
   flags.DEFINE_string("checkpoint", "", CHECKPOINT_HELP + ", for every run")
-  flags.DEFINE_integer("image_size", 256, "Short side resize and center crop (the seeds' protocol: 256)",
+  flags.DEFINE_integer("image_size", 256, "Short side resize and center crop (the seeds' size: 256)",
                        lower_bound=metrics.SSIM_WINDOW)
   flags.DEFINE_integer("batch_size", 16, "Crops per device call")
   flags.DEFINE_boolean("overwrite", False, "Replace --out if it exists")

@@ -1,4 +1,4 @@
-"""The fields every config has (other tools read them), with seed 000's values as defaults.
+"""The fields every config has (other tools read them), with defaults close to seed 000's.
 
 Config files in `configs/` start from `default_config()` and change what their system needs;
 every field can be overridden on the command line (`--config.batch_size=32`).

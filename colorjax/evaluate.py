@@ -2,7 +2,8 @@
 
     python -m colorjax.evaluate --workdir runs/demo --data folder:/photos/val --out report.json
 
-The seeds' protocol: each photo's short side resized to 256 (bicubic), the center 256 x 256
+The protocol: each photo's short side resized to 256 (bicubic; the seeds squashed whole photos
+to 256 x 256 instead, docs/design.md), the center 256 x 256
 crop colorized as `colorize` would (the model sees the crop's L at the render size, default the
 training image_size, and its ab is upsampled onto the crop's L), compared with the crop in RGB uint8:
 PSNR, SSIM (Wang et al.: 11x11 Gaussian window, sigma 1.5 = scikit-image's
@@ -370,7 +371,7 @@ if __name__ == "__main__":
   flags.DEFINE_enum("split", "all", ["all", "eval"], "all photos of --data, or only the share "
                     "the workdir's run held out from training (its shards' eval_fraction, or data.eval_fraction)")
   flags.DEFINE_string("checkpoint", "", CHECKPOINT_HELP)
-  flags.DEFINE_integer("image_size", 256, "Short side resize and center crop (the seeds' protocol: 256)",
+  flags.DEFINE_integer("image_size", 256, "Short side resize and center crop (the seeds' size: 256)",
                        lower_bound=metrics.SSIM_WINDOW)
   flags.DEFINE_integer("render_size", 0, "Short side the model sees, as colorize's --render-size "
                        "(default: the training image_size)")

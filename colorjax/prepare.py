@@ -1,4 +1,4 @@
-"""Decodes a photo source once into ArrayRecord shards, for training from `shards:DIR`.
+r"""Decodes a photo source once into ArrayRecord shards, for training from `shards:DIR`.
 
   python -m colorjax.prepare --source folder:/photos --out /data/photos_256
   python -m colorjax.prepare --source tfds:coco/2017 --out gs://bucket/coco10k \

@@ -8,7 +8,7 @@ processes: the batch is sharded along the `data` mesh axis and parameters are re
 batch-norm statistics are those of the global batch.
 
 Re-running the same command resumes from the latest checkpoint in the workdir (model,
-optimisers and data position). SIGTERM/SIGINT save a checkpoint and exit cleanly.
+optimisers and data position). SIGTERM/SIGINT save a checkpoint and exit with status 128 + the signal (143, 130).
 """
 
 from __future__ import annotations
@@ -743,7 +743,10 @@ def parse_flags(argv: list[str]) -> list[str]:
 def main(argv: list[str]) -> None:
   del argv
   cli.quiet_console()
-  distributed.initialize()  # before JAX touches a device, so the mesh spans every process
+  try:
+    distributed.initialize()  # before JAX touches a device, so the mesh spans every process
+  except ValueError as e:  # COLORJAX_* settings that do not go together
+    cli.exit_with_error(e)
   host.keep_freed_memory()
   try:
     config = flags.FLAGS.config

@@ -171,10 +171,14 @@ def test_a_config_json_colorjax_did_not_write_is_refused_not_overwritten(photos,
     (["--config", "configs/nope.py"], "error: --config configs/nope.py: [Errno 2] No such file or directory"),
     (["--config", "configs/demo.py", "--config.image_sise=32"], 'Did you mean "image_size"'),
     (["--config", "configs/demo.py:cpu"], "error: ValueError: unknown config variant 'cpu'"),
+    (["--config", "configs/demo.py", "COLORJAX_COORDINATOR=localhost:1234"],
+     "error: COLORJAX_COORDINATOR is set, so COLORJAX_NUM_PROCESSES and COLORJAX_PROCESS_ID must be too"),
 ])
 def test_command_line_names_a_bad_config_in_one_line(args, message, tmp_path):
+  env = {**os.environ, "PYTHONPATH": REPO, **dict(a.split("=", 1) for a in args if a.startswith("COLORJAX_"))}
+  args = [a for a in args if not a.startswith("COLORJAX_")]
   run = subprocess.run([sys.executable, "-m", "colorjax.train", *args, "--workdir", str(tmp_path / "run")],
-                       cwd=REPO, env={**os.environ, "PYTHONPATH": REPO}, capture_output=True, text=True)
+                       cwd=REPO, env=env, capture_output=True, text=True)
   assert run.returncode == 1 and message in run.stderr and "Traceback" not in run.stderr, run.stderr[-2000:]
   assert not (tmp_path / "run").exists()
 
