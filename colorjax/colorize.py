@@ -565,6 +565,7 @@ def main(argv: list[str]) -> None:
   inputs = argv[1:]
   if not inputs:
     raise app.UsageError("give at least one image file, folder or glob pattern to colorize")
+  cli.cache_compilations()
   for name in ("batch_size", "render_size"):
     if FLAGS[name].value < (1 if name == "batch_size" else 0):
       raise app.UsageError(f"--{name.replace('_', '-')} must be positive")

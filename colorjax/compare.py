@@ -99,6 +99,7 @@ def compare(workdirs: Sequence[str], data: str, split: str = "all", image_size: 
 def main(argv: list[str]) -> None:
   if len(argv) < 2:
     raise app.UsageError("give the workdirs of the runs to compare")
+  cli.cache_compilations()
   try:
     if FLAGS.out and os.path.isdir(FLAGS.out):
       raise ValueError(f"--out {FLAGS.out} is a directory: give the markdown file to write")

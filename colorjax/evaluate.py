@@ -307,6 +307,7 @@ def main(argv: list[str]) -> None:
     raise app.UsageError(f"unexpected arguments {argv[1:]}")
   if bool(FLAGS.workdir) == bool(FLAGS.predictions):
     raise app.UsageError("give --workdir (a trained run) or --predictions (another system's pictures)")
+  cli.cache_compilations()
   try:
     if FLAGS.out:
       csv_path = report_csv_path(FLAGS.out)

@@ -229,6 +229,7 @@ def main(argv: list[str]) -> None:
   del argv
   if not 0 <= FLAGS.port <= 65535:
     raise app.UsageError(f"--port {FLAGS.port} is not a port number (0-65535; 0: any free port)")
+  cli.cache_compilations()
   try:
     colorizer = Colorizer.from_workdir(FLAGS.workdir, FLAGS.checkpoint, FLAGS.render_size or None,
                                        colour_at_render_size=FLAGS.colour_at_render_size)

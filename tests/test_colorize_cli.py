@@ -354,3 +354,14 @@ def test_a_folder_that_cannot_be_listed_and_a_link_loop_are_named_not_dropped(co
   # Named on its own, a looping link is one error line too (it raised RuntimeError before any output).
   assert colorize.colorize_files(colorizer, [str(tree / "a.jpg"), str(tree / "ok.jpg")], str(tmp_path / "o2")) == 1
   assert "a.jpg: unreadable image ([Errno 40] Too many levels of symbolic links" in capsys.readouterr().err
+
+
+def test_inference_commands_keep_compiled_models_in_the_users_cache(tmp_path):
+  code = "from colorjax import cli; cli.cache_compilations(); import jax; print(jax.config.jax_compilation_cache_dir)"
+  env = {k: v for k, v in FAST_ENV.items() if k != "JAX_COMPILATION_CACHE_DIR"}
+  out = subprocess.run([sys.executable, "-c", code], env={**env, "XDG_CACHE_HOME": str(tmp_path)},
+                       capture_output=True, text=True)
+  assert out.stdout.strip() == str(tmp_path / "colorjax" / "jax"), out.stderr[-2000:]
+  mine = subprocess.run([sys.executable, "-c", code], env={**env, "JAX_COMPILATION_CACHE_DIR": str(tmp_path / "mine")},
+                        capture_output=True, text=True)
+  assert mine.stdout.strip() == str(tmp_path / "mine")  # the user's own setting wins
