@@ -3,8 +3,10 @@
 import base64
 import http.client
 import io
+import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -135,3 +137,77 @@ def test_command_listens_on_localhost_by_default(workdir):
   finally:
     proc.send_signal(signal.SIGINT)
   assert proc.wait(timeout=30) == 0
+
+
+def multipart(filename, data, field="photo", boundary="XyZ"):
+  body = (f'--{boundary}\r\nContent-Disposition: form-data; name="{field}"; filename="{filename}"\r\n'
+          f'Content-Type: application/octet-stream\r\n\r\n').encode() + data + f"\r\n--{boundary}--\r\n".encode()
+  return body, f"multipart/form-data; boundary={boundary}"
+
+
+def test_form_file_reads_the_top_level_parts_only():
+  body, content_type = multipart("cat.jpg", b"\r\n--not-the-boundary\r\n\r\nbytes")
+  assert serve.form_file(body, content_type, "photo") == (b"\r\n--not-the-boundary\r\n\r\nbytes", "cat.jpg")
+  utf8 = body.replace(b'filename="cat.jpg"', b"filename*=UTF-8''%C3%A9t%C3%A9.jpg")
+  assert serve.form_file(utf8, content_type, "photo")[1] == "été.jpg"
+  for bad, message in ((multipart("a.jpg", b"x", field="other"), "no photo in the upload"),
+                       (multipart("a.jpg", b""), "a.jpg: the file is empty"),
+                       ((body, "multipart/form-data"), "names no boundary"),
+                       ((b"--XyZ\r\n" + b"X-Pad: y\r\n" * 2000 + b"\r\nx", content_type), "malformed")):
+    with pytest.raises(serve.BadImageError, match=message):
+      serve.form_file(*bad, "photo")
+  # Parts nested 800 deep are one opaque top-level part, not 800 parses (23 s of CPU through email).
+  nested = b"".join(f"--b{i}\r\nContent-Type: multipart/mixed; boundary=b{i + 1}\r\n\r\n".encode() for i in range(800))
+  with pytest.raises(serve.BadImageError, match="no photo in the upload"):
+    serve.form_file(b"--XyZ\r\nContent-Type: multipart/mixed; boundary=b0\r\n\r\n" + nested + b"\r\n--XyZ--",
+                    content_type, "photo")
+
+
+def raw_request(base, request, read=True):
+  host, port = base.split("//")[1].split(":")
+  sock = socket.create_connection((host, int(port)), timeout=30)
+  sock.sendall(request)
+  if not read:
+    return sock
+  with sock:
+    return b"".join(iter(lambda: sock.recv(65536), b""))  # HTTP/1.0: the server closes after its answer
+
+
+def test_other_sites_pages_cannot_use_it_through_the_browser(server):
+  _, base = server
+  host = base.split("//")[1]
+  assert raw_request(base, b"GET /?from=bookmark HTTP/1.0\r\nHost: " + host.encode() + b"\r\n\r\n").startswith(b"HTTP/1.0 200")
+  rebound = raw_request(base, b"GET / HTTP/1.0\r\nHost: attacker.example\r\n\r\n")  # DNS rebinding
+  assert rebound.startswith(b"HTTP/1.0 403") and b"is not this server" in rebound
+  body, content_type = multipart("cat.jpg", open(PHOTO, "rb").read())
+  for origin, status in ((f"http://{host}", 200), ("http://evil.example", 403)):
+    request = urllib.request.Request(base + "/colorize", data=body, headers={"Content-Type": content_type,
+                                                                            "Origin": origin})
+    try:
+      assert urllib.request.urlopen(request, timeout=120).status == status
+    except urllib.error.HTTPError as e:
+      assert e.code == status and b"cannot post here" in e.read()
+
+
+def test_idle_and_extra_connections_are_closed(server, monkeypatch, caplog):
+  httpd, _ = server
+  monkeypatch.setattr(serve, "MAX_CONNECTIONS", 2)
+  monkeypatch.setattr(serve.Handler, "timeout", 1)
+  small = serve.ColorizeServer(("127.0.0.1", 0), httpd.colorizer, max_upload_bytes=200_000, max_pixels=1_000_000)
+  threading.Thread(target=small.serve_forever, daemon=True).start()
+  base = f"http://127.0.0.1:{small.server_address[1]}"
+  try:
+    idle = [raw_request(base, b"GET / HTTP/1.1\r\n", read=False) for _ in range(2)]  # headers never finished
+    assert raw_request(base, b"GET / HTTP/1.0\r\n\r\n").startswith(b"HTTP/1.0 503")
+    assert all(s.recv(100) == b"" for s in idle)  # closed after Handler.timeout, not held forever
+    assert raw_request(base, b"GET / HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").startswith(b"HTTP/1.0 200")  # slots free again
+    lying = raw_request(base, b"POST /colorize HTTP/1.0\r\nHost: 127.0.0.1\r\nContent-Type: multipart/form-data; boundary=x\r\n"
+                              b"Content-Length: 1000\r\n\r\n--x", read=False)
+    assert lying.recv(100) == b""  # a body that never comes: closed, no 500 page
+    assert raw_request(base, b"POST /colorize HTTP/1.0\r\nHost: 127.0.0.1\r\nContent-Length: \xb2\r\n\r\n").startswith(b"HTTP/1.0 411")
+    with caplog.at_level(logging.INFO):
+      raw_request(base, b"GET /\x1b[2J\rFAKE HTTP/1.0\r\n\r\n")
+    assert "\x1b" not in caplog.text and "\\x1b[2J\\x0dFAKE" in caplog.text  # no terminal escapes in the log
+  finally:
+    small.shutdown()
+    small.server_close()
