@@ -20,7 +20,8 @@ from colorjax import cli, evaluate, fid, metrics
 from colorjax.colorize import CHECKPOINT_HELP, Colorizer, parse_flags, read_run
 from colorjax.data import shards
 
-COLUMNS = tuple(c for c in evaluate.COLUMNS if c[0] != "mse")  # README-sized
+COLUMNS = (*(c for c in evaluate.COLUMNS if c[0] != "mse"),  # README-sized
+           ("over_no_colour", "PSNR over no colour (95 % CI)", "{}"), ("over_first", "PSNR over the first run", "{}"))
 LEADING = (("run", "run"), ("system", "system"), ("steps", "steps"))
 
 
@@ -82,16 +83,22 @@ def compare(workdirs: Sequence[str], data: str, split: str = "all", image_size: 
     which = f"eval: eval_fraction {fraction:g}, from {origin}"
   photos = evaluate.resolve_scored(data, split, fraction)
   rows: list[dict[str, Any]] = []
-  last = None
+  first = last = None
   for workdir, label in zip(workdirs, run_labels(workdirs)):
     colorizer = Colorizer.from_workdir(workdir, checkpoint)
     last = evaluate.evaluate(colorizer, photos, image_size, batch_size, features)
+    # Paired over the same photos: a difference of a few hundredths of a dB may be which photos these are.
+    gains = {"over_no_colour": metrics.format_gain(last.psnr_gain())}
+    if first is not None:
+      gains["over_first"] = metrics.format_gain(last.psnr_gain(over=first))
+    first = first or last
     rows.append({"run": label, "system": describe(colorizer.config), "steps": colorizer.step,
-                 **last.summary()["model"]})
+                 **last.summary()["model"], **gains})
   summary = last.summary()  # the baseline and ground truth are the same for every run
   rows += [{"run": label, **summary[system]} for system, label in evaluate.LABELS.items()]
   line = (f"{last.counts()} of `{data}` [{which}], {image_size} px center crops, RGB uint8, "
-          + (f"{checkpoint} checkpoints" if checkpoint else "each run's default checkpoint"))
+          + (f"{checkpoint} checkpoints" if checkpoint else "each run's default checkpoint")
+          + "; PSNR gains are paired over the photos, ± the half-width of their 95 % confidence interval")
   note = "" if features else "\n\n" + evaluate.FID_MISSING
   return line + "\n\n" + evaluate.format_table(rows, LEADING, COLUMNS) + note
 

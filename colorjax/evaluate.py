@@ -76,6 +76,16 @@ class Evaluation:
         out[system]["fid"] = self.fid[system]
     return out
 
+  def psnr_gain(self, over: "Evaluation | None" = None) -> tuple[float, float]:
+    """`metrics.paired_gain` of the model's PSNR over the no-colour baseline's, or over the
+    model of `over` (scored on the same photos)."""
+    if over is None:
+      return metrics.paired_gain([r["psnr"] for r in self.rows], [r["gray_psnr"] for r in self.rows])
+    theirs = {r["file"]: r["psnr"] for r in over.rows}
+    if set(theirs) != {r["file"] for r in self.rows}:
+      raise ValueError("a paired gain needs both evaluations on the same photos")
+    return metrics.paired_gain([r["psnr"] for r in self.rows], [theirs[r["file"]] for r in self.rows])
+
   def counts(self) -> str:
     return (f"{len(self.rows)} photos ({len(self.grayscale)} grayscale skipped, "
             f"{len(self.unreadable)} unreadable skipped)")
@@ -291,7 +301,8 @@ def write_report(path: str, evaluation: Evaluation, meta: dict[str, Any]) -> str
   csv_path = report_csv_path(path)
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
   report = {**meta, "photos": len(evaluation.rows), "grayscale_skipped": evaluation.grayscale,
-            "unreadable_skipped": evaluation.unreadable, "summary": evaluation.summary()}
+            "unreadable_skipped": evaluation.unreadable, "summary": evaluation.summary(),
+            "psnr_over_no_colour": dict(zip(("mean", "ci95_half_width"), evaluation.psnr_gain()))}
   if evaluation.fid is None:
     report["fid"] = FID_MISSING
   shards.write_json(path, report)
@@ -347,6 +358,8 @@ def main(argv: list[str]) -> None:
   print(f"{FLAGS.workdir or FLAGS.predictions} on {FLAGS.data} [{split}]: {evaluation.counts()}; "
         f"{FLAGS.image_size} px center crops {how}, RGB uint8\n")
   print(format_table(system_rows(evaluation.summary(), label), [("system", "")]))
+  print(f"\nPSNR over no colour: {metrics.format_gain(evaluation.psnr_gain())} dB "
+        f"(95 % confidence interval, paired over the {len(evaluation.rows)} photos)")
   for name, why in list(evaluation.unreadable.items())[:5]:
     print(f"skipped {why if str(why).startswith(str(name)) else f'{name}: {why}'}")  # errors name their file
   if features is None:

@@ -5,6 +5,7 @@ import csv
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 
@@ -99,6 +100,11 @@ def test_cli_skips_gray_and_broken_photos_and_writes_json_and_csv(run, tmp_path)
   assert len(rows) == 5
   assert list(rows[0])[:7] == ["file", "psnr", "ssim", "mse", "colorfulness", "gray_psnr", "gray_ssim"]
   assert np.mean([float(r["gray_psnr"]) for r in rows]) == pytest.approx(report["summary"]["no_colour"]["psnr"])
+  gains = [float(r["psnr"]) - float(r["gray_psnr"]) for r in rows]
+  assert report["psnr_over_no_colour"] == pytest.approx(
+      {"mean": statistics.mean(gains), "ci95_half_width": 1.96 * statistics.stdev(gains) / 5 ** 0.5})
+  assert (f"PSNR over no colour: {statistics.mean(gains):+.2f} ± {1.96 * statistics.stdev(gains) / 5 ** 0.5:.2f} dB "
+          "(95 % confidence interval, paired over the 5 photos)") in proc.stdout
 
   missing = subprocess.run(cmd[:4] + [str(tmp_path / "nowhere")] + cmd[5:] + ["--overwrite"], cwd=REPO, env=env,
                            capture_output=True, text=True)
@@ -133,7 +139,9 @@ def test_compare_tables_runs_on_the_same_photos(run, photos, tmp_path):
   rows = [line.split("|")[1:-1] for line in lines if line.startswith("|")]
   assert [r[0].strip() for r in rows] == ["run", "---", "tiny", "other", "no colour (a = b = 0)", "ground truth"]
   assert rows[2][1].strip() == "pix2pix_unet + patchgan, 32 px" and rows[2][2].strip() == "2"
-  assert rows[2][3:] == rows[3][3:]  # the same weights score the same
+  assert rows[2][3:-1] == rows[3][3:-1]  # the same weights score the same...
+  assert rows[2][-1].strip() == "–" and rows[3][-1].strip() == "+0.00"  # ...exactly (one held-out photo: no interval), paired photo by photo
+  assert rows[0][-2].strip() == "PSNR over no colour (95 % CI)" and rows[4][-2].strip() == "–"
   assert "FID not computed" in lines[-1]
 
   config = json.load(open(os.path.join(other, "config.json")))

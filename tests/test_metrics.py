@@ -1,5 +1,7 @@
 """colorjax.metrics against scikit-image and NumPy formulas, on random uint8 photos."""
 
+import statistics
+
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -48,3 +50,14 @@ def test_pixel_accuracy_is_the_share_of_pixels_in_the_true_ab_bin():
   got = np.asarray(metrics.pixel_accuracy(jnp.asarray(pred), jnp.asarray(true)))
   np.testing.assert_allclose(got, want, atol=1 / 256 + 1e-9)  # a pixel on a bin edge may fall either way
   assert got[1] == 1.0 and 0 < got[0] < 1
+
+
+def test_paired_gain_is_the_mean_difference_with_its_95_percent_interval():
+  rng = np.random.default_rng(0)
+  baseline = rng.normal(23, 3, 200)
+  scores = baseline + rng.normal(0.5, 1.0, 200)
+  mean, half = metrics.paired_gain(scores, baseline)
+  d = list(scores - baseline)
+  assert mean == pytest.approx(statistics.mean(d)) and half == pytest.approx(1.96 * statistics.stdev(d) / 200 ** 0.5)
+  assert metrics.format_gain((mean, half)) == f"{mean:+.2f} ± {half:.2f}" and metrics.format_gain((0.25, float("nan"))) == "+0.25"
+  assert metrics.paired_gain(baseline + 0.5, baseline) == pytest.approx((0.5, 0.0))  # the same shift on every photo
