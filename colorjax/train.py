@@ -14,6 +14,7 @@ optimisers and data position). SIGTERM/SIGINT save a checkpoint and exit with st
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import fcntl
 import functools
@@ -262,6 +263,11 @@ class _StopSignal:
   def __bool__(self) -> bool:
     return self.received is not None
 
+  @property
+  def signum(self) -> int:
+    """The signal to report: the one received, or SIGTERM where only another process got one."""
+    return self.received or signal.SIGTERM
+
   def __exit__(self, *exc_info: Any) -> None:
     for sig, handler in self._before.items():
       signal.signal(sig, handler)
@@ -278,14 +284,6 @@ class _StopSignal:
 # Processes agree on stopping every this many steps: the all-gather waits for the step to finish,
 # so doing it every step would keep the host from running ahead of the devices.
 AGREE_EVERY = 10
-
-
-def _resolve_for_every_process(config: ml_collections.ConfigDict) -> tuple[sources.ScanReport, sources.ScanReport]:
-  train_report, eval_report = resolve_data(config)
-  if len(train_report.files) < jax.process_count():
-    raise ValueError(f"{len(train_report.files)} training photos for {jax.process_count()} processes: "
-                     "each process trains on its own share, so each needs one at least")
-  return train_report, eval_report
 
 
 def _sample_grid(rgb: np.ndarray, pred: np.ndarray) -> np.ndarray:
@@ -417,17 +415,83 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> tuple[dict[str, floa
     return _train_and_evaluate(config, workdir, resources)
 
 
+@dataclasses.dataclass
+class _Run:
+  """What a run's helpers share, so each takes one argument rather than ten. `_set_up` opens it;
+  `_open_records` adds the records once there is something to train (a workdir that is already
+  trained gets nothing written); the run's `resources` close them all."""
+  config: ml_collections.ConfigDict
+  workdir: str
+  stop: _StopSignal
+  trainer: Trainer
+  mgr: ocp.CheckpointManager  # workdir/checkpoints
+  data_iter: Any  # grain's iterator: its position is saved with every checkpoint
+  eval_images: np.ndarray  # the held-out crops, the same on every process
+  eval_crops: int | None  # process 0's `checkpoints.fingerprint` of them
+  changed: list[str]  # the config fields that differ from the run being resumed
+  keep_histogram: Callable[[], None]  # from `_class_weights`
+  best: checkpoints.BestCheckpoint | None = None
+  writer: Any = None
+  features: fid.FeatureFn | None = None  # FID's, with config.fid_weights
+  real_stats: fid.FeatureStats | None = None  # the features' statistics of eval_images, computed once
+
+  @property
+  def final_path(self) -> str:
+    return os.path.join(self.workdir, "final_metrics.json")
+
+
 def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                         resources: contextlib.ExitStack) -> tuple[dict[str, float], int | None]:
+  """`run`'s body. Every process must make the same collective calls (`distributed`) in the same
+  order or a multi-host run hangs, so what one process decides alone goes through `agree`."""
+  config = _resolved_config(config)
+  stop = resources.enter_context(_StopSignal())  # from here: a signal while compiling is a clean stop too
+  run, state = _set_up(config, workdir, stop, resources)
+  trained, signalled = distributed.agree(_already_trained(run, state), bool(stop))
+  if trained:
+    return _already_trained_scores(run, int(state.step)), None
+  if signalled:
+    logging.info("stopped by signal before the first step; nothing was trained or written")
+    return {}, stop.signum
+  _open_records(run, state, resources)
+
+  step = first_step = int(state.step)
+  window, speed = [], _Throughput(step)
+  deadline = time.time() + 60 * config.max_train_minutes if config.max_train_minutes else float("inf")
+  summary, stopped_by = {}, None
+  while step < config.total_steps:
+    # The first step of each phase compiles it (and the first batch starts the data workers).
+    compiles = step == first_step or (run.trainer.gan_step is not None and step == config.pretrain_steps)
+    state, step_metrics = _train_step(run, state, step, speed, compiles)
+    window.append(step_metrics)
+    step += 1
+    if step % config.log_every == 0 or step == config.total_steps:
+      _log_window(run, window, step, speed)
+      window = []
+      speed.next_window(step)
+    summary, stopped_by = _periodic_work(run, state, step, summary, speed, deadline)
+    if stopped_by:
+      break
+  signalled = stopped_by == "signal"
+  summary = _final_report(run, state, step, summary, signalled)
+  # A process that only agreed to stop (another one got the signal) reports SIGTERM's status.
+  return summary, stop.signum if signalled else None
+
+
+def _resolved_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """The checked config with its references resolved and its photo sources as absolute paths,
+  which config.json keeps, so a resumed run finds them from any folder."""
   config_lib.check_run_config(config)
   config = config.copy_and_resolve_references()
   config.data.train, config.data.eval = sources.absolute(config.data.train), sources.absolute(config.data.eval)
-  stop = resources.enter_context(_StopSignal())  # from here: a signal while compiling is a clean stop too
-  if "://" in workdir:
-    raise ValueError(f"workdir {workdir}: give a local path; mount a bucket with gcsfuse first "
-                     "(launch/tpu_vm.sh and the Colab notebook do that for gs:// work directories)")
-  if os.path.exists(workdir) and not os.path.isdir(workdir):
-    raise ValueError(f"workdir {workdir} is a file, not a directory")
+  return config
+
+
+def _set_up(config: ml_collections.ConfigDict, workdir: str, stop: _StopSignal,
+            resources: contextlib.ExitStack) -> tuple[_Run, TrainState]:
+  """Checks the workdir and the photos (the same on every process), takes the workdir, builds the
+  trainer and its state, and resumes from the latest checkpoint if there is one."""
+  _check_workdir(workdir)
   changed = checkpoints.changed_fields(workdir, config)
   if changed:
     logging.warning("resuming with a changed config: %s", ", ".join(changed))
@@ -438,6 +502,37 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   logging.info("train data: %s", train_report.summary())
   logging.info("eval data: %s", eval_report.summary())
   distributed.check_same_files("training photos", train_report.files)
+  _claim_workdir(workdir, resources)
+  class_weights, keep_histogram = _class_weights(config, workdir, train_report.files)
+  trainer = Trainer(config, class_weights=class_weights)
+  eval_images = distributed.agreed(lambda: pipeline.eval_images(eval_report.files, config.image_size, config.eval_max_images))
+  distributed.check_same_files("held-out photos", eval_images)
+  data = functools.partial(pipeline.train_dataset, train_report.files, config.image_size,
+                           config.batch_size // jax.process_count(), num_workers=config.data.num_workers,
+                           max_zoom=config.data.max_zoom)
+  state = trainer.init_state()
+  mgr = checkpoints.open_checkpoints(os.path.join(workdir, "checkpoints"), config.keep_checkpoints)
+  resources.callback(mgr.close)
+  state, data_iter = _resume(mgr, state, data, config, changed)
+  # Process 0's: a host that decodes a photo differently must not reset the best alone.
+  eval_crops = distributed.from_process_0(checkpoints.fingerprint(eval_images) if jax.process_index() == 0 else None)
+  run = _Run(config=config, workdir=workdir, stop=stop, trainer=trainer, mgr=mgr, data_iter=data_iter,
+             eval_images=eval_images, eval_crops=eval_crops, changed=changed, keep_histogram=keep_histogram)
+  return run, state
+
+
+def _check_workdir(workdir: str) -> None:
+  """Refuses a workdir that cannot be one, before anything is read or made."""
+  if "://" in workdir:
+    raise ValueError(f"workdir {workdir}: give a local path; mount a bucket with gcsfuse first "
+                     "(launch/tpu_vm.sh and the Colab notebook do that for gs:// work directories)")
+  if os.path.exists(workdir) and not os.path.isdir(workdir):
+    raise ValueError(f"workdir {workdir} is a file, not a directory")
+
+
+def _claim_workdir(workdir: str, resources: contextlib.ExitStack) -> None:
+  """Makes the workdir, checks that every process sees the same folder, takes its lock (process
+  0, for all) and removes the saves a kill cut short, before any process lists the checkpoints."""
   os.makedirs(workdir, exist_ok=True)
   distributed.check_shared_folder(workdir)
   is_main = jax.process_index() == 0
@@ -447,150 +542,34 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                      "wait for it or stop it, or give another --workdir")
   # Before any process lists the checkpoints: agreed() waits for process 0.
   distributed.agreed(lambda: checkpoints.remove_unfinished_saves(workdir) if is_main else None)
-  class_weights, keep_histogram = _class_weights(config, workdir, train_report.files)
-  trainer = Trainer(config, class_weights=class_weights)
-  eval_images = distributed.agreed(lambda: pipeline.eval_images(eval_report.files, config.image_size, config.eval_max_images))
-  distributed.check_same_files("held-out photos", eval_images)
-  data = functools.partial(pipeline.train_dataset, train_report.files, config.image_size,
-                           config.batch_size // jax.process_count(), num_workers=config.data.num_workers,
-                           max_zoom=config.data.max_zoom)
 
-  state = trainer.init_state()
-  mgr = checkpoints.open_checkpoints(os.path.join(workdir, "checkpoints"), config.keep_checkpoints)
-  resources.callback(mgr.close)
+
+def _lock_workdir(workdir: str, resources: contextlib.ExitStack) -> bool:
+  """One training per workdir: two would save over each other's checkpoints. The lock is on the
+  folder itself, so no file is created, and it goes with the process, even on kill -9. False if
+  another process holds it."""
+  fd = os.open(workdir, os.O_RDONLY)
+  resources.callback(os.close, fd)  # closing releases the lock
+  try:
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+  except BlockingIOError:
+    return False
+  except OSError as e:  # a file system without flock (some FUSE mounts)
+    logging.warning("cannot lock %s (%s): make sure no other training uses it", workdir, e)
+  return True
+
+
+def _resume(mgr: ocp.CheckpointManager, state: TrainState, data: Callable[[int], Any],
+            config: ml_collections.ConfigDict, changed: list[str]) -> tuple[TrainState, Any]:
+  """The state and the data iterator (`data(seed)` builds one) of the latest checkpoint, or
+  `state` and a new iterator when there is none; a saved position that does not fit the
+  pipeline is replaced by a new order, with a warning."""
   data_iter = iter(data(config.seed))
   # Process 0's view of the latest complete step, for all: a host whose file system cache has
   # not seen the newest commit file yet would otherwise restore another step.
-  latest = distributed.from_process_0(mgr.latest_step())
-  if latest is not None:
-    state, data_iter = _resume(mgr, latest, state, data, data_iter, config, changed)
-  final_path = os.path.join(workdir, "final_metrics.json")
-  # Process 0's: a host that decodes a photo differently must not reset the best alone.
-  eval_crops = distributed.from_process_0(checkpoints.fingerprint(eval_images) if is_main else None)
-  converged = checkpoints.converged(workdir, config, int(state.step), eval_crops)
-  trained, signalled = distributed.agree(os.path.exists(final_path) and (int(state.step) >= config.total_steps or converged),
-                              bool(stop))
-  if trained:
-    if int(state.step) < config.total_steps:
-      logging.info("%s stopped at step %d, where its held-out %s had not improved for %d evals "
-                   "(stop_on_plateau): nothing to do; raise config.patience or set "
-                   "config.stop_on_plateau=False to train on", workdir, int(state.step),
-                   config.best_metric, config.patience)
-    else:
-      logging.info("%s is already trained to step %d (total_steps %d): nothing to do; its scores are in %s",
-                   workdir, int(state.step), config.total_steps, final_path)
-    with open(final_path) as f:
-      return {k: v for k, v in json.load(f).items() if k not in ("step", "complete", "best")}, None
-  if signalled:
-    logging.info("stopped by signal before the first step; nothing was trained or written")
-    return {}, stop.received or signal.SIGTERM
-  keep_histogram()
-  best = checkpoints.BestCheckpoint(workdir, config, changed, eval_crops)
-  resources.callback(best.mgr.close)
-  os.makedirs(os.path.join(workdir, "samples"), exist_ok=True)
-  writer = writers.create_writer(workdir, is_main, int(state.step))
-  resources.callback(writer.close)
-  if is_main:
-    checkpoints.write_config(workdir, config)
-    if int(state.step) == 0:  # TensorBoard's HParams tab: the config of the run
-      writer.write_hparams({k: v if isinstance(v, (bool, int, float, str)) else str(v)
-                            for k, v in checkpoints.flat(config).items()})
-
-  features = fid.InceptionFeatures.from_file(config.fid_weights) if config.fid_weights else None
-  real_stats = fid.image_stats(features, eval_images, config.batch_size) if features else None
-  step = first_step = int(state.step)
-  window, speed = [], _Throughput(step)
-  deadline = time.time() + 60 * config.max_train_minutes if config.max_train_minutes else float("inf")
-  summary: dict[str, float] = {}
-  while step < config.total_steps:
-    # The first step of each phase compiles it (and the first batch starts the data workers):
-    # timed apart, with a sync before and after, twice a run.
-    compiles = step == first_step or (trainer.gan_step is not None and step == config.pretrain_steps)
-    if compiles:
-      jax.block_until_ready(state)
-      started = time.time()
-    try:
-      batch = next(data_iter)
-    except ValueError as e:  # grain: most photos drawn could not be read
-      raise ValueError(f"training data {config.data.train}: more than "
-                       f"{pipeline.UNREADABLE_RAISE_RATIO:.0%} of the photos drawn could not be read "
-                       f"(each is named in a 'skipping' line above); grain says: {e}") from e
-    state, step_metrics = trainer.step(state, batch, step)
-    if compiles:
-      jax.block_until_ready(step_metrics)
-      speed.compiled(time.time() - started)
-    window.append(step_metrics)
-    step += 1
-    last = step == config.total_steps
-    if step % config.log_every == 0 or last:
-      fetched = jax.device_get(window)
-      scalars = {k: float(np.mean([m[k] for m in fetched if k in m])) for k in set().union(*fetched)}
-      rate, line = speed.report(step, config.total_steps, config.batch_size)
-      phase = "train" if trainer.gan_step is None else "pretrain" if step <= config.pretrain_steps else "gan"
-      logging.info("step %d/%d [%s] %s | %s", step, config.total_steps, phase,
-                   " ".join(f"{k}={v:.4f}" for k, v in sorted(scalars.items())), line)
-      writer.write_scalars(step, {**{f"train/{k}": v for k, v in scalars.items()},
-                                  **({"train/img_per_s": rate} if rate else {})})
-      if bad := sorted(k for k, v in scalars.items() if not np.isfinite(v)):
-        raise _diverged(step, f"{', '.join(bad)} became NaN or infinite (mean of steps {speed.step + 1}-{step})")
-      window = []
-      speed.next_window(step)
-    plateau = False
-    scheduled = step % config.eval_every == 0 or last
-    saves = step % config.checkpoint_every == 0 or last
-    if scheduled or saves:  # the queued steps finish first: their time is training time
-      jax.block_until_ready(state)
-      events_start = time.time()
-    if scheduled:
-      summary = _evaluate_and_log(trainer, state, eval_images, writer, workdir, step, features, real_stats)
-      plateau = best.update(state, summary, step)
-      r = best.record
-      writer.write_scalars(step, {f"eval/best_{r['metric']}": r["value"], "eval/evals_since_best": r["evals_since_best"]})
-      if plateau:
-        logging.info("held-out %s has not improved for %d evals (best %.4f at step %d): training has "
-                     "converged%s", r["metric"], r["evals_since_best"], r["value"], r["step"],
-                     "; stopping (stop_on_plateau)" if config.stop_on_plateau else "")
-    if saves:
-      _save(mgr, state, data_iter)
-    if scheduled or saves:
-      speed.event(time.time() - events_start)
-    signalled = out_of_time = False
-    if not last and (jax.process_count() == 1 or step % AGREE_EVERY == 0):
-      signalled, out_of_time = distributed.agree(bool(stop), time.time() > deadline)
-    if out_of_time and not signalled and not scheduled:  # the scores of where it stopped
-      summary = _evaluate_and_log(trainer, state, eval_images, writer, workdir, step, features, real_stats)
-      best.update(state, summary, step, scheduled=False)
-    if signalled or out_of_time or (plateau and config.stop_on_plateau and not last):
-      _save(mgr, state, data_iter)
-      if signalled:
-        logging.info("stopped by signal at step %d; checkpoint saved. Re-run the same command to resume.", step)
-      elif out_of_time:
-        logging.info("max_train_minutes (%g) spent at step %d of %d: checkpoint saved, held-out scores "
-                     "above. Re-run the same command to train on.", config.max_train_minutes, step,
-                     config.total_steps)
-      break
-  mgr.wait_until_finished()
-  writer.flush()
-  if not summary and step >= config.total_steps:  # resumed there, without that run's final scores
-    summary = _evaluate_and_log(trainer, state, eval_images, writer, workdir, step, features, real_stats)
-  if is_main and (step >= config.total_steps or not signalled):  # a signal leaves no time for a final eval
-    final = {"step": step, "complete": step >= config.total_steps, **summary, "best": best.record}
-    shards.write_json(final_path, final)
-    logging.info("final: %s", json.dumps(final))
-  # A process that only agreed to stop (another one got the signal) reports SIGTERM's status.
-  return summary, (stop.received or signal.SIGTERM) if signalled else None
-
-
-def _save(mgr: ocp.CheckpointManager, state: TrainState, data_iterator: Any) -> None:
-  """`checkpoints.save`, never of NaN weights (`check_finite`)."""
-  check_finite(state)
-  checkpoints.save(mgr, state, data_iterator)
-
-
-def _resume(mgr: ocp.CheckpointManager, step: int, state: TrainState, data: Callable[[int], Any],
-            data_iter: Any, config: ml_collections.ConfigDict, changed: list[str]) -> tuple[TrainState, Any]:
-  """The state and the data position of checkpoint `step`; a position that does not fit the
-  pipeline (`data(seed)` builds it) is replaced by a new order, with a warning."""
+  step = distributed.from_process_0(mgr.latest_step())
+  if step is None:
+    return state, data_iter
   workdir = os.path.dirname(str(mgr.directory))
   if misfits := checkpoints.misfits(mgr, state, step):
     raise ValueError(f"the checkpoints in {workdir} do not fit this config (changed: "
@@ -612,19 +591,154 @@ def _resume(mgr: ocp.CheckpointManager, step: int, state: TrainState, data: Call
   return state, data_iter
 
 
-def _lock_workdir(workdir: str, resources: contextlib.ExitStack) -> bool:
-  """One training per workdir: two would save over each other's checkpoints. The lock is on the
-  folder itself, so no file is created, and it goes with the process, even on kill -9. False if
-  another process holds it."""
-  fd = os.open(workdir, os.O_RDONLY)
-  resources.callback(os.close, fd)  # closing releases the lock
+def _already_trained(run: _Run, state: TrainState) -> bool:
+  """This process's view (to agree on) of whether the workdir holds a finished run's scores: of
+  total_steps, or of a `stop_on_plateau` stop that would stop it again at this step."""
+  converged = checkpoints.converged(run.workdir, run.config, int(state.step), run.eval_crops)
+  return os.path.exists(run.final_path) and (int(state.step) >= run.config.total_steps or converged)
+
+
+def _already_trained_scores(run: _Run, step: int) -> dict[str, float]:
+  """The scores in the final_metrics.json of an already trained workdir, saying why there is
+  nothing to do: re-running a finished command is a no-op, not a new run."""
+  config = run.config
+  if step < config.total_steps:
+    logging.info("%s stopped at step %d, where its held-out %s had not improved for %d evals "
+                 "(stop_on_plateau): nothing to do; raise config.patience or set "
+                 "config.stop_on_plateau=False to train on", run.workdir, step,
+                 config.best_metric, config.patience)
+  else:
+    logging.info("%s is already trained to step %d (total_steps %d): nothing to do; its scores are in %s",
+                 run.workdir, step, config.total_steps, run.final_path)
+  with open(run.final_path) as f:
+    return {k: v for k, v in json.load(f).items() if k not in ("step", "complete", "best")}
+
+
+def _open_records(run: _Run, state: TrainState, resources: contextlib.ExitStack) -> None:
+  """Opens what a run that trains writes besides its checkpoints (the class histogram, the best
+  checkpoint, samples, metrics, config.json, TensorBoard's HParams), and FID's features."""
+  config, is_main = run.config, jax.process_index() == 0
+  run.keep_histogram()
+  run.best = checkpoints.BestCheckpoint(run.workdir, config, run.changed, run.eval_crops)
+  resources.callback(run.best.mgr.close)
+  os.makedirs(os.path.join(run.workdir, "samples"), exist_ok=True)
+  run.writer = writers.create_writer(run.workdir, is_main, int(state.step))
+  resources.callback(run.writer.close)
+  if is_main:
+    checkpoints.write_config(run.workdir, config)
+    if int(state.step) == 0:  # TensorBoard's HParams tab: the config of the run
+      run.writer.write_hparams({k: v if isinstance(v, (bool, int, float, str)) else str(v)
+                                for k, v in checkpoints.flat(config).items()})
+  run.features = fid.InceptionFeatures.from_file(config.fid_weights) if config.fid_weights else None
+  run.real_stats = fid.image_stats(run.features, run.eval_images, config.batch_size) if run.features else None
+
+
+def _train_step(run: _Run, state: TrainState, step: int, speed: _Throughput, compiles: bool
+                ) -> tuple[TrainState, dict[str, jax.Array]]:
+  """One update on the next batch. A step that `compiles` is timed apart, with a sync before and
+  after (twice a run), so that img/s is the speed of training alone."""
+  if compiles:
+    jax.block_until_ready(state)
+    started = time.time()
   try:
-    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-  except BlockingIOError:
-    return False
-  except OSError as e:  # a file system without flock (some FUSE mounts)
-    logging.warning("cannot lock %s (%s): make sure no other training uses it", workdir, e)
-  return True
+    batch = next(run.data_iter)
+  except ValueError as e:  # grain: most photos drawn could not be read
+    raise ValueError(f"training data {run.config.data.train}: more than "
+                     f"{pipeline.UNREADABLE_RAISE_RATIO:.0%} of the photos drawn could not be read "
+                     f"(each is named in a 'skipping' line above); grain says: {e}") from e
+  state, step_metrics = run.trainer.step(state, batch, step)
+  if compiles:
+    jax.block_until_ready(step_metrics)
+    speed.compiled(time.time() - started)
+  return state, step_metrics
+
+
+def _log_window(run: _Run, window: list[dict[str, jax.Array]], step: int, speed: _Throughput) -> None:
+  """The log line and train/ scalars of the steps since the last log: their mean losses and
+  img/s. A NaN or infinite mean stops the run (`DivergedError`) before a save can keep it."""
+  config = run.config
+  fetched = jax.device_get(window)
+  scalars = {k: float(np.mean([m[k] for m in fetched if k in m])) for k in set().union(*fetched)}
+  rate, line = speed.report(step, config.total_steps, config.batch_size)
+  phase = "train" if run.trainer.gan_step is None else "pretrain" if step <= config.pretrain_steps else "gan"
+  logging.info("step %d/%d [%s] %s | %s", step, config.total_steps, phase,
+               " ".join(f"{k}={v:.4f}" for k, v in sorted(scalars.items())), line)
+  run.writer.write_scalars(step, {**{f"train/{k}": v for k, v in scalars.items()},
+                                  **({"train/img_per_s": rate} if rate else {})})
+  if bad := sorted(k for k, v in scalars.items() if not np.isfinite(v)):
+    raise _diverged(step, f"{', '.join(bad)} became NaN or infinite (mean of steps {speed.step + 1}-{step})")
+
+
+def _periodic_work(run: _Run, state: TrainState, step: int, summary: dict[str, float],
+                   speed: _Throughput, deadline: float) -> tuple[dict[str, float], str | None]:
+  """What follows step `step` on its schedule: the held-out eval, the checkpoint, and whether to
+  stop (a signal, max_train_minutes, a plateau), which all processes agree on and which saves
+  first. Returns the latest held-out scores and why training stops (None: it goes on)."""
+  config, last = run.config, step == run.config.total_steps
+  scheduled = step % config.eval_every == 0 or last
+  saves = step % config.checkpoint_every == 0 or last
+  plateau = False
+  if scheduled or saves:
+    jax.block_until_ready(state)  # the queued steps finish first: their time is training time
+    events_start = time.time()
+    if scheduled:
+      summary = _evaluate_and_log(run, state, step)
+      plateau = _record_best(run, state, summary, step)
+    if saves:
+      _save(run.mgr, state, run.data_iter)
+    speed.event(time.time() - events_start)
+  signalled = out_of_time = False
+  if not last and (jax.process_count() == 1 or step % AGREE_EVERY == 0):
+    signalled, out_of_time = distributed.agree(bool(run.stop), time.time() > deadline)
+  if out_of_time and not signalled and not scheduled:  # the scores of where it stopped
+    summary = _evaluate_and_log(run, state, step)
+    run.best.update(state, summary, step, scheduled=False)
+  if not (signalled or out_of_time or (plateau and config.stop_on_plateau and not last)):
+    return summary, None
+  _save(run.mgr, state, run.data_iter)
+  if signalled:
+    logging.info("stopped by signal at step %d; checkpoint saved. Re-run the same command to resume.", step)
+    return summary, "signal"
+  if out_of_time:
+    logging.info("max_train_minutes (%g) spent at step %d of %d: checkpoint saved, held-out scores "
+                 "above. Re-run the same command to train on.", config.max_train_minutes, step,
+                 config.total_steps)
+    return summary, "max_train_minutes"
+  return summary, "plateau"
+
+
+def _record_best(run: _Run, state: TrainState, summary: dict[str, float], step: int) -> bool:
+  """Gives a scheduled eval to the best checkpoint and logs its record; True on a plateau."""
+  plateau = run.best.update(state, summary, step)
+  r = run.best.record
+  run.writer.write_scalars(step, {f"eval/best_{r['metric']}": r["value"], "eval/evals_since_best": r["evals_since_best"]})
+  if plateau:
+    logging.info("held-out %s has not improved for %d evals (best %.4f at step %d): training has "
+                 "converged%s", r["metric"], r["evals_since_best"], r["value"], r["step"],
+                 "; stopping (stop_on_plateau)" if run.config.stop_on_plateau else "")
+  return plateau
+
+
+def _save(mgr: ocp.CheckpointManager, state: TrainState, data_iterator: Any) -> None:
+  """`checkpoints.save`, never of NaN weights (`check_finite`)."""
+  check_finite(state)
+  checkpoints.save(mgr, state, data_iterator)
+
+
+def _final_report(run: _Run, state: TrainState, step: int, summary: dict[str, float],
+                  signalled: bool) -> dict[str, float]:
+  """Waits for the saves, scores a run resumed at its end, and writes final_metrics.json, which
+  a signal leaves out unless the run was complete. Returns the final held-out scores."""
+  run.mgr.wait_until_finished()
+  run.writer.flush()
+  complete = step >= run.config.total_steps
+  if not summary and complete:  # resumed there, without that run's final scores
+    summary = _evaluate_and_log(run, state, step)
+  if jax.process_index() == 0 and (complete or not signalled):  # a signal leaves no time for a final eval
+    final = {"step": step, "complete": complete, **summary, "best": run.best.record}
+    shards.write_json(run.final_path, final)
+    logging.info("final: %s", json.dumps(final))
+  return summary
 
 
 def resolve_data(config: ml_collections.ConfigDict) -> tuple[sources.ScanReport, sources.ScanReport]:
@@ -633,6 +747,15 @@ def resolve_data(config: ml_collections.ConfigDict) -> tuple[sources.ScanReport,
   held_out = (sources.resolve(config.data.eval, "all", 0.0) if config.data.eval
               else sources.resolve(config.data.train, "eval", share))
   return sources.resolve(config.data.train, "train", share), held_out
+
+
+def _resolve_for_every_process(config: ml_collections.ConfigDict) -> tuple[sources.ScanReport, sources.ScanReport]:
+  """`resolve_data` for a run of several processes, which each train on their own share."""
+  train_report, eval_report = resolve_data(config)
+  if len(train_report.files) < jax.process_count():
+    raise ValueError(f"{len(train_report.files)} training photos for {jax.process_count()} processes: "
+                     "each process trains on its own share, so each needs one at least")
+  return train_report, eval_report
 
 
 def _uses_class_weights(config: ml_collections.ConfigDict) -> bool:
@@ -684,22 +807,22 @@ def _class_weights(config: ml_collections.ConfigDict, workdir: str, files: Seque
   return class_weights_from_counts(config, counts), keep
 
 
-def _evaluate_and_log(trainer: Trainer, state: TrainState, images: np.ndarray, writer: Any,
-                      workdir: str, step: int, features: fid.FeatureFn | None,
-                      real_stats: fid.FeatureStats | None) -> dict[str, float]:
+def _evaluate_and_log(run: _Run, state: TrainState, step: int) -> dict[str, float]:
+  """Scores `state` on the held-out photos: a log line, eval/ scalars and a sample picture."""
   check_finite(state)
-  summary, preds = trainer.evaluate(state, images, features, real_stats)
+  images = run.eval_images
+  summary, preds = run.trainer.evaluate(state, images, run.features, run.real_stats)
   logging.info("eval @ %d on %d photos: PSNR %.2f dB (no colour: %.2f), SSIM %.4f (no colour: %.4f), "
                "colourfulness %.1f (real: %.1f), ab L1 %.4f%s", step, len(images), summary["psnr"],
                summary["gray_psnr"], summary["ssim"], summary["gray_ssim"], summary["colorfulness"],
                summary["real_colorfulness"], summary["l1"],
                "".join(f", {name} {summary[key]:.3f}" for key, name in
                        (("pixel_accuracy", "pixel accuracy"), ("fid", "FID")) if key in summary))
-  writer.write_scalars(step, {f"eval/{k}": v for k, v in summary.items()})
+  run.writer.write_scalars(step, {f"eval/{k}": v for k, v in summary.items()})
   grid = _sample_grid(images[:len(preds)][:8], preds[:8])
-  writer.write_images(step, {"samples": grid[None]})
+  run.writer.write_images(step, {"samples": grid[None]})
   if jax.process_index() == 0:
-    _write_sample(grid, os.path.join(workdir, "samples", f"step_{step:07d}.png"))
+    _write_sample(grid, os.path.join(run.workdir, "samples", f"step_{step:07d}.png"))
   return summary
 
 
