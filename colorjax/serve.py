@@ -143,10 +143,15 @@ class ColorizeServer(ThreadingHTTPServer):
     super().process_request(request, client_address)
 
   def process_request_thread(self, request: socket.socket, client_address: tuple) -> None:
+    """ThreadingMixIn's, with the slot freed before the socket closes: a client that sees the
+    close and connects again at once must find it free."""
     try:
-      super().process_request_thread(request, client_address)
+      self.finish_request(request, client_address)
+    except Exception:
+      self.handle_error(request, client_address)
     finally:
       self.connections.release()
+      self.shutdown_request(request)
 
   def colorize(self, data: bytes, filename: str) -> str:
     """Upload bytes -> the HTML of the result (previews and download link)."""

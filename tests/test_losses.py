@@ -129,3 +129,30 @@ def test_prior_correction_undoes_the_rebalanced_cross_entropy():
   biased = np.asarray(models.decode_output(models.build_generator(c, w), logits))
   np.testing.assert_allclose(biased, (empirical * w) @ centers / (empirical @ w), atol=2e-3)
   assert np.abs(biased - corrected).max() > 0.02  # the rebalancing moved the mean (10x the tolerance)
+
+
+def test_discriminator_loss_is_pix2pixs_halved_bce_of_real_and_fake():
+  torch = pytest.importorskip("torch")
+  real, fake = RNG.normal(1, 1, size=(2, 6, 6, 1)).astype(np.float32), RNG.normal(-1, 1, size=(2, 6, 6, 1)).astype(np.float32)
+  bce = torch.nn.BCEWithLogitsLoss()
+  want = 0.5 * (bce(torch.from_numpy(real), torch.ones(2, 6, 6, 1)) + bce(torch.from_numpy(fake), torch.zeros(2, 6, 6, 1)))
+  assert float(losses.discriminator_loss(real, fake)) == pytest.approx(float(want), rel=1e-5)
+  assert float(losses.bce_with_logits(fake, False)) == pytest.approx(
+      float(bce(torch.from_numpy(fake), torch.zeros(2, 6, 6, 1))), rel=1e-5)
+
+
+def test_colour_weighted_regression_with_tv_is_the_formula():
+  """Seed 001's loss: each pixel's error weighed by its true colour's class weight, plus TV."""
+  config = config_lib.default_config()
+  config.loss.reconstruction, config.loss.tv_weight = "l1", 0.3
+  pred, ab = RNG.uniform(-0.6, 0.6, size=(2, 5, 6, 2)), RNG.uniform(-0.6, 0.6, size=(2, 5, 6, 2))
+  counts = RNG.integers(0, 1000, size=256).astype(np.float64)
+  w = ab_bins.inverse_frequency_weights(counts)
+  p = counts / counts.sum()
+  raw = 1.0 / (0.5 * p + 0.5 / 256)
+  np.testing.assert_allclose(w, raw / (p @ raw), rtol=1e-6)  # Zhang et al.'s mix, mean 1 over the pixels
+  classes = ab_bins.ab_to_class(ab, np)
+  tv = np.abs(np.diff(pred, axis=1)).mean() + np.abs(np.diff(pred, axis=2)).mean()
+  want = np.mean(np.abs(pred - ab) * w[classes][..., None]) + 0.3 * tv
+  got = train.reconstruction_loss(config, jnp.asarray(pred), jnp.asarray(ab), jnp.asarray(w))
+  assert float(got) == pytest.approx(want, rel=1e-5)

@@ -239,3 +239,38 @@ def test_weight_init_follows_pix2pix():
   scales = np.concatenate([v.ravel() for k, v in flat.items() if k.endswith("scale")])
   assert abs(kernels.std() - 0.02) < 0.001 and abs(kernels.mean()) < 0.001
   assert abs(scales.mean() - 1.0) < 0.01 and abs(scales.std() - 0.02) < 0.01
+
+
+def test_output_activations_are_tanh_and_rescaled_sigmoid():
+  x = jnp.linspace(-6, 6, 13)
+  np.testing.assert_allclose(layers.output_activation("tanh", x), np.tanh(x), rtol=1e-6)
+  np.testing.assert_allclose(layers.output_activation("sigmoid", x), 2 / (1 + np.exp(-np.asarray(x))) - 1, atol=1e-6)
+
+
+def test_batch_norm_running_statistics_follow_pytorchs_momentum():
+  torch = pytest.importorskip("torch")
+  xs = [np.random.default_rng(i).normal(i, 1 + i, size=(8, 4, 4, 3)).astype(np.float32) for i in range(3)]
+  bn = layers.batch_norm(train=True, dtype=jnp.float32)
+  variables = bn.init(jax.random.key(0), xs[0])
+  reference = torch.nn.BatchNorm2d(3)  # momentum 0.1, eps 1e-5
+  for x in xs:
+    _, updated = bn.apply(variables, x, mutable=["batch_stats"])
+    variables = {**variables, **updated}
+    reference(torch.from_numpy(x).permute(0, 3, 1, 2))
+  stats = variables["batch_stats"]
+  np.testing.assert_allclose(stats["mean"], reference.running_mean.numpy(), rtol=1e-5)
+  # PyTorch keeps the unbiased variance (x 128/127 here), Flax the biased one.
+  np.testing.assert_allclose(stats["var"], reference.running_var.numpy(), rtol=1e-2)
+
+
+def test_dropout_is_on_in_training_only():
+  config = config_lib.default_config()
+  # pix2pix drops out in its decoder's 512-wide blocks below the top four: none with 5 downs, one with 6.
+  config.model.generator, config.model.num_downs, config.model.ngf = "pix2pix_unet", 6, 8
+  generator = models.build_generator(config)
+  l = jnp.asarray(np.random.default_rng(0).uniform(-1, 1, size=(2, 64, 64, 1)), jnp.float32)
+  variables = generator.init(jax.random.key(0), l)
+  train_out = [generator.apply(variables, l, train=True, mutable=["batch_stats"], rngs={"dropout": jax.random.key(k)})[0]
+               for k in (1, 2)]
+  assert not np.allclose(train_out[0], train_out[1])  # pix2pix's noise: its decoder's dropout
+  np.testing.assert_array_equal(generator.apply(variables, l, train=False), generator.apply(variables, l, train=False))

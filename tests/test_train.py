@@ -10,6 +10,7 @@ import textwrap
 import time
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
@@ -17,7 +18,7 @@ from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from colorjax import config as config_lib
-from colorjax import checkpoints, train, writers
+from colorjax import checkpoints, color, train, writers
 from colorjax.colorize import Colorizer
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -476,6 +477,48 @@ def test_pretraining_then_gan_losses_go_down_on_a_fixed_batch(photos):
   config.pretrain_steps = 0
   state, m = trainer.gan_step(state, jax.make_array_from_process_local_data(trainer.data_sharding, batch))
   assert set(m) == {"g_loss", "g_adv", "g_recon", "d_loss"}
+
+
+def _fixed_batch(photos):
+  return np.stack([np.asarray(Image.open(os.path.join(photos, f"photo_{i:02d}.png")))[:32, :32] for i in range(8)])
+
+
+def test_the_weight_average_warms_up_as_tensorflows_and_is_what_inference_uses(photos):
+  config = tiny_config(photos, ema_decay=0.5, total_steps=12)
+  trainer = train.Trainer(config)
+  state, batch = trainer.init_state(), _fixed_batch(photos)
+  expected = jax.tree.map(np.asarray, state.g_params)  # starts at the initial weights
+  for t in range(12):
+    state, _ = trainer.step(state, batch, t)
+    decay = min(0.5, (1 + t) / (10 + t))  # ExponentialMovingAverage(num_updates=t): capped from t = 9
+    expected = jax.tree.map(lambda e, p: decay * e + (1 - decay) * np.asarray(p), expected, state.g_params)
+  jax.tree.map(lambda want, got: np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6), expected, state.g_ema)
+  assert train.inference_fields(state) == ("g_ema", "g_stats")
+  assert not np.allclose(jax.tree.leaves(state.g_ema)[0], jax.tree.leaves(state.g_params)[0])
+
+
+def test_a_gan_step_is_pix2pixs_optimize_parameters(photos):
+  """D learns real = 1 and the detached fake = 0; then G, against the updated D, wants its fake
+  called real, plus l1_weight x L1 (torch's BCEWithLogitsLoss and L1Loss as the reference)."""
+  torch = pytest.importorskip("torch")
+  config = tiny_config(photos, pretrain_steps=0)
+  trainer = train.Trainer(config)
+  state = trainer.init_state()
+  rgb = jax.make_array_from_process_local_data(trainer.data_sharding, _fixed_batch(photos))
+  new, m = trainer.gan_step(jax.tree.map(jnp.copy, state), rgb)  # the step donates its input
+  l, ab = color.rgb_uint8_to_model(rgb)
+  rng = jax.random.fold_in(jax.random.key(config.seed), state.step)
+  fake, _ = train._apply_train(trainer.generator, state.g_params, state.g_stats, l, rng=rng)
+  d = lambda params, ab_: train._apply_train(trainer.discriminator, params, state.d_stats, l, ab_)[0]
+  t = lambda x: torch.from_numpy(np.array(x, np.float32))
+  bce = torch.nn.BCEWithLogitsLoss()
+  real_logits, fake_logits = t(d(state.d_params, ab)), t(d(state.d_params, fake))
+  d_loss = 0.5 * (bce(real_logits, torch.ones_like(real_logits)) + bce(fake_logits, torch.zeros_like(fake_logits)))
+  assert float(m["d_loss"]) == pytest.approx(float(d_loss), rel=1e-4)
+  fooled = t(d(new.d_params, fake))  # the updated D
+  assert float(m["g_adv"]) == pytest.approx(float(bce(fooled, torch.ones_like(fooled))), rel=1e-4)
+  assert float(m["g_recon"]) == pytest.approx(float(torch.nn.L1Loss()(t(fake), t(ab))), rel=1e-4)
+  assert float(m["g_loss"]) == pytest.approx(float(m["g_adv"]) + config.loss.l1_weight * float(m["g_recon"]), rel=1e-5)
 
 
 EIGHT_DEVICES = textwrap.dedent("""
