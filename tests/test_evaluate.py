@@ -296,3 +296,22 @@ def test_evaluate_finds_a_missing_or_empty_data_before_loading_the_model(run, tm
   assert proc.returncode == 1, proc.stderr[-3000:]
   assert ("does not exist" if folder == "nowhere" else "has no image files") in proc.stderr, proc.stderr[-3000:]
   assert "the model was loaded" not in proc.stderr
+
+
+def test_compare_command_writes_its_table_and_keeps_an_existing_one(run, photos, tmp_path):
+  out = tmp_path / "table.md"
+  cmd = [sys.executable, "-m", "colorjax.compare", run, run, "--data", f"folder:{photos}", "--image-size", "32",
+         "--batch-size", "4", "--out", str(out)]
+  env = {**os.environ, "PYTHONPATH": REPO, "JAX_DISABLE_MOST_OPTIMIZATIONS": "1"}
+  proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  table = out.read_text()
+  assert table.strip() == proc.stdout.strip()  # what it printed
+  rows = [line.split("|")[1:-1] for line in table.splitlines() if line.startswith("|")]
+  assert [r[0].strip() for r in rows[2:]] == ["tiny", "tiny (2)", "no colour (a = b = 0)", "ground truth"]
+  assert rows[3][-1].strip().startswith("+0.00 ± 0.00")  # the same run twice: no gain, no doubt
+  again = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
+  assert again.returncode == 1 and "table.md already exists; pass --overwrite" in again.stderr
+  assert out.read_text() == table
+  folder = subprocess.run(cmd[:-1] + [str(tmp_path)], cwd=REPO, env=env, capture_output=True, text=True)
+  assert folder.returncode == 1 and "is a directory: give the markdown file to write" in folder.stderr

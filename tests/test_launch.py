@@ -2,6 +2,7 @@
 
 import os
 import shlex
+import signal
 import subprocess
 import time
 
@@ -180,6 +181,14 @@ def test_the_pid_file_names_the_training_process_and_stop_waits_for_its_checkpoi
   started = subprocess.run(["bash", "-c", train_command], env=worker, capture_output=True, text=True, timeout=30)
   assert "training started" in started.stdout
   pid = int((home / "colorjax-train.pid").read_text())
+  try:
+    _check_worker_side(pid, home, train_command, stop_command, worker)
+  finally:
+    if os.path.exists(f"/proc/{pid}"):  # a failed check must not leave the stand-in running
+      os.kill(pid, signal.SIGKILL)
+
+
+def _check_worker_side(pid, home, train_command, stop_command, worker):
   for _ in range(100):  # setsid and nohup exec into it (no fork): the same pid becomes the stand-in
     with open(f"/proc/{pid}/cmdline", "rb") as f:
       if f.read().split(b"\0")[1].endswith(b"colorjax-venv/bin/python"):  # bash running the stand-in
