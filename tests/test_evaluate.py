@@ -308,7 +308,7 @@ def test_compare_command_writes_its_table_and_keeps_an_existing_one(run, photos,
   table = out.read_text()
   assert table.strip() == proc.stdout.strip()  # what it printed
   rows = [line.split("|")[1:-1] for line in table.splitlines() if line.startswith("|")]
-  assert [r[0].strip() for r in rows[2:]] == ["tiny", "tiny (2)", "no colour (a = b = 0)", "ground truth"]
+  assert [r[0].strip() for r in rows[2:]] == [run, f"{run} (2)", "no colour (a = b = 0)", "ground truth"]
   assert rows[3][-1].strip().startswith("+0.00 ± 0.00")  # the same run twice: no gain, no doubt
   again = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
   assert again.returncode == 1 and "table.md already exists; pass --overwrite" in again.stderr
