@@ -115,7 +115,8 @@ def read_run(workdir: str, checkpoint: str | int = "") -> tuple[ml_collections.C
   checkpoint = str(checkpoint) if isinstance(checkpoint, int) and checkpoint >= 0 else checkpoint
   if not checkpoint:
     checkpoint = config.get("colorize_checkpoint", "latest")
-    if checkpoint == "best" and not os.path.isdir(os.path.join(workdir, "best")):
+    best = os.path.join(workdir, "best")  # made empty when training starts
+    if checkpoint == "best" and not (os.path.isdir(best) and checkpoints.open_checkpoints(best).all_steps()):
       logging.warning("%s has no best checkpoint yet (it is written at the first eval): using the latest", workdir)
       checkpoint = "latest"
   if not isinstance(checkpoint, str) or checkpoint not in ("latest", "best") and not checkpoint.isdigit():

@@ -302,7 +302,8 @@ def write_report(path: str, evaluation: Evaluation, meta: dict[str, Any]) -> str
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
   report = {**meta, "photos": len(evaluation.rows), "grayscale_skipped": evaluation.grayscale,
             "unreadable_skipped": evaluation.unreadable, "summary": evaluation.summary(),
-            "psnr_over_no_colour": dict(zip(("mean", "ci95_half_width"), evaluation.psnr_gain()))}
+            "psnr_over_no_colour": dict(zip(("mean", "ci95_half_width"),  # JSON has no NaN: one photo, no interval
+                                            [v if np.isfinite(v) else None for v in evaluation.psnr_gain()]))}
   if evaluation.fid is None:
     report["fid"] = FID_MISSING
   shards.write_json(path, report)

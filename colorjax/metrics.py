@@ -12,6 +12,7 @@ import dm_pix
 import jax
 import jax.numpy as jnp
 import numpy as np
+import scipy.stats
 from clu import metrics
 
 from colorjax import ab_bins, color
@@ -23,10 +24,12 @@ SSIM_WINDOW = 11  # px; dm-pix gives meaningless SSIM below it (scikit-image ref
 
 def paired_gain(scores: Sequence[float], baseline: Sequence[float]) -> tuple[float, float]:
   """The mean of `scores - baseline` over the same photos, and the half-width of its 95 %
-  confidence interval (normal approximation; the photos taken as a sample of photos like
-  them): what tells a real gain from the luck of which photos were held out."""
+  confidence interval (Student's t; the photos taken as a sample of photos like them): what
+  tells a real gain from the luck of which photos were held out. Not the luck of one
+  training run: that takes runs with other seeds."""
   d = np.asarray(scores, np.float64) - np.asarray(baseline, np.float64)
-  half = 1.96 * d.std(ddof=1) / np.sqrt(len(d)) if len(d) > 1 else float("nan")
+  n = len(d)
+  half = scipy.stats.t.ppf(0.975, n - 1) * d.std(ddof=1) / np.sqrt(n) if n > 1 else float("nan")
   return float(d.mean()), float(half)
 
 

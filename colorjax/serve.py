@@ -46,6 +46,7 @@ from colorjax.data.images import BadImageError
 PREVIEW_SIZE = 768                 # long side of the inline previews
 _DRAIN_FACTOR = 16                 # an oversized body up to 16x the limit is read and dropped
 MAX_CONNECTIONS = 64               # open at once; more are answered 503 and closed
+UPLOADS_AT_ONCE = 4                # bodies being received at once (each held whole in memory)
 TIMEOUT_S = 30                     # a silent connection is closed after this long...
 UPLOAD_TIMEOUT_S = 300             # ...and an upload must arrive within this (50 MB at 1.3 Mbit/s)
 _MAX_PART_HEADER = 8192            # bytes of headers per form part
@@ -131,6 +132,7 @@ class ColorizeServer(ThreadingHTTPServer):
     self.max_pixels = max_pixels
     self.results = Results(store_bytes)
     self.work_lock = threading.Lock()
+    self.uploads = threading.BoundedSemaphore(UPLOADS_AT_ONCE)
     self.connections = threading.BoundedSemaphore(MAX_CONNECTIONS)
     self.loopback = address[0] in _LOOPBACK
 
@@ -187,7 +189,7 @@ class Handler(BaseHTTPRequestHandler):
       self.send_header("Content-Security-Policy", "default-src 'none'; img-src data:; style-src 'unsafe-inline'; "
                        "form-action 'self'; frame-ancestors 'none'")
       self.send_header("Cache-Control", "no-store")
-      self.send_header("Referrer-Policy", "no-referrer")
+      self.send_header("Referrer-Policy", "same-origin")
       for k, v in (extra or {}).items():
         self.send_header(k, v)
       self.end_headers()
@@ -199,15 +201,19 @@ class Handler(BaseHTTPRequestHandler):
   def _foreign(self) -> str:
     """Why the request may come from another site through the user's browser, or "".
 
-    Bound to localhost, a Host that is not a loopback name is a DNS-rebinding page; a form
-    POST whose Origin is not this server is another site's page (forms need no CORS).
+    Bound to localhost, a Host that is not a loopback name is a DNS-rebinding page. A form POST
+    whose Origin is not this server, or "null" (a page that hides its origin: this one's own
+    posts carry it, by its Referrer-Policy same-origin), or that the browser marks as from
+    another site, is another site's page: forms need no CORS. curl sends neither header.
     """
     host = self.headers.get("Host", "")
     if self.server.loopback and urlsplit(f"//{host}").hostname not in _LOOPBACK:
-      return f"Host {host!r} is not this server"
+      return f"Host {host!r} is not this server (ask for it by 127.0.0.1, localhost or [::1])"
+    if self.command != "POST":
+      return ""
     origin = self.headers.get("Origin")
-    if self.command == "POST" and origin and origin != "null" and urlsplit(origin).netloc != host:
-      return f"a page of {origin} cannot post here"
+    if origin and urlsplit(origin).netloc != host or self.headers.get("Sec-Fetch-Site") in ("cross-site", "same-site"):
+      return f"a page of {origin or 'another site'} cannot post here"
     return ""
 
   def _page(self, status: HTTPStatus, body: str = "", error: str = "") -> None:
@@ -268,54 +274,65 @@ class Handler(BaseHTTPRequestHandler):
     if length > _DRAIN_FACTOR * self.server.max_upload_bytes:
       self.close_connection = True
       return
-    while length > 0:
-      chunk = self.rfile.read(min(length, 1 << 20))
-      if not chunk:
-        break
-      length -= len(chunk)
+    try:
+      self._receive(memoryview(bytearray(1 << 20)), length)
+    except TimeoutError:
+      self.close_connection = True
+
+  def _receive(self, into: memoryview, length: int) -> None:
+    """Reads `length` bytes of the body into `into` (cycling through it when it is shorter).
+    Each read waits at most `timeout`; a trickle of bytes ends at UPLOAD_TIMEOUT_S."""
+    deadline, got = time.monotonic() + UPLOAD_TIMEOUT_S, 0
+    while got < length:
+      start = got % len(into)
+      n = self.rfile.readinto1(into[start:start + min(length - got, len(into) - start)])
+      if time.monotonic() > deadline or not n:
+        raise TimeoutError("the upload did not arrive")
+      got += n
 
   def _read_upload(self, length: int) -> tuple[bytes, str]:
-    """The `photo` field of a multipart form -> (bytes, file name)."""
+    """The `photo` field of a multipart form -> (bytes, file name). Bodies are read a few at a
+    time (`ColorizeServer.uploads`), into one buffer each: 64 connections x 50 MB would not fit."""
     content_type = self.headers.get("Content-Type", "")
     if not content_type.startswith("multipart/form-data"):
       self.close_connection = True  # its body is not read
       raise BadImageError("expected a form upload (multipart/form-data)")
-    chunks, deadline = [], time.monotonic() + UPLOAD_TIMEOUT_S
-    while length > 0:  # each read waits at most `timeout`; a trickle of bytes ends at the deadline
-      if time.monotonic() > deadline or not (chunk := self.rfile.read1(min(length, 1 << 20))):
-        raise TimeoutError("the upload did not arrive")
-      chunks.append(chunk)
-      length -= len(chunk)
-    return form_file(b"".join(chunks), content_type, "photo")
+    with self.server.uploads:
+      body = bytearray(length)
+      self._receive(memoryview(body), length)
+      return form_file(body, content_type, "photo")
 
   def log_message(self, format: str, *args) -> None:
     logging.info("%s %s", self.address_string(), (format % args).translate(_CONTROL))
 
 
-def form_file(body: bytes, content_type: str, field: str) -> tuple[bytes, str]:
+def form_file(body: bytes | bytearray, content_type: str, field: str) -> tuple[bytes, str]:
   """A multipart/form-data body -> (bytes, file name) of `field`.
 
-  Only the top level is split, by its boundary, and only each part's few header lines go
-  through `email`: the whole body through `email.parser` took 23 s of CPU for a crafted 1 MB
-  of nested parts, and 2 GB of memory for 48 MB of empty lines.
+  Only the top level is split, at CRLF--boundary (RFC 2046), and only each part's few header
+  lines go through `email`: the whole body through `email.parser` took 23 s of CPU for a
+  crafted 1 MB of nested parts, and 2 GB of memory for 48 MB of empty lines.
   """
-  boundary = re.search(r'boundary="?([^";]{1,200})"?', content_type)
+  boundary = re.search(r'boundary="?([^";]{1,200})"?', content_type, re.IGNORECASE)
   if not boundary:
     raise BadImageError("the form upload names no boundary")
-  parts = body.split(b"--" + boundary.group(1).encode("latin-1"))
-  for part in parts[1:65]:
-    if part.startswith(b"--"):  # the closing boundary
+  delimiter = b"\r\n--" + boundary.group(1).encode("latin-1")
+  at = -2 if body.startswith(delimiter[2:]) else body.find(delimiter)  # the first may open the body
+  for _ in range(64):
+    if at == -1 or body.startswith(b"--", at + len(delimiter)):  # none, or the closing delimiter
       break
-    head, found, payload = part.removeprefix(b"\r\n").partition(b"\r\n\r\n")
-    if not found or len(head) > _MAX_PART_HEADER:
+    start = body.find(b"\r\n", at + len(delimiter)) + 2  # past any whitespace after the boundary
+    end = body.find(delimiter, start)
+    blank = body.find(b"\r\n\r\n", start - 2, min(end, start + _MAX_PART_HEADER))
+    if start < 2 or end < 0 or blank < 0:  # a part never closed, or headers without an end
       raise BadImageError("the form upload is malformed")
-    headers = BytesParser(policy=policy.HTTP).parsebytes(head + b"\r\n\r\n", headersonly=True)
+    headers = BytesParser(policy=policy.HTTP).parsebytes(bytes(body[start:blank + 4]), headersonly=True)
     if headers.get_param("name", header="content-disposition") == field:
       filename = os.path.basename(headers.get_filename() or "photo")
-      data = payload.removesuffix(b"\r\n")
-      if not data:
+      if blank + 4 >= end:
         raise BadImageError(f"{filename}: the file is empty")
-      return data, filename
+      return bytes(body[blank + 4:end]), filename
+    at = end
   raise BadImageError("no photo in the upload: choose a file first")
 
 
@@ -332,9 +349,10 @@ def main(argv: list[str]) -> None:
     cli.exit_with_error(e)
   except OSError as e:  # e.g. the port is taken
     cli.exit_with_error(e, f"cannot listen on {FLAGS.host}:{FLAGS.port} ({e.strerror or e})")
-  if FLAGS.host not in ("127.0.0.1", "localhost", "::1"):
+  if FLAGS.host not in _LOOPBACK:
     logging.warning("listening on %s: anyone who can reach this machine can upload photos", FLAGS.host)
   host, port = server.server_address[:2]
+  host = f"[{host}]" if ":" in host else host
   print(f"colorjax: serving on http://{host}:{port}/ (Ctrl-C to stop)", flush=True)
   signal.signal(signal.SIGTERM, signal.default_int_handler)  # stops as Ctrl-C does
   try:

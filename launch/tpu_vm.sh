@@ -54,7 +54,8 @@ TRAIN_ARGS=()
 LOG='~/colorjax-train.log'
 # shellcheck disable=SC2088
 PID='~/colorjax-train.pid'
-TRAINING="[ -f $PID ] && kill -0 \$(cat $PID) 2>/dev/null"  # on a worker: is its training running?
+# On a worker: is its training running? (Not just a live PID: a restarted VM reuses the numbers.)
+TRAINING="[ -f $PID ] && grep -qs colorjax.train /proc/\$(cat $PID)/cmdline"
 # colorjax, jax and grain need Python >= 3.11; the TPU images' python3 is Ubuntu 22.04's 3.10,
 # so install makes a 3.11 environment with uv (which fetches that Python) on every worker.
 # shellcheck disable=SC2088
@@ -183,7 +184,8 @@ remember() {
 }
 
 stop() {
-  ssh_all "if $TRAINING; then kill -TERM \$(cat $PID); while kill -0 \$(cat $PID) 2>/dev/null; do sleep 2; done; \
+  ssh_all "if $TRAINING; then kill -TERM \$(cat $PID); for i in \$(seq 300); do $TRAINING || break; sleep 2; done; \
+if $TRAINING; then echo \"still training on \$(hostname) after 10 minutes: see $LOG\"; exit 1; fi; \
 echo \"stopped on \$(hostname); the end of $LOG says at which step it saved\"; else echo \"not training on \$(hostname)\"; fi"
 }
 
@@ -193,7 +195,8 @@ delete() { run "${TPU[@]}" delete "$NAME" "${WHERE[@]}" --quiet; }
 
 resume() {
   local describe=("${TPU[@]}" describe "$NAME" "${WHERE[@]}" --format='value(state,schedulingConfig.spot)')
-  local state="" spot="" answer err="${TMPDIR:-/tmp}/colorjax-describe.$$"
+  local state="" spot="" answer err
+  err="$(mktemp)"
   show "${describe[@]}"
   if [[ -n "$DRY_RUN" ]]; then
     echo "# dry run: what follows is what runs when the VM was preempted"

@@ -266,6 +266,7 @@ def test_the_run_chooses_the_default_checkpoint(workdir, tmp_path):
   assert colorize.Colorizer.from_workdir(str(tmp_path / "older")).step == 0
   # Stopped before its first eval, a run whose default is "best" has none yet: the latest, said so.
   (tmp_path / "older" / "config.json").write_text(json.dumps({**older, "colorize_checkpoint": "best"}))
+  (tmp_path / "older" / "best").mkdir()  # training makes it empty when it starts
   with mock.patch.object(colorize.logging, "warning") as warning:
     assert colorize.Colorizer.from_workdir(str(tmp_path / "older")).step == 0
   assert "no best checkpoint yet" in warning.call_args.args[0]

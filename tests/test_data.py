@@ -156,7 +156,7 @@ def test_open_dark_16bit_png_stays_dark(tmp_path):
     (np.linspace(0, 255, 12), "I", np.linspace(0, 255, 12)),         # 8-bit levels in a 32-bit TIFF
     (np.linspace(0, 65535, 12), "I", np.linspace(0, 255, 12)),       # 16-bit levels in a 32-bit TIFF
     (np.linspace(0, 1020, 12), "F", np.linspace(0, 1020, 12) / 257),  # read as 16-bit levels: dark
-    (np.linspace(-1, 1, 12), "F", None),
+    (np.linspace(-1, 1, 12), "F", None), (np.linspace(-1e-4, 1, 12), "F", np.linspace(0, 255, 12)),  # undershoot
     (np.linspace(0, 3e9, 12) - 2 ** 31, "I", None), (np.array([0.5] * 11 + [np.nan]), "F", None)])
 def test_32bit_samples_in_a_range_that_cannot_be_told_are_refused_not_shown_black(tmp_path, values, mode, expected):
   path = tmp_path / "deep.tif"

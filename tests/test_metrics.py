@@ -58,6 +58,8 @@ def test_paired_gain_is_the_mean_difference_with_its_95_percent_interval():
   scores = baseline + rng.normal(0.5, 1.0, 200)
   mean, half = metrics.paired_gain(scores, baseline)
   d = list(scores - baseline)
-  assert mean == pytest.approx(statistics.mean(d)) and half == pytest.approx(1.96 * statistics.stdev(d) / 200 ** 0.5)
+  assert mean == pytest.approx(statistics.mean(d)) and half == pytest.approx(1.9720 * statistics.stdev(d) / 200 ** 0.5, rel=1e-4)
+  few = metrics.paired_gain(scores[:5], baseline[:5])  # t(0.975, 4) = 2.7764 from the tables, not 1.96
+  assert few[1] == pytest.approx(2.7764 * statistics.stdev(d[:5]) / 5 ** 0.5, rel=1e-4)
   assert metrics.format_gain((mean, half)) == f"{mean:+.2f} ± {half:.2f}" and metrics.format_gain((0.25, float("nan"))) == "+0.25"
   assert metrics.paired_gain(baseline + 0.5, baseline) == pytest.approx((0.5, 0.0))  # the same shift on every photo

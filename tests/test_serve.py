@@ -150,6 +150,11 @@ def test_form_file_reads_the_top_level_parts_only():
   assert serve.form_file(body, content_type, "photo") == (b"\r\n--not-the-boundary\r\n\r\nbytes", "cat.jpg")
   utf8 = body.replace(b'filename="cat.jpg"', b"filename*=UTF-8''%C3%A9t%C3%A9.jpg")
   assert serve.form_file(utf8, content_type, "photo")[1] == "été.jpg"
+  # A preamble, a part without headers before it, a quoted upper-case BOUNDARY=, a boundary's
+  # text inside the file (only CRLF--boundary ends a part).
+  browserish = (b"preamble\r\n--XyZ\r\n\r\nno headers\r\n" + body.replace(b"bytes", b"bytes--XyZ tail"))
+  assert serve.form_file(browserish, 'multipart/form-data; BOUNDARY="XyZ"', "photo") == (
+      b"\r\n--not-the-boundary\r\n\r\nbytes--XyZ tail", "cat.jpg")
   for bad, message in ((multipart("a.jpg", b"x", field="other"), "no photo in the upload"),
                        (multipart("a.jpg", b""), "a.jpg: the file is empty"),
                        ((body, "multipart/form-data"), "names no boundary"),
@@ -180,9 +185,11 @@ def test_other_sites_pages_cannot_use_it_through_the_browser(server):
   rebound = raw_request(base, b"GET / HTTP/1.0\r\nHost: attacker.example\r\n\r\n")  # DNS rebinding
   assert rebound.startswith(b"HTTP/1.0 403") and b"is not this server" in rebound
   body, content_type = multipart("cat.jpg", open(PHOTO, "rb").read())
-  for origin, status in ((f"http://{host}", 200), ("http://evil.example", 403)):
-    request = urllib.request.Request(base + "/colorize", data=body, headers={"Content-Type": content_type,
-                                                                            "Origin": origin})
+  for headers, status in (({"Origin": f"http://{host}", "Sec-Fetch-Site": "same-origin"}, 200),
+                          ({"Origin": "http://evil.example"}, 403),
+                          ({"Origin": "null"}, 403),  # a page that hides where it is (no-referrer, sandbox)
+                          ({"Sec-Fetch-Site": "cross-site"}, 403)):
+    request = urllib.request.Request(base + "/colorize", data=body, headers={"Content-Type": content_type, **headers})
     try:
       assert urllib.request.urlopen(request, timeout=120).status == status
     except urllib.error.HTTPError as e:

@@ -47,7 +47,7 @@ def to_rgb(img: Image.Image, composite: bool = True) -> tuple[Image.Image, np.nd
       lo, hi = arr.min(), arr.max()
       if not (np.isfinite(lo) and np.isfinite(hi)):
         raise ValueError("32-bit samples with NaN or infinite values")
-      if lo < 0 or hi > 65535:
+      if lo < -1e-3 * max(hi, 1.0) or hi > 65535:  # a resampled float image may undershoot 0 a little
         raise ValueError(f"32-bit samples span [{lo:g}, {hi:g}], not a range of light levels this can "
                          "tell (0..1, 0..255 or 0..65535): save it as an 8- or 16-bit image")
       scale = 1.0 if img.mode == "F" and hi <= 1.0 else (65535.0 if hi > 255 else 255.0)
