@@ -196,8 +196,10 @@ class UnreadableCheckpoint(ValueError):
     self.step = step
 
 
-def misfits(mgr: ocp.CheckpointManager, state: TrainState, step: int, item: str = "state") -> str:
-  """What differs between checkpoint `step`'s arrays and `state`'s ("" if they fit).
+def misfits(mgr: ocp.CheckpointManager, state: TrainState, step: int, item: str = "state",
+            fields: Sequence[str] | None = None) -> str:
+  """What differs between checkpoint `step`'s arrays and `state`'s ("" if they fit), in the
+  TrainState `fields` only when given (inference reads G's; an exported model has no more).
 
   Read from the checkpoint's metadata, so a misfit is named before orbax starts restoring.
   `item` is "state" in `checkpoints/`, "default" in `best/`.
@@ -207,8 +209,9 @@ def misfits(mgr: ocp.CheckpointManager, state: TrainState, step: int, item: str 
   # item and warns on every resume that it "does not exist".
   with _reading(mgr, step):  # a metadata file cut short or missing: a damaged checkpoint too
     saved = ocp.PyTreeCheckpointHandler().metadata(epath.Path(mgr.directory) / str(step) / item)
-  saved = {name(p): tuple(m.shape) for p, m in jax.tree_util.tree_leaves_with_path(saved)}
-  mine = {name(p): tuple(x.shape) for p, x in jax.tree_util.tree_leaves_with_path(state)}
+  wanted = lambda key: fields is None or key.split(".", 1)[0] in fields
+  saved = {name(p): tuple(m.shape) for p, m in jax.tree_util.tree_leaves_with_path(saved) if wanted(name(p))}
+  mine = {name(p): tuple(x.shape) for p, x in jax.tree_util.tree_leaves_with_path(state) if wanted(name(p))}
   diffs = [f"{k} {saved.get(k, 'missing')} in the checkpoint, {mine.get(k, 'missing')} here"
            for k in sorted(set(saved) | set(mine)) if saved.get(k) != mine.get(k)]
   return "; ".join(diffs[:3]) + (f" and {len(diffs) - 3} more arrays" if len(diffs) > 3 else "")

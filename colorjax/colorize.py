@@ -55,6 +55,14 @@ def _stride(config: ml_collections.ConfigDict) -> int:
   return 32
 
 
+def abstract_state(config: ml_collections.ConfigDict) -> train.TrainState:
+  """The shapes and dtypes of a run's TrainState, computed without allocating it."""
+  generator = models.build_generator(config)
+  discriminator = models.build_discriminator(config) if config.model.discriminator != "none" else None
+  return jax.eval_shape(functools.partial(
+      train.create_train_state, config, generator=generator, discriminator=discriminator), jax.random.key(0))
+
+
 def _restore(directory: str, abstract: train.TrainState, checkpoint: str) -> tuple[tuple[Any, Any], int]:
   """G's inference weights and statistics (`train.inference_fields`) of a `checkpoints/` step
   or of the single `best/` one, as `read_run` found them, onto this process's first device.
@@ -69,9 +77,9 @@ def _restore(directory: str, abstract: train.TrainState, checkpoint: str) -> tup
     mgr = checkpoints.open_checkpoints(directory)
     step = mgr.latest_step() if checkpoint in ("best", "latest") else int(checkpoint)
     try:
-      if misfit := checkpoints.misfits(mgr, abstract, step, item):
-        raise ValueError(f"checkpoint {step} in {directory} does not fit the run's config.json ({misfit})")
       fields = train.inference_fields(abstract)
+      if misfit := checkpoints.misfits(mgr, abstract, step, item, fields):
+        raise ValueError(f"checkpoint {step} in {directory} does not fit the run's config.json ({misfit})")
       restored = checkpoints.restore_fields(mgr, abstract, step, fields, item)
       return tuple(restored[f] for f in fields), step
     except (checkpoints.UnreadableCheckpoint, FileNotFoundError):
@@ -184,12 +192,7 @@ class Colorizer:
       if not config.model.num_classes:
         raise ValueError(f"prior_correction applies to ab-class models; {workdir!r} regresses ab")
       config.model.prior_correction = prior_correction
-    generator = models.build_generator(config)
-    discriminator = models.build_discriminator(config) if config.model.discriminator != "none" else None
-    abstract = jax.eval_shape(functools.partial(
-        train.create_train_state, config, generator=generator, discriminator=discriminator),
-        jax.random.key(0))
-    (params, batch_stats), step = _restore(directory, abstract, checkpoint)
+    (params, batch_stats), step = _restore(directory, abstract_state(config), checkpoint)
     logging.info("loaded %s %s (step %d)", workdir, checkpoint, step)
     corrected = config.model.num_classes and config.model.get("prior_correction", 0.0)
     return cls(config, params, batch_stats, render_size, batch_size,

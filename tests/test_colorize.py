@@ -15,7 +15,7 @@ from PIL import Image
 from skimage import color as skcolor
 
 from colorjax import config as config_lib
-from colorjax import checkpoints, models, train
+from colorjax import checkpoints, export, models, train
 from colorjax.colorize import Colorizer, _resize_ab, anchor_colour
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -305,3 +305,18 @@ def test_only_the_generators_inference_weights_are_restored_and_they_are_the_sav
   assert jax.tree.structure(colorizer.variables) == jax.tree.structure(want)
   for a, b in zip(jax.tree.leaves(colorizer.variables), jax.tree.leaves(want)):
     np.testing.assert_array_equal(a, b)
+
+
+def test_an_exported_model_colorizes_as_its_run_and_is_a_fraction_of_it(workdir, tmp_path):
+  out = tmp_path / "model"
+  export.export(workdir, str(out), "latest")
+  run, packed = Colorizer.from_workdir(workdir, "latest"), Colorizer.from_workdir(str(out))
+  photo = colourful(40, 56, seed=3)
+  np.testing.assert_array_equal(packed(photo), run(photo))
+  assert packed.step == run.step and packed.checkpoint == "best"
+  size = lambda d: sum(os.path.getsize(os.path.join(p, f)) for p, _, fs in os.walk(d) for f in fs)
+  assert size(out) < size(workdir) / 3  # no Adam states, no D, no second checkpoint (the demo: 58 of 989 MB)
+  assert sorted(os.listdir(out)) == ["best", "config.json"]
+  with pytest.raises(ValueError, match="exists and is not an empty folder"):
+    export.export(workdir, str(out))
+  assert not os.path.exists(str(out) + ".partial")
