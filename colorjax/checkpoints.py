@@ -51,6 +51,7 @@ LOWER_IS_BETTER = ("l1", "mse", "fid")
 EVAL_FIELDS = ("image_size", "eval_max_images", "fid_weights", "data.train", "data.eval", "data.eval_fraction",
                "ema_decay", "model.decode", "model.temperature", "model.prior_correction")
 HISTOGRAM_FILE = "ab_histogram.json"
+EXPORTED_FILE = "exported.json"  # in a folder `colorjax.export` wrote: a model, not a run
 
 
 class BestCheckpoint:

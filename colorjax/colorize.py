@@ -134,6 +134,8 @@ def read_run(workdir: str, checkpoint: str | int = "") -> tuple[ml_collections.C
   if not steps:
     what = ("best checkpoint (best/ is written at evals; --checkpoint latest takes the newest)"
             if checkpoint == "best" else "checkpoint yet")
+    if os.path.exists(os.path.join(workdir, checkpoints.EXPORTED_FILE)):
+      what = "checkpoint but its best: it is an exported model (give --checkpoint best, or none)"
     raise FileNotFoundError(f"{workdir!r} has no {what}")
   if checkpoint.isdigit() and int(checkpoint) not in steps:
     raise FileNotFoundError(f"no checkpoint {checkpoint} in {directory} (has {sorted(steps)})")

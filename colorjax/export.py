@@ -10,6 +10,7 @@ states, D and the other weight set stay behind: the demo run's 989 MB workdir pa
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 
@@ -32,7 +33,7 @@ def export(workdir: str, out: str, checkpoint: str | int = "") -> Colorizer:
   config = colorizer.config.copy_and_resolve_references()
   config.colorize_checkpoint = "best"  # the only checkpoint there
   weights, stats = train.inference_fields(abstract_state(config))
-  partial = out + ".partial"
+  partial = out + ".colorjax-export-partial"
   shutil.rmtree(partial, ignore_errors=True)  # an earlier export that failed
   mgr = checkpoints.open_checkpoints(os.path.join(partial, "best"), 1)
   mgr.save(colorizer.step, args=ocp.args.StandardSave(
@@ -40,6 +41,8 @@ def export(workdir: str, out: str, checkpoint: str | int = "") -> Colorizer:
   mgr.wait_until_finished()
   mgr.close()
   checkpoints.write_config(partial, config)
+  with open(os.path.join(partial, checkpoints.EXPORTED_FILE), "w") as f:  # training refuses such a folder
+    json.dump({"workdir": os.path.abspath(workdir), "checkpoint": colorizer.checkpoint, "step": colorizer.step}, f)
   histogram = os.path.join(workdir, checkpoints.HISTOGRAM_FILE)
   if os.path.exists(histogram):
     shutil.copy(histogram, partial)

@@ -254,9 +254,12 @@ class Handler(BaseHTTPRequestHandler):
       self._drain(length)
       return self._page(HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
                         error=f"The file is too large: {length / 1e6:.1f} MB, the limit is {limit / 1e6:g} MB.")
+    if not self.server.uploads.acquire(timeout=TIMEOUT_S):  # slow uploaders must not queue everyone
+      self.close_connection = True
+      return self._page(HTTPStatus.SERVICE_UNAVAILABLE, error="Busy with other uploads: try again in a minute.")
     try:
       data, filename = self._read_upload(length)
-      body = self.server.colorize(data, filename)
+      body = self.server.colorize(data, filename)  # the upload's memory is held until its photo is done
     except TimeoutError:  # a client that stopped sending: no one is waiting for the page
       self.close_connection = True
       return
@@ -267,6 +270,8 @@ class Handler(BaseHTTPRequestHandler):
     except Exception:  # a bug or an exhausted machine: say so on the page, keep serving
       logging.exception("colorizing an upload failed")
       return self._page(HTTPStatus.INTERNAL_SERVER_ERROR, error="Colorizing failed; the server's log says why.")
+    finally:
+      self.server.uploads.release()
     self._page(HTTPStatus.OK, body=body)
 
   def _drain(self, length: int) -> None:
@@ -276,7 +281,7 @@ class Handler(BaseHTTPRequestHandler):
       return
     try:
       self._receive(memoryview(bytearray(1 << 20)), length)
-    except TimeoutError:
+    except (TimeoutError, ConnectionResetError):
       self.close_connection = True
 
   def _receive(self, into: memoryview, length: int) -> None:
@@ -286,21 +291,20 @@ class Handler(BaseHTTPRequestHandler):
     while got < length:
       start = got % len(into)
       n = self.rfile.readinto1(into[start:start + min(length - got, len(into) - start)])
-      if time.monotonic() > deadline or not n:
-        raise TimeoutError("the upload did not arrive")
       got += n
+      if not n or got < length and time.monotonic() > deadline:
+        raise TimeoutError("the upload did not arrive")
 
   def _read_upload(self, length: int) -> tuple[bytes, str]:
-    """The `photo` field of a multipart form -> (bytes, file name). Bodies are read a few at a
-    time (`ColorizeServer.uploads`), into one buffer each: 64 connections x 50 MB would not fit."""
+    """The `photo` field of a multipart form -> (bytes, file name), read into one buffer. The
+    caller holds an `uploads` slot: 64 connections x 50 MB would not fit in memory."""
     content_type = self.headers.get("Content-Type", "")
-    if not content_type.startswith("multipart/form-data"):
+    if not content_type.lower().startswith("multipart/form-data"):
       self.close_connection = True  # its body is not read
       raise BadImageError("expected a form upload (multipart/form-data)")
-    with self.server.uploads:
-      body = bytearray(length)
-      self._receive(memoryview(body), length)
-      return form_file(body, content_type, "photo")
+    body = bytearray(length)
+    self._receive(memoryview(body), length)
+    return form_file(body, content_type, "photo")
 
   def log_message(self, format: str, *args) -> None:
     logging.info("%s %s", self.address_string(), (format % args).translate(_CONTROL))
@@ -313,16 +317,26 @@ def form_file(body: bytes | bytearray, content_type: str, field: str) -> tuple[b
   lines go through `email`: the whole body through `email.parser` took 23 s of CPU for a
   crafted 1 MB of nested parts, and 2 GB of memory for 48 MB of empty lines.
   """
-  boundary = re.search(r'boundary="?([^";]{1,200})"?', content_type, re.IGNORECASE)
+  boundary = re.search(r'(?:^|;)\s*boundary\s*=\s*(?:"([^"]{1,200})"|([^;\s]{1,200}))', content_type, re.IGNORECASE)
   if not boundary:
     raise BadImageError("the form upload names no boundary")
-  delimiter = b"\r\n--" + boundary.group(1).encode("latin-1")
-  at = -2 if body.startswith(delimiter[2:]) else body.find(delimiter)  # the first may open the body
+  delimiter = b"\r\n--" + (boundary.group(1) or boundary.group(2)).encode("latin-1")
+
+  def next_delimiter(at: int) -> int:
+    """The next CRLF--boundary that ends a line (or closes the body) at or after `at`, or -1."""
+    while (at := body.find(delimiter, at)) != -1:
+      rest = bytes(body[at + len(delimiter):at + len(delimiter) + 80]).lstrip(b" \t")
+      if rest.startswith((b"\r\n", b"--")) or not rest:
+        return at
+      at += 1
+    return -1
+
+  at = -2 if body.startswith(delimiter[2:]) else next_delimiter(0)  # the first may open the body
   for _ in range(64):
     if at == -1 or body.startswith(b"--", at + len(delimiter)):  # none, or the closing delimiter
       break
     start = body.find(b"\r\n", at + len(delimiter)) + 2  # past any whitespace after the boundary
-    end = body.find(delimiter, start)
+    end = next_delimiter(start - 2)
     blank = body.find(b"\r\n\r\n", start - 2, min(end, start + _MAX_PART_HEADER))
     if start < 2 or end < 0 or blank < 0:  # a part never closed, or headers without an end
       raise BadImageError("the form upload is malformed")
@@ -331,7 +345,7 @@ def form_file(body: bytes | bytearray, content_type: str, field: str) -> tuple[b
       filename = os.path.basename(headers.get_filename() or "photo")
       if blank + 4 >= end:
         raise BadImageError(f"{filename}: the file is empty")
-      return bytes(body[blank + 4:end]), filename
+      return memoryview(body)[blank + 4:end].tobytes(), filename
     at = end
   raise BadImageError("no photo in the upload: choose a file first")
 

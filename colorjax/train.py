@@ -528,6 +528,9 @@ def _check_workdir(workdir: str) -> None:
                      "(launch/tpu_vm.sh and the Colab notebook do that for gs:// work directories)")
   if os.path.exists(workdir) and not os.path.isdir(workdir):
     raise ValueError(f"workdir {workdir} is a file, not a directory")
+  if os.path.exists(os.path.join(workdir, checkpoints.EXPORTED_FILE)):
+    raise ValueError(f"{workdir} holds a model exported for colorizing, not a run: train in another --workdir "
+                     "(training here would start afresh and replace the model at its first eval)")
 
 
 def _claim_workdir(workdir: str, resources: contextlib.ExitStack) -> None:

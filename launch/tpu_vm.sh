@@ -55,7 +55,8 @@ LOG='~/colorjax-train.log'
 # shellcheck disable=SC2088
 PID='~/colorjax-train.pid'
 # On a worker: is its training running? (Not just a live PID: a restarted VM reuses the numbers.)
-TRAINING="[ -f $PID ] && grep -qs colorjax.train /proc/\$(cat $PID)/cmdline"
+# -xz: an argument that is exactly colorjax.train, not a shell whose command line mentions it.
+TRAINING="[ -f $PID ] && grep -qsxzF colorjax.train /proc/\$(cat $PID)/cmdline"
 # colorjax, jax and grain need Python >= 3.11; the TPU images' python3 is Ubuntu 22.04's 3.10,
 # so install makes a 3.11 environment with uv (which fetches that Python) on every worker.
 # shellcheck disable=SC2088

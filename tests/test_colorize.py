@@ -316,7 +316,13 @@ def test_an_exported_model_colorizes_as_its_run_and_is_a_fraction_of_it(workdir,
   assert packed.step == run.step and packed.checkpoint == "best"
   size = lambda d: sum(os.path.getsize(os.path.join(p, f)) for p, _, fs in os.walk(d) for f in fs)
   assert size(out) < size(workdir) / 3  # no Adam states, no D, no second checkpoint (the demo: 58 of 989 MB)
-  assert sorted(os.listdir(out)) == ["best", "config.json"]
+  assert sorted(os.listdir(out)) == ["best", "config.json", "exported.json"]
   with pytest.raises(ValueError, match="exists and is not an empty folder"):
     export.export(workdir, str(out))
-  assert not os.path.exists(str(out) + ".partial")
+  assert [p.name for p in tmp_path.iterdir()] == ["model"]  # no partial folder left
+  with pytest.raises(FileNotFoundError, match="it is an exported model"):
+    Colorizer.from_workdir(str(out), "latest")
+  config = config_lib.default_config()
+  config.data.train = "folder:/nowhere"
+  with pytest.raises(ValueError, match="holds a model exported for colorizing, not a run"):
+    train.train_and_evaluate(config, str(out))

@@ -155,6 +155,12 @@ def test_form_file_reads_the_top_level_parts_only():
   browserish = (b"preamble\r\n--XyZ\r\n\r\nno headers\r\n" + body.replace(b"bytes", b"bytes--XyZ tail"))
   assert serve.form_file(browserish, 'multipart/form-data; BOUNDARY="XyZ"', "photo") == (
       b"\r\n--not-the-boundary\r\n\r\nbytes--XyZ tail", "cat.jpg")
+  # The boundary's text at a line start inside the file is data unless the line is the boundary
+  # alone; parameters after the boundary, and spaces around it, are the header's, not its.
+  tricky = body.replace(b"bytes", b"bytes\r\n--XyZtra\r\nmore")
+  assert serve.form_file(tricky, "multipart/form-data; boundary=XyZ ; charset=UTF-8", "photo")[0] == (
+      b"\r\n--not-the-boundary\r\n\r\nbytes\r\n--XyZtra\r\nmore")
+  assert serve.form_file(body, "multipart/form-data; xboundary=no; boundary=XyZ", "photo")[1] == "cat.jpg"
   for bad, message in ((multipart("a.jpg", b"x", field="other"), "no photo in the upload"),
                        (multipart("a.jpg", b""), "a.jpg: the file is empty"),
                        ((body, "multipart/form-data"), "names no boundary"),
