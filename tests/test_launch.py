@@ -199,5 +199,14 @@ def _check_worker_side(pid, home, train_command, stop_command, worker):
   again = subprocess.run(["bash", "-c", train_command], env=worker, capture_output=True, text=True, timeout=30)
   assert f"already training (pid {pid})" in again.stdout
   stopped = subprocess.run(["bash", "-c", stop_command], env=worker, capture_output=True, text=True, timeout=30)
-  assert "stopped on" in stopped.stdout and not os.path.exists(f"/proc/{pid}")
+  assert "stopped on" in stopped.stdout and _gone(pid)
   assert (home / "colorjax-train.log").read_text().splitlines()[-2:] == ["training", "saved at step 7"]
+
+
+def _gone(pid: int) -> bool:
+  """Exited: no process, or a zombie its new parent has not reaped yet (setsid left it to init)."""
+  try:
+    with open(f"/proc/{pid}/stat") as f:
+      return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+  except FileNotFoundError:
+    return True
