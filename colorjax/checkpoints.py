@@ -99,8 +99,7 @@ class BestCheckpoint:
     if best is None or (value < best if self.metric in LOWER_IS_BETTER else value > best):
       if step in self.mgr.all_steps():  # an earlier attempt at this step (resumed from before it)
         self.mgr.delete(step)
-      with _disk_full_as_os_error(self.mgr, step):
-        self.mgr.save(step, args=ocp.args.StandardSave(state), force=True)
+      save_tree(self.mgr, step, state)
       self.record.update(value=value, step=step, evals_since_best=0)
     elif scheduled and step > self.record.get("last_eval", -1):
       self.record["evals_since_best"] += 1
@@ -216,6 +215,12 @@ def misfits(mgr: ocp.CheckpointManager, state: TrainState, step: int, item: str 
   diffs = [f"{k} {saved.get(k, 'missing')} in the checkpoint, {mine.get(k, 'missing')} here"
            for k in sorted(set(saved) | set(mine)) if saved.get(k) != mine.get(k)]
   return "; ".join(diffs[:3]) + (f" and {len(diffs) - 3} more arrays" if len(diffs) > 3 else "")
+
+
+def save_tree(mgr: ocp.CheckpointManager, step: int, tree: Any) -> None:
+  """Saves `tree` as the one item of `step` (best/, an exported model), a full disk as OSError."""
+  with _disk_full_as_os_error(mgr, step):
+    mgr.save(step, args=ocp.args.StandardSave(tree), force=True)
 
 
 def save(mgr: ocp.CheckpointManager, state: TrainState, data_iterator: Any) -> None:

@@ -40,7 +40,8 @@ from tqdm import tqdm
 
 from colorjax import checkpoints, cli, color, models, train
 from colorjax.data import shards
-from colorjax.data.images import IMAGE_EXTENSIONS, BadImageError, list_tree, open_image, to_rgb, why_unidentified
+from colorjax.data.images import (IMAGE_EXTENSIONS, BadImageError, list_tree, open_image, to_rgb, why_unidentified,
+                                  with_alpha)
 
 FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "TIFF")  # camera MPO files open as JPEG
 DEFAULT_MAX_PIXELS = 100_000_000  # decompression-bomb guard; a 100-MP photo still fits in ~2 GB
@@ -120,17 +121,24 @@ def read_run(workdir: str, checkpoint: str | int = "") -> tuple[ml_collections.C
       config = ml_collections.ConfigDict(json.load(f))
     except json.JSONDecodeError as e:
       raise ValueError(f"{config_path} is not valid JSON ({e})") from e
+  listed: dict[str, list[int]] = {}
+
+  def steps_in(directory: str) -> list[int]:
+    if directory not in listed:
+      listed[directory] = checkpoints.open_checkpoints(directory).all_steps() if os.path.isdir(directory) else []
+    return listed[directory]
+
+  best = os.path.join(os.path.abspath(workdir), "best")
   checkpoint = str(checkpoint) if isinstance(checkpoint, int) and checkpoint >= 0 else checkpoint
   if not checkpoint:
     checkpoint = config.get("colorize_checkpoint", "latest")
-    best = os.path.join(workdir, "best")  # made empty when training starts
-    if checkpoint == "best" and not (os.path.isdir(best) and checkpoints.open_checkpoints(best).all_steps()):
+    if checkpoint == "best" and not steps_in(best):  # training makes best/ empty when it starts
       logging.warning("%s has no best checkpoint yet (it is written at the first eval): using the latest", workdir)
       checkpoint = "latest"
   if not isinstance(checkpoint, str) or checkpoint not in ("latest", "best") and not checkpoint.isdigit():
     raise ValueError(f"checkpoint must be 'latest', 'best' or a step number, got {checkpoint!r}")
-  directory = os.path.join(os.path.abspath(workdir), "best" if checkpoint == "best" else "checkpoints")
-  steps = checkpoints.open_checkpoints(directory).all_steps() if os.path.isdir(directory) else []
+  directory = best if checkpoint == "best" else os.path.join(os.path.abspath(workdir), "checkpoints")
+  steps = steps_in(directory)
   if not steps:
     what = ("best checkpoint (best/ is written at evals; --checkpoint latest takes the newest)"
             if checkpoint == "best" else "checkpoint yet")
@@ -148,13 +156,15 @@ class Colorizer:
   def __init__(self, config: ml_collections.ConfigDict, params: Any, batch_stats: Any,
                render_size: int | None = None, batch_size: int = 8, *,
                colour_at_render_size: bool = False,
-               checkpoint: str = "", step: int | None = None, class_weights: np.ndarray | None = None):
-    """`checkpoint` ("latest", "best" or a step) and `step` say where the weights came from;
+               checkpoint: str = "", step: int | None = None, class_weights: np.ndarray | None = None,
+               fields: tuple[str, str] | None = None):
+    """`checkpoint` ("latest", "best" or a step), `step` and `fields` (the TrainState fields of
+    the weights and statistics, `train.inference_fields`) say where the weights came from;
     `class_weights` are the run's loss weights (for `model.prior_correction`).
     `colour_at_render_size` takes the coarse colour from the render size too (see
     `anchor_colour`; by default it comes from the training size)."""
     self.config = config
-    self.checkpoint, self.step = checkpoint, step
+    self.checkpoint, self.step, self.fields = checkpoint, step, fields
     self.generator = models.build_generator(config, class_weights)
     self.variables = {"params": params, "batch_stats": batch_stats}
     if render_size is not None and render_size < 0:
@@ -194,11 +204,13 @@ class Colorizer:
       if not config.model.num_classes:
         raise ValueError(f"prior_correction applies to ab-class models; {workdir!r} regresses ab")
       config.model.prior_correction = prior_correction
-    (params, batch_stats), step = _restore(directory, abstract_state(config), checkpoint)
+    abstract = abstract_state(config)
+    (params, batch_stats), step = _restore(directory, abstract, checkpoint)
     logging.info("loaded %s %s (step %d)", workdir, checkpoint, step)
     corrected = config.model.num_classes and config.model.get("prior_correction", 0.0)
     return cls(config, params, batch_stats, render_size, batch_size,
                colour_at_render_size=colour_at_render_size, checkpoint=checkpoint, step=step,
+               fields=train.inference_fields(abstract),
                class_weights=train.read_class_weights(config, workdir) if corrected else None)
 
   def render_shape(self, height: int, width: int, size: int | None = None) -> tuple[int, int]:
@@ -261,11 +273,7 @@ class Colorizer:
                if self.render_shape(*l.shape) != self.render_shape(*l.shape, self.config.image_size)]
       for i, coarse in zip(wider, self._predict_each([lights[i] for i in wider], self.config.image_size)):
         predicted[i] = anchor_colour(predicted[i], coarse)
-    results = []
-    for image, light, ab in zip(images, lights, predicted):
-      rgb, alpha = recombine(light, ab), _alpha(image)
-      results.append(rgb if alpha is None else np.dstack([rgb, alpha]))
-    return results
+    return [with_alpha(recombine(light, ab), _alpha(image)) for image, light, ab in zip(images, lights, predicted)]
 
   def _predict_each(self, lights: Sequence[np.ndarray], size: int) -> list[np.ndarray]:
     """Full-resolution L planes -> each one's ab at its render shape for short side `size`."""
@@ -300,7 +308,7 @@ def _as_array(image: np.ndarray | Image.Image) -> np.ndarray:
   if not isinstance(image, Image.Image):
     return image
   rgb, alpha = to_rgb(image, composite=False)
-  return np.asarray(rgb) if alpha is None else np.dstack([np.asarray(rgb), alpha])
+  return with_alpha(np.asarray(rgb), alpha)
 
 
 def _alpha(image: np.ndarray) -> np.ndarray | None:
@@ -484,15 +492,18 @@ def _batches(jobs: list[tuple[str, str, int, int]], colorizer: Colorizer) -> Ite
 
 def colorize_files(colorizer: Colorizer, inputs: Sequence[str], out_dir: str,
                    max_pixels: int = DEFAULT_MAX_PIXELS, overwrite: bool = False,
-                   skip_existing: bool = False) -> int:
+                   skip_existing: bool = False,
+                   collected: tuple[list[tuple[str, str]], list[str]] | None = None) -> int:
   """Writes one PNG per input; returns the number of failures (each reported in one line).
 
   A file already at an output path is kept: a failure for that input, or with `skip_existing`
   counted as done (PNGs are written whole or not at all, so a re-run finishes an interrupted
   one); `overwrite` replaces it.
   """
-  problems: list[str] = []
-  pairs = collect_inputs(inputs, exclude=out_dir, problems=problems)
+  if collected is None:  # else `main` walked the inputs already: (their pairs, its problems)
+    problems: list[str] = []
+    collected = collect_inputs(inputs, exclude=out_dir, problems=problems), problems
+  pairs, problems = collected
   sources = {os.path.realpath(src) for src, _ in pairs}
   failures = done_count = kept = 0
   with tqdm(total=len(pairs), unit="photo", file=sys.stderr, disable=None) as bar:
@@ -533,7 +544,7 @@ def colorize_files(colorizer: Colorizer, inputs: Sequence[str], out_dir: str,
       for src, dst, _, _ in batch:
         try:
           rgb, alpha = open_image(src, composite=False)
-          images.append(rgb if alpha is None else np.dstack([rgb, alpha]))
+          images.append(with_alpha(rgb, alpha))
           done.append((src, dst))
         except BadImageError as e:
           fail(e)
@@ -579,7 +590,8 @@ def main(argv: list[str]) -> None:
     raise app.UsageError(f"--out {FLAGS.out} is a file: give a folder")
   others: list[str] = []
   problems: list[str] = []
-  total = len(collect_inputs(inputs, exclude=FLAGS.out, others=others, problems=problems))
+  pairs = collect_inputs(inputs, exclude=FLAGS.out, others=others, problems=problems)
+  total = len(pairs)
   if others:  # a phone's HEIC or GIF files would otherwise vanish without a word
     names = ", ".join(os.path.basename(f) for f in others[:5]) + (f" and {len(others) - 5} more" if len(others) > 5 else "")
     print(f"note: left alone, not {'/'.join(IMAGE_EXTENSIONS)} images: {names}", file=sys.stderr)
@@ -596,7 +608,8 @@ def main(argv: list[str]) -> None:
                                        prior_correction_flag(), FLAGS.colour_at_render_size)
   except (FileNotFoundError, ValueError) as e:
     cli.exit_with_error(e)
-  failures = colorize_files(colorizer, inputs, FLAGS.out, FLAGS.max_pixels, FLAGS.overwrite, FLAGS.skip_existing)
+  failures = colorize_files(colorizer, inputs, FLAGS.out, FLAGS.max_pixels, FLAGS.overwrite, FLAGS.skip_existing,
+                            collected=(pairs, problems))
   if failures:
     print(f"{failures} of {total + len(problems)} inputs failed", file=sys.stderr)
   sys.exit(1 if failures else 0)

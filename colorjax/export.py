@@ -10,15 +10,14 @@ states, D and the other weight set stay behind: the demo run's 989 MB workdir pa
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 
-import orbax.checkpoint as ocp
 from absl import app, flags
 
-from colorjax import checkpoints, cli, train
-from colorjax.colorize import CHECKPOINT_HELP, Colorizer, abstract_state, parse_flags
+from colorjax import checkpoints, cli
+from colorjax.colorize import CHECKPOINT_HELP, Colorizer, parse_flags
+from colorjax.data import shards
 
 
 def export(workdir: str, out: str, checkpoint: str | int = "") -> Colorizer:
@@ -32,17 +31,15 @@ def export(workdir: str, out: str, checkpoint: str | int = "") -> Colorizer:
   colorizer = Colorizer.from_workdir(workdir, checkpoint)
   config = colorizer.config.copy_and_resolve_references()
   config.colorize_checkpoint = "best"  # the only checkpoint there
-  weights, stats = train.inference_fields(abstract_state(config))
+  weights, stats = colorizer.fields
   partial = out + ".colorjax-export-partial"
   shutil.rmtree(partial, ignore_errors=True)  # an earlier export that failed
-  mgr = checkpoints.open_checkpoints(os.path.join(partial, "best"), 1)
-  mgr.save(colorizer.step, args=ocp.args.StandardSave(
-      {weights: colorizer.variables["params"], stats: colorizer.variables["batch_stats"]}))
-  mgr.wait_until_finished()
-  mgr.close()
+  with checkpoints.open_checkpoints(os.path.join(partial, "best"), 1) as mgr:
+    checkpoints.save_tree(mgr, colorizer.step, {weights: colorizer.variables["params"],
+                                               stats: colorizer.variables["batch_stats"]})
   checkpoints.write_config(partial, config)
-  with open(os.path.join(partial, checkpoints.EXPORTED_FILE), "w") as f:  # training refuses such a folder
-    json.dump({"workdir": os.path.abspath(workdir), "checkpoint": colorizer.checkpoint, "step": colorizer.step}, f)
+  shards.write_json(os.path.join(partial, checkpoints.EXPORTED_FILE),  # training refuses such a folder
+                    {"workdir": os.path.abspath(workdir), "checkpoint": colorizer.checkpoint, "step": colorizer.step})
   histogram = os.path.join(workdir, checkpoints.HISTOGRAM_FILE)
   if os.path.exists(histogram):
     shutil.copy(histogram, partial)

@@ -41,7 +41,7 @@ from PIL import Image
 from colorjax import cli, color
 from colorjax.colorize import (CHECKPOINT_HELP, COLOUR_AT_RENDER_SIZE_HELP, Colorizer, TooManyPixelsError,
                                parse_flags, read_image)
-from colorjax.data.images import BadImageError
+from colorjax.data.images import BadImageError, with_alpha
 
 PREVIEW_SIZE = 768                 # long side of the inline previews
 _DRAIN_FACTOR = 16                 # an oversized body up to 16x the limit is read and dropped
@@ -159,7 +159,7 @@ class ColorizeServer(ThreadingHTTPServer):
     """Upload bytes -> the HTML of the result (previews and download link)."""
     with self.work_lock:  # decoding and encoding a 50-MP photo take gigabytes too, not only the model
       rgb, alpha = read_image(data, self.max_pixels, name=filename)
-      out = self.colorizer(rgb if alpha is None else np.dstack([rgb, alpha]))
+      out = self.colorizer(with_alpha(rgb, alpha))
       stem = re.sub(r"[^A-Za-z0-9._-]", "_", os.path.splitext(filename)[0]) or "photo"  # safe in a header
       token = self.results.add(f"{stem}_colorized.png", _png(out))
       small = _thumbnail(rgb)  # the gray preview is made small first: full size it took gigabytes

@@ -68,6 +68,11 @@ def to_rgb(img: Image.Image, composite: bool = True) -> tuple[Image.Image, np.nd
   return img, alpha
 
 
+def with_alpha(rgb: np.ndarray, alpha: np.ndarray | None) -> np.ndarray:
+  """`open_image`'s (rgb, alpha) as one array: [H, W, 3], or [H, W, 4] with the alpha."""
+  return rgb if alpha is None else np.dstack([rgb, alpha])
+
+
 def why_unidentified(source: str | os.PathLike | BinaryIO) -> str:
   """Why PIL could not identify an image, from its first bytes."""
   if isinstance(source, (str, os.PathLike)):
