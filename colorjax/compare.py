@@ -69,7 +69,8 @@ def compare(workdirs: Sequence[str], data: str, split: str = "all", image_size: 
   manifest's fraction); runs that held out different shares are refused, since some of
   "their" held-out photos would be another run's training set.
   """
-  configs = [read_run(workdir, checkpoint)[0] for workdir in workdirs]
+  runs = [read_run(workdir, checkpoint) for workdir in workdirs]  # each checkpoint resolved (and warned of) once
+  configs = [config for config, _, _ in runs]
   fraction, which = 0.0, split
   if split == "eval":
     held_out = [evaluate.held_out_fraction(config, workdir) for config, workdir in zip(configs, workdirs)]
@@ -84,8 +85,8 @@ def compare(workdirs: Sequence[str], data: str, split: str = "all", image_size: 
   photos = evaluate.resolve_scored(data, split, fraction)
   rows: list[dict[str, Any]] = []
   first = last = None
-  for workdir, label in zip(workdirs, run_labels(workdirs)):
-    colorizer = Colorizer.from_workdir(workdir, checkpoint)
+  for workdir, label, (_, resolved, _) in zip(workdirs, run_labels(workdirs), runs):
+    colorizer = Colorizer.from_workdir(workdir, resolved)
     last = evaluate.evaluate(colorizer, photos, image_size, batch_size, features)
     # Paired over the same photos: a difference of a few hundredths of a dB may be which photos these are.
     gains = {"over_no_colour": metrics.format_gain(last.psnr_gain())}

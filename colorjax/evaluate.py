@@ -329,10 +329,11 @@ def main(argv: list[str]) -> None:
     if FLAGS.batch_size < 1:
       raise ValueError("--batch_size must be positive")
     eval_fraction, origin = FLAGS.eval_fraction, "--eval_fraction"  # the fraction --predictions are held out with
+    checkpoint = FLAGS.checkpoint
     if FLAGS.predictions:
       system = PredictionFolder(FLAGS.predictions)
     else:  # all but the model first: a wrong --data or --split is found before the model loads
-      config = read_run(FLAGS.workdir, FLAGS.checkpoint)[0]
+      config, checkpoint, _ = read_run(FLAGS.workdir, checkpoint)  # resolved: any warning is said once
       if FLAGS.split == "eval":
         eval_fraction, origin = held_out_fraction(config, FLAGS.workdir)
     split = f"eval: eval_fraction {eval_fraction:g}, from {origin}" if FLAGS.split == "eval" else FLAGS.split
@@ -344,7 +345,7 @@ def main(argv: list[str]) -> None:
       label, how = "predictions", f"pictures in {FLAGS.predictions}"
       meta = {"predictions": FLAGS.predictions}
     else:
-      system = Colorizer.from_workdir(FLAGS.workdir, FLAGS.checkpoint, FLAGS.render_size or None,
+      system = Colorizer.from_workdir(FLAGS.workdir, checkpoint, FLAGS.render_size or None,
                                       temperature=FLAGS.temperature or None,
                                       prior_correction=prior_correction_flag(),
                                       colour_at_render_size=FLAGS.colour_at_render_size)

@@ -8,6 +8,7 @@ import shutil
 import statistics
 import subprocess
 import sys
+from unittest import mock
 
 import jax
 import jax.numpy as jnp
@@ -15,7 +16,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from colorjax import color, compare, evaluate, models, train
+from colorjax import color, colorize, compare, evaluate, models, train
 from colorjax import prepare as prepare_lib
 from colorjax.colorize import Colorizer
 from colorjax.data import pipeline, shards, sources
@@ -149,6 +150,19 @@ def test_compare_tables_runs_on_the_same_photos(run, photos, tmp_path):
   json.dump(config, open(os.path.join(other, "config.json"), "w"))
   with pytest.raises(ValueError, match="same split"):
     compare.compare([run, other], f"folder:{photos}", split="eval", image_size=32, batch_size=4)
+
+
+def test_a_run_without_its_best_checkpoint_yet_is_scored_at_its_latest_and_said_so_once(run, photos, tmp_path):
+  early = str(tmp_path / "early")  # stopped before its first eval, its default checkpoint "best"
+  shutil.copytree(run, early)
+  shutil.rmtree(os.path.join(early, "best"))
+  os.mkdir(os.path.join(early, "best"))
+  config = json.load(open(os.path.join(early, "config.json")))
+  json.dump({**config, "colorize_checkpoint": "best"}, open(os.path.join(early, "config.json"), "w"))
+  with mock.patch.object(colorize.logging, "warning") as warning:
+    compare.compare([early], f"folder:{photos}", split="eval", image_size=32, batch_size=4)
+  assert [c.args[0] for c in warning.call_args_list].count("%s has no best checkpoint yet (it is written at "
+                                                            "the first eval): using the latest") == 1
 
 
 def test_another_systems_pictures_are_scored_on_the_same_crops(photos, tmp_path):
