@@ -749,7 +749,8 @@ def resolve_data(config: ml_collections.ConfigDict) -> tuple[sources.ScanReport,
   share = config_lib.held_out_share(config)
   held_out = (sources.resolve(config.data.eval, "all", 0.0) if config.data.eval
               else sources.resolve(config.data.train, "eval", share))
-  return sources.resolve(config.data.train, "train", share), held_out
+  # Folders that cannot be listed were named with the held-out split of the same source.
+  return sources.resolve(config.data.train, "train", share, warn=bool(config.data.eval)), held_out
 
 
 def _resolve_for_every_process(config: ml_collections.ConfigDict) -> tuple[sources.ScanReport, sources.ScanReport]:

@@ -263,6 +263,23 @@ def test_list_folder_names_what_it_cannot_list_and_keeps_rglobs_order(tmp_path, 
                   f"{tmp_path / 'loop.jpg'}: a symbolic link that leads nowhere (broken, or a loop)"]
 
 
+
+@pytest.mark.parametrize("separate_eval", [False, True])
+def test_training_names_a_folder_it_cannot_list_once(tmp_path, monkeypatch, separate_eval):
+  from test_colorize_cli import unlistable
+  from test_train import tiny_config, write_photos
+  from colorjax import train
+  write_photos(str(tmp_path / "photos"))
+  write_photos(str(tmp_path / "photos" / "locked"), n=2)
+  config = tiny_config(tmp_path / "photos")
+  if separate_eval:
+    config.data.eval = f"folder:{write_photos(str(tmp_path / 'held_out'), n=2)}"
+  unlistable(monkeypatch, "locked")
+  with mock.patch.object(sources.logging, "warning") as warning:
+    train.resolve_data(config)
+  said = [call.args[1] for call in warning.call_args_list if call.args[0] == "left out: %s"]
+  assert said == [f"{tmp_path / 'photos' / 'locked'}: cannot list this folder (Permission denied)"]
+
 def test_list_folder_split(tmp_path):
   names = [f"d{i % 7}/photo_{i:04d}.{'jpg' if i % 3 else 'PNG'}" for i in range(400)]
   _touch_names(tmp_path, names)

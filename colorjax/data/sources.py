@@ -71,8 +71,10 @@ def split_indices(keys: collections.abc.Sequence[str], split: str, eval_fraction
   return indices[[in_eval_split(keys[i], eval_fraction) == (split == "eval") for i in indices]]
 
 
-def list_folder(root: str | os.PathLike, split: str = "all", eval_fraction: float = 0.1) -> list[str]:
-  """Image files under `root` (recursive, sorted) that belong to `split`."""
+def list_folder(root: str | os.PathLike, split: str = "all", eval_fraction: float = 0.1,
+                warn: bool = True) -> list[str]:
+  """Image files under `root` (recursive, sorted) that belong to `split`; `warn=False` leaves
+  the folders it cannot list unsaid (when another split of the same source said them)."""
   if split not in SPLITS:
     raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
   root = Path(root).expanduser()
@@ -82,7 +84,7 @@ def list_folder(root: str | os.PathLike, split: str = "all", eval_fraction: floa
     raise FileNotFoundError(f"image folder {str(root)!r} does not exist")
   files = []
   tree, problems = list_tree(root)
-  for problem in problems:
+  for problem in problems if warn else ():
     logging.warning("left out: %s", problem)
   for path in tree:
     if path.suffix.lower() not in IMAGE_EXTENSIONS or not path.is_file():
@@ -167,15 +169,18 @@ def absolute(spec: str) -> str:
   return ",".join(made)
 
 
-def resolve(spec: str, split: str, eval_fraction: float) -> ScanReport:
-  """A source string -> the usable colour photos of `split` ("train", "eval" or "all")."""
+def resolve(spec: str, split: str, eval_fraction: float, warn: bool = True) -> ScanReport:
+  """A source string -> the usable colour photos of `split` ("train", "eval" or "all").
+
+  `warn=False`: folders that cannot be listed are not named again (another split said them).
+  """
   if split not in SPLITS:
     raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
   files, others, left_out = [], [], ScanReport(files=[])
   for part in parts(spec):
     kind, _, arg = part.partition(":")
     if kind == "folder" and arg:
-      files += list_folder(arg, split, eval_fraction)
+      files += list_folder(arg, split, eval_fraction, warn)
     elif kind == "shards" and arg:
       others.append(_prepared(arg, split, eval_fraction, left_out))
     elif kind == "tfds" and arg:
@@ -184,7 +189,7 @@ def resolve(spec: str, split: str, eval_fraction: float) -> ScanReport:
       raise ValueError(f"unknown data source {part!r}: expected 'folder:PATH', 'shards:DIR' or 'tfds:NAME'")
   if not files and not any(map(len, others)):
     folders = [p[len("folder:"):] for p in parts(spec) if p.startswith("folder:")]
-    if split == "all" or not others and not any(list_folder(f, "all", eval_fraction) for f in folders):
+    if split == "all" or not others and not any(list_folder(f, "all", eval_fraction, warn=False) for f in folders):
       raise ValueError(f"data source {spec!r} has no image files ({', '.join(IMAGE_EXTENSIONS)})")
     raise ValueError(f"data source {spec!r} has no image files in split {split!r}: eval_fraction "
                      f"{eval_fraction:g} puts every photo in the other split"
