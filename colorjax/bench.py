@@ -327,4 +327,4 @@ if __name__ == "__main__":
   flags.DEFINE_integer("batch_size", 16, "pipeline: images per batch", lower_bound=1)
   flags.DEFINE_integer("batches", 20, "pipeline: timed batches", lower_bound=1)
   flags.DEFINE_integer("workers", 0, "pipeline: grain worker processes (0: threads)", lower_bound=0)
-  app.run(main, flags_parser=parse_flags)
+  cli.run(main, flags_parser=parse_flags)

@@ -8,8 +8,9 @@ import logging
 import os
 import sys
 import tempfile
-from typing import NoReturn
+from typing import Any, Callable, NoReturn
 
+from absl import app
 from absl import logging as absl_logging
 
 
@@ -63,3 +64,21 @@ def exit_with_error(e: BaseException, message: str | None = None) -> NoReturn:
   `--verbosity=1` shows it."""
   logging.debug("the traceback of the error below", exc_info=e)
   sys.exit(f"error: {message or e}")
+
+
+def run(main: Callable[[list[str]], None], flags_parser: Callable[[list[str]], Any]) -> None:
+  """absl's `app.run` for a command: a `UsageError` (arguments missing or out of range) is one
+  `error:` line, not every flag's help with the reason last, and Ctrl-C where the command does
+  not handle it (loading a model, scanning photos) ends in one line and status 130, as a shell
+  expects, not a traceback."""
+  def checked(argv: list[str]) -> None:
+    try:
+      main(argv)
+    except app.UsageError as e:
+      exit_with_error(e)
+
+  try:
+    app.run(checked, flags_parser=flags_parser)
+  except KeyboardInterrupt:
+    sys.stderr.write("\ninterrupted\n")  # after a progress bar's half line
+    sys.exit(130)

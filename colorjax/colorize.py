@@ -634,4 +634,4 @@ if __name__ == "__main__":
   flags.DEFINE_boolean("skip_existing", False, "Keep files already in --out and count them as done "
                        "(re-running an interrupted command finishes it)")
   flags.mark_flags_as_required(["workdir"])
-  app.run(main, flags_parser=parse_flags)
+  cli.run(main, flags_parser=parse_flags)

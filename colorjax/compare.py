@@ -143,4 +143,4 @@ if __name__ == "__main__":
   flags.DEFINE_string("fid_weights", "", "pytorch-fid Inception weights (.pth/.npz/.safetensors) for FID")
   flags.DEFINE_string("out", "", "Also write the table to this markdown file")
   flags.mark_flags_as_required(["data"])
-  app.run(main, flags_parser=parse_flags)
+  cli.run(main, flags_parser=parse_flags)

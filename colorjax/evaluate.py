@@ -399,4 +399,4 @@ if __name__ == "__main__":
   flags.DEFINE_string("out", "", "Write this JSON report (NAME.json) and the per-photo NAME.csv beside it")
   flags.DEFINE_boolean("overwrite", False, "Replace --out's files if they exist")
   flags.mark_flags_as_required(["data"])
-  app.run(main, flags_parser=parse_flags)
+  cli.run(main, flags_parser=parse_flags)

@@ -73,4 +73,4 @@ if __name__ == "__main__":
   flags.DEFINE_string("out", None, "New folder for the model (a workdir colorize, evaluate and serve load)")
   flags.DEFINE_string("checkpoint", "", CHECKPOINT_HELP)
   flags.mark_flags_as_required(["workdir", "out"])
-  app.run(main, flags_parser=parse_flags)
+  cli.run(main, flags_parser=parse_flags)

@@ -32,7 +32,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 import tqdm
-from absl import app, flags
+from absl import flags
 from array_record.python.array_record_module import ArrayRecordWriter
 from etils import epath
 
@@ -293,4 +293,4 @@ if __name__ == "__main__":
   flags.mark_flags_as_required(["source", "out"])
   logging.getLogger().setLevel(logging.INFO)
   from colorjax.colorize import parse_flags  # here, not at the top: spawned workers need not import it
-  app.run(main, flags_parser=parse_flags)
+  cli.run(main, flags_parser=parse_flags)

@@ -390,4 +390,4 @@ if __name__ == "__main__":
   flags.DEFINE_integer("max_pixels", 50_000_000, "Largest photo accepted, in pixels")
   flags.mark_flags_as_required(["workdir"])
   logging.getLogger().setLevel(logging.INFO)
-  app.run(main, flags_parser=parse_flags)
+  cli.run(main, flags_parser=parse_flags)

@@ -36,7 +36,7 @@ import numpy as np
 import optax
 import orbax.checkpoint as ocp
 from ml_collections import config_flags
-from absl import app, flags
+from absl import flags
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 from PIL import Image
 
@@ -900,4 +900,4 @@ if __name__ == "__main__":
   flags.DEFINE_string("workdir", "", "Checkpoints, logs and samples (default: runs/<config name>)")
   flags.mark_flags_as_required(["config"])
   logging.getLogger().setLevel(logging.INFO)
-  app.run(main, flags_parser=parse_flags)
+  cli.run(main, flags_parser=parse_flags)

@@ -315,6 +315,22 @@ def test_command_line_colorizes_a_tree_and_reports_each_failure_in_one_line(work
   assert (tmp_path / "tiny.png").read_bytes() == before
 
 
+@pytest.mark.parametrize("args, message", [
+    (["--workdir", "run"], "error: give at least one image file, folder or glob pattern to colorize"),
+])
+def test_a_usage_mistake_is_one_error_line_not_the_help(args, message):
+  """absl prints every flag's help above a UsageError's reason; the commands print the reason."""
+  run = subprocess.run([sys.executable, "-m", "colorjax.colorize", *args], env=FAST_ENV, capture_output=True, text=True)
+  assert run.returncode == 1 and run.stderr.strip().splitlines() == [message], run.stderr[-3000:]
+
+
+def test_ctrl_c_outside_a_commands_own_handling_is_one_line_and_status_130():
+  code = ("from absl import flags\nfrom colorjax import cli\n"
+          "def main(argv): raise KeyboardInterrupt\ncli.run(main, flags_parser=flags.FLAGS)")
+  run = subprocess.run([sys.executable, "-c", code], env=FAST_ENV, capture_output=True, text=True)
+  assert run.returncode == 130 and run.stderr.split() == ["interrupted"], run.stderr[-3000:]
+
+
 def test_a_file_where_an_output_folder_should_be_is_named_as_such(colorizer, tmp_path, capsys):
   (tmp_path / "in" / "sub").mkdir(parents=True)
   Image.fromarray(photo()[:64, :64]).save(tmp_path / "in" / "sub" / "x.png")
