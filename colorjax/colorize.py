@@ -583,9 +583,9 @@ def main(argv: list[str]) -> None:
   if not inputs:
     raise app.UsageError("give at least one image file, folder or glob pattern to colorize")
   cli.cache_compilations()
-  for name in ("batch_size", "render_size"):
-    if FLAGS[name].value < (1 if name == "batch_size" else 0):
-      raise app.UsageError(f"--{name.replace('_', '-')} must be positive")
+  for name, least in (("batch_size", 1), ("render_size", 0), ("max_pixels", 1)):
+    if FLAGS[name].value < least:
+      raise app.UsageError(f"--{name.replace('_', '-')} must be at least {least}, got {FLAGS[name].value}")
   if os.path.exists(FLAGS.out) and not os.path.isdir(FLAGS.out):
     raise app.UsageError(f"--out {FLAGS.out} is a file: give a folder")
   others: list[str] = []

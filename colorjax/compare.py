@@ -138,7 +138,7 @@ if __name__ == "__main__":
   flags.DEFINE_string("checkpoint", "", CHECKPOINT_HELP + ", for every run")
   flags.DEFINE_integer("image_size", 256, "Short side resize and center crop (the seeds' size: 256)",
                        lower_bound=metrics.SSIM_WINDOW)
-  flags.DEFINE_integer("batch_size", 16, "Crops per device call")
+  flags.DEFINE_integer("batch_size", 16, "Crops per device call", lower_bound=1)
   flags.DEFINE_boolean("overwrite", False, "Replace --out if it exists")
   flags.DEFINE_string("fid_weights", "", "pytorch-fid Inception weights (.pth/.npz/.safetensors) for FID")
   flags.DEFINE_string("out", "", "Also write the table to this markdown file")

@@ -382,7 +382,8 @@ if __name__ == "__main__":
   flags.DEFINE_string("workdir", "", "Training workdir with config.json and checkpoints/")
   flags.DEFINE_string("predictions", "", "Instead of --workdir: a folder of another system's "
                       "pictures of the --data photos, one per photo with the same name and size")
-  flags.DEFINE_float("eval_fraction", 0.1, "With --predictions and --split eval: the held-out share")
+  flags.DEFINE_float("eval_fraction", 0.1, "With --predictions and --split eval: the held-out share",
+                     lower_bound=0, upper_bound=1)
   flags.DEFINE_string("data", None, "Held-out photos: folder:PATH, shards:DIR or tfds:NAME (comma-joined)")
   flags.DEFINE_enum("split", "all", ["all", "eval"], "all photos of --data, or only the share "
                     "the workdir's run held out from training (its shards' eval_fraction, or data.eval_fraction)")

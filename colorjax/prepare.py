@@ -199,9 +199,9 @@ def prepare(source: str, out: str, size: int = 256, limit: int = 0, seed: int = 
   """
   for name, value, ok in (("size", size, size > 0), ("shard_size", shard_size, shard_size > 0),
                           ("limit", limit, limit >= 0), ("quality", quality, 1 <= quality <= 100),
-                          ("eval_fraction", eval_fraction, 0 <= eval_fraction < 1)):
+                          ("eval_fraction", eval_fraction, 0 <= eval_fraction < 1), ("workers", workers, workers >= 0)):
     if not ok:
-      raise ValueError(f"--{name.replace('_', '-')} {value} is out of range (size, shard-size > 0; limit >= 0; "
+      raise ValueError(f"--{name.replace('_', '-')} {value} is out of range (size, shard-size > 0; limit, workers >= 0; "
                        "quality 1-100; eval-fraction in [0, 1))")
   records, keys, names = open_source(source)
   plan = {s: sources.split_indices(keys, s, eval_fraction, limit, seed) for s in shards.SPLITS}

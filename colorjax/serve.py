@@ -354,6 +354,9 @@ def main(argv: list[str]) -> None:
   del argv
   if not 0 <= FLAGS.port <= 65535:
     raise app.UsageError(f"--port {FLAGS.port} is not a port number (0-65535; 0: any free port)")
+  if FLAGS.max_upload_mb <= 0 or FLAGS.max_pixels < 1:  # every upload would be refused
+    raise app.UsageError(f"--max-upload-mb and --max-pixels must be positive, got {FLAGS.max_upload_mb:g} "
+                         f"and {FLAGS.max_pixels}")
   cli.cache_compilations()
   try:
     colorizer = Colorizer.from_workdir(FLAGS.workdir, FLAGS.checkpoint, FLAGS.render_size or None,

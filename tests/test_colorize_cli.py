@@ -317,6 +317,7 @@ def test_command_line_colorizes_a_tree_and_reports_each_failure_in_one_line(work
 
 @pytest.mark.parametrize("args, message", [
     (["--workdir", "run"], "error: give at least one image file, folder or glob pattern to colorize"),
+    (["--workdir", "run", "--max-pixels=0", "x.jpg"], "error: --max-pixels must be at least 1, got 0"),
 ])
 def test_a_usage_mistake_is_one_error_line_not_the_help(args, message):
   """absl prints every flag's help above a UsageError's reason; the commands print the reason."""

@@ -215,6 +215,14 @@ def test_evaluate_out_is_checked_before_scoring(tmp_path, out, problem):
   assert proc.returncode == 1 and len(errors) == 1 and problem in errors[0], proc.stderr[-2000:]
 
 
+@pytest.mark.parametrize("command, flag", [("compare", "--batch_size=0"), ("evaluate", "--eval_fraction=1.5")])
+def test_a_number_out_of_range_is_refused_before_scoring(tmp_path, command, flag):
+  system = [str(tmp_path)] if command == "compare" else ["--predictions", str(tmp_path)]
+  proc = subprocess.run([sys.executable, "-m", f"colorjax.{command}", *system, "--data", f"folder:{tmp_path}", flag],
+                        cwd=REPO, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": REPO})
+  assert proc.returncode == 1 and f"FATAL Flags parsing error: flag {flag}: " in proc.stderr, proc.stderr[-2000:]
+
+
 def test_an_out_folder_made_for_a_command_that_then_fails_is_not_left_behind(tmp_path):
   proc = subprocess.run([sys.executable, "-m", "colorjax.evaluate", "--predictions", str(tmp_path), "--data",
                          f"folder:{tmp_path}/nothing_here", "--out", str(tmp_path / "new" / "r.json")], cwd=REPO,

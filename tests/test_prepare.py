@@ -226,3 +226,10 @@ def test_a_prepare_with_no_colour_photo_leaves_nothing_that_blocks_the_next(phot
   assert not out.exists()
   manifest = prepare_lib.prepare(f"folder:{photo_dir}", str(out), size=32, workers=1, progress=False)
   assert sum(manifest["counts"].values()) == 12
+
+
+@pytest.mark.parametrize("option, value", [("workers", -1), ("quality", 0), ("eval_fraction", 1.0)])
+def test_an_option_out_of_range_is_named_before_anything_is_read(photo_dir, tmp_path, option, value):
+  with pytest.raises(ValueError, match=f"--{option.replace('_', '-')} {value} is out of range"):
+    prepare_lib.prepare(f"folder:{photo_dir}", str(tmp_path / "shards"), **{option: value})
+  assert not (tmp_path / "shards").exists()

@@ -139,6 +139,14 @@ def test_command_listens_on_localhost_by_default(workdir):
   assert proc.wait(timeout=30) == 0
 
 
+@pytest.mark.parametrize("flag", ["--max-upload-mb=0", "--max-pixels=-5"])
+def test_limits_that_would_refuse_every_upload_are_refused_at_start(flag, tmp_path):
+  run = subprocess.run([sys.executable, "-m", "colorjax.serve", "--workdir", str(tmp_path), flag],
+                       env=FAST_ENV, capture_output=True, text=True, timeout=120)
+  assert run.returncode == 1 and run.stderr.strip().splitlines() == [
+      f"error: --max-upload-mb and --max-pixels must be positive, got {'0 and 50000000' if 'mb' in flag else '50 and -5'}"]
+
+
 def multipart(filename, data, field="photo", boundary="XyZ"):
   body = (f'--{boundary}\r\nContent-Disposition: form-data; name="{field}"; filename="{filename}"\r\n'
           f'Content-Type: application/octet-stream\r\n\r\n').encode() + data + f"\r\n--{boundary}--\r\n".encode()
