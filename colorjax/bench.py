@@ -298,7 +298,7 @@ def main(argv: list[str]) -> None:
     if argv[1] == "step":
       if FLAGS.config is None:
         raise app.UsageError("bench step needs --config, e.g. configs/pix2pix_unet64.py")
-      result = bench_step(FLAGS.config, FLAGS.phase, FLAGS.steps, FLAGS.warmup, FLAGS.profile)
+      result = bench_step(cli.loaded_config(), FLAGS.phase, FLAGS.steps, FLAGS.warmup, FLAGS.profile)
       result["config"] = config_flags.get_config_filename(FLAGS["config"])
     elif argv[1] == "colorize":
       if not FLAGS.workdir:
@@ -327,4 +327,4 @@ if __name__ == "__main__":
   flags.DEFINE_integer("batch_size", 16, "pipeline: images per batch", lower_bound=1)
   flags.DEFINE_integer("batches", 20, "pipeline: timed batches", lower_bound=1)
   flags.DEFINE_integer("workers", 0, "pipeline: grain worker processes (0: threads)", lower_bound=0)
-  cli.run(main, flags_parser=parse_flags)
+  cli.run(main, flags_parser=lambda argv: cli.parse_config_flags(parse_flags, argv))

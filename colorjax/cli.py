@@ -8,10 +8,12 @@ import logging
 import os
 import sys
 import tempfile
-from typing import Any, Callable, NoReturn
+from typing import Any, Callable, NoReturn, Sequence
 
-from absl import app
+import ml_collections
+from absl import app, flags
 from absl import logging as absl_logging
+from ml_collections import config_flags
 
 
 def _quiet(record: logging.LogRecord) -> bool:
@@ -82,3 +84,62 @@ def run(main: Callable[[list[str]], None], flags_parser: Callable[[list[str]], A
   except KeyboardInterrupt:
     sys.stderr.write("\ninterrupted\n")  # after a progress bar's half line
     sys.exit(130)
+
+
+def config_error(e: BaseException) -> str:
+  """One line for a config that failed to load: the last line of a file's traceback or IOError,
+  or a misspelt field's own message ("'image_sise' Did you mean "image_size"...")."""
+  cause = e.__cause__ or e
+  if isinstance(cause, AttributeError) and cause.name == "get_config":
+    return "the file defines no get_config()"
+  tb = cause.__traceback__
+  while tb is not None and tb.tb_next is not None:
+    tb = tb.tb_next
+  from_config_dict = tb is not None and os.path.basename(tb.tb_frame.f_code.co_filename) == "config_dict.py"
+  if isinstance(cause, (AttributeError, KeyError)) and cause.args and from_config_dict:
+    message = cause.args[0]
+    while isinstance(message, BaseException) and message.args:  # ml_collections wraps its KeyError
+      message = message.args[0]
+    return "no such config field " + " ".join(str(message).split())
+  lines = [line.strip() for line in str(cause).splitlines() if line.strip()]
+  if not lines or isinstance(cause, KeyError):  # a KeyError's text is only the key
+    return f"{type(cause).__name__}: {lines[-1] if lines else ''}".rstrip(": ")
+  return lines[-1]
+
+
+def _flag_argument(argv: Sequence[str], name: str) -> str:
+  """`--name`'s value as given in `argv` (config_flags records the config file only once it loaded)."""
+  for i, arg in enumerate(argv):
+    if arg.lstrip("-") == name and i + 1 < len(argv):
+      return argv[i + 1]
+    if arg.startswith("-") and arg.lstrip("-").startswith(name + "="):
+      return arg.split("=", 1)[1]
+  return "?"
+
+
+def parse_config_flags(parse: Callable[[list[str]], Any], argv: list[str]) -> Any:
+  """`parse(argv)` for a command with a `--config` file, which config_flags runs while parsing:
+  a bad override or variant, and whatever the file's own code raises (a syntax error, a failed
+  import, no get_config()), is one `error:` line."""
+  try:
+    return parse(argv)
+  except flags.Error as e:
+    exit_with_error(e, config_error(e))
+  except Exception as e:  # noqa: BLE001 -- the config file's own code may raise anything
+    exit_with_error(e, f"--config {_flag_argument(argv, 'config')}: {config_error(e)}")
+
+
+def loaded_config() -> ml_collections.ConfigDict:
+  """The `--config` flag's config, or one `error:` line naming the file when config_flags could
+  not read it (it defers that error to the config's first use) or get_config() returned no ConfigDict."""
+  config, filename = flags.FLAGS.config, config_flags.get_config_filename(flags.FLAGS["config"])
+  try:
+    config.get("total_steps")
+  except (OSError, KeyError, TypeError, ValueError) as e:
+    exit_with_error(e, f"--config {filename}: {config_error(e)}")
+  except AttributeError:  # not a ConfigDict: said below
+    pass
+  if not isinstance(config, ml_collections.ConfigDict):
+    exit_with_error(TypeError(type(config).__name__), f"--config {filename}: get_config() must return an "
+                    f"ml_collections.ConfigDict, not {type(config).__name__} (start from colorjax.config.default_config())")
+  return config

@@ -93,6 +93,9 @@ def check_run_config(c: ml_collections.ConfigDict) -> None:
   Checked before a run writes anything: a zero `keep_checkpoints` would delete every checkpoint,
   a misspelt `best_metric` would crash at the first eval, a zero interval divides by zero.
   """
+  if missing := _missing_fields(c, default_config()):
+    raise ValueError(f"the config has no {', '.join(missing[:4])}" + (f" and {len(missing) - 4} more fields"
+                     if len(missing) > 4 else "") + ": start get_config() from colorjax.config.default_config()")
   for name in ("image_size", "batch_size", "total_steps", "log_every", "eval_every",
                "checkpoint_every", "keep_checkpoints", "eval_max_images"):
     if not isinstance(c[name], int) or c[name] < 1:
@@ -145,6 +148,17 @@ def check_run_config(c: ml_collections.ConfigDict) -> None:
     if 0 < steps < updates(c, name):
       logging.warning("config.optim.%s.decay_steps = %d: the learning rate of %s is 0 for its last %d "
                       "updates (-1 decays over the whole run)", name, steps, name, updates(c, name) - steps)
+
+
+def _missing_fields(c: ml_collections.ConfigDict, defaults: ml_collections.ConfigDict, prefix: str = "") -> list[str]:
+  """The fields of `defaults` that `c` lacks, dotted (`model.generator`)."""
+  missing = []
+  for key, value in defaults.items():
+    if key not in c:
+      missing.append(prefix + key)
+    elif isinstance(value, ml_collections.ConfigDict) and isinstance(c[key], ml_collections.ConfigDict):
+      missing += _missing_fields(c[key], value, f"{prefix}{key}.")
+  return missing
 
 
 def updates(c: ml_collections.ConfigDict, name: str) -> int:

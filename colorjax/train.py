@@ -840,33 +840,6 @@ def _write_sample(grid: np.ndarray, path: str) -> None:
     logging.warning("could not write the sample picture %s (%s)", path, e)
 
 
-def _config_error(e: BaseException) -> str:
-  """One line for a config that failed to load: the last line of a file's traceback or
-  IOError, or a misspelt field's own message ("'image_sise' Did you mean "image_size"...")."""
-  cause = e.__cause__ or e
-  tb = cause.__traceback__
-  while tb is not None and tb.tb_next is not None:
-    tb = tb.tb_next
-  from_config_dict = tb is not None and "ml_collections" in tb.tb_frame.f_code.co_filename
-  if isinstance(cause, (AttributeError, KeyError)) and cause.args and from_config_dict:
-    message = cause.args[0]
-    while isinstance(message, BaseException) and message.args:  # ml_collections wraps its KeyError
-      message = message.args[0]
-    return "no such config field " + " ".join(str(message).split())
-  lines = [line.strip() for line in str(cause).splitlines() if line.strip()]
-  if not lines or isinstance(cause, KeyError):  # a KeyError's text is only the key
-    return f"{type(cause).__name__}: {lines[-1] if lines else ''}".rstrip(": ")
-  return lines[-1]
-
-
-def parse_flags(argv: list[str]) -> list[str]:
-  """absl's parser, with a bad --config (file, variant or override) as one `error:` line."""
-  try:
-    return flags.FLAGS(argv)
-  except (flags.Error, AttributeError, KeyError) as e:
-    cli.exit_with_error(e, _config_error(e))
-
-
 def main(argv: list[str]) -> None:
   del argv
   cli.quiet_console()
@@ -875,11 +848,7 @@ def main(argv: list[str]) -> None:
   except ValueError as e:  # COLORJAX_* settings that do not go together
     cli.exit_with_error(e)
   host.keep_freed_memory()
-  try:
-    config = flags.FLAGS.config
-    config.get("total_steps")  # config_flags loads the file and applies overrides lazily, here
-  except (OSError, AttributeError, KeyError, TypeError, ValueError) as e:
-    cli.exit_with_error(e, f"--config {config_flags.get_config_filename(flags.FLAGS['config'])}: {_config_error(e)}")
+  config = cli.loaded_config()
   workdir = flags.FLAGS.workdir or os.path.join(
       "runs", os.path.splitext(os.path.basename(config_flags.get_config_filename(flags.FLAGS["config"])))[0])
   try:
@@ -900,4 +869,4 @@ if __name__ == "__main__":
   flags.DEFINE_string("workdir", "", "Checkpoints, logs and samples (default: runs/<config name>)")
   flags.mark_flags_as_required(["config"])
   logging.getLogger().setLevel(logging.INFO)
-  cli.run(main, flags_parser=parse_flags)
+  cli.run(main, flags_parser=lambda argv: cli.parse_config_flags(flags.FLAGS, argv))

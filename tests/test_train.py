@@ -11,6 +11,7 @@ import time
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
@@ -182,6 +183,30 @@ def test_command_line_names_a_bad_config_in_one_line(args, message, tmp_path):
                        cwd=REPO, env=env, capture_output=True, text=True)
   assert run.returncode == 1 and message in run.stderr and "Traceback" not in run.stderr, run.stderr[-2000:]
   assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("source, message", [
+    ("x = (", "'(' was never closed (mine.py, line 1)"),
+    ("raise RuntimeError('no photos mounted')", "no photos mounted"),
+    ("X = 1", "the file defines no get_config()"),
+    ("def get_config():\n  return {'image_size': 64}",
+     "get_config() must return an ml_collections.ConfigDict, not dict (start from colorjax.config.default_config())"),
+])
+@pytest.mark.parametrize("command", ["train", "bench step"])
+def test_a_config_file_that_fails_to_load_is_named_in_one_line(source, message, command, tmp_path):
+  (tmp_path / "mine.py").write_text(source)
+  run = subprocess.run([sys.executable, "-m", *f"colorjax.{command}".split(), "--config", str(tmp_path / "mine.py"),
+                        "--workdir", str(tmp_path / "run")], cwd=REPO, env={**os.environ, "PYTHONPATH": REPO},
+                       capture_output=True, text=True)
+  assert run.returncode == 1 and "Traceback" not in run.stderr, run.stderr[-2000:]
+  assert run.stderr.rstrip().splitlines()[-1] == f"error: --config {tmp_path / 'mine.py'}: {message}"
+  assert not (tmp_path / "run").exists()
+
+
+def test_a_config_without_the_default_fields_is_refused_naming_them():
+  with pytest.raises(ValueError, match=r"the config has no batch_size, best_metric, checkpoint_every, "
+                     r"colorize_checkpoint and \d+ more fields: start get_config\(\) from colorjax.config.default_config"):
+    config_lib.check_run_config(ml_collections.ConfigDict({"image_size": 64}))
 
 
 def test_verbosity_1_shows_the_traceback_behind_an_error_line(tmp_path):
