@@ -11,7 +11,7 @@ import os
 
 import ml_collections
 
-from colorjax import ab_bins, metrics
+from colorjax import ab_bins, losses, metrics, models
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -103,6 +103,14 @@ def check_run_config(c: ml_collections.ConfigDict) -> None:
   if c.image_size < metrics.SSIM_WINDOW:
     raise ValueError(f"config.image_size must be at least {metrics.SSIM_WINDOW} (the held-out SSIM's "
                      f"window), got {c.image_size}")
+  if c.image_size % (multiple := models.input_multiple(c)):
+    raise ValueError(f"config.image_size {c.image_size} is not a multiple of {multiple}, which model.generator "
+                     f"{c.model.generator!r} needs (it halves the image {multiple.bit_length() - 1} times): "
+                     f"try {multiple * max(1, round(c.image_size / multiple))}")
+  for name in ("fid_weights", "model.encoder_weights"):
+    path = c.fid_weights if name == "fid_weights" else c.model.encoder_weights
+    if path and not os.path.isfile(path):
+      raise ValueError(f"config.{name} {path}: no such file")
   if not c.data.train:
     raise ValueError("config.data.train is not set: pass --config.data.train=folder:PATH "
                      "(photos; or shards:DIR, tfds:NAME)")
@@ -124,6 +132,9 @@ def check_run_config(c: ml_collections.ConfigDict) -> None:
   if c.model.num_classes and c.loss.rebalance and not c.loss.get("rebalance_offset", 1.0) > 0:
     raise ValueError(f"config.loss.rebalance_offset must be > 0 (a class no pixel has would weigh "
                      f"infinitely), got {c.loss.rebalance_offset}")
+  if c.loss.reconstruction not in losses.RECONSTRUCTION:
+    raise ValueError(f"config.loss.reconstruction must be one of {', '.join(losses.RECONSTRUCTION)}, "
+                     f"got {c.loss.reconstruction!r}")
   if c.loss.reconstruction == "smooth_l1" and not c.loss.smooth_l1_beta > 0:
     raise ValueError(f"config.loss.smooth_l1_beta must be > 0 Lab units, got {c.loss.smooth_l1_beta}")
   if c.model.num_classes and (c.loss.color_weighted or c.loss.tv_weight):
@@ -142,6 +153,8 @@ def check_run_config(c: ml_collections.ConfigDict) -> None:
                     "never trains its %s (lower pretrain_steps for one)", c.pretrain_steps, c.total_steps,
                     c.model.discriminator)
   for name in ("g", "d"):
+    if c.optim[name].lr < 0:
+      raise ValueError(f"config.optim.{name}.lr must not be negative (it would climb the loss), got {c.optim[name].lr}")
     steps = c.optim[name].get("decay_steps", 0)
     if not isinstance(steps, int) or steps < -1:
       raise ValueError(f"config.optim.{name}.decay_steps must be -1, 0 or a positive integer, got {steps!r}")

@@ -621,6 +621,9 @@ def _open_records(run: _Run, state: TrainState, resources: contextlib.ExitStack)
   """Opens what a run that trains writes besides its checkpoints (the class histogram, the best
   checkpoint, samples, metrics, config.json, TensorBoard's HParams), and FID's features."""
   config, is_main = run.config, jax.process_index() == 0
+  # First: a file that is not pytorch-fid's weights is refused before anything is written.
+  run.features = fid.InceptionFeatures.from_file(config.fid_weights) if config.fid_weights else None
+  run.real_stats = fid.image_stats(run.features, run.eval_images, config.batch_size) if run.features else None
   run.keep_histogram()
   run.best = checkpoints.BestCheckpoint(run.workdir, config, run.changed, run.eval_crops)
   resources.callback(run.best.mgr.close)
@@ -632,8 +635,6 @@ def _open_records(run: _Run, state: TrainState, resources: contextlib.ExitStack)
     if int(state.step) == 0:  # TensorBoard's HParams tab: the config of the run
       run.writer.write_hparams({k: v if isinstance(v, (bool, int, float, str)) else str(v)
                                 for k, v in checkpoints.flat(config).items()})
-  run.features = fid.InceptionFeatures.from_file(config.fid_weights) if config.fid_weights else None
-  run.real_stats = fid.image_stats(run.features, run.eval_images, config.batch_size) if run.features else None
 
 
 def _train_step(run: _Run, state: TrainState, step: int, speed: _Throughput, compiles: bool

@@ -146,11 +146,23 @@ def test_a_rerun_keeps_what_the_run_wrote(photos, tmp_path):
     ({"model.num_classes": 256, "model.generator": "resnet_unet", "model.discriminator": "none",
       "loss.rebalance_offset": 0.0}, "rebalance_offset must be > 0"),
     ({"loss.reconstruction": "smooth_l1", "loss.smooth_l1_beta": 0.0}, "smooth_l1_beta must be > 0"),
+    ({"loss.reconstruction": "l3"}, "config.loss.reconstruction must be one of l1, mse, smooth_l1, got 'l3'"),
+    ({"image_size": 48}, "config.image_size 48 is not a multiple of 32, which model.generator 'pix2pix_unet' needs "
+                         ".it halves the image 5 times.: try 64"),
+    ({"optim.d.lr": -2e-4}, "config.optim.d.lr must not be negative"),
+    ({"fid_weights": "/nowhere/pt_inception.pth"}, "config.fid_weights /nowhere/pt_inception.pth: no such file"),
 ])
 def test_bad_run_settings_are_refused_before_anything_is_written(photos, tmp_path, override, message):
   with pytest.raises(ValueError, match=message):
     train.train_and_evaluate(tiny_config(photos, **override), str(tmp_path / "run"))
   assert not (tmp_path / "run").exists()
+
+
+def test_fid_weights_that_are_not_pytorch_fids_are_refused_before_the_run_writes_its_records(photos, tmp_path):
+  (tmp_path / "inception.pth").write_text("not a state dict")
+  with pytest.raises(ValueError, match="inception.pth is not a readable .pth state dict"):
+    train.train_and_evaluate(tiny_config(photos, fid_weights=str(tmp_path / "inception.pth")), str(tmp_path / "run"))
+  assert not {"config.json", "tensorboard", "samples", "best"} & set(os.listdir(tmp_path / "run"))
 
 
 def test_a_source_without_photos_leaves_no_workdir_behind(tmp_path):

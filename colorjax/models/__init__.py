@@ -26,7 +26,27 @@ def compute_dtype(config: ml_collections.ConfigDict) -> jnp.dtype:
   if name == "auto":
     fast = jax.default_backend() != "cpu" or host.cpu_has_amx_bf16()
     return jnp.dtype(jnp.bfloat16 if fast else jnp.float32)
-  return jnp.dtype(name)
+  try:
+    dtype = jnp.dtype(name)
+  except TypeError:
+    dtype = None
+  if dtype is None or not jnp.issubdtype(dtype, jnp.floating):
+    raise ValueError(f"config.dtype {name!r} is not a float type: use \"auto\", \"float32\" or \"bfloat16\"")
+  return dtype
+
+
+def input_multiple(config: ml_collections.ConfigDict) -> int:
+  """What the generator's input height and width must be a multiple of (2 ** the times it halves
+  them); 1 for a generator name `build_generator` refuses."""
+  m = config.model
+  if m.generator == "pix2pix_unet":
+    return 2 ** _num_downs(config)
+  return {"resnet_unet": 32, "encdec_small": 32, "resnet_colorizer": 8}.get(m.generator, 1)
+
+
+def _num_downs(config: ml_collections.ConfigDict) -> int:
+  """pix2pix_unet's halvings: `model.num_downs`, or log2(image_size) for -1 (down to 1 x 1)."""
+  return config.model.num_downs if config.model.num_downs > 0 else int(math.log2(config.image_size))
 
 
 def prior_shift(config: ml_collections.ConfigDict, class_weights: np.ndarray | None) -> tuple[float, ...]:
@@ -52,8 +72,7 @@ def build_generator(config: ml_collections.ConfigDict, class_weights: np.ndarray
                       upsample=m.upsample, num_classes=m.num_classes, decode=m.decode,
                       temperature=m.temperature, prior_shift=shift, dtype=dtype)
   if m.generator == "pix2pix_unet":
-    num_downs = m.num_downs if m.num_downs > 0 else int(math.log2(config.image_size))
-    return UNetGenerator(num_downs=num_downs, ngf=m.ngf, dropout=m.dropout,
+    return UNetGenerator(num_downs=_num_downs(config), ngf=m.ngf, dropout=m.dropout,
                          output_activation=m.output_activation, upsample=m.upsample, dtype=dtype)
   if m.generator == "resnet_colorizer":
     return ResNetColorizer(resnet_depth=m.resnet_depth, num_classes=m.num_classes,
