@@ -40,10 +40,11 @@ def cache_compilations() -> None:
     jax.config.update("jax_compilation_cache_dir", os.path.join(cache, "colorjax", "jax"))
 
 
-def check_writable(folder: str, flag: str) -> None:
+def check_writable(folder: str, flag: str, at_end: Callable[..., Any] = atexit.register) -> None:
   """A ValueError naming `flag` unless files can be made in `folder` (created if missing):
   checked before the minutes of work whose results would have nowhere to go. A folder made
-  here that is still empty when the command ends (it failed first) is removed again."""
+  here that is still empty at the end (the command failed first) is removed again: `at_end`
+  registers that (at exit by default; training passes its ExitStack's callback)."""
   created = not os.path.isdir(folder)
   try:
     os.makedirs(folder, exist_ok=True)
@@ -52,7 +53,7 @@ def check_writable(folder: str, flag: str) -> None:
   except OSError as e:
     raise ValueError(f"{flag} {folder}: cannot write there ({e.strerror or e})") from None
   if created:
-    atexit.register(_remove_if_empty, folder)
+    at_end(_remove_if_empty, folder)
 
 
 def _remove_if_empty(folder: str) -> None:

@@ -309,7 +309,7 @@ class Trainer:
     self.discriminator = (models.build_discriminator(config)
                           if config.model.discriminator != "none" else None)
     if config.batch_size % len(devices):
-      raise ValueError(f"batch_size={config.batch_size} must be a multiple of the {len(devices)} devices")
+      raise ValueError(f"config.batch_size={config.batch_size} must be a multiple of the {len(devices)} devices")
     self.mesh = Mesh(np.asarray(devices), ("data",))
     self.data_sharding = NamedSharding(self.mesh, P("data"))
     self.replicated = NamedSharding(self.mesh, P())
@@ -491,7 +491,7 @@ def _set_up(config: ml_collections.ConfigDict, workdir: str, stop: _StopSignal,
             resources: contextlib.ExitStack) -> tuple[_Run, TrainState]:
   """Checks the workdir and the photos (the same on every process), takes the workdir, builds the
   trainer and its state, and resumes from the latest checkpoint if there is one."""
-  _check_workdir(workdir)
+  _check_workdir(workdir, config)
   changed = checkpoints.changed_fields(workdir, config)
   if changed:
     logging.warning("resuming with a changed config: %s", ", ".join(changed))
@@ -521,8 +521,15 @@ def _set_up(config: ml_collections.ConfigDict, workdir: str, stop: _StopSignal,
   return run, state
 
 
-def _check_workdir(workdir: str) -> None:
+def _check_workdir(workdir: str, config: ml_collections.ConfigDict) -> None:
   """Refuses a workdir that cannot be one, before anything is read or made."""
+  for field in ("train", "eval"):
+    for part in sources.parts(config.data[field]):
+      kind, _, folder = part.partition(":")
+      if kind == "folder" and folder and os.path.relpath(
+          os.path.realpath(workdir), os.path.realpath(folder)).split(os.sep)[0] != os.pardir:
+        raise ValueError(f"workdir {workdir} is inside config.data.{field}'s photo folder {folder}: the sample "
+                         "pictures it writes would be read as photos when the run resumes; give a --workdir outside it")
   if "://" in workdir:
     raise ValueError(f"workdir {workdir}: give a local path; mount a bucket with gcsfuse first "
                      "(launch/tpu_vm.sh and the Colab notebook do that for gs:// work directories)")
@@ -534,9 +541,10 @@ def _check_workdir(workdir: str) -> None:
 
 
 def _claim_workdir(workdir: str, resources: contextlib.ExitStack) -> None:
-  """Makes the workdir, checks that every process sees the same folder, takes its lock (process
-  0, for all) and removes the saves a kill cut short, before any process lists the checkpoints."""
-  os.makedirs(workdir, exist_ok=True)
+  """Makes the workdir (removed again if the run fails before it writes there) and checks that
+  it can be written to and that every process sees the same folder, takes its lock (process 0,
+  for all) and removes the saves a kill cut short, before any process lists the checkpoints."""
+  cli.check_writable(workdir, "--workdir", resources.callback)
   distributed.check_shared_folder(workdir)
   is_main = jax.process_index() == 0
   busy, = distributed.agree(is_main and not _lock_workdir(workdir, resources))  # every process stops, not only 0

@@ -151,6 +151,8 @@ def test_a_rerun_keeps_what_the_run_wrote(photos, tmp_path):
                          ".it halves the image 5 times.: try 64"),
     ({"optim.d.lr": -2e-4}, "config.optim.d.lr must not be negative"),
     ({"fid_weights": "/nowhere/pt_inception.pth"}, "config.fid_weights /nowhere/pt_inception.pth: no such file"),
+    ({"dtype": "float61"}, "config.dtype 'float61' is not a float type"),  # found once the workdir is made
+    ({"model.resnet_depth": 50, "model.generator": "resnet_unet"}, "model.resnet_depth must be one of .18, 34., got 50"),
 ])
 def test_bad_run_settings_are_refused_before_anything_is_written(photos, tmp_path, override, message):
   with pytest.raises(ValueError, match=message):
@@ -163,6 +165,16 @@ def test_fid_weights_that_are_not_pytorch_fids_are_refused_before_the_run_writes
   with pytest.raises(ValueError, match="inception.pth is not a readable .pth state dict"):
     train.train_and_evaluate(tiny_config(photos, fid_weights=str(tmp_path / "inception.pth")), str(tmp_path / "run"))
   assert not {"config.json", "tensorboard", "samples", "best"} & set(os.listdir(tmp_path / "run"))
+
+
+def test_a_workdir_inside_the_photo_folder_or_where_none_can_be_made_is_refused(photos, tmp_path):
+  """Its sample pictures would become training photos when the run resumes."""
+  with pytest.raises(ValueError, match=f"workdir {photos}/run is inside config.data.train's photo folder {photos}: "):
+    train.train_and_evaluate(tiny_config(photos), os.path.join(photos, "run"))
+  assert not os.path.exists(os.path.join(photos, "run"))
+  (tmp_path / "a_file").write_text("the user's")
+  with pytest.raises(ValueError, match="--workdir .*a_file/run: cannot write there .Not a directory."):
+    train.train_and_evaluate(tiny_config(photos), str(tmp_path / "a_file" / "run"))
 
 
 def test_a_source_without_photos_leaves_no_workdir_behind(tmp_path):
@@ -437,9 +449,10 @@ def test_best_checkpoint_and_patience_survive_a_restart(photos, tmp_path, metric
 def test_a_run_stopped_on_a_plateau_stays_stopped_until_told_otherwise(tmp_path):
   # Flat photos and a learning rate of 0: the pixel accuracy is 0 at every eval, so the second
   # eval (step 4) is the first without a new best.
+  (tmp_path / "flat").mkdir()
   for i in range(8):
-    Image.fromarray(np.full((40, 40, 3), (200, 40 + 20 * i, 60), np.uint8)).save(tmp_path / f"flat_{i}.png")
-  config = tiny_config(str(tmp_path), **{
+    Image.fromarray(np.full((40, 40, 3), (200, 40 + 20 * i, 60), np.uint8)).save(tmp_path / "flat" / f"flat_{i}.png")
+  config = tiny_config(str(tmp_path / "flat"), **{
       "model.generator": "resnet_colorizer", "model.num_classes": 256, "model.discriminator": "none",
       "pretrain_steps": 6, "best_metric": "pixel_accuracy", "patience": 1, "stop_on_plateau": True,
       "optim.g.lr": 0.0})
@@ -613,6 +626,14 @@ def test_a_run_trained_on_four_devices_colorizes_on_one(photos, tmp_path):
     assert colorizer.step == 2
     assert all(x.sharding.device_set == {jax.local_devices()[0]} for x in jax.tree.leaves(colorizer.variables))
     assert colorizer(gray).shape == gray.shape + (3,)
+
+
+def test_a_batch_the_devices_cannot_share_is_refused_and_leaves_no_workdir(photos, tmp_path):
+  run = _train_cli(tiny_config(photos), tmp_path / "run", env={"XLA_FLAGS": "--xla_force_host_platform_device_count=3"})
+  out, _ = run.communicate(timeout=600)
+  assert run.returncode == 1 and out.rstrip().splitlines()[-1] == (
+      "error: config.batch_size=8 must be a multiple of the 3 devices"), out[-3000:]
+  assert not (tmp_path / "run").exists()
 
 
 def _wait_for_checkpoint(proc, workdir, step, timeout=300):
