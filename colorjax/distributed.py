@@ -32,14 +32,26 @@ from jax.experimental import multihost_utils
 _MULTI_PROCESS_COUNTS = ("SLURM_NTASKS", "OMPI_COMM_WORLD_SIZE")
 
 
-def _cluster_detected() -> bool:
-  """A multi-process job that `jax.distributed.initialize()` can configure by itself."""
+def _int_env(name: str, default: str = "1") -> int:
+  value = os.environ.get(name, default)
+  try:
+    return int(value)
+  except ValueError:
+    raise ValueError(f"{name}={value!r} is not a whole number") from None
+
+
+def _cluster_detected() -> str:
+  """The setting that makes this a multi-process job `jax.distributed.initialize()` can configure
+  by itself ("" if none)."""
   if os.environ.get("COLORJAX_DISTRIBUTED", "").lower() in ("1", "true", "yes"):
-    return True
-  if any(int(os.environ.get(v, "1")) > 1 for v in _MULTI_PROCESS_COUNTS):
-    return True
-  workers = os.environ.get("TPU_PROCESS_ADDRESSES") or os.environ.get("TPU_WORKER_HOSTNAMES") or ""
-  return "," in workers
+    return f"COLORJAX_DISTRIBUTED={os.environ['COLORJAX_DISTRIBUTED']}"
+  for name in _MULTI_PROCESS_COUNTS:
+    if _int_env(name) > 1:
+      return f"{name}={os.environ[name]}"
+  for name in ("TPU_PROCESS_ADDRESSES", "TPU_WORKER_HOSTNAMES"):
+    if "," in os.environ.get(name, ""):
+      return f"{name} (several hosts)"
+  return ""
 
 
 def initialize() -> bool:
@@ -54,15 +66,22 @@ def initialize() -> bool:
     missing = [v for v in ("COLORJAX_NUM_PROCESSES", "COLORJAX_PROCESS_ID") if v not in env]
     if missing:
       raise ValueError(f"COLORJAX_COORDINATOR is set, so {' and '.join(missing)} must be too")
-    num_processes, process_id = int(env["COLORJAX_NUM_PROCESSES"]), int(env["COLORJAX_PROCESS_ID"])
+    num_processes, process_id = _int_env("COLORJAX_NUM_PROCESSES"), _int_env("COLORJAX_PROCESS_ID")
+    if num_processes < 1:
+      raise ValueError(f"COLORJAX_NUM_PROCESSES={num_processes} must be at least 1")
     if not 0 <= process_id < num_processes:
       raise ValueError(f"COLORJAX_PROCESS_ID={process_id} must be in [0, {num_processes})")
     if num_processes == 1:
       return False
     jax.distributed.initialize(coordinator_address=env["COLORJAX_COORDINATOR"],
                                num_processes=num_processes, process_id=process_id)
-  elif _cluster_detected():
-    jax.distributed.initialize()
+  elif cluster := _cluster_detected():
+    try:
+      jax.distributed.initialize()
+    except ValueError as e:  # e.g. "coordinator_address should be defined.": no cluster JAX knows
+      raise ValueError(f"{cluster} says this is one of several processes, but JAX found no cluster to join "
+                       f"({e}): unset it on one machine, or set COLORJAX_COORDINATOR, COLORJAX_NUM_PROCESSES "
+                       "and COLORJAX_PROCESS_ID") from None
   else:
     return False
   logging.info("process %d of %d, %d local / %d global devices", jax.process_index(),

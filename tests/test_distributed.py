@@ -193,3 +193,29 @@ def test_incomplete_settings_say_what_is_missing(calls, monkeypatch):
   monkeypatch.setenv("COLORJAX_PROCESS_ID", "2")
   with pytest.raises(ValueError, match=r"must be in \[0, 2\)"):
     distributed.initialize()
+
+
+@pytest.mark.parametrize("env, message", [
+    ({"COLORJAX_COORDINATOR": "h:1", "COLORJAX_NUM_PROCESSES": "two", "COLORJAX_PROCESS_ID": "0"},
+     "COLORJAX_NUM_PROCESSES='two' is not a whole number"),
+    ({"COLORJAX_COORDINATOR": "h:1", "COLORJAX_NUM_PROCESSES": "0", "COLORJAX_PROCESS_ID": "0"},
+     "COLORJAX_NUM_PROCESSES=0 must be at least 1"),
+    ({"SLURM_NTASKS": "4(x2)"}, "SLURM_NTASKS='4.x2.' is not a whole number"),
+])
+def test_a_setting_that_is_not_a_count_is_named(calls, monkeypatch, env, message):
+  for k, v in env.items():
+    monkeypatch.setenv(k, v)
+  with pytest.raises(ValueError, match=message):
+    distributed.initialize()
+  assert calls == []
+
+
+def test_a_cluster_setting_jax_cannot_join_is_named(calls, monkeypatch):
+  def no_cluster(**kw):
+    raise ValueError("coordinator_address should be defined.")
+
+  monkeypatch.setattr(distributed.jax.distributed, "initialize", no_cluster)
+  monkeypatch.setenv("COLORJAX_DISTRIBUTED", "1")
+  with pytest.raises(ValueError, match=r"COLORJAX_DISTRIBUTED=1 says this is one of several processes, but JAX found "
+                     r"no cluster to join \(coordinator_address should be defined.\): unset it on one machine"):
+    distributed.initialize()
