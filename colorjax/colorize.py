@@ -111,6 +111,8 @@ def read_run(workdir: str, checkpoint: str | int = "") -> tuple[ml_collections.C
   typo in the last one before it spends minutes on the others.
   """
   config_path = os.path.join(workdir, "config.json")
+  if not os.path.exists(workdir):
+    raise FileNotFoundError(f"workdir {workdir!r} does not exist")
   if not os.path.exists(config_path):
     if any(os.path.isdir(os.path.join(workdir, sub)) for sub in ("checkpoints", "best")):
       raise FileNotFoundError(f"{workdir!r} has checkpoints but no config.json, which says what model "

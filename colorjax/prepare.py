@@ -70,7 +70,7 @@ def _open_one(source: str) -> tuple[Sequence[Any], list[str]]:
   if kind == "tfds" and arg:
     records = tfds_source.data_source(arg)
     return records, tfds_source.example_keys(len(records))
-  raise ValueError(f"unknown source {source!r}: expected 'folder:PATH' or 'tfds:NAME'")
+  raise sources.bad_source(source, "'folder:PATH' or 'tfds:NAME'")
 
 
 _records: Sequence[Any] = ()  # the source's records, given once to each worker process

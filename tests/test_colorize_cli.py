@@ -251,6 +251,10 @@ def test_best_checkpoint_loads_and_a_missing_one_says_so(workdir, tmp_path):
     colorize.Colorizer.from_workdir(bare, "best")
   with pytest.raises(ValueError, match="'latest', 'best' or a step number"):
     colorize.Colorizer.from_workdir(bare, "newest")
+  with pytest.raises(FileNotFoundError, match=f"workdir '{tmp_path}/runs/dmeo' does not exist"):
+    colorize.Colorizer.from_workdir(str(tmp_path / "runs" / "dmeo"))
+  with pytest.raises(FileNotFoundError, match="is not a colorjax workdir .no config.json.: train first"):
+    colorize.Colorizer.from_workdir(str(tmp_path))
 
 
 def test_the_run_chooses_the_default_checkpoint(workdir, tmp_path):

@@ -340,6 +340,10 @@ def test_resolve_errors(tmp_path):
     sources.resolve(f"folder:{empty}", "all", 0.1)
   with pytest.raises(ValueError, match="unknown data source 'foo:bar'"):
     sources.resolve("foo:bar", "train", 0.1)
+  with pytest.raises(ValueError, match="data source 'folder:' names no folder: expected 'folder:PATH'"):
+    sources.resolve("folder:", "train", 0.1)
+  with pytest.raises(ValueError, match=f"unknown data source '{empty}': .*; for the photos in that folder, give folder:{empty}$"):
+    sources.resolve(str(empty), "train", 0.1)
   with pytest.raises(FileNotFoundError):
     sources.resolve(f"folder:{tmp_path / 'nope'}", "train", 0.1)
 

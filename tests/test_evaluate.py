@@ -109,7 +109,7 @@ def test_cli_skips_gray_and_broken_photos_and_writes_json_and_csv(run, tmp_path)
 
   missing = subprocess.run(cmd[:4] + [str(tmp_path / "nowhere")] + cmd[5:] + ["--overwrite"], cwd=REPO, env=env,
                            capture_output=True, text=True)
-  assert missing.returncode == 1 and "not a colorjax workdir" in missing.stderr
+  assert missing.returncode == 1 and "nowhere' does not exist" in missing.stderr
 
   (tmp_path / "report" / "report.json").unlink()  # the CSV beside it, maybe the user's, is still there
   again = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
@@ -296,7 +296,7 @@ def test_compare_checks_every_workdir_and_the_data_before_scoring(run, photos, t
   monkeypatch.setattr(Colorizer, "from_workdir", lambda *a, **k: loaded.append(a) or real_load(*a, **k))
   untrained = _copy_run(run, tmp_path / "untrained")
   shutil.rmtree(os.path.join(untrained, "checkpoints"))
-  for workdirs, data, error in [([run, str(tmp_path / "typo")], f"folder:{photos}", "not a colorjax workdir"),
+  for workdirs, data, error in [([run, str(tmp_path / "typo")], f"folder:{photos}", "typo' does not exist"),
                                 ([run, untrained], f"folder:{photos}", "has no checkpoint yet"),
                                 ([run], f"folder:{tmp_path / 'nowhere'}", "does not exist")]:
     with pytest.raises(FileNotFoundError, match=error):

@@ -169,6 +169,16 @@ def absolute(spec: str) -> str:
   return ",".join(made)
 
 
+def bad_source(part: str, expected: str = "'folder:PATH', 'shards:DIR' or 'tfds:NAME'") -> ValueError:
+  """The error for a source string that is none of `expected`, with the likely fix: a kind with
+  nothing after it (`folder:`), or a bare folder path."""
+  kind, colon, arg = part.partition(":")
+  if colon and not arg and kind in ("folder", "shards", "tfds"):
+    return ValueError(f"data source {part!r} names no {'dataset' if kind == 'tfds' else 'folder'}: expected {expected}")
+  bare = f"; for the photos in that folder, give folder:{part}" if os.path.isdir(os.path.expanduser(part)) else ""
+  return ValueError(f"unknown data source {part!r}: expected {expected}{bare}")
+
+
 def resolve(spec: str, split: str, eval_fraction: float, warn: bool = True) -> ScanReport:
   """A source string -> the usable colour photos of `split` ("train", "eval" or "all").
 
@@ -186,7 +196,7 @@ def resolve(spec: str, split: str, eval_fraction: float, warn: bool = True) -> S
     elif kind == "tfds" and arg:
       others.append(tfds_source.open_split(arg, split, eval_fraction))
     else:
-      raise ValueError(f"unknown data source {part!r}: expected 'folder:PATH', 'shards:DIR' or 'tfds:NAME'")
+      raise bad_source(part)
   if not files and not any(map(len, others)):
     folders = [p[len("folder:"):] for p in parts(spec) if p.startswith("folder:")]
     if split == "all" or not others and not any(list_folder(f, "all", eval_fraction, warn=False) for f in folders):
