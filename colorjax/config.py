@@ -114,6 +114,12 @@ def check_run_config(c: ml_collections.ConfigDict) -> None:
   if not c.data.train:
     raise ValueError("config.data.train is not set: pass --config.data.train=folder:PATH "
                      "(photos; or shards:DIR, tfds:NAME)")
+  for name, value, least in (("seed", c.seed, 0), ("data.num_workers", c.data.num_workers, 0),
+                            ("data.stats_images", c.data.stats_images, 1)):
+    if not isinstance(value, int) or value < least:
+      raise ValueError(f"config.{name} must be an integer >= {least}, got {value!r}")
+  if c.colorize_checkpoint not in ("latest", "best"):
+    raise ValueError(f"config.colorize_checkpoint must be 'latest' or 'best', got {c.colorize_checkpoint!r}")
   if c.pretrain_steps < 0 or c.patience < 0 or c.max_train_minutes < 0:
     raise ValueError("config.pretrain_steps, config.patience and config.max_train_minutes must not be negative")
   if c.best_metric not in BEST_METRICS:
