@@ -84,7 +84,13 @@ def run(main: Callable[[list[str]], None], flags_parser: Callable[[list[str]], A
     app.run(checked, flags_parser=flags_parser)
   except KeyboardInterrupt:
     sys.stderr.write("\ninterrupted\n")  # after a progress bar's half line
-    sys.exit(130)
+    # Not sys.exit: tearing the interpreter down while XLA was interrupted mid-call can crash
+    # it (a segmentation fault, status 139, seen with colorize). The atexit functions (an
+    # --out folder made and left empty) still run.
+    atexit._run_exitfuncs()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(130)
 
 
 def config_error(e: BaseException) -> str:
