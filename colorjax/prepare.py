@@ -28,6 +28,7 @@ import json
 import logging
 import multiprocessing
 import os
+import signal
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
@@ -132,7 +133,14 @@ def _decoding(records: Sequence[Any], size: int, quality: int, workers: int) -> 
     _set_records(records)
     yield lambda tasks: map(work, tasks)
     return
-  with multiprocessing.get_context("spawn").Pool(workers, _set_records, (records,)) as pool:
+  # The workers start ignoring Ctrl-C (a spawned process keeps that): it stops this process, whose
+  # pool then ends them, rather than printing a KeyboardInterrupt traceback from each.
+  before = signal.signal(signal.SIGINT, signal.SIG_IGN)
+  try:
+    pool = multiprocessing.get_context("spawn").Pool(workers, _set_records, (records,))
+  finally:
+    signal.signal(signal.SIGINT, before)
+  with pool:
     yield lambda tasks: pool.imap(work, tasks, chunksize=max(1, min(16, len(tasks) // (4 * workers))))
 
 

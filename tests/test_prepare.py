@@ -2,8 +2,10 @@
 
 import contextlib
 import json
+import multiprocessing
 import os
 import shutil
+import signal
 
 import msgpack
 import numpy as np
@@ -233,3 +235,14 @@ def test_an_option_out_of_range_is_named_before_anything_is_read(photo_dir, tmp_
   with pytest.raises(ValueError, match=f"--{option.replace('_', '-')} {value} is out of range"):
     prepare_lib.prepare(f"folder:{photo_dir}", str(tmp_path / "shards"), **{option: value})
   assert not (tmp_path / "shards").exists()
+
+
+def test_decoding_workers_leave_ctrl_c_to_the_command(photo_dir):
+  """Each worker would print its own KeyboardInterrupt traceback; the command stops them."""
+  records = sources.list_folder(photo_dir)
+  with prepare_lib._decoding(records, 32, 90, 2) as decode:
+    assert len(list(decode([(0, "p00")]))) == 1
+    for child in multiprocessing.active_children():
+      ignored = int(next(line for line in open(f"/proc/{child.pid}/status") if line.startswith("SigIgn:")).split()[1], 16)
+      assert ignored & (1 << (signal.SIGINT - 1)), child
+  assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
