@@ -114,26 +114,30 @@ def config_error(e: BaseException) -> str:
   return lines[-1]
 
 
-def _flag_argument(argv: Sequence[str], name: str) -> str:
-  """`--name`'s value as given in `argv` (config_flags records the config file only once it loaded)."""
+def _flag_argument(argv: Sequence[str], *names: str) -> str | None:
+  """The value given in `argv` to the flag called any of `names`, for a parse that failed before
+  reaching it (config_flags records the config file only once it loaded)."""
   for i, arg in enumerate(argv):
-    if arg.lstrip("-") == name and i + 1 < len(argv):
-      return argv[i + 1]
-    if arg.startswith("-") and arg.lstrip("-").startswith(name + "="):
-      return arg.split("=", 1)[1]
-  return "?"
+    name, equals, value = arg.lstrip("-").partition("=")
+    if arg.startswith("-") and name in names:
+      return value if equals else argv[i + 1] if i + 1 < len(argv) else None
+  return None
 
 
 def parse_config_flags(parse: Callable[[list[str]], Any], argv: list[str]) -> Any:
   """`parse(argv)` for a command with a `--config` file, which config_flags runs while parsing:
   a bad override or variant, and whatever the file's own code raises (a syntax error, a failed
-  import, no get_config()), is one `error:` line."""
+  import, no get_config()), is one `error:` line, with the traceback for `--verbosity=1`
+  wherever it stands."""
   try:
     return parse(argv)
-  except flags.Error as e:
-    exit_with_error(e, config_error(e))
   except Exception as e:  # noqa: BLE001 -- the config file's own code may raise anything
-    exit_with_error(e, f"--config {_flag_argument(argv, 'config')}: {config_error(e)}")
+    if (verbosity := _flag_argument(argv, "verbosity", "v")) is not None:
+      with contextlib.suppress(flags.Error, ValueError):
+        flags.FLAGS["verbosity"].parse(verbosity)
+    if isinstance(e, flags.Error):
+      exit_with_error(e, config_error(e))
+    exit_with_error(e, f"--config {_flag_argument(argv, 'config') or '?'}: {config_error(e)}")
 
 
 def loaded_config() -> ml_collections.ConfigDict:

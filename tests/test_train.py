@@ -243,6 +243,12 @@ def test_verbosity_1_shows_the_traceback_behind_an_error_line(tmp_path):
                         "--verbosity=1"], cwd=REPO, env={**os.environ, "PYTHONPATH": REPO}, capture_output=True, text=True)
   assert run.returncode == 1 and "Traceback" in run.stderr and "sources.py" in run.stderr, run.stderr[-2000:]
   assert run.stderr.rstrip().splitlines()[-1].startswith("error: ")
+  # A config that fails while the flags are parsed, before absl reached --verbosity.
+  (tmp_path / "mine.py").write_text("x = (")
+  run = subprocess.run([sys.executable, "-m", "colorjax.train", "--config", str(tmp_path / "mine.py"), "--verbosity=1"],
+                       cwd=REPO, env={**os.environ, "PYTHONPATH": REPO}, capture_output=True, text=True)
+  assert run.returncode == 1 and "Traceback" in run.stderr and "SyntaxError" in run.stderr, run.stderr[-2000:]
+  assert run.stderr.rstrip().splitlines()[-1].startswith("error: --config ")
 
 
 def test_a_bucket_workdir_is_refused_not_written_as_a_local_folder(photos, tmp_path, monkeypatch):
