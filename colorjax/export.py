@@ -57,6 +57,7 @@ def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments {argv[1:]}")
   try:
+    cli.check_writable(os.path.dirname(os.path.abspath(FLAGS.out)), "--out")  # before the model loads
     colorizer = export(FLAGS.workdir, FLAGS.out, FLAGS.checkpoint)
   except (FileNotFoundError, ValueError) as e:
     cli.exit_with_error(e)

@@ -326,3 +326,12 @@ def test_an_exported_model_colorizes_as_its_run_and_is_a_fraction_of_it(workdir,
   config.data.train = "folder:/nowhere"
   with pytest.raises(ValueError, match="holds a model exported for colorizing, not a run"):
     train.train_and_evaluate(config, str(out))
+
+
+def test_export_checks_where_it_writes_before_it_loads_the_model(tmp_path):
+  (tmp_path / "a_file").write_text("the user's")
+  run = subprocess.run([sys.executable, "-m", "colorjax.export", "--workdir", str(tmp_path / "no_run_needed"),
+                        "--out", str(tmp_path / "a_file" / "model")], cwd=REPO, env={**os.environ, "PYTHONPATH": REPO},
+                       capture_output=True, text=True)
+  assert run.returncode == 1 and run.stderr.strip().splitlines()[-1] == (
+      f"error: --out {tmp_path / 'a_file'}: cannot write there (File exists)"), run.stderr[-2000:]
