@@ -34,15 +34,19 @@ def export(workdir: str, out: str, checkpoint: str | int = "") -> Colorizer:
   weights, stats = colorizer.fields
   partial = out + ".colorjax-export-partial"
   shutil.rmtree(partial, ignore_errors=True)  # an earlier export that failed
-  with checkpoints.open_checkpoints(os.path.join(partial, "best"), 1) as mgr:
-    checkpoints.save_tree(mgr, colorizer.step, {weights: colorizer.variables["params"],
-                                               stats: colorizer.variables["batch_stats"]})
-  checkpoints.write_config(partial, config)
-  shards.write_json(os.path.join(partial, checkpoints.EXPORTED_FILE),  # training refuses such a folder
-                    {"workdir": os.path.abspath(workdir), "checkpoint": colorizer.checkpoint, "step": colorizer.step})
-  histogram = os.path.join(workdir, checkpoints.HISTOGRAM_FILE)
-  if os.path.exists(histogram):
-    shutil.copy(histogram, partial)
+  try:
+    with checkpoints.open_checkpoints(os.path.join(partial, "best"), 1) as mgr:
+      checkpoints.save_tree(mgr, colorizer.step, {weights: colorizer.variables["params"],
+                                                 stats: colorizer.variables["batch_stats"]})
+    checkpoints.write_config(partial, config)
+    shards.write_json(os.path.join(partial, checkpoints.EXPORTED_FILE),  # training refuses such a folder
+                      {"workdir": os.path.abspath(workdir), "checkpoint": colorizer.checkpoint, "step": colorizer.step})
+    histogram = os.path.join(workdir, checkpoints.HISTOGRAM_FILE)
+    if os.path.exists(histogram):
+      shutil.copy(histogram, partial)
+  except BaseException:
+    shutil.rmtree(partial, ignore_errors=True)  # a full disk keeps none of what it took
+    raise
   if os.path.isdir(out):
     os.rmdir(out)  # empty, checked above
   os.rename(partial, out)

@@ -1,5 +1,6 @@
 """Colorizer and the colorize command line on a tiny checkpoint trained here."""
 
+import errno
 import functools
 import gc
 import json
@@ -335,3 +336,13 @@ def test_export_checks_where_it_writes_before_it_loads_the_model(tmp_path):
                        capture_output=True, text=True)
   assert run.returncode == 1 and run.stderr.strip().splitlines()[-1] == (
       f"error: --out {tmp_path / 'a_file'}: cannot write there (File exists)"), run.stderr[-2000:]
+
+
+def test_an_export_that_fails_while_writing_leaves_nothing_behind(workdir, tmp_path, monkeypatch):
+  def full(path, data):
+    raise OSError(errno.ENOSPC, "No space left on device", path)
+
+  monkeypatch.setattr(export.shards, "write_json", full)
+  with pytest.raises(OSError, match="No space left"):
+    export.export(workdir, str(tmp_path / "model"))
+  assert os.listdir(tmp_path) == []
