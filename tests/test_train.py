@@ -1,5 +1,6 @@
 """The trainer end to end on generated photos: phases, sharding, checkpoints and resumption."""
 
+import importlib.util
 import json
 import logging
 import os
@@ -16,7 +17,6 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 from PIL import Image
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from colorjax import config as config_lib
 from colorjax import checkpoints, color, train, writers
@@ -87,25 +87,37 @@ def photos(tmp_path_factory):
   return write_photos(str(tmp_path_factory.mktemp("photos")))
 
 
-def test_train_and_evaluate_writes_everything_a_user_reads(photos, tmp_path):
-  config = tiny_config(photos)
-  summary = train.train_and_evaluate(config, str(tmp_path))
+@pytest.fixture(scope="module")
+def tiny_run(photos, tmp_path_factory):
+  """A finished tiny run, its workdir and summary, for the tests that only read what it wrote."""
+  workdir = tmp_path_factory.mktemp("tiny_run")
+  return workdir, train.train_and_evaluate(tiny_config(photos), str(workdir))
+
+
+def test_train_and_evaluate_writes_everything_a_user_reads(tiny_run):
+  workdir, summary = tiny_run
   for key in ("psnr", "ssim", "gray_psnr", "gray_ssim", "colorfulness", "real_colorfulness", "l1"):
     assert np.isfinite(summary[key]), key
-  final = json.load(open(tmp_path / "final_metrics.json"))
+  final = json.load(open(workdir / "final_metrics.json"))
   assert final["step"] == 6 and final["psnr"] == pytest.approx(summary["psnr"])
-  rows = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
+  rows = [json.loads(line) for line in open(workdir / "metrics.jsonl")]
   assert {"train/g_recon", "train/img_per_s"} <= set(rows[0])             # phase 1 logs L1 only
   assert any({"train/d_loss", "train/g_adv"} <= set(row) for row in rows)  # phase 2 logs the GAN
-  assert sorted(os.listdir(tmp_path / "samples")) == [f"step_{s:07d}.png" for s in (2, 4, 6)]
-  grid = np.asarray(Image.open(tmp_path / "samples" / "step_0000006.png"))
+  assert sorted(os.listdir(workdir / "samples")) == [f"step_{s:07d}.png" for s in (2, 4, 6)]
+  grid = np.asarray(Image.open(workdir / "samples" / "step_0000006.png"))
   assert grid.shape[0] == 3 * 32  # gray | prediction | truth
-  events = EventAccumulator(str(tmp_path / "tensorboard"))
+  saved = json.load(open(workdir / "config.json"))
+  assert saved["model"]["generator"] == "pix2pix_unet"
+
+
+@pytest.mark.skipif(importlib.util.find_spec("tensorflow") is None,
+                    reason="no TensorFlow: clu's TensorBoard writer is off (the `tensorboard` extra installs it)")
+def test_tensorboard_gets_losses_scores_and_the_config(tiny_run):
+  from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+  events = EventAccumulator(str(tiny_run[0] / "tensorboard"))
   events.Reload()
   assert {"train/g_recon", "train/d_loss", "eval/psnr", "eval/ssim"} <= set(events.Tags()["tensors"])
   assert "_hparams_/session_start_info" in events.PluginTagToContent("hparams")  # the config, once
-  saved = json.load(open(tmp_path / "config.json"))
-  assert saved["model"]["generator"] == "pix2pix_unet"
 
 
 def test_a_rerun_keeps_what_the_run_wrote(photos, tmp_path):
