@@ -15,6 +15,7 @@ from PIL import Image
 
 from colorjax import prepare as prepare_lib
 from colorjax.data import shards, sources
+from test_shards import COCO
 
 
 def _keys(directory, split):
@@ -124,7 +125,7 @@ def test_killed_prepare_is_not_read_and_resumes(photo_dir, tmp_path, monkeypatch
     prepare_lib.prepare(f"folder:{photo_dir}", str(out), size=64, workers=1, progress=False)
 
 
-@pytest.mark.parametrize("name", ["coco/2017", "places365_small"])
+@pytest.mark.parametrize("name", [COCO, "places365_small"])
 def test_tfds_prepare_takes_a_seeded_subset_split_by_key(name, tmp_path):
   with tfds.testing.mock_data(num_examples=30):
     manifest = prepare_lib.prepare(f"tfds:{name}", str(tmp_path / "a"), size=24, limit=12, seed=3,

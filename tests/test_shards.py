@@ -1,5 +1,12 @@
 """Training from `shards:DIR` and `tfds:NAME`: disjoint process shares, resume, damaged records."""
 
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
 import grain
 import msgpack
 import numpy as np
@@ -12,6 +19,7 @@ from PIL import Image
 from colorjax import prepare as prepare_lib
 from colorjax.evaluate import Evaluation, crop_batches, record_name
 from colorjax.data import images, pipeline, shards, sources
+from test_train import without_tensorflow
 
 # 12 flat colours far apart: a crop's mean colour names the photo it came from.
 PALETTE = np.array([[r, g, b] for r in (20, 230) for g in (20, 125, 230) for b in (100, 180)], np.float32)
@@ -96,7 +104,12 @@ def test_sources_mix_folders_and_shards(palette_shards):
   assert pipeline.eval_images(both.files, 16, 24).shape == (24, 16, 16, 3)
 
 
-@pytest.mark.parametrize("name", ["coco/2017", "places365_small"])
+NO_TENSORFLOW = importlib.util.find_spec("tensorflow") is None
+# TFDS's coco code (which mock_data runs) and building any TFDS image dataset need TensorFlow.
+COCO = pytest.param("coco/2017", marks=pytest.mark.skipif(NO_TENSORFLOW, reason="TFDS's coco code needs TensorFlow"))
+
+
+@pytest.mark.parametrize("name", [COCO, "places365_small"])
 def test_tfds_source_trains_directly(name):
   with tfds.testing.mock_data(num_examples=20):
     train = sources.resolve(f"tfds:{name}", "train", 0.3).files
@@ -110,10 +123,11 @@ def test_tfds_source_trains_directly(name):
     assert record_name(held_out[1], 1) == f"tfds:{name}/train/{held_out.indices[1]}"  # as prepare names it
 
 
-def test_a_tfds_dataset_not_built_is_named_and_never_downloaded(tmp_path, monkeypatch):
+@pytest.mark.parametrize("name", ["places365_small", "coco/2017"])  # coco's code needs TensorFlow to say so
+def test_a_tfds_dataset_not_built_is_named_and_never_downloaded(name, tmp_path, monkeypatch):
   monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path))
-  with pytest.raises(ValueError, match=f"tfds:places365_small is not built in {tmp_path} .*colorjax never downloads"):
-    sources.resolve("tfds:places365_small", "train", 0.1)
+  with pytest.raises(ValueError, match=f"tfds:{name} is not built in {tmp_path} .*colorjax never downloads"):
+    sources.resolve(f"tfds:{name}", "train", 0.1)
   assert not any(tmp_path.rglob("*.tar*")) and not any(tmp_path.rglob("*.zip"))
 
 
@@ -133,12 +147,57 @@ class ColorjaxTinyPhotos(tfds.core.GeneratorBasedBuilder):
       yield i, {"image": np.random.default_rng(i).integers(0, 256, (16, 16, 3), np.uint8)}
 
 
-def test_a_tfds_dataset_built_as_tfrecord_or_misnamed_says_what_to_do(tmp_path, monkeypatch):
+@pytest.mark.skipif(NO_TENSORFLOW, reason="building a TFDS image dataset needs TensorFlow")
+def test_a_tfds_dataset_built_as_tfrecord_says_what_to_do(tmp_path, monkeypatch):
   monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path))
   ColorjaxTinyPhotos(data_dir=str(tmp_path), file_format="tfrecord").download_and_prepare()
   with pytest.raises(ValueError, match=r"built as TFRECORD; colorjax reads ArrayRecord: rebuild with "
                                        r"`tfds build colorjax_tiny_photos --file_format=array_record"):
     sources.resolve("tfds:colorjax_tiny_photos", "train", 0.1)
+
+
+@pytest.mark.skipif(NO_TENSORFLOW, reason="building a TFDS image dataset needs TensorFlow")
+def test_a_built_tfds_dataset_is_read_where_tensorflow_is_not(tmp_path):
+  """coco/2017 built where TensorFlow is, read on a GPU image without it: from its files, as
+  TFDS's coco code cannot even describe the dataset there."""
+  from tensorflow_datasets.object_detection import coco
+
+  class Coco(coco.Coco, skip_registration=True):  # coco/2017's features, 3 generated photos
+    name = "coco"
+
+    def _split_generators(self, dl_manager):
+      return {"train": self._generate_examples()}
+
+    def _generate_examples(self, *unused):
+      for i in range(3):
+        yield i, {"image": np.full((20 + i, 30, 3), PALETTE[i], np.uint8),  # stored as JPEG
+                  "image/filename": f"{i}.jpg", "image/id": i,
+                  "objects": {"area": [4], "bbox": [tfds.features.BBox(0.1, 0.2, 0.5, 0.6)], "id": [i],
+                              "is_crowd": [False], "label": [1]}}
+
+  Coco(config="2017", data_dir=str(tmp_path / "built"), file_format="array_record").download_and_prepare(
+      download_config=tfds.download.DownloadConfig(try_download_gcs=False))
+  script = textwrap.dedent("""\
+      import json, os, sys
+      from colorjax.data import sources
+      photos = sources.resolve("tfds:coco/2017", "train", 0.0).files
+      print(json.dumps(sorted((int(p["image/id"]), p["image"].shape, p["image"].mean((0, 1)).tolist())
+                              for p in photos)), "tensorflow" in sys.modules)
+      os.environ["TFDS_DATA_DIR"] = sys.argv[1]
+      sources.resolve("tfds:coco/2017", "train", 0.0)
+      """)
+  env = {**os.environ, "PYTHONPATH": without_tensorflow(tmp_path / "no_tf"), "TFDS_DATA_DIR": str(tmp_path / "built")}
+  run = subprocess.run([sys.executable, "-c", script, str(tmp_path / "empty")], env=env, capture_output=True, text=True)
+  assert run.stdout.split("\n")[0].endswith(" False"), run.stderr[-2000:]  # TensorFlow never imported
+  photos = json.loads(run.stdout.split("\n")[0][:-len(" False")])
+  assert [(i, tuple(shape)) for i, shape, _ in photos] == [(i, (20 + i, 30, 3)) for i in range(3)]
+  np.testing.assert_allclose([mean for *_, mean in photos], PALETTE[:3], atol=2)
+  assert (f"ValueError: tfds:coco/2017 is not built in {tmp_path / 'empty'} (TFDS_DATA_DIR): run `tfds build "
+          f"coco/2017 --file_format=array_record --data_dir={tmp_path / 'empty'}` first; colorjax never downloads "
+          f"(TFDS's code for it: No module named 'tensorflow')") in run.stderr, run.stderr[-2000:]
+
+
+def test_a_misnamed_tfds_dataset_says_what_to_do():
   with pytest.raises(ValueError, match=r"tfds:coco2017: no TFDS dataset of that name.*e.g. tfds:coco/2017") as e:
     sources.resolve("tfds:coco2017", "train", 0.1)
   assert len(str(e.value)) < 300

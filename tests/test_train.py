@@ -756,23 +756,29 @@ def test_ctrl_c_while_setting_up_stops_cleanly_and_says_so(photos, tmp_path):
   assert "stopped by signal" in out
 
 
+def without_tensorflow(folder) -> str:
+  """A PYTHONPATH for a Python that cannot import TensorFlow or TensorBoard, as on the GPU images
+  (a sitecustomize.py written in `folder`)."""
+  os.makedirs(folder, exist_ok=True)
+  with open(os.path.join(folder, "sitecustomize.py"), "w") as f:
+    f.write(textwrap.dedent("""\
+        import importlib.machinery, sys
+        class PathFinderWithoutTensorFlow(importlib.machinery.PathFinder):
+          @classmethod
+          def find_spec(cls, name, path=None, target=None):
+            if name.split(".")[0] in ("tensorflow", "tensorboard"):
+              return None  # as if not installed
+            return super().find_spec(name, path, target)
+        sys.meta_path = [PathFinderWithoutTensorFlow if f is importlib.machinery.PathFinder else f
+                         for f in sys.meta_path]
+        """))
+  return f"{folder}{os.pathsep}{REPO}"
+
+
 def test_trains_where_tensorflow_cannot_be_imported(photos, tmp_path):
   """As on the GPU images, which have no TensorFlow: clu's writers are off, everything else works."""
-  blocker = tmp_path / "no_tf"
-  blocker.mkdir()
-  (blocker / "sitecustomize.py").write_text(textwrap.dedent("""\
-      import importlib.machinery, sys
-      class PathFinderWithoutTensorFlow(importlib.machinery.PathFinder):
-        @classmethod
-        def find_spec(cls, name, path=None, target=None):
-          if name.split(".")[0] in ("tensorflow", "tensorboard"):
-            return None  # as if not installed
-          return super().find_spec(name, path, target)
-      sys.meta_path = [PathFinderWithoutTensorFlow if f is importlib.machinery.PathFinder else f
-                       for f in sys.meta_path]
-      """))
   workdir = tmp_path / "run"
-  proc = _train_cli(tiny_config(photos), workdir, pythonpath=f"{blocker}{os.pathsep}{REPO}")
+  proc = _train_cli(tiny_config(photos), workdir, pythonpath=without_tensorflow(tmp_path / "no_tf"))
   out, _ = proc.communicate(timeout=600)
   assert proc.returncode == 0, out[-3000:]
   assert "TensorBoard logging off (No module named 'tensorflow')" in out

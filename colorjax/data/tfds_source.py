@@ -37,19 +37,32 @@ class Subset(collections.abc.Sequence):
 
 
 def data_source(name: str) -> collections.abc.Sequence[dict[str, Any]]:
-  """The `train` split of TFDS dataset `name`, decoded to numpy examples on access."""
-  import tensorflow_datasets as tfds  # loads TensorFlow (~4 s): only tfds: sources pay for it
+  """The `train` split of TFDS dataset `name`, decoded to numpy examples on access.
+
+  A built dataset is read from its files (their features.json says how to decode them), not
+  through TFDS's code for it: that code may need TensorFlow just to describe the dataset (coco's
+  does), which the GPU images do not have; reading needs none. The code is asked only about a
+  dataset that is not on disk, to say why.
+  """
+  import tensorflow_datasets as tfds  # here: only tfds: sources pay for importing it
+  from tensorflow_datasets.core import read_only_builder  # what tfds.builder reads files with
+
   data_dir = os.environ.get("TFDS_DATA_DIR")  # as it is now: tfds reads it once, when first imported
   where = f"{data_dir or '~/tensorflow_datasets'} (TFDS_DATA_DIR)"
   build = f"tfds build {name} --file_format=array_record" + (f" --data_dir={data_dir}" if data_dir else "")
+  not_built = f"tfds:{name} is not built in {where}: run `{build}` first; colorjax never downloads"
   try:
-    builder = tfds.builder(name, data_dir=data_dir)
+    try:
+      builder = read_only_builder.builder_from_files(name, data_dir=data_dir)
+    except tfds.core.DatasetNotFoundError:
+      builder = tfds.builder(name, data_dir=data_dir)
   except tfds.core.DatasetNotFoundError:
     raise ValueError(f"tfds:{name}: no TFDS dataset of that name, registered or built in {where}; "
                      "e.g. tfds:coco/2017, tfds:places365_small") from None
   except (AssertionError, ValueError) as e:  # e.g. a version or config it does not have
     raise ValueError(f"tfds:{name}: {' '.join(str(e).split())}") from None
-  not_built = f"tfds:{name} is not built in {where}: run `{build}` first; colorjax never downloads"
+  except ModuleNotFoundError as e:  # registered, but its code needs what is not installed (coco: TensorFlow)
+    raise ValueError(f"{not_built} (TFDS's code for it: {str(e).rsplit(': ', 1)[-1]})") from None
   try:
     source = builder.as_data_source(split="train")
   except (KeyError, AssertionError) as e:
