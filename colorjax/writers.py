@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import time
 from typing import Any, Mapping
 
 import numpy as np
@@ -88,5 +89,28 @@ def create_writer(workdir: str, is_main: bool, step: int = 0) -> MultiWriter:
   except ImportError as e:
     logging.warning("TensorBoard logging off (%s); metrics go to the console and metrics.jsonl", e)
     return MultiWriter([jsonl])
-  tb = metric_writers.AsyncWriter(metric_writers.SummaryWriter(os.path.join(workdir, "tensorboard")))
-  return MultiWriter([tb, jsonl])
+  summary = metric_writers.SummaryWriter(os.path.join(workdir, "tensorboard"))
+  _mark_start(summary, step)
+  return MultiWriter([metric_writers.AsyncWriter(summary), jsonl])
+
+
+def _mark_start(summary: Any, step: int) -> None:
+  """Begins the run's event file with TensorBoard's restart marker, a SessionLog START event at
+  the step after checkpoint `step` (0 when there is none): TensorBoard then drops the values
+  earlier runs logged from that step on (trained again here), as metrics.jsonl drops their rows.
+  Its reader takes the first START of a folder as the beginning, so a new run writes one too.
+  TensorBoard's legacy `event_accumulator.EventAccumulator` drops no TF2 scalars (tensors) at
+  all; the server (`plugin_event_accumulator`) does. TF2's summary API has no public call for
+  the marker (import_event and clu's writer are internals): without them the replayed values
+  show twice, as before."""
+  try:
+    import tensorflow as tf  # pylint: disable=g-import-not-at-top
+    from tensorboard.compat.proto import event_pb2  # pylint: disable=g-import-not-at-top
+    from tensorflow.python.ops import summary_ops_v2  # pylint: disable=g-import-not-at-top
+    event = event_pb2.Event(wall_time=time.time(), step=step + 1 if step else 0,
+                            session_log=event_pb2.SessionLog(status=event_pb2.SessionLog.START))
+    with summary._summary_writer.as_default():  # pylint: disable=protected-access
+      summary_ops_v2.import_event(tf.constant(event.SerializeToString()))
+  except (ImportError, AttributeError) as e:
+    logging.info("TensorBoard restart marker not written (%s): values logged again after a resume "
+                 "show twice there", e)

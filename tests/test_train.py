@@ -110,8 +110,12 @@ def test_train_and_evaluate_writes_everything_a_user_reads(tiny_run):
   assert saved["model"]["generator"] == "pix2pix_unet"
 
 
-@pytest.mark.skipif(importlib.util.find_spec("tensorflow") is None,
-                    reason="no TensorFlow: clu's TensorBoard writer is off (the `tensorboard` extra installs it)")
+HAS_TENSORFLOW = importlib.util.find_spec("tensorflow") is not None
+needs_tensorflow = pytest.mark.skipif(not HAS_TENSORFLOW, reason="no TensorFlow: clu's TensorBoard writer is off "
+                                      "(the `tensorboard` extra installs it)")
+
+
+@needs_tensorflow
 def test_tensorboard_gets_losses_scores_and_the_config(tiny_run):
   from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
   events = EventAccumulator(str(tiny_run[0] / "tensorboard"))
@@ -380,6 +384,31 @@ def test_metrics_jsonl_keeps_one_row_per_step_across_restarts(tmp_path):
   assert [json.loads(line)["step"] for line in open(path)] == [2, 4, 5]
   writers.JsonlWriter(str(path), step=0).write_scalars(1, {"a": 4.0})  # killed before a checkpoint
   assert [json.loads(line)["step"] for line in open(path)] == [1]
+
+
+@needs_tensorflow
+def test_tensorboard_shows_one_value_per_step_across_restarts(tmp_path):
+  """TensorBoard's server drops what runs before a resume logged after its checkpoint, as
+  metrics.jsonl does: each run's event file begins with a restart marker."""
+  from tensorboard.backend.event_processing import plugin_event_accumulator
+  from tensorboard.util.tensor_util import make_ndarray as tf_make_ndarray
+  runs = [(0, range(1, 5), 1.0),  # killed at step 4, after its checkpoint at 2
+          (2, range(3, 7), 2.0),  # resumed at 2, killed at 6 before a checkpoint
+          (2, range(3, 8), 3.0)]  # resumed at 2 again
+  for i, (resumed_at, steps, value) in enumerate(runs):
+    writer = writers.create_writer(str(tmp_path), True, resumed_at)
+    for step in steps:
+      writer.write_scalars(step, {"loss": value})
+    writer.close()
+    # TensorBoard reads a folder's files in name order: a time in seconds, then a per-process count
+    # (each run of the trainer is its own process, seconds apart)
+    new, = (tmp_path / "tensorboard").glob("events.out.tfevents.*")
+    new.rename(new.with_name(f"run{i}.tfevents"))
+  events = plugin_event_accumulator.EventAccumulator(str(tmp_path / "tensorboard"))
+  events.Reload()
+  shown = [(e.step, float(tf_make_ndarray(e.tensor_proto))) for e in events.Tensors("loss")]
+  assert shown == [(1, 1.0), (2, 1.0), (3, 3.0), (4, 3.0), (5, 3.0), (6, 3.0), (7, 3.0)]
+  assert [json.loads(line)["step"] for line in open(tmp_path / "metrics.jsonl")] == [1, 2, 3, 4, 5, 6, 7]
 
 
 def test_a_failing_log_writer_is_dropped_and_a_sample_picture_is_whole_or_absent(tmp_path, caplog):
@@ -665,6 +694,14 @@ def _wait_for_checkpoint(proc, workdir, step, timeout=300):
     time.sleep(0.2)
 
 
+def _tensorboard_steps(workdir, tag="train/g_recon"):
+  """The steps TensorBoard's server shows for `tag`."""
+  from tensorboard.backend.event_processing import plugin_event_accumulator
+  events = plugin_event_accumulator.EventAccumulator(str(workdir / "tensorboard"))
+  events.Reload()
+  return [e.step for e in events.Tensors(tag)]
+
+
 def test_sigkill_then_resume_gives_the_same_final_weights(photos, tmp_path):
   config = tiny_config(photos, total_steps=8, pretrain_steps=4)
   straight, killed = tmp_path / "straight", tmp_path / "killed"
@@ -684,6 +721,8 @@ def test_sigkill_then_resume_gives_the_same_final_weights(photos, tmp_path):
   assert step_a == step_b == 8
   logged = lambda run: [json.loads(line)["step"] for line in open(run / "metrics.jsonl")]
   assert logged(killed) == logged(straight)  # the steps trained twice are logged once
+  if HAS_TENSORFLOW:
+    assert _tensorboard_steps(killed) == _tensorboard_steps(straight)  # and shown once
   for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
     np.testing.assert_array_equal(x, y)
 
