@@ -51,10 +51,10 @@ def keep_freed_memory() -> bool:
   there for the next step; the process's resident memory stays at its peak. True if applied.
 
   Called by the trainer and the benchmarks before their first computation; `COLORJAX_KEEP_FREED_MEMORY=0`
-  turns it off. The env variables `MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=...` do the same
+  (or false, no, off) turns it off. The env variables `MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=...` do the same
   for any process.
   """
-  if os.environ.get(OPT_OUT, "1") == "0" or jax.default_backend() != "cpu":
+  if os.environ.get(OPT_OUT, "1").strip().lower() in ("0", "false", "no", "off") or jax.default_backend() != "cpu":
     return False
   try:
     mallopt = ctypes.CDLL(ctypes.util.find_library("c")).mallopt

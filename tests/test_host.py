@@ -34,3 +34,4 @@ def test_freed_memory_is_kept_only_when_asked():
   applied, (base, held, after) = _probe("0")
   assert applied == "False" and held - base >= 250
   assert after - base < 20  # glibc's default: given back to the kernel on free
+  assert _probe("False")[0] == "False"  # as a user may spell it
