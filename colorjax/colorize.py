@@ -51,9 +51,9 @@ _ORIENTATION = 0x0112             # EXIF tag; values 5-8 swap width and height
 
 
 def _stride(config: ml_collections.ConfigDict) -> int:
-  if config.model.generator == "pix2pix_unet":
-    return 2 ** (models.build_generator(config).num_downs)
-  return 32
+  """Render shapes snap to this: pix2pix_unet's own multiple, 32 for the others (which any of
+  them divides)."""
+  return models.input_multiple(config) if config.model.generator == "pix2pix_unet" else 32
 
 
 def abstract_state(config: ml_collections.ConfigDict) -> train.TrainState:

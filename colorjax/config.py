@@ -107,8 +107,7 @@ def check_run_config(c: ml_collections.ConfigDict) -> None:
     raise ValueError(f"config.image_size {c.image_size} is not a multiple of {multiple}, which model.generator "
                      f"{c.model.generator!r} needs (it halves the image {multiple.bit_length() - 1} times): "
                      f"try {multiple * max(1, round(c.image_size / multiple))}")
-  for name in ("fid_weights", "model.encoder_weights"):
-    path = c.fid_weights if name == "fid_weights" else c.model.encoder_weights
+  for name, path in (("fid_weights", c.fid_weights), ("model.encoder_weights", c.model.encoder_weights)):
     if path and not os.path.isfile(path):
       raise ValueError(f"config.{name} {path}: no such file")
   if not c.data.train:
