@@ -315,7 +315,7 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-  config_flags.DEFINE_config_file("config", None, "step: config file, e.g. configs/pix2pix_unet64.py")
+  cli.define_config_flag("step: config file, e.g. configs/pix2pix_unet64.py, or a shipped config's name")
   flags.DEFINE_enum("phase", "gan", ["gan", "pretrain"], "step: pix2pix G+D update, or G alone on L1")
   flags.DEFINE_integer("steps", 10, "step: timed steps; colorize: timed 256 px photos", lower_bound=1)
   flags.DEFINE_integer("warmup", 2, "step: untimed steps after compiling", lower_bound=0)

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import importlib.resources
 import logging
 import os
+import pathlib
 import sys
 import tempfile
 from typing import Any, Callable, NoReturn, Sequence
@@ -140,10 +142,72 @@ def parse_config_flags(parse: Callable[[list[str]], Any], argv: list[str]) -> An
     exit_with_error(e, f"--config {_flag_argument(argv, 'config') or '?'}: {config_error(e)}")
 
 
+def shipped_configs() -> dict[str, str]:
+  """The configs that came with this colorjax, name -> file: the checkout's top-level
+  `configs/*.py` (`__init__.py` is no config), which a wheel installs inside colorjax as the
+  package `colorjax.configs` (pyproject.toml). Found from this colorjax's own folder, not by
+  importing `colorjax.configs`, which for a checkout on PYTHONPATH over another one's editable
+  install would be the other checkout's."""
+  package = pathlib.Path(str(importlib.resources.files(__package__)))
+  folder = package / "configs"
+  if not folder.is_dir():  # a checkout (an editable install, or on PYTHONPATH): configs/ beside colorjax/
+    folder = package.parent / "configs"
+  if not folder.is_dir():
+    return {}
+  files = (f for f in folder.iterdir() if f.name.endswith(".py") and not f.name.startswith("_"))
+  return {f.name[:-3]: str(f) for f in sorted(files, key=lambda f: f.name)}
+
+
+def config_file(argument: str) -> str:
+  """`--config`'s argument with its file found: `argument` itself where the file exists, else
+  the shipped config it names (`quick_cpu`, `quick_cpu.py` or `configs/quick_cpu.py`, so the
+  commands in the docs run from an installed colorjax too), with its `:variant` kept. A
+  FileNotFoundError listing the shipped names when neither exists."""
+  path, colon, variant = argument.partition(":")
+  if os.path.exists(path):
+    return argument
+  folder, name = os.path.split(os.path.normpath(path))
+  name = name[:-3] if name.endswith(".py") else name
+  shipped = shipped_configs()
+  if folder in ("", "configs") and name in shipped:
+    return shipped[name] + colon + variant
+  raise FileNotFoundError(f"no such file; the shipped configs are {', '.join(shipped) or '(none found)'}")
+
+
+class _ConfigFileParser(flags.ArgumentParser):
+  """config_flags' own parser of `--config`, given the file `config_file` finds."""
+
+  def __init__(self, parser: flags.ArgumentParser):
+    self._parser = parser
+
+  def parse(self, argument: str) -> Any:
+    return self._parser.parse(config_file(argument))
+
+  def flag_type(self) -> str:
+    return self._parser.flag_type()
+
+
+def define_config_flag(help_string: str, flag_values: flags.FlagValues = flags.FLAGS) -> None:
+  """Every command's `--config FILE[:VARIANT]` (config_flags, with `--config.FIELD=VALUE`
+  overrides and the config locked), where FILE may also name a shipped config (`config_file`).
+  Parse with `parse_config_flags`, read with `loaded_config`."""
+  config_flags.DEFINE_config_file("config", None, help_string, flag_values=flag_values, lock_config=True)
+  flag_values["config"].parser = _ConfigFileParser(flag_values["config"].parser)
+
+
+def config_name(flag_values: flags.FlagValues = flags.FLAGS) -> str:
+  """The `--config` file's name without its folder, `.py` and variant (train's `runs/<name>`):
+  `quick_cpu` for `configs/quick_cpu.py`, `quick_cpu` and `quick_cpu:x` alike."""
+  name = os.path.basename(config_flags.get_config_filename(flag_values["config"]).partition(":")[0])
+  return name[:-3] if name.endswith(".py") else name
+
+
 def loaded_config() -> ml_collections.ConfigDict:
   """The `--config` flag's config, or one `error:` line naming the file when config_flags could
   not read it (it defers that error to the config's first use) or get_config() returned no ConfigDict."""
   config, filename = flags.FLAGS.config, config_flags.get_config_filename(flags.FLAGS["config"])
+  if (found := config_file(filename)) != filename:
+    logging.info("--config %s: the shipped config %s", filename, found)
   try:
     config.get("total_steps")
   except (OSError, KeyError, TypeError, ValueError) as e:

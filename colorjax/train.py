@@ -35,7 +35,6 @@ import ml_collections
 import numpy as np
 import optax
 import orbax.checkpoint as ocp
-from ml_collections import config_flags
 from absl import flags
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 from PIL import Image
@@ -858,8 +857,7 @@ def main(argv: list[str]) -> None:
     cli.exit_with_error(e)
   host.keep_freed_memory()
   config = cli.loaded_config()
-  workdir = flags.FLAGS.workdir or os.path.join(
-      "runs", os.path.splitext(os.path.basename(config_flags.get_config_filename(flags.FLAGS["config"])))[0])
+  workdir = flags.FLAGS.workdir or os.path.join("runs", cli.config_name())
   try:
     _, stopped_by = run(config, workdir)
   except (ValueError, FileNotFoundError) as e:  # a bad config, source or workdir: the message says which
@@ -874,7 +872,7 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-  config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/demo.py", lock_config=True)
+  cli.define_config_flag("Config file, e.g. configs/demo.py, or a shipped config's name, e.g. demo")
   flags.DEFINE_string("workdir", "", "Checkpoints, logs and samples (default: runs/<config name>)")
   flags.mark_flags_as_required(["config"])
   logging.getLogger().setLevel(logging.INFO)

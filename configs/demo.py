@@ -15,9 +15,11 @@ a light tint, and later ones lose to it: docs/results.md, "The demo".
 
 import os
 
+import colorjax
 from colorjax.config import apply_variant, default_config
 
-PHOTOS = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "colorjax", "assets", "photos")
+# Beside colorjax's code, not this file: installed, this file is colorjax/configs/demo.py.
+PHOTOS = os.path.join(os.path.dirname(os.path.abspath(colorjax.__file__)), "assets", "photos")
 
 
 def get_config(variant: str = ""):

@@ -12,7 +12,7 @@ from colorjax import ab_bins, color, train
 from colorjax import config as config_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CONFIGS = sorted(glob.glob(os.path.join(REPO, "configs", "*.py")))
+CONFIGS = sorted(glob.glob(os.path.join(REPO, "configs", "[!_]*.py")))  # not __init__.py
 STEPS = 50  # issue 4: every config lowers its loss over 50 steps on a fixed batch
 PHOTOS = sorted(glob.glob(os.path.join(REPO, "colorjax", "assets", "photos", "*.jpg")))
 

@@ -213,7 +213,7 @@ def test_a_config_json_colorjax_did_not_write_is_refused_not_overwritten(photos,
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--config", "configs/nope.py"], "error: --config configs/nope.py: [Errno 2] No such file or directory"),
+    (["--config", "configs/nope.py"], "error: --config configs/nope.py: no such file; the shipped configs are classify_resnet18, demo,"),
     (["--config", "configs/demo.py", "--config.image_sise=32"], 'Did you mean "image_size"'),
     (["--config", "configs/demo.py:cpu"], "error: ValueError: unknown config variant 'cpu'"),
     (["--config", "configs/demo.py", "COLORJAX_COORDINATOR=localhost:1234"],

@@ -1,0 +1,96 @@
+"""`--config` names a shipped config where no such file exists, so an installed colorjax (no
+checkout, no configs/ folder) runs the commands the docs show."""
+
+import glob
+import importlib.resources
+import importlib.util
+import os
+import sys
+import tomllib
+
+import pytest
+import setuptools
+from absl import flags
+
+from colorjax import cli
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TOP_LEVEL = sorted(os.path.basename(p) for p in glob.glob(os.path.join(REPO, "configs", "*.py")))
+
+
+@pytest.fixture
+def elsewhere(tmp_path, monkeypatch):
+  """A working directory with no configs/ folder, as an installed colorjax's user has."""
+  monkeypatch.chdir(tmp_path)
+  return tmp_path
+
+
+def test_a_shipped_name_is_its_file(elsewhere):
+  shipped = cli.shipped_configs()
+  assert sorted(f"{name}.py" for name in shipped) == [n for n in TOP_LEVEL if n != "__init__.py"]
+  for argument in ("quick_cpu", "quick_cpu.py", "configs/quick_cpu.py", "./configs/quick_cpu.py"):
+    assert cli.config_file(argument) == shipped["quick_cpu"], argument
+  with open(shipped["quick_cpu"], "rb") as f, open(os.path.join(REPO, "configs", "quick_cpu.py"), "rb") as g:
+    assert f.read() == g.read()
+
+
+def test_a_variant_is_kept(elsewhere):
+  assert cli.config_file("pix2pix_resnet18:cpu") == cli.shipped_configs()["pix2pix_resnet18"] + ":cpu"
+  assert cli.config_file("configs/pix2pix_resnet18.py:cpu") == cli.shipped_configs()["pix2pix_resnet18"] + ":cpu"
+
+
+def test_a_file_that_exists_wins_over_the_shipped_one(elsewhere):
+  (elsewhere / "configs").mkdir()
+  (elsewhere / "configs" / "quick_cpu.py").write_text("")
+  (elsewhere / "demo").write_text("")
+  assert cli.config_file("configs/quick_cpu.py:x") == "configs/quick_cpu.py:x"
+  assert cli.config_file("demo") == "demo"
+  assert cli.config_file("quick_cpu") == cli.shipped_configs()["quick_cpu"]  # no file of that name here
+
+
+@pytest.mark.parametrize("argument", ["nope", "configs/nope.py:cpu", "elsewhere/quick_cpu.py", "/no/such/demo.py"])
+def test_neither_a_file_nor_a_shipped_name_lists_the_shipped_names(argument, elsewhere):
+  """A missing file in another folder is not taken for the shipped config of its name."""
+  with pytest.raises(FileNotFoundError, match="^no such file; the shipped configs are classify_resnet18, demo, .*quick_cpu"):
+    cli.config_file(argument)
+
+
+def test_the_flag_loads_a_shipped_config_with_its_variant_and_overrides(elsewhere, monkeypatch):
+  argv = ["prog", "--config", "pix2pix_resnet18:cpu", "--config.batch_size=3"]
+  monkeypatch.setattr(sys, "argv", argv)  # where config_flags looks for the overrides
+  flag_values = flags.FlagValues()
+  cli.define_config_flag("config", flag_values)
+  flag_values(argv)
+  config = flag_values.config
+  assert config.image_size == 64 and config.batch_size == 3  # the :cpu variant's size, the override
+  assert flag_values["config"].config_filename == "pix2pix_resnet18:cpu"
+  assert cli.config_name(flag_values) == "pix2pix_resnet18"  # train's runs/<name>
+  other = flags.FlagValues()
+  cli.define_config_flag("config", other)
+  with pytest.raises(FileNotFoundError, match="the shipped configs are"):
+    other(["prog", "--config", "nope"])
+
+
+def test_the_packaged_configs_are_the_top_level_files():
+  """pyproject.toml ships configs/ as colorjax.configs; checked where colorjax is installed
+  (`pip install -e .` or a wheel), not where it is only on PYTHONPATH."""
+  spec = importlib.util.find_spec("colorjax.configs")
+  if spec is None:
+    pytest.skip("colorjax.configs is not installed (colorjax is on PYTHONPATH): `pip install -e .` to check the packaging")
+  packaged = importlib.resources.files("colorjax.configs")
+  if os.path.realpath(str(packaged)) not in (os.path.join(REPO, "configs"), os.path.realpath(str(importlib.resources.files("colorjax") / "configs"))):
+    pytest.skip(f"colorjax.configs is another checkout's ({packaged})")
+  assert sorted(f.name for f in packaged.iterdir() if f.name.endswith(".py")) == TOP_LEVEL
+  for name in TOP_LEVEL:
+    with open(os.path.join(REPO, "configs", name), "rb") as f:
+      assert (packaged / name).read_bytes() == f.read(), name
+
+
+def test_pyproject_lists_every_package():
+  """An explicit package list (packages.find cannot map configs/ into colorjax), so a new
+  subpackage must be added to it or the wheel leaves it out."""
+  with open(os.path.join(REPO, "pyproject.toml"), "rb") as f:
+    tool = tomllib.load(f)["tool"]["setuptools"]
+  assert tool["package-dir"] == {"colorjax.configs": "configs"}
+  found = setuptools.find_packages(REPO, include=["colorjax*"])
+  assert sorted(tool["packages"]) == sorted(found + ["colorjax.configs"])
