@@ -1,6 +1,7 @@
-"""The shipped configs, one system per file (`get_config(variant)`), not a config itself.
+"""The shipped configs, one system per file (`get_config(variant)`); this file is no config.
 
-This folder is installed as `colorjax.configs` (pyproject.toml), so every command's `--config`
-takes a shipped config by name where no such file exists: `--config quick_cpu:cpu` from an
-installed colorjax is this folder's `quick_cpu.py` (colorjax/cli.py, `shipped_configs`).
+pyproject.toml installs this folder as `colorjax.configs`, so where no such file exists every
+command's `--config` takes a shipped config by name: from an installed colorjax,
+`--config pix2pix_resnet18:cpu` is this folder's `pix2pix_resnet18.py` with its `cpu` variant
+(colorjax/cli.py, `config_file`).
 """

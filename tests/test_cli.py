@@ -92,5 +92,5 @@ def test_pyproject_lists_every_package():
   with open(os.path.join(REPO, "pyproject.toml"), "rb") as f:
     tool = tomllib.load(f)["tool"]["setuptools"]
   assert tool["package-dir"] == {"colorjax.configs": "configs"}
-  found = setuptools.find_packages(REPO, include=["colorjax*"])
+  found = setuptools.find_namespace_packages(REPO, include=["colorjax*"])
   assert sorted(tool["packages"]) == sorted(found + ["colorjax.configs"])
