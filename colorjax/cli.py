@@ -159,12 +159,12 @@ def shipped_configs() -> dict[str, str]:
 
 
 def config_file(argument: str) -> str:
-  """`--config`'s argument with its file found: `argument` itself where the file exists, else
+  """`--config`'s argument with its file found: `argument` itself where that file exists, else
   the shipped config it names (`quick_cpu`, `quick_cpu.py` or `configs/quick_cpu.py`, so the
-  commands in the docs run from an installed colorjax too), with its `:variant` kept. A
-  FileNotFoundError listing the shipped names when neither exists."""
+  commands in the docs run from an installed colorjax too; a folder of that name is no file),
+  with its `:variant` kept. A FileNotFoundError listing the shipped names when neither exists."""
   path, colon, variant = argument.partition(":")
-  if os.path.exists(path):
+  if os.path.isfile(path):
     return argument
   folder, name = os.path.split(os.path.normpath(path))
   name = name[:-3] if name.endswith(".py") else name

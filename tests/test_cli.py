@@ -46,6 +46,8 @@ def test_a_file_that_exists_wins_over_the_shipped_one(elsewhere):
   assert cli.config_file("configs/quick_cpu.py:x") == "configs/quick_cpu.py:x"
   assert cli.config_file("demo") == "demo"
   assert cli.config_file("quick_cpu") == cli.shipped_configs()["quick_cpu"]  # no file of that name here
+  (elsewhere / "encdec_small").mkdir()  # a folder is no config file
+  assert cli.config_file("encdec_small") == cli.shipped_configs()["encdec_small"]
 
 
 @pytest.mark.parametrize("argument", ["nope", "configs/nope.py:cpu", "elsewhere/quick_cpu.py", "/no/such/demo.py"])
