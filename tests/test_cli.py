@@ -5,11 +5,13 @@ import glob
 import importlib.resources
 import importlib.util
 import os
+import shutil
+import subprocess
 import sys
 import tomllib
+import zipfile
 
 import pytest
-import setuptools
 from absl import flags
 
 from colorjax import cli
@@ -94,5 +96,25 @@ def test_pyproject_lists_every_package():
   with open(os.path.join(REPO, "pyproject.toml"), "rb") as f:
     tool = tomllib.load(f)["tool"]["setuptools"]
   assert tool["package-dir"] == {"colorjax.configs": "configs"}
-  found = setuptools.find_namespace_packages(REPO, include=["colorjax*"])
+  found = [os.path.relpath(folder, REPO).replace(os.sep, ".") for folder, _, _ in os.walk(os.path.join(REPO, "colorjax"))
+           if os.path.basename(folder) != "__pycache__"]  # as packages.find's namespace discovery finds them
   assert sorted(tool["packages"]) == sorted(found + ["colorjax.configs"])
+
+
+def test_the_wheel_ships_the_configs_and_the_assets(tmp_path):
+  """What `pip install git+URL` installs, built offline (~2 s) from a copy, so the checkout
+  gets no build/ folder."""
+  if importlib.util.find_spec("pip") is None:
+    pytest.skip("no pip to build the wheel with")
+  src = tmp_path / "src"
+  for name in ("colorjax", "configs"):
+    shutil.copytree(os.path.join(REPO, name), src / name, ignore=shutil.ignore_patterns("__pycache__"))
+  for name in ("pyproject.toml", "README.md"):
+    shutil.copy(os.path.join(REPO, name), src / name)
+  subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "--no-index",
+                  "-w", str(tmp_path / "dist"), str(src)], check=True, capture_output=True)
+  (wheel,) = (tmp_path / "dist").iterdir()
+  names = set(zipfile.ZipFile(wheel).namelist())
+  assert sorted(n.split("/")[-1] for n in names if n.startswith("colorjax/configs/")) == TOP_LEVEL
+  photos = glob.glob(os.path.join(REPO, "colorjax", "assets", "photos", "*"))
+  assert {f"colorjax/assets/photos/{os.path.basename(p)}" for p in photos} | {"colorjax/assets/CREDITS.md"} <= names
