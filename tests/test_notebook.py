@@ -48,7 +48,7 @@ def test_notebook_trains_shows_samples_and_colorizes_then_resumes(tmp_path, monk
   monkeypatch.setenv("JAX_PLATFORMS", "cpu")
   monkeypatch.setenv("JAX_DISABLE_MOST_OPTIMIZATIONS", "1")  # tiny models compile ~15x faster
   workdir = str(tmp_path / "run")
-  params = dict(WORKDIR=workdir, DATA=f"folder:{REPO}/colorjax/assets/photos", OVERRIDES=TINY,
+  params = dict(CONFIG="demo", WORKDIR=workdir, DATA=f"folder:{REPO}/colorjax/assets/photos", OVERRIDES=TINY,
                 TENSORBOARD=False)
   nb = with_parameters(nbformat.read(NOTEBOOK, as_version=4), **params)
   nbclient.NotebookClient(nb, timeout=300, kernel_name="python3",
