@@ -264,7 +264,7 @@ def bench_pipeline(source: str, image_size: int = 256, batch_size: int = 16, wor
                    batches: int = 20) -> dict[str, Any]:
   """Images/s of the training pipeline, and of a plain PIL + NumPy loop over the same files."""
   start = time.perf_counter()
-  files = sources.resolve(source, "train", 0.1).files
+  files = sources.resolve(source, "train", 0.1, setting="--data").files
   scan_s = time.perf_counter() - start
   it = iter(pipeline.train_dataset(files, image_size, batch_size, seed=0, num_workers=workers))
   start = time.perf_counter()

@@ -208,21 +208,28 @@ def evaluate(colorizer: Colorizer | PredictionFolder, data: sources.ScanReport, 
   return result
 
 
-def resolve_scored(data: str, split: str, eval_fraction: float, held_out_by: str = "the run") -> sources.ScanReport:
-  """The photos of `data` to score: `sources.resolve`, but a `--split eval` that would take the
-  eval split of shards prepared with a larger fraction than `held_out_by` held out is refused,
-  since those shards' eval photos include some it trained on. `held_out_by=""`: no such check
-  (pictures of another system, whose split is not known)."""
+# The advice when a run's held-out share leaves no photo of --data in its eval split.
+UNSEEN_HINT = "score photos the run never saw with --split all"
+
+
+def resolve_scored(data: str, split: str, eval_fraction: float, held_out_by: str = "the run",
+                   hint: str = UNSEEN_HINT) -> sources.ScanReport:
+  """The photos of `data` (`--data`) to score: `sources.resolve`, but a `--split eval` that would
+  take the eval split of shards prepared with a larger fraction than `held_out_by` held out is
+  refused, since those shards' eval photos include some it trained on. `held_out_by=""`: no
+  such check (pictures of another system, whose split is not known). `hint`: the advice when
+  `eval_fraction` leaves the eval split of `data` without a photo."""
   if split == "eval" and held_out_by:
     for part in sources.parts(data):
       if part.startswith("shards:"):
-        prepared = shards.read_manifest(part[len("shards:"):])["eval_fraction"]
+        with sources.given_in("--data"):
+          prepared = shards.read_manifest(part[len("shards:"):])["eval_fraction"]
         if prepared > eval_fraction:
           raise ValueError(f"--split eval: {part} was prepared with eval_fraction {prepared:g}, but {held_out_by} "
                            f"held out {eval_fraction:g} of its data, so that eval split holds photos it trained "
                            f"on: score the source it trained on, or shards prepared with --eval-fraction "
                            f"{eval_fraction:g}")
-  return sources.resolve(data, split, eval_fraction)
+  return sources.resolve(data, split, eval_fraction, setting="--data", hint=hint)
 
 
 def held_out_fraction(config: ml_collections.ConfigDict, workdir: str) -> tuple[float, str]:
@@ -339,7 +346,8 @@ def main(argv: list[str]) -> None:
     split = f"eval: eval_fraction {eval_fraction:g}, from {origin}" if FLAGS.split == "eval" else FLAGS.split
     # Another system's pictures: its split is --eval_fraction's if given, else shards keep their own.
     held_out_by = "the run" if FLAGS.workdir else "--eval_fraction" if FLAGS["eval_fraction"].present else ""
-    data = resolve_scored(FLAGS.data, FLAGS.split, eval_fraction, held_out_by)
+    data = resolve_scored(FLAGS.data, FLAGS.split, eval_fraction, held_out_by,
+                          "raise --eval_fraction" if FLAGS.predictions else UNSEEN_HINT)
     features = fid.InceptionFeatures.from_file(FLAGS.fid_weights) if FLAGS.fid_weights else None
     if FLAGS.predictions:
       label, how = "predictions", f"pictures in {FLAGS.predictions}"

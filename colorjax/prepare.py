@@ -211,7 +211,8 @@ def prepare(source: str, out: str, size: int = 256, limit: int = 0, seed: int = 
     if not ok:
       raise ValueError(f"--{name.replace('_', '-')} {value} is out of range (size, shard-size > 0; limit, workers >= 0; "
                        "quality 1-100; eval-fraction in [0, 1))")
-  records, keys, names = open_source(source)
+  with sources.given_in("--source"):
+    records, keys, names = open_source(source)
   plan = {s: sources.split_indices(keys, s, eval_fraction, limit, seed) for s in shards.SPLITS}
   picked = "\n".join(keys[i] for s in shards.SPLITS for i in plan[s])
   # What makes two prepares the same: compared on resume and against a finished DIR.
@@ -267,7 +268,7 @@ def prepare(source: str, out: str, size: int = 256, limit: int = 0, seed: int = 
     if created:
       out.rmdir()
     skipped = [f"{k}: {v}" for split in manifest["skipped"].values() for k, v in split.items()]
-    raise ValueError(f"{source}: no colour photo to prepare ({len(skipped)} skipped"
+    raise ValueError(f"--source {source}: no colour photo to prepare ({len(skipped)} skipped"
                      + (f", e.g. {'; '.join(skipped[:3])})" if skipped else ")"))
   shards.write_json(out / shards.MANIFEST, manifest)
   notes.rmtree()

@@ -654,7 +654,7 @@ def _train_step(run: _Run, state: TrainState, step: int, speed: _Throughput, com
   try:
     batch = next(run.data_iter)
   except ValueError as e:  # grain: most photos drawn could not be read
-    raise ValueError(f"training data {run.config.data.train}: more than "
+    raise ValueError(f"config.data.train {run.config.data.train}: more than "
                      f"{pipeline.UNREADABLE_RAISE_RATIO:.0%} of the photos drawn could not be read "
                      f"(each is named in a 'skipping' line above); grain says: {e}") from e
   state, step_metrics = run.trainer.step(state, batch, step)
@@ -755,10 +755,12 @@ def _final_report(run: _Run, state: TrainState, step: int, summary: dict[str, fl
 def resolve_data(config: ml_collections.ConfigDict) -> tuple[sources.ScanReport, sources.ScanReport]:
   """The training and held-out photos (`config_lib.held_out_share`)."""
   share = config_lib.held_out_share(config)
-  held_out = (sources.resolve(config.data.eval, "all", 0.0) if config.data.eval
-              else sources.resolve(config.data.train, "eval", share))
+  held_out = (sources.resolve(config.data.eval, "all", 0.0, setting="config.data.eval") if config.data.eval
+              else sources.resolve(config.data.train, "eval", share, setting="config.data.train",
+                                   hint="raise config.data.eval_fraction, or set config.data.eval"))
   # Folders that cannot be listed were named with the held-out split of the same source.
-  return sources.resolve(config.data.train, "train", share, warn=bool(config.data.eval)), held_out
+  return sources.resolve(config.data.train, "train", share, warn=bool(config.data.eval), setting="config.data.train",
+                         hint="lower config.data.eval_fraction"), held_out
 
 
 def _resolve_for_every_process(config: ml_collections.ConfigDict) -> tuple[sources.ScanReport, sources.ScanReport]:

@@ -468,11 +468,27 @@ def test_eval_images_draw_from_every_source_not_the_first(tmp_path):
   np.testing.assert_array_equal(out, pipeline.eval_images(red + blue, 8, max_images=10))  # the same each time
 
 
-def test_a_split_left_empty_by_eval_fraction_says_so(tmp_path):
+def test_a_split_left_empty_by_eval_fraction_says_so_with_the_callers_hint(tmp_path):
   _touch_names(tmp_path, ["a.jpg", "b.jpg"])
-  with pytest.raises(ValueError, match="split 'eval': eval_fraction 0.001 puts every photo in the other split "
-                                       "\\(to train: raise data.eval_fraction"):
+  with pytest.raises(ValueError, match="split 'eval': eval_fraction 0.001 puts every photo in the other split$"):
     sources.resolve(f"folder:{tmp_path}", "eval", 0.001)
+  with pytest.raises(ValueError, match="puts every photo in the other split \\(raise --eval_fraction\\)$"):
+    sources.resolve(f"folder:{tmp_path}", "eval", 0.001, hint="raise --eval_fraction")
+
+
+@pytest.mark.parametrize("source, error, message", [
+    ("folder:{tmp}/nope", FileNotFoundError, "image folder '{tmp}/nope' does not exist"),
+    ("{tmp}", ValueError, "unknown data source '{tmp}': .*; for the photos in that folder, give folder:{tmp}"),
+    ("tfds:", ValueError, "data source 'tfds:' names no dataset"),
+    ("folder:{tmp}", ValueError, "data source 'folder:{tmp}' has no image files \\("),
+])
+def test_a_source_error_starts_with_the_setting_it_was_given_in(tmp_path, source, error, message):
+  """The message names the value; the setting says where to change it (a config field, a flag)."""
+  with pytest.raises(error, match=f"^--data: {message.format(tmp=tmp_path)}") as raised:
+    sources.resolve(source.format(tmp=tmp_path), "all", 0.1, setting="--data")
+  assert type(raised.value) is error  # callers that catch FileNotFoundError still do
+  with pytest.raises(error, match=f"^{message.format(tmp=tmp_path)}"):  # a library call without one: as it was
+    sources.resolve(source.format(tmp=tmp_path), "all", 0.1)
 
 
 def test_a_folder_source_that_is_a_file_says_so(tmp_path):

@@ -130,7 +130,7 @@ def test_a_host_that_cannot_read_the_photos_stops_every_host(tmp_path):
   photos = write_photos(str(tmp_path / "photos_0"))  # process 1's photos_1 is missing: a mount that failed
   outs = _run_two(LOOP_WORKER, [str(tmp_path / "photos_{process}"), str(tmp_path / "run"), "0"], tmp_path)
   assert "REFUSED 0: another process stopped with an error (its log says which)" in outs[0], outs[0][-4000:]
-  assert f"REFUSED 1: image folder '{tmp_path}/photos_1' does not exist" in outs[1], outs[1][-4000:]
+  assert f"REFUSED 1: config.data.train: image folder '{tmp_path}/photos_1' does not exist" in outs[1], outs[1][-4000:]
   assert os.path.isdir(photos) and not os.path.exists(tmp_path / "run")
 
 

@@ -223,6 +223,18 @@ def test_a_number_out_of_range_is_refused_before_scoring(tmp_path, command, flag
   assert proc.returncode == 1 and f"FATAL Flags parsing error: flag {flag}: " in proc.stderr, proc.stderr[-2000:]
 
 
+def test_an_empty_eval_split_gets_the_advice_of_the_command_not_trainings(photos, tmp_path):
+  """Training's fix (data.eval_fraction) means nothing to a user of evaluate, who has --eval_fraction."""
+  empty = "has no image files in split 'eval': eval_fraction 1e-06 puts every photo in the other split"
+  with pytest.raises(ValueError, match=f"^--data: .* {empty} \\(score photos the run never saw with --split all\\)$"):
+    evaluate.resolve_scored(f"folder:{photos}", "eval", 1e-6)  # a run's share, as compare's
+  proc = subprocess.run([sys.executable, "-m", "colorjax.evaluate", "--predictions", str(tmp_path), "--data",
+                         f"folder:{photos}", "--split", "eval", "--eval_fraction", "1e-6"], cwd=REPO,
+                        capture_output=True, text=True, env={**os.environ, "PYTHONPATH": REPO})
+  assert proc.returncode == 1 and proc.stderr.strip().splitlines() == [
+      f"error: --data: data source 'folder:{photos}' {empty} (raise --eval_fraction)"], proc.stderr[-2000:]
+
+
 def test_an_out_folder_made_for_a_command_that_then_fails_is_not_left_behind(tmp_path):
   proc = subprocess.run([sys.executable, "-m", "colorjax.evaluate", "--predictions", str(tmp_path), "--data",
                          f"folder:{tmp_path}/nothing_here", "--out", str(tmp_path / "new" / "r.json")], cwd=REPO,

@@ -231,6 +231,16 @@ def test_a_prepare_with_no_colour_photo_leaves_nothing_that_blocks_the_next(phot
   assert sum(manifest["counts"].values()) == 12
 
 
+@pytest.mark.parametrize("source, message", [
+    ("folder:{tmp}/nope", "--source: image folder '{tmp}/nope' does not exist"),
+    ("shards:{tmp}", "--source: unknown data source 'shards:{tmp}': expected 'folder:PATH' or 'tfds:NAME'"),
+    ("folder:{tmp}", "--source folder:{tmp}: no colour photo to prepare"),
+])
+def test_a_bad_source_names_the_flag(tmp_path, source, message):
+  with pytest.raises((ValueError, FileNotFoundError), match=f"^{message.format(tmp=tmp_path)}"):
+    prepare_lib.prepare(source.format(tmp=tmp_path), str(tmp_path / "shards"), workers=1, progress=False)
+
+
 @pytest.mark.parametrize("option, value", [("workers", -1), ("quality", 0), ("eval_fraction", 1.0)])
 def test_an_option_out_of_range_is_named_before_anything_is_read(photo_dir, tmp_path, option, value):
   with pytest.raises(ValueError, match=f"--{option.replace('_', '-')} {value} is out of range"):

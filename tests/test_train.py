@@ -284,6 +284,21 @@ def test_a_separate_eval_set_leaves_all_of_data_train_for_training(photos, tmp_p
   assert (len(train_report.files), len(eval_report.files)) == (16, 3)
 
 
+@pytest.mark.parametrize("overrides, message", [
+    ({"data.train": "folder:{tmp}/nope"}, "config.data.train: image folder '{tmp}/nope' does not exist"),
+    ({"data.eval": "folder:{tmp}/nope"}, "config.data.eval: image folder '{tmp}/nope' does not exist"),
+    ({"data.train": "tfds:"}, "config.data.train: data source 'tfds:' names no dataset"),
+    ({"data.eval_fraction": 1e-6}, "config.data.train: .* has no image files in split 'eval': .* puts every photo in "
+                                   "the other split \\(raise config.data.eval_fraction, or set config.data.eval\\)$"),
+    ({"data.eval_fraction": 0.999999}, "config.data.train: .* has no image files in split 'train': .* "
+                                       "\\(lower config.data.eval_fraction\\)$"),
+])
+def test_a_bad_source_names_the_config_field_it_is_in(photos, tmp_path, overrides, message):
+  with pytest.raises((ValueError, FileNotFoundError), match=f"^{message.format(tmp=tmp_path)}"):
+    train.resolve_data(tiny_config(photos, **{k: v.format(tmp=tmp_path) if isinstance(v, str) else v
+                                              for k, v in overrides.items()}))
+
+
 def test_a_run_resumes_with_another_number_of_data_workers(photos, tmp_path, caplog):
   """grain's saved position does not fit a pipeline with worker processes added or removed."""
   train.train_and_evaluate(tiny_config(photos, total_steps=2), str(tmp_path))

@@ -15,11 +15,13 @@ from __future__ import annotations
 import bisect
 import collections.abc
 import concurrent.futures
+import contextlib
 import dataclasses
 import hashlib
 import itertools
 import logging
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -141,7 +143,7 @@ def _prepared(directory: str, split: str, eval_fraction: float,
   """The shard records of `split`; what `prepare` left out is added to `report`."""
   manifest = shards.read_manifest(directory)
   if split != "all" and eval_fraction and manifest["eval_fraction"] != eval_fraction:
-    logging.info("shards:%s was split by prepare with eval_fraction=%g; data.eval_fraction=%g "
+    logging.info("shards:%s keeps the split prepare made with eval_fraction %g; an eval_fraction of %g "
                  "does not apply to it", directory, manifest["eval_fraction"], eval_fraction)
   for s in shards.SPLITS if split == "all" else (split,):
     for key, reason in manifest["skipped"][s].items():
@@ -179,11 +181,37 @@ def bad_source(part: str, expected: str = "'folder:PATH', 'shards:DIR' or 'tfds:
   return ValueError(f"unknown data source {part!r}: expected {expected}{bare}")
 
 
-def resolve(spec: str, split: str, eval_fraction: float, warn: bool = True) -> ScanReport:
+@contextlib.contextmanager
+def given_in(setting: str) -> Iterator[None]:
+  """Starts the errors of the sources read inside with `setting`, the config field or flag they
+  were given in (`config.data.train`, `--data`): the message names the value, this says where
+  to change it. A FileNotFoundError stays one, a ValueError one; `setting=""` changes nothing."""
+  try:
+    yield
+  except FileNotFoundError as e:
+    if not setting:
+      raise
+    raise FileNotFoundError(f"{setting}: {e}") from e
+  except ValueError as e:
+    if not setting:
+      raise
+    raise ValueError(f"{setting}: {e}") from e
+
+
+def resolve(spec: str, split: str, eval_fraction: float, warn: bool = True, setting: str = "",
+            hint: str = "") -> ScanReport:
   """A source string -> the usable colour photos of `split` ("train", "eval" or "all").
 
   `warn=False`: folders that cannot be listed are not named again (another split said them).
+  `setting`: where `spec` was given, to start the errors with (`given_in`). `hint`: what the
+  command's user can change when `eval_fraction` leaves `split` without a photo ("raise
+  --eval_fraction"), said in that error.
   """
+  with given_in(setting):
+    return _resolve(spec, split, eval_fraction, warn, hint)
+
+
+def _resolve(spec: str, split: str, eval_fraction: float, warn: bool, hint: str) -> ScanReport:
   if split not in SPLITS:
     raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
   files, others, left_out = [], [], ScanReport(files=[])
@@ -202,8 +230,7 @@ def resolve(spec: str, split: str, eval_fraction: float, warn: bool = True) -> S
     if split == "all" or not others and not any(list_folder(f, "all", eval_fraction, warn=False) for f in folders):
       raise ValueError(f"data source {spec!r} has no image files ({', '.join(IMAGE_EXTENSIONS)})")
     raise ValueError(f"data source {spec!r} has no image files in split {split!r}: eval_fraction "
-                     f"{eval_fraction:g} puts every photo in the other split"
-                     + (" (to train: raise data.eval_fraction, or set data.eval)" if split == "eval" else ""))
+                     f"{eval_fraction:g} puts every photo in the other split" + (f" ({hint})" if hint else ""))
   report = scan(files) if files else ScanReport(files=[])
   report.grayscale += left_out.grayscale
   report.unreadable.update(left_out.unreadable)
