@@ -339,6 +339,33 @@ def test_ctrl_c_outside_a_commands_own_handling_is_one_line_and_status_130():
   assert run.returncode == 130 and run.stderr.strip().splitlines() == ["interrupted", "atexit ran"], run.stderr[-3000:]
 
 
+SWALLOWED = ("import gc, signal, sys\nfrom absl import flags\nfrom colorjax import cli\n"
+             "def in_gc(phase, info):  # as JAX's _xla_gc_callback, which runs in every collection\n"
+             "  gc.callbacks.remove(in_gc)\n  signal.raise_signal(signal.SIGINT)  # Ctrl-C's handler runs here\n"
+             "def main(argv):\n  gc.callbacks.append(in_gc)\n  gc.collect()\n{then}\n  print('went on', file=sys.stderr)\n"
+             "cli.run(main, flags_parser=flags.FLAGS)")
+LANDED = ("Ctrl-C landed where Python ignores it (a garbage collection callback or finalizer): the command goes on "
+          "and will exit with status 130; Ctrl-C again stops it now")
+
+
+@pytest.mark.parametrize("then, status, lines", [
+    ("", 130, [LANDED, "went on", "interrupted"]),  # it went on: Python gives no way to stop it there
+    # A command that stops on Ctrl-C itself (serve) ends as it chooses when a second one arrives.
+    ("  try:\n    signal.raise_signal(signal.SIGINT)\n  except KeyboardInterrupt:\n    pass", 0, [LANDED, "went on"]),
+])
+def test_a_ctrl_c_that_python_swallowed_in_a_gc_callback_still_ends_in_status_130(then, status, lines):
+  run = subprocess.run([sys.executable, "-c", SWALLOWED.format(then=then)], env=FAST_ENV, capture_output=True, text=True)
+  assert run.returncode == status and [line for line in run.stderr.splitlines() if line] == lines, run.stderr[-3000:]
+
+
+def test_other_errors_python_cannot_raise_are_still_printed_as_before():
+  code = ("import sys\nfrom absl import flags\nfrom colorjax import cli\nclass Closes:\n"
+          "  def __del__(self):\n    raise ValueError('cannot close')\n"
+          "def main(argv):\n  Closes()\ncli.run(main, flags_parser=flags.FLAGS)")
+  run = subprocess.run([sys.executable, "-c", code], env=FAST_ENV, capture_output=True, text=True)
+  assert run.returncode == 0 and "Exception ignored in" in run.stderr and "ValueError: cannot close" in run.stderr
+
+
 def test_a_file_where_an_output_folder_should_be_is_named_as_such(colorizer, tmp_path, capsys):
   (tmp_path / "in" / "sub").mkdir(parents=True)
   Image.fromarray(photo()[:64, :64]).save(tmp_path / "in" / "sub" / "x.png")
