@@ -56,10 +56,11 @@ def check_writable(folder: str, flag: str, at_end: Callable[..., Any] = atexit.r
   except OSError as e:
     raise ValueError(f"{flag} {folder}: cannot write there ({e.strerror or e})") from None
   if created:
-    at_end(_remove_if_empty, folder)
+    at_end(remove_if_empty, folder)
 
 
-def _remove_if_empty(folder: str) -> None:
+def remove_if_empty(folder: str) -> None:
+  """Removes `folder` if it is empty: what a command made and then wrote nothing to."""
   with contextlib.suppress(OSError):  # not empty (the usual case), or gone
     os.rmdir(folder)
 

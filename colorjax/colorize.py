@@ -114,7 +114,9 @@ def read_run(workdir: str, checkpoint: str | int = "") -> tuple[ml_collections.C
   if not os.path.exists(workdir):
     raise FileNotFoundError(f"workdir {workdir!r} does not exist")
   if not os.path.exists(config_path):
-    if any(os.path.isdir(os.path.join(workdir, sub)) for sub in ("checkpoints", "best")):
+    # An empty checkpoints/ is a run stopped before its first save, not checkpoints.
+    if any(os.path.isdir(path) and os.listdir(path) for path in (os.path.join(workdir, "checkpoints"),
+                                                                 os.path.join(workdir, "best"))):
       raise FileNotFoundError(f"{workdir!r} has checkpoints but no config.json, which says what model "
                               "they hold: copy it from the run's workdir")
     raise FileNotFoundError(f"{workdir!r} is not a colorjax workdir (no config.json): train first")

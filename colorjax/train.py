@@ -510,7 +510,10 @@ def _set_up(config: ml_collections.ConfigDict, workdir: str, stop: _StopSignal,
                            config.batch_size // jax.process_count(), num_workers=config.data.num_workers,
                            max_zoom=config.data.max_zoom)
   state = trainer.init_state()
-  mgr = checkpoints.open_checkpoints(os.path.join(workdir, "checkpoints"), config.keep_checkpoints)
+  folder = os.path.join(workdir, "checkpoints")
+  if not os.path.isdir(folder):  # made here: removed again if the run saves nothing (a signal before the first step)
+    resources.callback(cli.remove_if_empty, folder)
+  mgr = checkpoints.open_checkpoints(folder, config.keep_checkpoints)
   resources.callback(mgr.close)
   state, data_iter = _resume(mgr, state, data, config, changed)
   # Process 0's: a host that decodes a photo differently must not reset the best alone.

@@ -83,7 +83,10 @@ def test_colorize_rgb_keeps_size_and_luminance(colorizer, shape):
 def test_from_workdir_without_config(tmp_path):
   with pytest.raises(FileNotFoundError, match="not a colorjax workdir .no config.json.: train first"):
     Colorizer.from_workdir(str(tmp_path))
-  (tmp_path / "checkpoints").mkdir()  # a workdir copied without its config
+  (tmp_path / "checkpoints").mkdir()  # a run that stopped before its first save, killed before cleaning up
+  with pytest.raises(FileNotFoundError, match="not a colorjax workdir .no config.json.: train first"):
+    Colorizer.from_workdir(str(tmp_path))
+  (tmp_path / "checkpoints" / "2").mkdir()  # a workdir copied without its config
   with pytest.raises(FileNotFoundError, match="has checkpoints but no config.json.*copy it from the run's workdir"):
     Colorizer.from_workdir(str(tmp_path))
 
