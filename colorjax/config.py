@@ -27,6 +27,10 @@ def default_config() -> ml_collections.ConfigDict:
   c.fid_weights = ""            # pytorch-fid Inception weights: FID tracked at every eval
   c.checkpoint_every = 1000
   c.keep_checkpoints = 3
+  # Each eval draws 8 held-out photos as gray | prediction | real (2.4 MB at 256 px) into
+  # workdir/samples/step_N.png and into TensorBoard, whose event files cannot be pruned:
+  c.keep_samples = 100          # PNGs kept: the newest, and the best checkpoint's (0: all)
+  c.tensorboard_samples = 100   # at most this many in TensorBoard, every k-th eval over the run (0: every eval)
   # > 0 keeps an EMA of G's weights, used by eval and colorize. Its decay ramps up as
   # (1 + step) / (10 + step), as TF's ExponentialMovingAverage(num_updates), so 0.99 is reached
   # at step 890 and 0.999 at 8990: shorter runs average over fewer steps than the decay says.
@@ -114,7 +118,8 @@ def check_run_config(c: ml_collections.ConfigDict) -> None:
     raise ValueError("config.data.train is not set: pass --config.data.train=folder:PATH "
                      "(photos; or shards:DIR, tfds:NAME)")
   for name, value, least in (("seed", c.seed, 0), ("data.num_workers", c.data.num_workers, 0),
-                            ("data.stats_images", c.data.stats_images, 1)):
+                            ("data.stats_images", c.data.stats_images, 1), ("keep_samples", c.keep_samples, 0),
+                            ("tensorboard_samples", c.tensorboard_samples, 0)):
     if not isinstance(value, int) or value < least:
       raise ValueError(f"config.{name} must be an integer >= {least}, got {value!r}")
   if c.colorize_checkpoint not in ("latest", "best"):

@@ -21,6 +21,7 @@ import functools
 import json
 import logging
 import os
+import re
 import signal
 import sys
 import time
@@ -748,6 +749,7 @@ def _final_report(run: _Run, state: TrainState, step: int, summary: dict[str, fl
   complete = step >= run.config.total_steps
   if not summary and complete:  # resumed there, without that run's final scores
     summary = _evaluate_and_log(run, state, step)
+  _prune_samples(run, step)  # with the best of the last eval: that eval kept the one before
   if jax.process_index() == 0 and (complete or not signalled):  # a signal leaves no time for a final eval
     final = {"step": step, "complete": complete, **summary, "best": run.best.record}
     shards.write_json(run.final_path, final)
@@ -837,10 +839,62 @@ def _evaluate_and_log(run: _Run, state: TrainState, step: int) -> dict[str, floa
                        (("pixel_accuracy", "pixel accuracy"), ("fid", "FID")) if key in summary))
   run.writer.write_scalars(step, {f"eval/{k}": v for k, v in summary.items()})
   grid = _sample_grid(images[:len(preds)][:8], preds[:8])
-  run.writer.write_images(step, {"samples": grid[None]})
+  if _tensorboard_gets_sample(run.config, step):
+    run.writer.write_images(step, {"samples": grid[None]})
   if jax.process_index() == 0:
-    _write_sample(grid, os.path.join(run.workdir, "samples", f"step_{step:07d}.png"))
+    _write_sample(grid, os.path.join(run.workdir, "samples", _sample_name(step)))
+  _prune_samples(run, step)
   return summary
+
+
+def _tensorboard_gets_sample(config: ml_collections.ConfigDict, step: int) -> bool:
+  """Whether the eval of `step` writes its sample picture to TensorBoard too: every eval, or
+  with more evals in the run than `tensorboard_samples`, those of every k-th `eval_every` step
+  (k the fewest that keeps to it) and the last step. Event files cannot be pruned, so this bounds
+  what a long run's pictures add to them; TensorBoard shows 10 of a tag's pictures anyway unless
+  started with `--samples_per_plugin images=N`."""
+  evals = -(-config.total_steps // config.eval_every)
+  stride = -(-evals // config.tensorboard_samples) if config.tensorboard_samples else 1
+  return stride == 1 or step == config.total_steps or step % (stride * config.eval_every) == 0
+
+
+def _sample_name(step: int) -> str:
+  return f"step_{step:07d}.png"
+
+
+def _sample_step(name: str) -> int | None:
+  """The step of a sample picture colorjax named (`_sample_name`), None for any other name."""
+  m = re.fullmatch(r"step_([0-9]+)\.png", name)
+  return int(m[1]) if m and _sample_name(int(m[1])) == name else None
+
+
+def _prune_samples(run: _Run, step: int) -> None:
+  """`_keep_samples` in the run's samples folder, on process 0, with the best checkpoint's step."""
+  if jax.process_index() == 0 and run.config.keep_samples:
+    _keep_samples(os.path.join(run.workdir, "samples"), step, run.config.keep_samples, run.best.record["step"])
+
+
+def _keep_samples(folder: str, step: int, keep: int, best_step: int | None) -> None:
+  """Deletes the sample pictures up to `step` but the newest `keep` and the best checkpoint's.
+  Those of later steps are a killed run's, of steps this run trains again and writes over, so a
+  resumed run ends with the pictures of one that was not stopped. Only names colorjax gives are
+  deleted; a deletion that fails is a warning."""
+  try:
+    with os.scandir(folder) as entries:
+      found = {s: e.path for e in entries
+               if (s := _sample_step(e.name)) is not None and e.is_file(follow_symlinks=False)}
+  except OSError as e:
+    logging.warning("could not list the sample pictures in %s (%s)", folder, e)
+    return
+  kept = set(sorted(s for s in found if s <= step)[-keep:]) | {best_step}
+  for s, path in sorted(found.items()):
+    if s <= step and s not in kept:
+      try:
+        os.remove(path)
+      except FileNotFoundError:
+        pass
+      except OSError as e:
+        logging.warning("could not remove the sample picture %s (%s)", path, e)
 
 
 def _write_sample(grid: np.ndarray, path: str) -> None:

@@ -64,6 +64,7 @@ def _cli_overrides(c):
       ("pretrain_steps", c.pretrain_steps), ("log_every", c.log_every), ("eval_every", c.eval_every),
       ("checkpoint_every", c.checkpoint_every), ("eval_max_images", c.eval_max_images),
       ("ema_decay", c.ema_decay), ("data.max_zoom", c.data.max_zoom), ("data.num_workers", c.data.num_workers),
+      ("keep_samples", c.keep_samples),
       ("model.generator", c.model.generator), ("model.num_downs", c.model.num_downs),
       ("model.ngf", c.model.ngf), ("model.ndf", c.model.ndf)]]
 
@@ -170,6 +171,8 @@ def test_a_rerun_keeps_what_the_run_wrote(photos, tmp_path):
     ({"seed": -1}, "config.seed must be an integer >= 0, got -1"),
     ({"data.stats_images": 0}, "config.data.stats_images must be an integer >= 1, got 0"),
     ({"colorize_checkpoint": "bestt"}, "config.colorize_checkpoint must be 'latest' or 'best', got 'bestt'"),
+    ({"keep_samples": -1}, "config.keep_samples must be an integer >= 0, got -1"),
+    ({"tensorboard_samples": -100}, "config.tensorboard_samples must be an integer >= 0, got -100"),
     ({"dtype": "float61"}, "config.dtype 'float61' is not a float type"),  # found once the workdir is made
     ({"model.resnet_depth": 50, "model.generator": "resnet_unet"}, "model.resnet_depth must be one of .18, 34., got 50"),
 ])
@@ -449,6 +452,117 @@ def test_a_failing_log_writer_is_dropped_and_a_sample_picture_is_whole_or_absent
   assert "could not write the sample picture" in caplog.text and not (tmp_path / "gone").exists()
 
 
+def test_keeping_samples_deletes_only_colorjaxs_pictures_up_to_the_step_and_warns_when_it_cannot(
+    tmp_path, monkeypatch, caplog):
+  ours = [train._sample_name(s) for s in (2, 4, 6, 8, 10, 12)]
+  users = ["step_2.png", "step_00000002.png", "step_0000004.PNG", "step_0000004.jpg", "my_step_0000006.png",
+           ".step_0000006.png.colorjax.tmp", "notes.txt"]
+  for name in ours + users:
+    (tmp_path / name).write_bytes(name.encode())
+  (tmp_path / "step_0000014.png").mkdir()  # not a file: left alone
+  os.symlink(tmp_path / "notes.txt", tmp_path / "step_0000016.png")
+
+  train._keep_samples(str(tmp_path), 8, 2, best_step=2)  # 10 and 12: a killed run's, written again
+  left = lambda: sorted(n for n in os.listdir(tmp_path) if n not in users)
+  assert left() == ["step_0000002.png", "step_0000006.png", "step_0000008.png", "step_0000010.png",
+                    "step_0000012.png", "step_0000014.png", "step_0000016.png"]
+  assert all((tmp_path / name).read_bytes() == name.encode() for name in users)
+
+  remove = os.remove
+
+  def remove_but_8(path):
+    if "0000008" in path:
+      raise PermissionError(13, "Permission denied")
+    remove(path)
+
+  monkeypatch.setattr(os, "remove", remove_but_8)
+  with caplog.at_level(logging.WARNING):
+    train._keep_samples(str(tmp_path), 12, 1, best_step=None)
+  assert f"could not remove the sample picture {tmp_path / 'step_0000008.png'}" in caplog.text
+  assert left() == ["step_0000008.png", "step_0000012.png", "step_0000014.png", "step_0000016.png"]
+
+
+def test_tensorboard_gets_at_most_tensorboard_samples_pictures_spread_over_the_run():
+  c = config_lib.default_config()  # 50 evals
+  assert all(train._tensorboard_gets_sample(c, s) for s in range(1000, 50_001, 1000))
+  c.total_steps = 1_000_000
+  shown = [s for s in range(1000, c.total_steps + 1, 1000) if train._tensorboard_gets_sample(c, s)]
+  assert len(shown) == 100 and shown[:2] == [10_000, 20_000] and shown[-1] == c.total_steps
+  c.total_steps = 1_000_500  # the last step, off the schedule, too
+  assert train._tensorboard_gets_sample(c, c.total_steps) and not train._tensorboard_gets_sample(c, 1_000_000)
+  c.tensorboard_samples = 0
+  assert all(train._tensorboard_gets_sample(c, s) for s in range(1000, 1_000_001, 1000))
+
+
+def _sample_pictures(workdir):
+  return sorted(n for n in os.listdir(workdir / "samples") if train._sample_step(n) is not None)
+
+
+@pytest.fixture(scope="module")
+def samples_run(photos, tmp_path_factory):
+  """A run of 4 evals that keeps 2 sample pictures and shows 2 in TensorBoard, with a user's
+  files in its samples folder."""
+  workdir = tmp_path_factory.mktemp("samples_run")
+  config = tiny_config(photos, total_steps=8, pretrain_steps=4, checkpoint_every=4, keep_samples=2,
+                       tensorboard_samples=2)
+  users = {"step_2.png": b"mine", "best.png": b"mine too", "step_0000002.jpg": b"and mine"}
+  os.makedirs(workdir / "samples")
+  for name, data in users.items():
+    (workdir / "samples" / name).write_bytes(data)
+  train.train_and_evaluate(config, str(workdir))
+  return workdir, config, users
+
+
+def test_a_run_keeps_the_newest_sample_pictures_and_the_bests_and_a_users_files(samples_run):
+  workdir, _, users = samples_run
+  best = json.load(open(workdir / "best.json"))["step"]
+  assert _sample_pictures(workdir) == sorted({train._sample_name(s) for s in (6, 8, best)})
+  assert sorted(os.listdir(workdir / "samples")) == sorted(_sample_pictures(workdir) + list(users))
+  assert all((workdir / "samples" / name).read_bytes() == data for name, data in users.items())
+
+
+def test_a_run_whose_last_eval_is_its_best_ends_without_the_best_before(photos, tmp_path):
+  """That eval keeps the best before it (the record is updated after the picture is written);
+  the end of the run prunes again."""
+  train.train_and_evaluate(tiny_config(photos, total_steps=8, pretrain_steps=4, keep_samples=1,
+                                       best_metric="ssim"), str(tmp_path))
+  assert json.load(open(tmp_path / "best.json"))["step"] == 8  # these photos' SSIM rises to the end
+  assert _sample_pictures(tmp_path) == ["step_0000008.png"]
+
+
+@needs_tensorflow
+def test_tensorboard_gets_the_sample_pictures_of_every_other_eval(samples_run):
+  from tensorboard.backend.event_processing import plugin_event_accumulator
+  events = plugin_event_accumulator.EventAccumulator(str(samples_run[0] / "tensorboard"))
+  events.Reload()
+  assert [e.step for e in events.Tensors("samples")] == [4, 8]
+
+
+def test_a_run_killed_after_an_eval_and_resumed_keeps_the_same_sample_pictures(samples_run, tmp_path, monkeypatch):
+  """Killed while saving step 8, after eval 8 pruned the pictures; resumed from step 4, it writes
+  6 and 8 again with the pictures of step 8 still there."""
+  straight, config, _ = samples_run
+
+  class Killed(Exception):
+    pass
+
+  save = train._save
+
+  def killed_at_8(mgr, state, data_iterator):
+    if int(state.step) == 8:
+      raise Killed()
+    save(mgr, state, data_iterator)
+
+  monkeypatch.setattr(train, "_save", killed_at_8)
+  with pytest.raises(Killed):
+    train.train_and_evaluate(config, str(tmp_path))
+  monkeypatch.undo()
+  assert checkpoints.open_checkpoints(str(tmp_path / "checkpoints")).all_steps() == [4]
+  assert "step_0000008.png" in _sample_pictures(tmp_path)
+  train.train_and_evaluate(config, str(tmp_path))
+  assert _sample_pictures(tmp_path) == _sample_pictures(straight)
+
+
 def test_a_full_disk_ends_training_in_one_line_that_says_how_to_go_on(photos, tmp_path):
   full = tmp_path / "full_disk"
   full.mkdir()
@@ -718,7 +832,7 @@ def _tensorboard_steps(workdir, tag="train/g_recon"):
 
 
 def test_sigkill_then_resume_gives_the_same_final_weights(photos, tmp_path):
-  config = tiny_config(photos, total_steps=8, pretrain_steps=4)
+  config = tiny_config(photos, total_steps=8, pretrain_steps=4, keep_samples=2)
   straight, killed = tmp_path / "straight", tmp_path / "killed"
   assert _train_cli(config, straight).wait(timeout=600) == 0
 
@@ -736,6 +850,7 @@ def test_sigkill_then_resume_gives_the_same_final_weights(photos, tmp_path):
   assert step_a == step_b == 8
   logged = lambda run: [json.loads(line)["step"] for line in open(run / "metrics.jsonl")]
   assert logged(killed) == logged(straight)  # the steps trained twice are logged once
+  assert _sample_pictures(killed) == _sample_pictures(straight)
   if HAS_TENSORFLOW:
     assert _tensorboard_steps(killed) == _tensorboard_steps(straight)  # and shown once
   for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
