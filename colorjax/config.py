@@ -222,8 +222,14 @@ def apply_variant(c: ml_collections.ConfigDict, variant: str,
 
 
 def shared_photos(config_file: str) -> str:
-  """`../shared/data`'s ADE20K + ImageNet sample beside the checkout of `config_file` (issue 8's photos)."""
-  data = os.path.join(os.path.dirname(os.path.abspath(config_file)), os.pardir, os.pardir, "shared", "data")
+  """`../shared/data`'s ADE20K + ImageNet sample beside the checkout of `config_file` (issue 8's
+  photos). "" (unset) for a config installed inside colorjax (a wheel's `colorjax/configs/`):
+  there the same path would be `site-packages/shared/data`, which no one makes, and train's error
+  was that folder's; unset, it asks for `--config.data.train` instead."""
+  folder = os.path.dirname(os.path.abspath(config_file))
+  if os.path.normcase(folder) == os.path.normcase(os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs")):
+    return ""
+  data = os.path.join(folder, os.pardir, os.pardir, "shared", "data")
   return ",".join("folder:" + os.path.normpath(os.path.join(data, d)) for d in ("ade20k", "imagenet_sample"))
 
 

@@ -4,6 +4,7 @@ checkout, no configs/ folder) runs the commands the docs show."""
 import glob
 import importlib.resources
 import importlib.util
+import json
 import os
 import shutil
 import subprocess
@@ -101,11 +102,13 @@ def test_pyproject_lists_every_package():
   assert sorted(tool["packages"]) == sorted(found + ["colorjax.configs"])
 
 
-def test_the_wheel_ships_the_configs_and_the_assets(tmp_path):
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory):
   """What `pip install git+URL` installs, built offline (~2 s) from a copy, so the checkout
   gets no build/ folder."""
   if importlib.util.find_spec("pip") is None or importlib.util.find_spec("setuptools") is None:
     pytest.skip("no pip and setuptools to build the wheel with offline")
+  tmp_path = tmp_path_factory.mktemp("wheel")
   src = tmp_path / "src"
   for name in ("colorjax", "configs"):
     shutil.copytree(os.path.join(REPO, name), src / name, ignore=shutil.ignore_patterns("__pycache__"))
@@ -113,8 +116,41 @@ def test_the_wheel_ships_the_configs_and_the_assets(tmp_path):
     shutil.copy(os.path.join(REPO, name), src / name)
   subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "--no-index",
                   "-w", str(tmp_path / "dist"), str(src)], check=True, capture_output=True)
-  (wheel,) = (tmp_path / "dist").iterdir()
+  (built,) = (tmp_path / "dist").iterdir()
+  return built
+
+
+def test_the_wheel_ships_the_configs_and_the_assets(wheel):
   names = set(zipfile.ZipFile(wheel).namelist())
   assert sorted(n.split("/")[-1] for n in names if n.startswith("colorjax/configs/")) == TOP_LEVEL
   photos = glob.glob(os.path.join(REPO, "colorjax", "assets", "photos", "*"))
   assert {f"colorjax/assets/photos/{os.path.basename(p)}" for p in photos} | {"colorjax/assets/CREDITS.md"} <= names
+
+
+def test_installed_configs_find_their_photos_or_ask_for_them(wheel, tmp_path):
+  """Installed, demo trains on the bundled photos inside the package, and quick_cpu and
+  gpu_10min, whose `../shared/data` is a checkout's, leave config.data.train unset, so train asks
+  for it, instead of pointing into site-packages (`site-packages/shared/data/ade20k does not exist`)."""
+  site = tmp_path / "site"
+  zipfile.ZipFile(wheel).extractall(site)
+  code = ("import importlib.util, json\n"
+          "from colorjax import cli\n"
+          "out = {}\n"
+          "for name in ('demo', 'quick_cpu', 'gpu_10min'):\n"
+          "  spec = importlib.util.spec_from_file_location(name, cli.config_file(name))\n"
+          "  module = importlib.util.module_from_spec(spec)\n"
+          "  spec.loader.exec_module(module)\n"
+          "  out[name] = module.get_config().data.train\n"
+          "print(json.dumps(out))\n")
+  env = dict(os.environ, PYTHONPATH=str(site), JAX_PLATFORMS="cpu")
+  result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True)
+  assert result.returncode == 0, result.stderr
+  data = json.loads(result.stdout.strip().splitlines()[-1])
+  assert data == {"demo": f"folder:{site / 'colorjax' / 'assets' / 'photos'}", "quick_cpu": "", "gpu_10min": ""}
+
+
+def test_a_checkout_config_finds_the_shared_photos_beside_it():
+  from colorjax import config
+  shared = os.path.normpath(os.path.join(REPO, os.pardir, "shared", "data"))
+  assert config.shared_photos(os.path.join(REPO, "configs", "quick_cpu.py")) == \
+      f"folder:{shared}/ade20k,folder:{shared}/imagenet_sample"
