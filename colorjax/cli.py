@@ -183,7 +183,7 @@ def parse_config_flags(parse: Callable[[list[str]], Any], argv: list[str]) -> An
     if (verbosity := _flag_argument(argv, "verbosity", "v")) is not None:
       with contextlib.suppress(flags.Error, ValueError):
         flags.FLAGS["verbosity"].parse(verbosity)
-    if isinstance(e, flags.Error):
+    if isinstance(e, flags.Error) and not str(e).startswith("flag --config="):  # an override: it names itself
       exit_with_error(e, config_error(e))
     exit_with_error(e, f"--config {_flag_argument(argv, 'config') or '?'}: {config_error(e)}")
 

@@ -218,7 +218,7 @@ def test_a_config_json_colorjax_did_not_write_is_refused_not_overwritten(photos,
 @pytest.mark.parametrize("args, message", [
     (["--config", "configs/nope.py"], "error: --config configs/nope.py: no such file; the shipped configs are classify_resnet18, demo,"),
     (["--config", "configs/demo.py", "--config.image_sise=32"], 'Did you mean "image_size"'),
-    (["--config", "configs/demo.py:cpu"], "error: ValueError: unknown config variant 'cpu'"),
+    (["--config", "configs/demo.py:cpu"], "error: --config configs/demo.py:cpu: ValueError: unknown config variant 'cpu'"),
     (["--config", "configs/demo.py", "COLORJAX_COORDINATOR=localhost:1234"],
      "error: COLORJAX_COORDINATOR is set, so COLORJAX_NUM_PROCESSES and COLORJAX_PROCESS_ID must be too"),
 ])
