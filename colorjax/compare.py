@@ -87,7 +87,7 @@ def compare(workdirs: Sequence[str], data: str, split: str = "all", image_size: 
   first = last = None
   for workdir, label, (_, resolved, _) in zip(workdirs, run_labels(workdirs), runs):
     colorizer = Colorizer.from_workdir(workdir, resolved)
-    last = evaluate.evaluate(colorizer, photos, image_size, batch_size, features)
+    last = evaluate.evaluate(colorizer, photos, image_size, batch_size, features, label)
     # Paired over the same photos: a difference of a few hundredths of a dB may be which photos these are.
     gains = {"over_no_colour": metrics.format_gain(last.psnr_gain())}
     if first is not None:

@@ -2,6 +2,7 @@
 trainer's eval and with scikit-image, gray and broken photos are skipped and counted."""
 
 import csv
+import io
 import json
 import os
 import shutil
@@ -114,6 +115,28 @@ def test_cli_skips_gray_and_broken_photos_and_writes_json_and_csv(run, tmp_path)
   (tmp_path / "report" / "report.json").unlink()  # the CSV beside it, maybe the user's, is still there
   again = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
   assert again.returncode == 1 and "report.csv already exists; pass --overwrite to replace it" in again.stderr
+
+
+class _Terminal(io.StringIO):
+  def isatty(self):
+    return True
+
+
+def test_a_terminal_shows_the_photos_scored_as_they_go(run, tmp_path, monkeypatch):
+  """A progress bar over the photos to score, those left out while scoring counted too; none
+  where stderr is no terminal (a log file, CI)."""
+  held_out = write_photos(str(tmp_path / "held_out"), n=5, size=(40, 56), seed=1)
+  Image.fromarray(np.full((40, 48), 128, np.uint8)).save(f"{held_out}/gray.png")  # left out by the scan
+  data = sources.resolve(f"folder:{held_out}", "all", 0.0)
+  data.files.append(f"{held_out}/gone.jpg")  # unreadable only when scored
+  colorizer = Colorizer.from_workdir(run)
+  monkeypatch.setattr(sys, "stderr", terminal := _Terminal())
+  result = evaluate.evaluate(colorizer, data, image_size=32, batch_size=4, label="tiny")
+  assert len(result.rows) == 5 and len(result.grayscale) == 1 and list(result.unreadable) == [f"{held_out}/gone.jpg"]
+  assert "tiny: 100%" in terminal.getvalue() and "| 6/6 [" in terminal.getvalue()
+  monkeypatch.setattr(sys, "stderr", log := io.StringIO())
+  evaluate.evaluate(colorizer, data, image_size=32, batch_size=4, label="tiny")
+  assert log.getvalue() == ""
 
 
 def test_classifier_gets_pixel_accuracy_and_fid_columns(photos):
