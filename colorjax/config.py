@@ -88,6 +88,7 @@ def default_config() -> ml_collections.ConfigDict:
 
 
 CLASS_GENERATORS = ("resnet_unet", "resnet_colorizer")  # the generators with an ab-class head
+ENCODER_GENERATORS = ("resnet_unet", "resnet_colorizer")  # those with a ResNet encoder (model.resnet_depth)
 BEST_METRICS = ("psnr", "ssim", "mse", "l1", "colorfulness", "pixel_accuracy", "fid")
 
 
@@ -111,6 +112,9 @@ def check_run_config(c: ml_collections.ConfigDict) -> None:
     raise ValueError(f"config.image_size {c.image_size} is not a multiple of {multiple}, which model.generator "
                      f"{c.model.generator!r} needs (it halves the image {multiple.bit_length() - 1} times): "
                      f"try {multiple * max(1, round(c.image_size / multiple))}")
+  if c.model.encoder_weights and c.model.generator not in ENCODER_GENERATORS:
+    raise ValueError(f"config.model.encoder_weights is set, but model.generator {c.model.generator!r} has no "
+                     f"ResNet encoder to load them into (those that have: {', '.join(ENCODER_GENERATORS)})")
   for name, path in (("fid_weights", c.fid_weights), ("model.encoder_weights", c.model.encoder_weights)):
     if path and not os.path.isfile(path):
       raise ValueError(f"config.{name} {path}: no such file")

@@ -168,6 +168,8 @@ def test_a_rerun_keeps_what_the_run_wrote(photos, tmp_path):
                          ".it halves the image 5 times.: try 64"),
     ({"optim.d.lr": -2e-4}, "config.optim.d.lr must not be negative"),
     ({"fid_weights": "/nowhere/pt_inception.pth"}, "config.fid_weights /nowhere/pt_inception.pth: no such file"),
+    ({"model.encoder_weights": "/nowhere/r18.pth"}, "config.model.encoder_weights is set, but model.generator "
+                                                    "'pix2pix_unet' has no ResNet encoder to load them into"),
     ({"seed": -1}, "config.seed must be an integer >= 0, got -1"),
     ({"data.stats_images": 0}, "config.data.stats_images must be an integer >= 1, got 0"),
     ({"colorize_checkpoint": "bestt"}, "config.colorize_checkpoint must be 'latest' or 'best', got 'bestt'"),
