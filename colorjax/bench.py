@@ -19,7 +19,6 @@ import glob
 import io
 import json
 import os
-import platform
 import re
 import statistics
 import sys
@@ -27,7 +26,6 @@ import tempfile
 import time
 from typing import Any, Callable
 
-import flax
 import jax
 import jax.extend.core
 import ml_collections
@@ -66,13 +64,9 @@ def peak_flops(device_kind: str, dtype: str) -> float | None:
   return None
 
 
-def _environment() -> dict[str, Any]:
-  device = jax.devices()[0]
-  return {"date": datetime.datetime.now().isoformat(timespec="seconds"), "host": platform.node(),
-          "cpu_count": os.cpu_count(), "jax": jax.__version__, "flax": flax.__version__,
-          "backend": jax.default_backend(), "device_kind": device.device_kind,
-          "device_count": jax.device_count(), "process_count": jax.process_count(),
-          "cpu_model": host.cpu_model(), "cpu_amx_bf16": host.cpu_has_amx_bf16()}
+def _environment(dtype: str | None = None) -> dict[str, Any]:
+  """`host.environment` after the local date and time the result was measured."""
+  return {"date": datetime.datetime.now().isoformat(timespec="seconds"), **host.environment(dtype)}
 
 
 def timings(fn: Callable[[], Any], steps: int, warmup: int) -> list[float]:
@@ -206,13 +200,13 @@ def bench_step(config: ml_collections.ConfigDict, phase: str = "gan", steps: int
   times = timings(run, steps, warmup)
   profile = {"profile": profile_ops(run, compiled.as_text(), profile_steps)} if profile_steps else {}
   median = statistics.median(times)
-  env = _environment()
   dtype = models.compute_dtype(config).name
+  env = _environment(dtype)
   peak = peak_flops(env["device_kind"], dtype)
   achieved = flops / median / env["device_count"]  # per device
   return {"bench": "step", **env, "phase": phase, "generator": config.model.generator,
           "discriminator": config.model.discriminator, "upsample": config.model.upsample,
-          "image_size": config.image_size, "global_batch": config.batch_size, "dtype": dtype,
+          "image_size": config.image_size, "global_batch": config.batch_size,
           "compile_s": round(compile_s, 2), **_summary(times),
           "img_per_s": round(config.batch_size / median, 2),
           "flops_per_step": flops,

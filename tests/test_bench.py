@@ -17,6 +17,9 @@ def test_step_reports_time_rate_and_flops(tmp_path):
   assert result["steps"] == 2 and result["min_step_s"] <= result["median_step_s"] <= result["max_step_s"]
   assert result["img_per_s"] == pytest.approx(config.batch_size / result["median_step_s"], rel=0.01)
   assert result["flops_per_step"] > 0 and result["mfu"] is None  # no published peak for a CPU
+  import jax
+  from colorjax import models
+  assert result["dtype"] == models.compute_dtype(config).name and result["jax"] == jax.__version__  # host.environment
   with pytest.raises(ValueError, match="phase must be"):
     bench.bench_step(config, phase="warmup")
 

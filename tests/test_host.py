@@ -35,3 +35,38 @@ def test_freed_memory_is_kept_only_when_asked():
   assert applied == "False" and held - base >= 250
   assert after - base < 20  # glibc's default: given back to the kernel on free
   assert _probe("False")[0] == "False"  # as a user may spell it
+
+
+def test_environment_names_the_versions_devices_and_commit_a_result_was_computed_with():
+  import importlib.metadata
+  import jax
+  from colorjax import host
+  env = host.environment("bfloat16")
+  assert env["jax"] == jax.__version__ and env["jaxlib"] == importlib.metadata.version("jaxlib")
+  for name in ("flax", "optax", "orbax-checkpoint", "grain", "colorjax"):
+    assert env[name.replace("-", "_")] == importlib.metadata.version(name), name
+  assert env["python"] == platform.python_version() and env["dtype"] == "bfloat16"
+  assert (env["backend"], env["device_count"], env["process_count"]) == (
+      jax.default_backend(), jax.device_count(), jax.process_count())
+  assert env["host"] == platform.node() and env["cpu_model"] == host.cpu_model()
+  assert "dtype" not in host.environment()
+  checkout = os.path.dirname(os.path.dirname(os.path.abspath(host.__file__)))
+  head = subprocess.run(["git", "-C", checkout, "rev-parse", "HEAD"], capture_output=True, text=True)
+  if os.path.exists(os.path.join(checkout, ".git")) and head.returncode == 0:
+    assert env["colorjax_commit"] == head.stdout.strip() and isinstance(env["colorjax_dirty"], bool)
+
+
+def test_a_missing_slow_or_failing_git_leaves_the_commit_out(tmp_path, monkeypatch):
+  from colorjax import host
+  monkeypatch.setattr(host, "_CHECKOUT", str(tmp_path))  # an installed colorjax: no .git beside it
+  assert host.git_commit() == {} and "colorjax_commit" not in host.environment()
+  (tmp_path / ".git").mkdir()  # not a repository: git fails
+  assert host.git_commit() == {}
+  monkeypatch.setenv("PATH", str(tmp_path))  # no git at all
+  assert host.git_commit() == {}
+
+  def hangs(*args, **kwargs):
+    raise subprocess.TimeoutExpired(args[0], kwargs["timeout"])
+
+  monkeypatch.setattr(subprocess, "run", hangs)
+  assert host.git_commit() == {}
