@@ -41,7 +41,9 @@ class JsonlWriter:
         f.writelines(kept)
 
   def write_scalars(self, step: int, scalars: Mapping[str, Any]) -> None:
-    row = {"step": int(step), **{k: float(v) for k, v in scalars.items()}}
+    """One row: the step, when it was written (`time`, Unix seconds, as TensorBoard's wall_time),
+    and the scalars."""
+    row = {"step": int(step), "time": round(time.time(), 3), **{k: float(v) for k, v in scalars.items()}}
     with open(self._path, "a") as f:
       f.write(json.dumps(row) + "\n")
 

@@ -402,6 +402,7 @@ def test_metrics_jsonl_keeps_one_row_per_step_across_restarts(tmp_path):
   path.write_text('{"step": 2, "a": 1.0}\n{"step": 4, "a": 2.0}\n{"step": 6, "a"')  # killed mid-line
   writers.JsonlWriter(str(path), step=4).write_scalars(5, {"a": 3.0})  # resumed at checkpoint 4
   assert [json.loads(line)["step"] for line in open(path)] == [2, 4, 5]
+  assert json.loads(path.read_text().splitlines()[-1])["time"] == pytest.approx(time.time(), abs=60)  # when
   writers.JsonlWriter(str(path), step=0).write_scalars(1, {"a": 4.0})  # killed before a checkpoint
   assert [json.loads(line)["step"] for line in open(path)] == [1]
 
