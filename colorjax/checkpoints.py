@@ -1,6 +1,7 @@
 """A run's checkpoints and records in its workdir: the orbax checkpoints (`checkpoints/` with
-the data position, `best/`), `config.json`, `best.json`, and what a resumed run checks against
-them (a changed config, a checkpoint that does not fit, a run that already converged).
+the data position, `best/`), `config.json`, `best.json`, `runs.jsonl` (when, on what and how
+long each run of the command trained), and what a resumed run checks against them (a changed
+config, a checkpoint that does not fit, a run that already converged).
 
 `train.train_and_evaluate` writes them; colorize, serve and evaluate read the checkpoints back.
 """
@@ -281,6 +282,57 @@ def flat(config: ml_collections.ConfigDict | dict[str, Any]) -> dict[str, Any]:
 
 def write_config(workdir: str, config: ml_collections.ConfigDict) -> None:
   shards.write_json(os.path.join(workdir, "config.json"), json.loads(config.to_json()))
+
+
+RUNS_FILE = "runs.jsonl"
+
+
+def append_run_record(workdir: str, record: dict[str, Any]) -> None:
+  """Appends `record` as one line of `workdir/runs.jsonl`, the history of the runs of the
+  command in the workdir: a "start" line when one starts training, an "end" line when it stops
+  by itself (SIGKILL, the OOM killer or a lost VM leave none). Never rewritten: a line a kill
+  cut short is ended first, so the new record is a line of its own. A record is not worth a run:
+  one that cannot be written is a warning."""
+  path = os.path.join(workdir, RUNS_FILE)
+  line = (json.dumps(record) + "\n").encode()
+  try:
+    with open(path, "ab+") as f:
+      if f.seek(0, os.SEEK_END):
+        f.seek(-1, os.SEEK_END)
+        if f.read(1) != b"\n":
+          line = b"\n" + line
+      f.write(line)
+  except OSError as e:
+    logging.warning("could not add the run's %s record to %s (%s)", record.get("event"), path, e)
+
+
+def read_run_records(workdir: str) -> list[dict[str, Any]]:
+  """The records of `workdir/runs.jsonl` (none for a workdir from before it), without lines a
+  kill cut short."""
+  try:
+    with open(os.path.join(workdir, RUNS_FILE)) as f:
+      lines = f.readlines()
+  except OSError:
+    return []
+  records = []
+  for line in lines:
+    try:
+      record = json.loads(line)
+    except json.JSONDecodeError:
+      continue
+    if isinstance(record, dict):
+      records.append(record)
+  return records
+
+
+def time_spent(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
+  """The wall seconds of the runs `records` (of `read_run_records`) say ended, summed, with how
+  many started and how many of those left no end (killed, so their time is not in the sum)."""
+  ends = [r for r in records if r.get("event") == "end"]
+  started = sum(r.get("event") == "start" for r in records)
+  seconds = [r.get("wall_seconds") for r in ends]
+  return {"wall_seconds": round(sum(x for x in seconds if isinstance(x, (int, float))), 1),
+          "segments": started, "segments_without_end": max(started - len(ends), 0)}
 
 
 def fingerprint(images: np.ndarray) -> int:

@@ -9,12 +9,15 @@ batch-norm statistics are those of the global batch.
 
 Re-running the same command resumes from the latest checkpoint in the workdir (model,
 optimisers and data position). SIGTERM/SIGINT save a checkpoint and exit with status 128 + the signal (143, 130).
+Each run of the command that trains adds its start (step, command line, `host.environment`) and
+its end (step, how, wall seconds) to `workdir/runs.jsonl`; final_metrics.json sums their time.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import datetime
 import errno
 import fcntl
 import functools
@@ -416,6 +419,31 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> tuple[dict[str, floa
 
 
 @dataclasses.dataclass
+class _Segment:
+  """One run of the command in a workdir, a segment of its training: from the call of
+  `train_and_evaluate`, so set-up, compiling, evals and saves count. Process 0 records its start
+  and end in `workdir/runs.jsonl` (`checkpoints.append_run_record`)."""
+  started: float = dataclasses.field(default_factory=time.time)
+  clock: float = dataclasses.field(default_factory=time.monotonic)
+  environment: dict[str, Any] = dataclasses.field(default_factory=dict)  # `host.environment`, at the start line
+  end_recorded: bool = False  # its end line is written (or was tried)
+
+  def end_record(self, step: int, ended: str, **detail: Any) -> dict[str, Any]:
+    """How it ended: "complete", "max_train_minutes", "plateau", "signal" (+ "signal": its name)
+    or "error" (+ "error": the exception)."""
+    return {"event": "end", "time": _utc(time.time()), "step": step, "ended": ended, **detail,
+            "wall_seconds": round(time.monotonic() - self.clock, 1)}
+
+
+def _utc(seconds: float) -> str:
+  return datetime.datetime.fromtimestamp(seconds, datetime.timezone.utc).isoformat(timespec="seconds")
+
+
+# What final_metrics.json holds besides the held-out scores.
+FINAL_RECORDS = ("step", "complete", "best", "wall_seconds", "segments", "segments_without_end", "environment")
+
+
+@dataclasses.dataclass
 class _Run:
   """What a run's helpers share, so each takes one argument rather than ten. `_set_up` opens it;
   `_open_records` adds the records once there is something to train (a workdir that is already
@@ -430,6 +458,7 @@ class _Run:
   eval_crops: int | None  # process 0's `checkpoints.fingerprint` of them
   changed: list[str]  # the config fields that differ from the run being resumed
   keep_histogram: Callable[[], None]  # from `_class_weights`
+  segment: _Segment
   best: checkpoints.BestCheckpoint | None = None
   writer: Any = None
   features: fid.FeatureFn | None = None  # FID's, with config.fid_weights
@@ -444,9 +473,10 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                         resources: contextlib.ExitStack) -> tuple[dict[str, float], int | None]:
   """`run`'s body. Every process must make the same collective calls (`distributed`) in the same
   order or a multi-host run hangs, so what one process decides alone goes through `agree`."""
+  segment = _Segment()
   config = _resolved_config(config)
   stop = resources.enter_context(_StopSignal())  # from here: a signal while compiling is a clean stop too
-  run, state = _set_up(config, workdir, stop, resources)
+  run, state = _set_up(config, workdir, stop, resources, segment)
   trained, signalled = distributed.agree(_already_trained(run, state), bool(stop))
   if trained:
     return _already_trained_scores(run, int(state.step)), None
@@ -459,23 +489,27 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   window, speed = [], _Throughput(step)
   deadline = time.time() + 60 * config.max_train_minutes if config.max_train_minutes else float("inf")
   summary, stopped_by = {}, None
-  while step < config.total_steps:
-    # The first step of each phase compiles it (and the first batch starts the data workers).
-    compiles = step == first_step or (run.trainer.gan_step is not None and step == config.pretrain_steps)
-    state, step_metrics = _train_step(run, state, step, speed, compiles)
-    window.append(step_metrics)
-    step += 1
-    if step % config.log_every == 0 or step == config.total_steps:
-      _log_window(run, window, step, speed)
-      window = []
-      speed.next_window(step)
-    summary, stopped_by = _periodic_work(run, state, step, summary, speed, deadline)
-    if stopped_by:
-      break
-  signalled = stopped_by == "signal"
-  summary = _final_report(run, state, step, summary, signalled)
+  try:
+    while step < config.total_steps:
+      # The first step of each phase compiles it (and the first batch starts the data workers).
+      compiles = step == first_step or (run.trainer.gan_step is not None and step == config.pretrain_steps)
+      state, step_metrics = _train_step(run, state, step, speed, compiles)
+      window.append(step_metrics)
+      step += 1
+      if step % config.log_every == 0 or step == config.total_steps:
+        _log_window(run, window, step, speed)
+        window = []
+        speed.next_window(step)
+      summary, stopped_by = _periodic_work(run, state, step, summary, speed, deadline)
+      if stopped_by:
+        break
+    summary = _final_report(run, state, step, summary, stopped_by)
+  except BaseException as e:  # a divergence, a full disk, a second Ctrl-C: the segment's time counts too
+    error = f"{type(e).__name__}: {e}"[:1000] if str(e) else type(e).__name__
+    _record_end(run, run.segment.end_record(step, "error", error=error))
+    raise
   # A process that only agreed to stop (another one got the signal) reports SIGTERM's status.
-  return summary, stop.signum if signalled else None
+  return summary, stop.signum if stopped_by == "signal" else None
 
 
 def _resolved_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
@@ -488,7 +522,7 @@ def _resolved_config(config: ml_collections.ConfigDict) -> ml_collections.Config
 
 
 def _set_up(config: ml_collections.ConfigDict, workdir: str, stop: _StopSignal,
-            resources: contextlib.ExitStack) -> tuple[_Run, TrainState]:
+            resources: contextlib.ExitStack, segment: _Segment) -> tuple[_Run, TrainState]:
   """Checks the workdir and the photos (the same on every process), takes the workdir, builds the
   trainer and its state, and resumes from the latest checkpoint if there is one."""
   _check_workdir(workdir, config)
@@ -520,7 +554,8 @@ def _set_up(config: ml_collections.ConfigDict, workdir: str, stop: _StopSignal,
   # Process 0's: a host that decodes a photo differently must not reset the best alone.
   eval_crops = distributed.from_process_0(checkpoints.fingerprint(eval_images) if jax.process_index() == 0 else None)
   run = _Run(config=config, workdir=workdir, stop=stop, trainer=trainer, mgr=mgr, data_iter=data_iter,
-             eval_images=eval_images, eval_crops=eval_crops, changed=changed, keep_histogram=keep_histogram)
+             eval_images=eval_images, eval_crops=eval_crops, changed=changed, keep_histogram=keep_histogram,
+             segment=segment)
   return run, state
 
 
@@ -625,12 +660,13 @@ def _already_trained_scores(run: _Run, step: int) -> dict[str, float]:
     logging.info("%s is already trained to step %d (total_steps %d): nothing to do; its scores are in %s",
                  run.workdir, step, config.total_steps, run.final_path)
   with open(run.final_path) as f:
-    return {k: v for k, v in json.load(f).items() if k not in ("step", "complete", "best")}
+    return {k: v for k, v in json.load(f).items() if k not in FINAL_RECORDS}
 
 
 def _open_records(run: _Run, state: TrainState, resources: contextlib.ExitStack) -> None:
   """Opens what a run that trains writes besides its checkpoints (the class histogram, the best
-  checkpoint, samples, metrics, config.json, TensorBoard's HParams), and FID's features."""
+  checkpoint, samples, metrics, config.json, TensorBoard's HParams and the start line in
+  runs.jsonl), and FID's features."""
   config, is_main = run.config, jax.process_index() == 0
   # First: a file that is not pytorch-fid's weights is refused before anything is written.
   run.features = fid.InceptionFeatures.from_file(config.fid_weights) if config.fid_weights else None
@@ -646,6 +682,11 @@ def _open_records(run: _Run, state: TrainState, resources: contextlib.ExitStack)
     if int(state.step) == 0:  # TensorBoard's HParams tab: the config of the run
       run.writer.write_hparams({k: v if isinstance(v, (bool, int, float, str)) else str(v)
                                 for k, v in checkpoints.flat(config).items()})
+    run.segment.environment = host.environment(models.compute_dtype(config).name)
+    checkpoints.append_run_record(run.workdir, {
+        "event": "start", "time": _utc(run.segment.started), "step": int(state.step),
+        "total_steps": config.total_steps, "config_changed": run.changed, "command": sys.argv, "cwd": os.getcwd(),
+        "environment": run.segment.environment})
 
 
 def _train_step(run: _Run, state: TrainState, step: int, speed: _Throughput, compiles: bool
@@ -741,20 +782,37 @@ def _save(mgr: ocp.CheckpointManager, state: TrainState, data_iterator: Any) -> 
 
 
 def _final_report(run: _Run, state: TrainState, step: int, summary: dict[str, float],
-                  signalled: bool) -> dict[str, float]:
-  """Waits for the saves, scores a run resumed at its end, and writes final_metrics.json, which
-  a signal leaves out unless the run was complete. Returns the final held-out scores."""
+                  stopped_by: str | None) -> dict[str, float]:
+  """Waits for the saves, scores a run resumed at its end, writes final_metrics.json, which
+  a signal leaves out unless the run was complete, and ends the segment's record in runs.jsonl.
+  final_metrics.json adds the training's wall time over the segments recorded and this one's
+  environment. Returns the final held-out scores."""
   run.mgr.wait_until_finished()
   run.writer.flush()
   complete = step >= run.config.total_steps
   if not summary and complete:  # resumed there, without that run's final scores
     summary = _evaluate_and_log(run, state, step)
   _prune_samples(run, step)  # with the best of the last eval: that eval kept the one before
-  if jax.process_index() == 0 and (complete or not signalled):  # a signal leaves no time for a final eval
-    final = {"step": step, "complete": complete, **summary, "best": run.best.record}
+  if jax.process_index() != 0:
+    return summary
+  history = checkpoints.read_run_records(run.workdir)
+  ended = "complete" if complete else stopped_by
+  detail = {"signal": signal.Signals(run.stop.signum).name} if ended == "signal" else {}
+  end = run.segment.end_record(step, ended, **detail)
+  if complete or stopped_by != "signal":  # a signal leaves no time for a final eval
+    final = {"step": step, "complete": complete, **summary, "best": run.best.record,
+             **checkpoints.time_spent([*history, end]), "environment": run.segment.environment}
     shards.write_json(run.final_path, final)
-    logging.info("final: %s", json.dumps(final))
+    logging.info("final: %s", json.dumps({k: v for k, v in final.items() if k != "environment"}))
+  _record_end(run, end)
   return summary
+
+
+def _record_end(run: _Run, end: dict[str, Any]) -> None:
+  """Appends the segment's `end` line to runs.jsonl, once, on process 0."""
+  if jax.process_index() == 0 and not run.segment.end_recorded:
+    run.segment.end_recorded = True
+    checkpoints.append_run_record(run.workdir, end)
 
 
 def resolve_data(config: ml_collections.ConfigDict) -> tuple[sources.ScanReport, sources.ScanReport]:

@@ -1,5 +1,6 @@
 """Multi-host start-up: two real processes on localhost train like one process with the same batch."""
 
+import json
 import os
 import socket
 import subprocess
@@ -109,6 +110,10 @@ def test_two_processes_stop_together_and_resume(tmp_path):
     for i, out in enumerate(outs):
       assert f"DONE {i} {step} {complete}" in out, out[-4000:]
   assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["10", "12", "6"]
+  records = [json.loads(line) for line in open(os.path.join(workdir, "runs.jsonl"))]  # process 0's, once
+  assert [(r["event"], r["step"], r.get("ended")) for r in records] == [
+      ("start", 0, None), ("end", 10, "max_train_minutes"), ("start", 10, None), ("end", 12, "complete")]
+  assert records[2]["environment"]["process_count"] == 2
   # What the two processes saved together colorizes in one process with one device.
   from colorjax.colorize import Colorizer
   for checkpoint in ("latest", "best"):

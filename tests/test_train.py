@@ -1,5 +1,7 @@
 """The trainer end to end on generated photos: phases, sharding, checkpoints and resumption."""
 
+import datetime
+import importlib.metadata
 import importlib.util
 import json
 import logging
@@ -19,7 +21,7 @@ import pytest
 from PIL import Image
 
 from colorjax import config as config_lib
-from colorjax import checkpoints, color, train, writers
+from colorjax import checkpoints, color, models, train, writers
 from colorjax.colorize import Colorizer
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -146,6 +148,79 @@ def test_a_rerun_keeps_what_the_run_wrote(photos, tmp_path):
   train.train_and_evaluate(tiny_config(photos, total_steps=8, eval_every=8, eval_max_images=4), str(tmp_path))
   best = json.load(open(tmp_path / "best.json"))
   assert best["step"] == 8 and best["value"] == pytest.approx(json.load(open(final))["psnr"])
+
+
+def _runs(workdir):
+  return [json.loads(line) for line in open(workdir / "runs.jsonl")]
+
+
+def test_each_run_of_the_command_is_recorded_and_final_metrics_says_how_long_and_on_what(photos, tmp_path, monkeypatch):
+  """A run stopped by Ctrl-C at step 2, then resumed: runs.jsonl holds two starts and two ends;
+  final_metrics.json the time of both and the environment of the second."""
+  log_window = train._log_window
+
+  def ctrl_c_at_2(run, window, step, speed):
+    log_window(run, window, step, speed)
+    if step == 2:
+      os.kill(os.getpid(), signal.SIGINT)
+
+  monkeypatch.setattr(train, "_log_window", ctrl_c_at_2)
+  assert train.run(tiny_config(photos), str(tmp_path))[1] == signal.SIGINT
+  monkeypatch.undo()
+  assert not (tmp_path / "final_metrics.json").exists()
+  train.train_and_evaluate(tiny_config(photos), str(tmp_path))
+
+  records = _runs(tmp_path)
+  assert [(r["event"], r["step"]) for r in records] == [("start", 0), ("end", 2), ("start", 2), ("end", 6)]
+  assert [r["ended"] for r in records[1::2]] == ["signal", "complete"] and records[1]["signal"] == "SIGINT"
+  times = [datetime.datetime.fromisoformat(r["time"]) for r in records]
+  assert times == sorted(times) and all(t.utcoffset() == datetime.timedelta(0) for t in times)
+  start = records[2]
+  assert (start["command"], start["cwd"], start["total_steps"], start["config_changed"]) == (sys.argv, os.getcwd(), 6, [])
+  env = start["environment"]
+  assert env["jax"] == jax.__version__ and env["device_count"] == jax.device_count()
+  assert env["orbax_checkpoint"] == importlib.metadata.version("orbax-checkpoint")
+  assert env["flax"] == importlib.metadata.version("flax") and env["colorjax"] == importlib.metadata.version("colorjax")
+  assert env["dtype"] == models.compute_dtype(tiny_config(photos)).name  # "auto", resolved
+
+  final = json.load(open(tmp_path / "final_metrics.json"))
+  assert final["wall_seconds"] > 0 and final["wall_seconds"] == pytest.approx(
+      sum(r["wall_seconds"] for r in records[1::2]), abs=0.11)
+  assert (final["segments"], final["segments_without_end"], final["environment"]) == (2, 0, env)
+  # Re-running the finished command trains nothing: no segment, and only the scores come back.
+  assert not set(train.train_and_evaluate(tiny_config(photos), str(tmp_path))) & set(train.FINAL_RECORDS)
+  assert _runs(tmp_path) == records
+
+
+def test_a_workdir_from_before_runs_jsonl_resumes_and_a_line_cut_short_stays_apart(photos, tmp_path):
+  train.train_and_evaluate(tiny_config(photos, total_steps=2), str(tmp_path))
+  os.remove(tmp_path / "runs.jsonl")  # as colorjax left a workdir before the file
+  train.train_and_evaluate(tiny_config(photos, total_steps=4), str(tmp_path))
+  assert [(r["event"], r["step"]) for r in _runs(tmp_path)] == [("start", 2), ("end", 4)]
+  assert _runs(tmp_path)[0]["config_changed"] == ["total_steps"]
+  assert json.load(open(tmp_path / "final_metrics.json"))["segments"] == 1
+
+  with open(tmp_path / "runs.jsonl", "a") as f:
+    f.write('{"event": "start", "ti')  # a kill while the line was written
+  before = (tmp_path / "runs.jsonl").read_text()
+  train.train_and_evaluate(tiny_config(photos, total_steps=6), str(tmp_path))
+  after = (tmp_path / "runs.jsonl").read_text()
+  assert after.startswith(before + "\n")  # appended to, never rewritten
+  records = checkpoints.read_run_records(str(tmp_path))
+  assert [(r["event"], r["step"]) for r in records] == [("start", 2), ("end", 4), ("start", 4), ("end", 6)]
+  final = json.load(open(tmp_path / "final_metrics.json"))
+  assert final["segments"] == 2 and final["wall_seconds"] == pytest.approx(
+      sum(r["wall_seconds"] for r in records[1::2]), abs=0.11)
+
+
+def test_a_runs_jsonl_that_cannot_be_written_is_a_warning(photos, tmp_path, caplog):
+  (tmp_path / "runs.jsonl").mkdir()  # not a file: opening it fails, even for root
+  with caplog.at_level(logging.WARNING):
+    train.train_and_evaluate(tiny_config(photos, total_steps=1, pretrain_steps=1), str(tmp_path))
+  for event in ("start", "end"):
+    assert f"could not add the run's {event} record to {tmp_path / 'runs.jsonl'}" in caplog.text
+  final = json.load(open(tmp_path / "final_metrics.json"))
+  assert final["step"] == 1 and final["wall_seconds"] > 0 and final["environment"]["jax"] == jax.__version__
 
 
 @pytest.mark.parametrize("override, message", [
@@ -385,6 +460,9 @@ def test_a_diverged_run_stops_with_a_clear_error_and_keeps_the_checkpoints_befor
   assert json.load(open(tmp_path / "best.json"))["step"] == 2
   assert sorted(os.listdir(tmp_path / "samples")) == ["step_0000002.png"]
   assert saved() == before  # the logs do show the NaN losses
+  end = _runs(tmp_path)[-1]
+  assert (end["event"], end["ended"], end["step"]) == ("end", "error", 4)
+  assert end["error"].startswith("DivergedError: training diverged at step 4") and end["wall_seconds"] > 0
 
 
 @pytest.mark.parametrize("eval_every", [2, 100])  # the gate before an eval, and before a save
@@ -853,6 +931,8 @@ def test_sigkill_then_resume_gives_the_same_final_weights(photos, tmp_path):
   assert step_a == step_b == 8
   logged = lambda run: [json.loads(line)["step"] for line in open(run / "metrics.jsonl")]
   assert logged(killed) == logged(straight)  # the steps trained twice are logged once
+  assert [r["event"] for r in _runs(killed)] == ["start", "start", "end"]  # SIGKILL leaves no end
+  assert json.load(open(killed / "final_metrics.json"))["segments_without_end"] == 1
   assert _sample_pictures(killed) == _sample_pictures(straight)
   if HAS_TENSORFLOW:
     assert _tensorboard_steps(killed) == _tensorboard_steps(straight)  # and shown once
@@ -877,6 +957,9 @@ def test_sigterm_saves_a_checkpoint_and_exits_cleanly_and_a_second_run_is_refuse
   assert "stopped by signal" in out
   steps = ocp.CheckpointManager(str(tmp_path / "checkpoints")).all_steps()
   assert steps and 0 < max(steps) < 1000
+  start, end = _runs(tmp_path)  # none of the refused second command
+  assert (start["step"], end["step"], end["ended"], end["signal"]) == (0, max(steps), "signal", "SIGTERM")
+  assert start["command"][start["command"].index("--workdir") + 1] == str(tmp_path)
 
 
 def _children(pid):
