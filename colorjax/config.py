@@ -88,7 +88,8 @@ def default_config() -> ml_collections.ConfigDict:
 
 
 CLASS_GENERATORS = ("resnet_unet", "resnet_colorizer")  # the generators with an ab-class head
-ENCODER_GENERATORS = ("resnet_unet", "resnet_colorizer")  # those with a ResNet encoder (model.resnet_depth)
+# Those with a ResNet encoder to load model.encoder_weights into.
+ENCODER_GENERATORS = tuple(g for g, fields in models.GENERATOR_FIELDS.items() if "encoder_weights" in fields)
 BEST_METRICS = ("psnr", "ssim", "mse", "l1", "colorfulness", "pixel_accuracy", "fid")
 
 
@@ -101,6 +102,13 @@ def check_run_config(c: ml_collections.ConfigDict) -> None:
   if missing := _missing_fields(c, default_config()):
     raise ValueError(f"the config has no {', '.join(missing[:4])}" + (f" and {len(missing) - 4} more fields"
                      if len(missing) > 4 else "") + ": start get_config() from colorjax.config.default_config()")
+  if c.model.encoder_weights and c.model.generator not in ENCODER_GENERATORS:
+    raise ValueError(f"config.model.encoder_weights is set, but model.generator {c.model.generator!r} has no "
+                     f"ResNet encoder to load them into (those that have: {', '.join(ENCODER_GENERATORS)})")
+  for name in models.unused_fields(c, default_config()):
+    logging.warning("config.model.%s = %r does nothing for model.generator %r%s: it is not read", name,
+                    c.model[name], c.model.generator, " with model.num_classes 0" if name in models.DECODE_FIELDS
+                    else " without a discriminator" if name in models.DISCRIMINATOR_FIELDS else "")
   for name in ("image_size", "batch_size", "total_steps", "log_every", "eval_every",
                "checkpoint_every", "keep_checkpoints", "eval_max_images"):
     if not isinstance(c[name], int) or c[name] < 1:
@@ -112,9 +120,6 @@ def check_run_config(c: ml_collections.ConfigDict) -> None:
     raise ValueError(f"config.image_size {c.image_size} is not a multiple of {multiple}, which model.generator "
                      f"{c.model.generator!r} needs (it halves the image {multiple.bit_length() - 1} times): "
                      f"try {multiple * max(1, round(c.image_size / multiple))}")
-  if c.model.encoder_weights and c.model.generator not in ENCODER_GENERATORS:
-    raise ValueError(f"config.model.encoder_weights is set, but model.generator {c.model.generator!r} has no "
-                     f"ResNet encoder to load them into (those that have: {', '.join(ENCODER_GENERATORS)})")
   for name, path in (("fid_weights", c.fid_weights), ("model.encoder_weights", c.model.encoder_weights)):
     if path and not os.path.isfile(path):
       raise ValueError(f"config.{name} {path}: no such file")

@@ -274,3 +274,37 @@ def test_dropout_is_on_in_training_only():
                for k in (1, 2)]
   assert not np.allclose(train_out[0], train_out[1])  # pix2pix's noise: its decoder's dropout
   np.testing.assert_array_equal(generator.apply(variables, l, train=False), generator.apply(variables, l, train=False))
+
+
+# A value other than the default for each model field.
+OTHER_VALUES = {"resnet_depth": 34, "encoder_weights": "r34.pth", "num_downs": 4, "ngf": 8, "ndf": 8, "dropout": 0.1,
+                "output_activation": "sigmoid", "upsample": "transpose", "num_classes": 256, "decode": "argmax",
+                "temperature": 0.5, "prior_correction": 1.0, "discriminator": "none", "d_layers": 2}
+
+
+@pytest.mark.parametrize("generator", models.GENERATORS)
+def test_fields_said_to_do_nothing_leave_the_generator_as_it_is(generator, caplog):
+  """What `unused_fields` names must not change the model built; a user who set it is told."""
+  defaults = config_lib.default_config()
+  assert set(OTHER_VALUES) == set(defaults.model) - {"generator"}
+  base = config_lib.default_config()
+  base.model.generator, base.model.discriminator = generator, "none"
+  for name, value in OTHER_VALUES.items():
+    config = config_lib.default_config()
+    config.model.generator, config.model.discriminator = generator, "none"
+    config.model[name] = value
+    unused = models.unused_fields(config, defaults)
+    if name in models.DECODE_FIELDS and name in unused:  # kept on the module, read only for classes
+      assert not getattr(models.build_generator(config), "num_classes", 0)
+    elif name in unused:
+      assert models.build_generator(config) == models.build_generator(base), name
+    else:
+      assert unused == [], name
+  config = config_lib.default_config()
+  config.model.generator = generator
+  config.model.decode = "argmax"  # a regressor's: read by none
+  assert models.unused_fields(config, defaults) == ["decode"]
+  config.data.train = "folder:/photos"
+  with caplog.at_level("WARNING"):
+    config_lib.check_run_config(config)
+  assert f"config.model.decode = 'argmax' does nothing for model.generator '{generator}' with model.num_classes 0" in caplog.text

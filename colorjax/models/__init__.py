@@ -63,6 +63,28 @@ def prior_shift(config: ml_collections.ConfigDict, class_weights: np.ndarray | N
   return tuple(float(s) for s in -alpha * np.log(class_weights))
 
 
+# The model fields each generator is built from (`build_generator`; `encoder_weights` is read
+# into its encoder by the trainer). A classifier's also decode; a discriminator has its own.
+GENERATOR_FIELDS = {
+    "resnet_unet": ("resnet_depth", "encoder_weights", "output_activation", "upsample", "num_classes"),
+    "pix2pix_unet": ("num_downs", "ngf", "dropout", "output_activation", "upsample"),
+    "resnet_colorizer": ("resnet_depth", "encoder_weights", "output_activation", "num_classes"),
+    "encdec_small": ("output_activation", "upsample"),
+}
+DECODE_FIELDS = ("decode", "temperature", "prior_correction")
+DISCRIMINATOR_FIELDS = ("ndf", "d_layers")
+
+
+def unused_fields(config: ml_collections.ConfigDict, defaults: ml_collections.ConfigDict) -> list[str]:
+  """The `config.model` fields set away from `defaults` that the configured models never read
+  (`model.ngf` for resnet_unet): a setting that silently does nothing, which a user should hear of."""
+  m = config.model
+  used = {"generator", "discriminator", *GENERATOR_FIELDS.get(m.generator, m.keys())}
+  used |= set(DECODE_FIELDS) if m.num_classes else set()
+  used |= set(DISCRIMINATOR_FIELDS) if m.discriminator != "none" else set()
+  return [k for k in m.keys() if k not in used and k in defaults.model and m[k] != defaults.model[k]]
+
+
 def build_generator(config: ml_collections.ConfigDict, class_weights: np.ndarray | None = None) -> nn.Module:
   """The configured generator; a classifier's `class_weights` (its loss's) set its `prior_shift`."""
   m, dtype = config.model, compute_dtype(config)
