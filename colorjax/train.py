@@ -685,7 +685,7 @@ def _open_records(run: _Run, state: TrainState, resources: contextlib.ExitStack)
     run.segment.environment = host.environment(models.compute_dtype(config).name)
     checkpoints.append_run_record(run.workdir, {
         "event": "start", "time": _utc(run.segment.started), "step": int(state.step),
-        "total_steps": config.total_steps, "config_changed": run.changed, "command": sys.argv, "cwd": os.getcwd(),
+        "total_steps": config.total_steps, "config_changed": run.changed, "command": sys.orig_argv, "cwd": os.getcwd(),
         "environment": run.segment.environment})
 
 

@@ -176,7 +176,7 @@ def test_each_run_of_the_command_is_recorded_and_final_metrics_says_how_long_and
   times = [datetime.datetime.fromisoformat(r["time"]) for r in records]
   assert times == sorted(times) and all(t.utcoffset() == datetime.timedelta(0) for t in times)
   start = records[2]
-  assert (start["command"], start["cwd"], start["total_steps"], start["config_changed"]) == (sys.argv, os.getcwd(), 6, [])
+  assert (start["command"], start["cwd"], start["total_steps"], start["config_changed"]) == (sys.orig_argv, os.getcwd(), 6, [])
   env = start["environment"]
   assert env["jax"] == jax.__version__ and env["device_count"] == jax.device_count()
   assert env["orbax_checkpoint"] == importlib.metadata.version("orbax-checkpoint")
@@ -959,6 +959,7 @@ def test_sigterm_saves_a_checkpoint_and_exits_cleanly_and_a_second_run_is_refuse
   assert steps and 0 < max(steps) < 1000
   start, end = _runs(tmp_path)  # none of the refused second command
   assert (start["step"], end["step"], end["ended"], end["signal"]) == (0, max(steps), "signal", "SIGTERM")
+  assert start["command"][1:3] == ["-m", "colorjax.train"]  # as typed, not train.py's path
   assert start["command"][start["command"].index("--workdir") + 1] == str(tmp_path)
 
 
