@@ -191,6 +191,7 @@ def evaluate(colorizer: Colorizer | PredictionFolder, data: sources.ScanReport, 
   stats = {k: fid.FeatureStats() for k in ("model", "no_colour", "real")} if features else None
   scanned_out = len(result.grayscale) + len(result.unreadable)  # left out before, not among data.files
   with tqdm(total=len(data.files), desc=label or None, unit="photo", file=sys.stderr, disable=None) as bar:
+    done = lambda: bar.update(len(result.rows) + len(result.grayscale) + len(result.unreadable) - scanned_out - bar.n)
     for names, crops in crop_batches(data.files, image_size, batch_size, result, folder):
       n = len(crops)
       pad = lambda x: np.concatenate([x, np.zeros((batch_size - n,) + x.shape[1:], np.uint8)])
@@ -206,7 +207,8 @@ def evaluate(colorizer: Colorizer | PredictionFolder, data: sources.ScanReport, 
         gray_u8 = color.to_uint8(color.model_to_rgb(l, np.zeros_like(ab), np), np)
         for key, images in (("model", pred_u8), ("no_colour", gray_u8), ("real", crops)):
           stats[key].update(features(images))
-      bar.update(len(result.rows) + len(result.grayscale) + len(result.unreadable) - scanned_out - bar.n)
+      done()
+    done()  # photos left out after the last batch yield none of their own
   if not result.rows:
     raise ValueError(f"no photo could be scored: {result.counts()}")
   if stats:

@@ -139,6 +139,18 @@ def test_a_terminal_shows_the_photos_scored_as_they_go(run, tmp_path, monkeypatc
   assert log.getvalue() == ""
 
 
+def test_the_progress_bar_counts_photos_left_out_after_the_last_batch(run, tmp_path, monkeypatch):
+  """A photo that fails after the last full batch yields no batch of its own: the bar still ends
+  at all the photos, not short of them."""
+  held_out = write_photos(str(tmp_path / "held_out"), n=4, size=(40, 56), seed=2)
+  data = sources.resolve(f"folder:{held_out}", "all", 0.0)
+  data.files.append(f"{held_out}/gone.jpg")  # unreadable only when scored, after the batch of 4
+  monkeypatch.setattr(sys, "stderr", terminal := _Terminal())
+  result = evaluate.evaluate(Colorizer.from_workdir(run), data, image_size=32, batch_size=4, label="tiny")
+  assert len(result.rows) == 4 and list(result.unreadable) == [f"{held_out}/gone.jpg"]
+  assert "| 5/5 [" in terminal.getvalue(), terminal.getvalue()[-300:]
+
+
 def test_classifier_gets_pixel_accuracy_and_fid_columns(photos):
   config = tiny_config(photos, **{"model.generator": "resnet_colorizer", "model.num_classes": 256,
                                   "model.discriminator": "none"})
