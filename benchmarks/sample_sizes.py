@@ -31,7 +31,11 @@ def _event_file_bytes(folder: str, grid: np.ndarray | None) -> int:
   if grid is not None:
     writer.write_images(2, {"samples": grid[None]})
   writer.close()
-  return os.path.getsize(*glob.glob(os.path.join(folder, "tensorboard", "events.out.tfevents.*")))
+  events = glob.glob(os.path.join(folder, "tensorboard", "events.out.tfevents.*"))
+  if not events:  # colorjax's writer falls back to metrics.jsonl alone without TensorFlow
+    raise SystemExit("sample_sizes.py measures TensorBoard's records, which need TensorFlow: "
+                     "pip install 'colorjax[tensorboard]'")
+  return os.path.getsize(events[0])
 
 
 def main() -> None:

@@ -105,10 +105,6 @@ def check_run_config(c: ml_collections.ConfigDict) -> None:
   if c.model.encoder_weights and c.model.generator not in ENCODER_GENERATORS:
     raise ValueError(f"config.model.encoder_weights is set, but model.generator {c.model.generator!r} has no "
                      f"ResNet encoder to load them into (those that have: {', '.join(ENCODER_GENERATORS)})")
-  for name in models.unused_fields(c, default_config()):
-    logging.warning("config.model.%s = %r does nothing for model.generator %r%s: it is not read", name,
-                    c.model[name], c.model.generator, " with model.num_classes 0" if name in models.DECODE_FIELDS
-                    else " without a discriminator" if name in models.DISCRIMINATOR_FIELDS else "")
   for name in ("image_size", "batch_size", "total_steps", "log_every", "eval_every",
                "checkpoint_every", "keep_checkpoints", "eval_max_images"):
     if not isinstance(c[name], int) or c[name] < 1:
@@ -180,6 +176,11 @@ def check_run_config(c: ml_collections.ConfigDict) -> None:
     if 0 < steps < updates(c, name):
       logging.warning("config.optim.%s.decay_steps = %d: the learning rate of %s is 0 for its last %d "
                       "updates (-1 decays over the whole run)", name, steps, name, updates(c, name) - steps)
+  # Last, so a field a check above refuses is not also warned of.
+  for name in models.unused_fields(c, default_config()):
+    logging.warning("config.model.%s = %r does nothing for model.generator %r%s: it is not read", name,
+                    c.model[name], c.model.generator, " with model.num_classes 0" if name in models.DECODE_FIELDS
+                    else " without a discriminator" if name in models.DISCRIMINATOR_FIELDS else "")
 
 
 def _missing_fields(c: ml_collections.ConfigDict, defaults: ml_collections.ConfigDict, prefix: str = "") -> list[str]:

@@ -45,9 +45,9 @@ def cpu_has_amx_bf16() -> bool:
   return "amx_bf16" in _cpuinfo().get("flags", "").split()
 
 
-# The distributions whose versions change what a run computes; the last two only where installed.
+# The distributions whose versions change what a run computes; `_PLUGINS` only where installed.
 _VERSIONS = ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "grain")
-_PLUGINS = ("jax-cuda12-plugin", "libtpu")
+_PLUGINS = ("jax-cuda12-plugin", "jax-cuda13-plugin", "libtpu")
 _CHECKOUT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # colorjax's parent folder
 GIT_TIMEOUT_S = 2.0
 
