@@ -249,11 +249,12 @@ def _disk_full_as_os_error(mgr: ocp.CheckpointManager, step: int) -> Iterator[No
                   os.path.join(str(mgr.directory), str(step))) from e
 
 
-def changed_fields(workdir: str, config: ml_collections.ConfigDict) -> list[str]:
-  """The dotted config fields that differ from the run saved in `workdir` (none for a new run)."""
+def changed_fields(workdir: str, config: ml_collections.ConfigDict) -> tuple[list[str], list[str]]:
+  """The dotted config fields that differ from the run saved in `workdir` (none for a new run),
+  and those of them its record lacks: settings the colorjax that started it did not have yet."""
   path = os.path.join(workdir, "config.json")
   if not os.path.exists(path):
-    return []
+    return [], []
   try:
     with open(path) as f:
       old = json.load(f)
@@ -263,7 +264,8 @@ def changed_fields(workdir: str, config: ml_collections.ConfigDict) -> list[str]
     raise ValueError(f"{path} is not the config of a colorjax run, and training would write over it: "
                      "train in another --workdir")
   old, new = _as_now(flat(old)), flat(config)
-  return sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+  changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+  return changed, [k for k in changed if k not in old]
 
 
 def _as_now(fields: dict[str, Any]) -> dict[str, Any]:

@@ -526,9 +526,12 @@ def _set_up(config: ml_collections.ConfigDict, workdir: str, stop: _StopSignal,
   """Checks the workdir and the photos (the same on every process), takes the workdir, builds the
   trainer and its state, and resumes from the latest checkpoint if there is one."""
   _check_workdir(workdir, config)
-  changed = checkpoints.changed_fields(workdir, config)
+  changed, unrecorded = checkpoints.changed_fields(workdir, config)
+  if edited := [k for k in changed if k not in unrecorded]:
+    logging.warning("resuming with a changed config: %s", ", ".join(edited))
+  if unrecorded:  # not the user's change: a newer colorjax's settings, at this config's values
+    logging.info("resuming a run from a colorjax without %s: taken as this config says", ", ".join(unrecorded))
   if changed:
-    logging.warning("resuming with a changed config: %s", ", ".join(changed))
     checkpoints.warn_if_loss_changes(workdir, config, changed)
   logging.info("devices: %d x %s (%d processes)", jax.device_count(), jax.devices()[0].device_kind,
                jax.process_count())

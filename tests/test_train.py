@@ -398,8 +398,11 @@ def test_resuming_a_run_from_before_a_loss_field_says_how_to_keep_its_loss(photo
   saved = json.load(open(tmp_path / "config.json"))
   del saved["loss"][field]  # as colorjax wrote it before the field
   json.dump(saved, open(tmp_path / "config.json", "w"))
-  with caplog.at_level(logging.WARNING):
+  with caplog.at_level(logging.INFO):
     train.train_and_evaluate(tiny_config(photos, total_steps=4, pretrain_steps=4, **fields), str(tmp_path))
+  # A field the record lacks is no change the user made: said apart, as the settings of a newer colorjax.
+  assert "resuming with a changed config: pretrain_steps, total_steps\n" in caplog.text
+  assert f"resuming a run from a colorjax without loss.{field}: taken as this config says" in caplog.text
   if field == "rebalance_offset":
     pixels = sum(json.load(open(tmp_path / "ab_histogram.json"))["counts"])
     assert f"--config.loss.rebalance_offset={1e5 / pixels!r} to keep it" in caplog.text
