@@ -35,6 +35,7 @@ from ml_collections import config_flags
 from PIL import Image
 
 from colorjax import cli, host, models, train
+from colorjax import config as config_lib
 from colorjax.colorize import Colorizer, parse_flags
 from colorjax.data import pipeline, shards, sources
 
@@ -179,6 +180,9 @@ def bench_step(config: ml_collections.ConfigDict, phase: str = "gan", steps: int
                warmup: int = 2, profile_steps: int = 0) -> dict[str, Any]:
   """Compile time, step time and FLOP rate of the trainer's jitted `phase` update; with
   `profile_steps`, also where its time goes (`profile_ops`)."""
+  checked = config.copy_and_resolve_references()
+  checked.data.train = checked.data.train or "folder:unused"  # the step is timed on random pixels
+  config_lib.check_run_config(checked)  # a setting training refuses fails here too, in one line
   trainer = train.Trainer(config)
   step_fn = _step_fn(trainer, phase)
   state = trainer.init_state()

@@ -22,6 +22,9 @@ def test_step_reports_time_rate_and_flops(tmp_path):
   assert result["dtype"] == models.compute_dtype(config).name and result["jax"] == jax.__version__  # host.environment
   with pytest.raises(ValueError, match="phase must be"):
     bench.bench_step(config, phase="warmup")
+  config.model.encoder_weights = "r18.pth"  # what training refuses, bench refuses before compiling
+  with pytest.raises(ValueError, match="model.generator 'pix2pix_unet' has no ResNet encoder"):
+    bench.bench_step(config)
 
 
 def test_flops_are_the_models_whichever_upsampling_computes_them():
