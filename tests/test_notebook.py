@@ -77,3 +77,15 @@ def test_notebook_trains_shows_samples_and_colorizes_then_resumes(tmp_path, monk
   train_cell = next(c for c in nb.cells if "train_and_evaluate" in c.source)
   assert "resumed from" in "".join(o.get("text", "") for o in train_cell.outputs)
   assert json.load(open(os.path.join(workdir, "final_metrics.json")))["step"] == 3
+
+
+def test_a_config_that_is_neither_a_file_nor_shipped_is_named(tmp_path, monkeypatch):
+  monkeypatch.setenv("PYTHONPATH", REPO)
+  monkeypatch.setenv("JAX_PLATFORMS", "cpu")
+  nb = with_parameters(nbformat.read(NOTEBOOK, as_version=4), CONFIG="nope:cpu", WORKDIR=str(tmp_path / "run"),
+                       TENSORBOARD=False)
+  client = nbclient.NotebookClient(nb, timeout=300, kernel_name="python3",
+                                   resources={"metadata": {"path": os.path.join(REPO, "launch")}})
+  with pytest.raises(nbclient.exceptions.CellExecutionError,
+                     match="CONFIG = 'nope:cpu': no such file; the shipped configs are classify_resnet18, demo"):
+    client.execute()
