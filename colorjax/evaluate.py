@@ -57,7 +57,7 @@ COLUMNS = (("psnr", "PSNR (dB)", "{:.2f}"), ("ssim", "SSIM", "{:.4f}"), ("mse", 
            ("fid", "FID", "{:.2f}"))
 FID_MISSING = ("FID not computed: pass --fid-weights PATH, pytorch-fid's Inception weights "
                "(pt_inception-2015-12-05-6726825d.pth, or that state dict as .npz/.safetensors; "
-               "see colorjax/fid.py)")
+               "see the docstring of colorjax.fid)")
 
 
 @dataclasses.dataclass
