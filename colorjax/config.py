@@ -177,10 +177,9 @@ def check_run_config(c: ml_collections.ConfigDict) -> None:
       logging.warning("config.optim.%s.decay_steps = %d: the learning rate of %s is 0 for its last %d "
                       "updates (-1 decays over the whole run)", name, steps, name, updates(c, name) - steps)
   # Last, so a field a check above refuses is not also warned of.
-  for name in models.unused_fields(c, default_config()):
+  for name, why in models.unused_fields(c, default_config()).items():
     logging.warning("config.model.%s = %r does nothing for model.generator %r%s: it is not read", name,
-                    c.model[name], c.model.generator, " with model.num_classes 0" if name in models.DECODE_FIELDS
-                    else " without a discriminator" if name in models.DISCRIMINATOR_FIELDS else "")
+                    c.model[name], c.model.generator, why)
 
 
 def _missing_fields(c: ml_collections.ConfigDict, defaults: ml_collections.ConfigDict, prefix: str = "") -> list[str]:

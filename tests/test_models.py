@@ -299,12 +299,24 @@ def test_fields_said_to_do_nothing_leave_the_generator_as_it_is(generator, caplo
     elif name in unused:
       assert models.build_generator(config) == models.build_generator(base), name
     else:
-      assert unused == [], name
+      assert not unused, name
   config = config_lib.default_config()
   config.model.generator = generator
   config.model.decode = "argmax"  # a regressor's: read by none
-  assert models.unused_fields(config, defaults) == ["decode"]
+  assert models.unused_fields(config, defaults) == {"decode": " with model.num_classes 0"}
   config.data.train = "folder:/photos"
   with caplog.at_level("WARNING"):
     config_lib.check_run_config(config)
   assert f"config.model.decode = 'argmax' does nothing for model.generator '{generator}' with model.num_classes 0" in caplog.text
+
+
+def test_prior_correction_is_read_only_with_a_rebalanced_loss():
+  """It divides the loss's class weights back out (`prior_shift`); a loss without them has none."""
+  defaults = config_lib.default_config()
+  config = config_lib.default_config()
+  config.model.generator, config.model.discriminator, config.model.num_classes = "resnet_colorizer", "none", 256
+  config.model.prior_correction = 1.0
+  assert models.unused_fields(config, defaults) == {}
+  assert models.prior_shift(config, np.full(256, 2.0)) == (-np.log(2.0),) * 256
+  config.loss.rebalance = False
+  assert models.unused_fields(config, defaults) == {"prior_correction": " without a rebalanced loss (loss.rebalance)"}

@@ -75,14 +75,25 @@ DECODE_FIELDS = ("decode", "temperature", "prior_correction")
 DISCRIMINATOR_FIELDS = ("ndf", "d_layers")
 
 
-def unused_fields(config: ml_collections.ConfigDict, defaults: ml_collections.ConfigDict) -> list[str]:
+def unused_fields(config: ml_collections.ConfigDict, defaults: ml_collections.ConfigDict) -> dict[str, str]:
   """The `config.model` fields set away from `defaults` that the configured models never read
-  (`model.ngf` for resnet_unet): a setting that silently does nothing, which a user should hear of."""
+  (`model.ngf` for resnet_unet), each with why beyond the generator ("without a discriminator"):
+  a setting that silently does nothing, which a user should hear of."""
   m = config.model
-  used = {"generator", "discriminator", *GENERATOR_FIELDS.get(m.generator, m.keys())}
-  used |= set(DECODE_FIELDS) if m.num_classes else set()
-  used |= set(DISCRIMINATOR_FIELDS) if m.discriminator != "none" else set()
-  return [k for k in m.keys() if k not in used and k in defaults.model and m[k] != defaults.model[k]]
+  read = {"generator", "discriminator", *GENERATOR_FIELDS.get(m.generator, m.keys())}
+  if m.num_classes:  # the rebalancing prior_correction divides out is the loss's (`prior_shift`)
+    read |= {"decode", "temperature"} | ({"prior_correction"} if config.loss.rebalance else set())
+  if m.discriminator != "none":
+    read |= set(DISCRIMINATOR_FIELDS)
+
+  def why(field: str) -> str:
+    if field in DISCRIMINATOR_FIELDS:
+      return " without a discriminator"
+    if field in DECODE_FIELDS:
+      return " without a rebalanced loss (loss.rebalance)" if m.num_classes else " with model.num_classes 0"
+    return ""
+
+  return {k: why(k) for k in m.keys() if k not in read and k in defaults.model and m[k] != defaults.model[k]}
 
 
 def build_generator(config: ml_collections.ConfigDict, class_weights: np.ndarray | None = None) -> nn.Module:
