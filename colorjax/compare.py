@@ -13,29 +13,15 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
-import ml_collections
 from absl import app, flags
 
-from colorjax import cli, evaluate, fid, metrics
+from colorjax import cli, evaluate, fid, metrics, models
 from colorjax.colorize import CHECKPOINT_HELP, Colorizer, parse_flags, read_run
 from colorjax.data import shards
 
 COLUMNS = (*(c for c in evaluate.COLUMNS if c[0] != "mse"),  # README-sized
            ("over_no_colour", "PSNR over no colour (95 % CI)", "{}"), ("over_first", "PSNR over the first run", "{}"))
 LEADING = (("run", "run"), ("system", "system"), ("steps", "steps"))
-
-
-def describe(config: ml_collections.ConfigDict) -> str:
-  """A run's system in a few words, e.g. `resnet_unet ResNet-18 + PatchGAN, 256 px`."""
-  m = config.model
-  words = [m.generator]
-  if m.generator in ("resnet_unet", "resnet_colorizer"):
-    words.append(f"ResNet-{m.resnet_depth}")
-  if m.num_classes:
-    words.append(f"{m.num_classes} classes")
-  if m.discriminator != "none":
-    words.append(f"+ {m.discriminator}")
-  return " ".join(words) + f", {config.image_size} px"
 
 
 def run_labels(workdirs: Sequence[str]) -> list[str]:
@@ -93,7 +79,7 @@ def compare(workdirs: Sequence[str], data: str, split: str = "all", image_size: 
     if first is not None:
       gains["over_first"] = metrics.format_gain(last.psnr_gain(over=first))
     first = first or last
-    rows.append({"run": label, "system": describe(colorizer.config), "steps": colorizer.step,
+    rows.append({"run": label, "system": models.describe(colorizer.config), "steps": colorizer.step,
                  **last.summary()["model"], **gains})
   summary = last.summary()  # the baseline and ground truth are the same for every run
   rows += [{"run": label, **summary[system]} for system, label in evaluate.LABELS.items()]

@@ -512,6 +512,13 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   return summary, stop.signum if stopped_by == "signal" else None
 
 
+def _parameters(name: str, params: Any) -> str:
+  """`name`'s parameter count, "G 14.33 M parameters"; "" for a network the run does not have."""
+  if params is None:
+    return ""
+  return f"{name} {sum(x.size for x in jax.tree.leaves(params)) / 1e6:.2f} M parameters"
+
+
 def _resolved_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """The checked config with its references resolved and its photo sources as absolute paths,
   which config.json keeps, so a resumed run finds them from any folder."""
@@ -548,6 +555,9 @@ def _set_up(config: ml_collections.ConfigDict, workdir: str, stop: _StopSignal,
                            config.batch_size // jax.process_count(), num_workers=config.data.num_workers,
                            max_zoom=config.data.max_zoom)
   state = trainer.init_state()
+  logging.info("model: %s; %s%s; %s compute, global batch %d over %d device%s", models.describe(config),
+               _parameters("G", state.g_params), _parameters(", D", state.d_params), models.compute_dtype(config).name,
+               config.batch_size, jax.device_count(), "s" if jax.device_count() > 1 else "")
   folder = os.path.join(workdir, "checkpoints")
   if not os.path.isdir(folder):  # made here: removed again if the run saves nothing (a signal before the first step)
     resources.callback(cli.remove_if_empty, folder)

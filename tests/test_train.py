@@ -379,6 +379,18 @@ def test_a_bad_source_names_the_config_field_it_is_in(photos, tmp_path, override
                                               for k, v in overrides.items()}))
 
 
+def test_the_log_says_what_model_trains_with_its_parameter_counts(photos, tmp_path, caplog):
+  from colorjax.models.pix2pix import PatchGAN, UNetGenerator
+  count = lambda module, *inputs: sum(x.size for x in jax.tree.leaves(
+      jax.eval_shape(lambda: module.init(jax.random.key(0), *inputs))["params"]))
+  l, ab = jnp.zeros((1, 32, 32, 1)), jnp.zeros((1, 32, 32, 2))
+  g, d = count(UNetGenerator(num_downs=5, ngf=8), l), count(PatchGAN(ndf=8), l, ab)
+  with caplog.at_level(logging.INFO):
+    train.train_and_evaluate(tiny_config(photos, total_steps=1, pretrain_steps=1, **{"dtype": "float32"}), str(tmp_path))
+  assert (f"model: pix2pix_unet + patchgan, 32 px; G {g / 1e6:.2f} M parameters, D {d / 1e6:.2f} M parameters; "
+          f"float32 compute, global batch 8 over 1 device\n") in caplog.text
+
+
 def test_a_run_resumes_with_another_number_of_data_workers(photos, tmp_path, caplog):
   """grain's saved position does not fit a pipeline with worker processes added or removed."""
   train.train_and_evaluate(tiny_config(photos, total_steps=2), str(tmp_path))

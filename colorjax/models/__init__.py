@@ -75,6 +75,19 @@ DECODE_FIELDS = ("decode", "temperature", "prior_correction")
 DISCRIMINATOR_FIELDS = ("ndf", "d_layers")
 
 
+def describe(config: ml_collections.ConfigDict) -> str:
+  """A run's system in a few words, e.g. `resnet_unet ResNet-18 + patchgan, 256 px`."""
+  m = config.model
+  words = [m.generator]
+  if "resnet_depth" in GENERATOR_FIELDS.get(m.generator, ()):
+    words.append(f"ResNet-{m.resnet_depth}")
+  if m.num_classes:
+    words.append(f"{m.num_classes} classes")
+  if m.discriminator != "none":
+    words.append(f"+ {m.discriminator}")
+  return " ".join(words) + f", {config.image_size} px"
+
+
 def unused_fields(config: ml_collections.ConfigDict, defaults: ml_collections.ConfigDict) -> dict[str, str]:
   """The `config.model` fields set away from `defaults` that the configured models never read
   (`model.ngf` for resnet_unet), each with why beyond the generator ("without a discriminator"):
