@@ -87,8 +87,8 @@ def default_config() -> ml_collections.ConfigDict:
   return c
 
 
-CLASS_GENERATORS = ("resnet_unet", "resnet_colorizer")  # the generators with an ab-class head
-# Those with a ResNet encoder to load model.encoder_weights into.
+# The generators with an ab-class head, and those with a ResNet encoder to load model.encoder_weights into.
+CLASS_GENERATORS = tuple(g for g, fields in models.GENERATOR_FIELDS.items() if "num_classes" in fields)
 ENCODER_GENERATORS = tuple(g for g, fields in models.GENERATOR_FIELDS.items() if "encoder_weights" in fields)
 BEST_METRICS = ("psnr", "ssim", "mse", "l1", "colorfulness", "pixel_accuracy", "fid")
 
@@ -99,7 +99,8 @@ def check_run_config(c: ml_collections.ConfigDict) -> None:
   Checked before a run writes anything: a zero `keep_checkpoints` would delete every checkpoint,
   a misspelt `best_metric` would crash at the first eval, a zero interval divides by zero.
   """
-  if missing := _missing_fields(c, default_config()):
+  defaults = default_config()
+  if missing := _missing_fields(c, defaults):
     raise ValueError(f"the config has no {', '.join(missing[:4])}" + (f" and {len(missing) - 4} more fields"
                      if len(missing) > 4 else "") + ": start get_config() from colorjax.config.default_config()")
   if c.model.encoder_weights and c.model.generator not in ENCODER_GENERATORS:
@@ -177,7 +178,7 @@ def check_run_config(c: ml_collections.ConfigDict) -> None:
       logging.warning("config.optim.%s.decay_steps = %d: the learning rate of %s is 0 for its last %d "
                       "updates (-1 decays over the whole run)", name, steps, name, updates(c, name) - steps)
   # Last, so a field a check above refuses is not also warned of.
-  for name, why in models.unused_fields(c, default_config()).items():
+  for name, why in models.unused_fields(c, defaults).items():
     logging.warning("config.model.%s = %r does nothing for model.generator %r%s: it is not read", name,
                     c.model[name], c.model.generator, why)
 

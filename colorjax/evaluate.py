@@ -29,7 +29,7 @@ import csv
 import dataclasses
 import os
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import jax
@@ -143,7 +143,7 @@ def record_name(record: pipeline.Record, index: int) -> str:
   return f"#{index}"
 
 
-def crop_batches(files: Sequence[pipeline.Record], image_size: int, batch_size: int,
+def crop_batches(files: Iterable[pipeline.Record], image_size: int, batch_size: int,
                  left_out: Evaluation, predictions: PredictionFolder | None = None
                  ) -> Iterator[tuple[list[str], np.ndarray]]:
   """(names, uint8 center crops [<= batch_size, S, S, 3]); photos that turn out gray or fail
@@ -189,10 +189,9 @@ def evaluate(colorizer: Colorizer | PredictionFolder, data: sources.ScanReport, 
                                      **({"pixel_accuracy": metrics.pixel_accuracy(pred, rgb)} if classifier else {})})
   result = Evaluation(rows=[], grayscale=list(data.grayscale), unreadable=dict(data.unreadable))
   stats = {k: fid.FeatureStats() for k in ("model", "no_colour", "real")} if features else None
-  scanned_out = len(result.grayscale) + len(result.unreadable)  # left out before, not among data.files
-  with tqdm(total=len(data.files), desc=label or None, unit="photo", file=sys.stderr, disable=None) as bar:
-    done = lambda: bar.update(len(result.rows) + len(result.grayscale) + len(result.unreadable) - scanned_out - bar.n)
-    for names, crops in crop_batches(data.files, image_size, batch_size, result, folder):
+  # The bar counts the photos as they are read, those then left out too.
+  with tqdm(data.files, desc=label or None, unit="photo", file=sys.stderr, disable=None) as files:
+    for names, crops in crop_batches(files, image_size, batch_size, result, folder):
       n = len(crops)
       pad = lambda x: np.concatenate([x, np.zeros((batch_size - n,) + x.shape[1:], np.uint8)])
       if folder:
@@ -207,8 +206,6 @@ def evaluate(colorizer: Colorizer | PredictionFolder, data: sources.ScanReport, 
         gray_u8 = color.to_uint8(color.model_to_rgb(l, np.zeros_like(ab), np), np)
         for key, images in (("model", pred_u8), ("no_colour", gray_u8), ("real", crops)):
           stats[key].update(features(images))
-      done()
-    done()  # photos left out after the last batch yield none of their own
   if not result.rows:
     raise ValueError(f"no photo could be scored: {result.counts()}")
   if stats:
