@@ -86,6 +86,9 @@ def create_writer(workdir: str, is_main: bool, step: int = 0) -> MultiWriter:
   if not is_main:
     return MultiWriter([])
   jsonl = JsonlWriter(os.path.join(workdir, "metrics.jsonl"), step)
+  # TensorFlow only writes event files here: its import-time notice, printed to the console
+  # twice ("oneDNN custom operations are on ..."), concerns TF's own ops, which never run.
+  os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
   try:
     from clu import metric_writers  # pylint: disable=g-import-not-at-top
   except ImportError as e:

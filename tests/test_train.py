@@ -895,6 +895,7 @@ def test_a_run_trained_on_four_devices_colorizes_on_one(photos, tmp_path):
   run = _train_cli(config, tmp_path, env={"XLA_FLAGS": "--xla_force_host_platform_device_count=4"})
   out, _ = run.communicate(timeout=600)
   assert run.returncode == 0 and "devices: 4 x" in out, out[-3000:]
+  assert "oneDNN" not in out  # TensorFlow's notice about ops it never runs here (it writes TensorBoard's files)
   gray = np.asarray(Image.open(os.path.join(photos, "photo_00.png")).convert("L"))
   for checkpoint in ("latest", "best"):
     colorizer = Colorizer.from_workdir(str(tmp_path), checkpoint)
