@@ -345,8 +345,14 @@ class Trainer:
     """One update. The loop passes `step` (== state.step) so the host never waits for the device."""
     rgb = jax.make_array_from_process_local_data(self.data_sharding, local_rgb)
     step = int(state.step) if step is None else step
-    in_pretrain = self.gan_step is None or step < self.config.pretrain_steps
-    return (self.pretrain_step if in_pretrain else self.gan_step)(state, rgb)
+    return (self.gan_step if self.phase(step) == "gan" else self.pretrain_step)(state, rgb)
+
+  def phase(self, step: int) -> str:
+    """What the update from `step` (== state.step) trains: "train" for a model without a
+    discriminator, else "pretrain" (the reconstruction loss alone) or "gan"."""
+    if self.gan_step is None:
+      return "train"
+    return "pretrain" if step < self.config.pretrain_steps else "gan"
 
   def evaluate(self, state: TrainState, images: np.ndarray, features: fid.FeatureFn | None = None,
                real_stats: fid.FeatureStats | None = None) -> tuple[dict[str, float], np.ndarray]:
@@ -709,6 +715,7 @@ def _train_step(run: _Run, state: TrainState, step: int, speed: _Throughput, com
   if compiles:
     jax.block_until_ready(state)
     started = time.time()
+    logging.info("step %d: compiling the %s step", step + 1, run.trainer.phase(step))
   try:
     batch = next(run.data_iter)
   except ValueError as e:  # grain: most photos drawn could not be read
@@ -718,7 +725,8 @@ def _train_step(run: _Run, state: TrainState, step: int, speed: _Throughput, com
   state, step_metrics = run.trainer.step(state, batch, step)
   if compiles:
     jax.block_until_ready(step_metrics)
-    speed.compiled(time.time() - started)
+    speed.compiled(seconds := time.time() - started)
+    logging.info("step %d: compiled and ran in %.1f s", step + 1, seconds)
   return state, step_metrics
 
 
@@ -729,8 +737,7 @@ def _log_window(run: _Run, window: list[dict[str, jax.Array]], step: int, speed:
   fetched = jax.device_get(window)
   scalars = {k: float(np.mean([m[k] for m in fetched if k in m])) for k in set().union(*fetched)}
   rate, line = speed.report(step, config.total_steps, config.batch_size)
-  phase = "train" if run.trainer.gan_step is None else "pretrain" if step <= config.pretrain_steps else "gan"
-  logging.info("step %d/%d [%s] %s | %s", step, config.total_steps, phase,
+  logging.info("step %d/%d [%s] %s | %s", step, config.total_steps, run.trainer.phase(step - 1),
                " ".join(f"{k}={v:.4f}" for k, v in sorted(scalars.items())), line)
   run.writer.write_scalars(step, {**{f"train/{k}": v for k, v in scalars.items()},
                                   **({"train/img_per_s": rate} if rate else {})})

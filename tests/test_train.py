@@ -6,6 +6,7 @@ import importlib.util
 import json
 import logging
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -389,6 +390,19 @@ def test_the_log_says_what_model_trains_with_its_parameter_counts(photos, tmp_pa
     train.train_and_evaluate(tiny_config(photos, total_steps=1, pretrain_steps=1, **{"dtype": "float32"}), str(tmp_path))
   assert (f"model: pix2pix_unet + patchgan, 32 px; G {g / 1e6:.2f} M parameters, D {d / 1e6:.2f} M parameters; "
           f"float32 compute, global batch 8 over 1 device\n") in caplog.text
+
+
+def test_the_log_says_when_a_step_compiles_and_which_phase_each_window_trained(photos, tmp_path, caplog):
+  config = tiny_config(photos, total_steps=4, pretrain_steps=2, log_every=1, eval_every=4, checkpoint_every=4)
+  with caplog.at_level(logging.INFO):
+    train.train_and_evaluate(config, str(tmp_path))
+  lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("step ")]
+  expected = [r"step 1: compiling the pretrain step", r"step 1: compiled and ran in \d+\.\d s",
+              r"step 1/4 \[pretrain\] g_recon=\S+ \| compiled",  # a window of compiling steps has no speed
+              r"step 2/4 \[pretrain\] g_recon=\S+ \| \S+ img/s \| ETA \S+",
+              r"step 3: compiling the gan step", r"step 3: compiled and ran in \d+\.\d s",
+              r"step 3/4 \[gan\] d_loss=.* \| compiled", r"step 4/4 \[gan\] d_loss=.* \| \S+ img/s \| ETA \S+"]
+  assert len(lines) == len(expected) and all(map(re.fullmatch, expected, lines)), lines
 
 
 def test_a_run_resumes_with_another_number_of_data_workers(photos, tmp_path, caplog):
