@@ -823,7 +823,12 @@ def _final_report(run: _Run, state: TrainState, step: int, summary: dict[str, fl
     final = {"step": step, "complete": complete, **summary, "best": run.best.record,
              **checkpoints.time_spent([*history, end]), "environment": run.segment.environment}
     shards.write_json(run.final_path, final)
-    logging.info("final: %s", json.dumps({k: v for k, v in final.items() if k != "environment"}))
+    best = run.best.record
+    logging.info("%s at step %d/%d after %s of training over %d run%s;%s held-out scores in %s",
+                 "done" if complete else f"stopped ({ended})", step, run.config.total_steps,
+                 _format_duration(final["wall_seconds"]), final["segments"], "s" * (final["segments"] != 1),
+                 f" best checkpoint: step {best['step']} ({best['metric']} {best['value']:.4g});"
+                 if best["value"] is not None else "", run.final_path)
   _record_end(run, end)
   return summary
 

@@ -392,7 +392,7 @@ def test_the_log_says_what_model_trains_with_its_parameter_counts(photos, tmp_pa
           f"float32 compute, global batch 8 over 1 device\n") in caplog.text
 
 
-def test_the_log_says_when_a_step_compiles_and_which_phase_each_window_trained(photos, tmp_path, caplog):
+def test_the_log_says_when_a_step_compiles_which_phase_each_window_trained_and_how_it_ended(photos, tmp_path, caplog):
   config = tiny_config(photos, total_steps=4, pretrain_steps=2, log_every=1, eval_every=4, checkpoint_every=4)
   with caplog.at_level(logging.INFO):
     train.train_and_evaluate(config, str(tmp_path))
@@ -403,6 +403,10 @@ def test_the_log_says_when_a_step_compiles_and_which_phase_each_window_trained(p
               r"step 3: compiling the gan step", r"step 3: compiled and ran in \d+\.\d s",
               r"step 3/4 \[gan\] d_loss=.* \| compiled", r"step 4/4 \[gan\] d_loss=.* \| \S+ img/s \| ETA \S+"]
   assert len(lines) == len(expected) and all(map(re.fullmatch, expected, lines)), lines
+  best = json.load(open(tmp_path / "best.json"))
+  assert re.fullmatch(rf"done at step 4/4 after 0m\d\ds of training over 1 run; best checkpoint: step "
+                      rf"{best['step']} \(psnr {best['value']:.4g}\); held-out scores in "
+                      rf"{re.escape(str(tmp_path / 'final_metrics.json'))}", [m for m in caplog.messages if m.startswith("done")][-1])
 
 
 def test_a_run_resumes_with_another_number_of_data_workers(photos, tmp_path, caplog):
