@@ -63,3 +63,20 @@ def test_paired_gain_is_the_mean_difference_with_its_95_percent_interval():
   assert few[1] == pytest.approx(2.7764 * statistics.stdev(d[:5]) / 5 ** 0.5, rel=1e-4)
   assert metrics.format_gain((mean, half)) == f"{mean:+.2f} ± {half:.2f}" and metrics.format_gain((0.25, float("nan"))) == "+0.25"
   assert metrics.paired_gain(baseline + 0.5, baseline) == pytest.approx((0.5, 0.0))  # the same shift on every photo
+
+
+def _hasler_susstrunk(rgb):
+  """Colourfulness M = sigma_rgyb + 0.3 mu_rgyb (Hasler & Süsstrunk 2003, eq. 3), in float64."""
+  r, g, b = rgb.astype(np.float64).transpose(2, 0, 1)
+  rg, yb = r - g, 0.5 * (r + g) - b
+  return np.hypot(rg.std(), yb.std()) + 0.3 * np.hypot(rg.mean(), yb.mean())
+
+
+def test_colorfulness_is_hasler_and_susstrunks_formula():
+  pred, _ = _pair((4, 24, 20, 3), noise=60)
+  pred[1] = np.repeat(pred[1, ..., :1], 3, -1)   # gray: rg = yb = 0 everywhere
+  pred[2] = (200, 40, 10)                         # one flat colour: no spread, only the mean term
+  got = np.asarray(metrics.colorfulness(jnp.asarray(pred)))
+  np.testing.assert_allclose(got, [_hasler_susstrunk(p) for p in pred], rtol=1e-5)
+  assert got[1] == 0.0
+  assert got[2] == pytest.approx(0.3 * np.hypot(200 - 40, 0.5 * (200 + 40) - 10), rel=1e-6)
