@@ -1,8 +1,10 @@
 """Decoding, folder listing/splitting, scanning and the grain pipelines, on generated files."""
 
+import hashlib
 import io
 import logging
 import os
+import shutil
 from unittest import mock
 
 import numpy as np
@@ -289,8 +291,16 @@ def test_list_folder_split(tmp_path):
   assert len(all_) == 400
   assert not set(train) & set(ev)
   assert set(train) | set(ev) == set(all_)
+  # The documented rule, written out: md5 of the relative path (with /), its first 32 bits < fraction.
+  held_out = lambda name: int(hashlib.md5(name.encode()).hexdigest()[:8], 16) < 0.2 * 2 ** 32
+  assert [os.path.relpath(p, tmp_path) for p in ev] == sorted(n for n in names if held_out(n))
   assert 50 <= len(ev) <= 110, len(ev)   # 80 expected, sd ~8
   assert sources.list_folder(tmp_path, "eval", 0.2) == ev   # deterministic
+  # The same photos in another folder (moved, or mounted elsewhere) split the same way.
+  moved = tmp_path.parent / f"{tmp_path.name}_moved"
+  shutil.copytree(tmp_path, moved)
+  assert [os.path.relpath(p, moved) for p in sources.list_folder(moved, "eval", 0.2)] == [
+      os.path.relpath(p, tmp_path) for p in ev]
   with pytest.raises(ValueError):
     sources.list_folder(tmp_path, "test", 0.2)
 
