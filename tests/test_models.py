@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from colorjax import config as config_lib
-from colorjax import host, models
+from colorjax import ab_bins, host, models
 from colorjax.models import layers
 from colorjax.models.pix2pix import PatchGAN, UNetGenerator
 
@@ -208,10 +208,21 @@ def test_resnet_unet_predicts_ab_classes_decoded_by_temperature():
   variables = jax.jit(g.init)(jax.random.key(1), l)
   logits = jax.jit(g.apply)(variables, l)
   assert logits.shape == (1, 32, 32, 256)
+  centers = ab_bins.class_centers()
+
+  def annealed_mean(z, t):  # Zhang et al.: softmax(z / T) . bin centres, in float64
+    p = np.exp((z - z.max(-1, keepdims=True)) / t)
+    return (p / p.sum(-1, keepdims=True)) @ centers
+
+  z = np.asarray(logits, np.float64)
   ab = models.decode_output(g, logits)
-  assert ab.shape == (1, 32, 32, 2) and float(jnp.abs(ab).max()) <= 1.0
+  assert c.model.temperature == 0.38
+  np.testing.assert_allclose(ab, annealed_mean(z, 0.38), atol=1e-5)
   bolder = models.decode_output(g.clone(temperature=0.1), logits)
+  np.testing.assert_allclose(bolder, annealed_mean(z, 0.1), atol=1e-5)
   assert float(jnp.abs(bolder).mean()) > float(jnp.abs(ab).mean())  # lower T: farther from the mean
+  c.model.decode = "argmax"
+  np.testing.assert_array_equal(models.decode_output(models.build_generator(c), logits), centers[z.argmax(-1)])
 
 
 def test_pix2pix_unet_derives_num_downs_from_image_size():
