@@ -270,8 +270,24 @@ def test_batch_norm_running_statistics_follow_pytorchs_momentum():
     reference(torch.from_numpy(x).permute(0, 3, 1, 2))
   stats = variables["batch_stats"]
   np.testing.assert_allclose(stats["mean"], reference.running_mean.numpy(), rtol=1e-5)
-  # PyTorch keeps the unbiased variance (x 128/127 here), Flax the biased one.
-  np.testing.assert_allclose(stats["var"], reference.running_var.numpy(), rtol=1e-2)
+  # PyTorch keeps the unbiased variance (x 128/127 here), Flax the biased one: both by the same rule.
+  running_var, running_unbiased = np.ones(3), np.ones(3)
+  for x in xs:
+    running_var = 0.9 * running_var + 0.1 * x.astype(np.float64).var(axis=(0, 1, 2))
+    running_unbiased = 0.9 * running_unbiased + 0.1 * x.astype(np.float64).var(axis=(0, 1, 2), ddof=1)
+  np.testing.assert_allclose(reference.running_var.numpy(), running_unbiased, rtol=1e-5)
+  np.testing.assert_allclose(stats["var"], running_var, rtol=1e-5)
+  # In training a batch is normalised by its own statistics, with PyTorch's eps 1e-5 (which
+  # matters on a batch this flat: variance 1e-4).
+  x = 0.01 * xs[0].astype(np.float64)
+  y, _ = bn.apply(variables, x.astype(np.float32), mutable=["batch_stats"])
+  params = variables["params"]
+  want = (x - x.mean((0, 1, 2))) / np.sqrt(x.var((0, 1, 2)) + 1e-5) * params["scale"] + params["bias"]
+  np.testing.assert_allclose(y, want, rtol=1e-4, atol=1e-4)
+  # At inference, by the running statistics.
+  y = layers.batch_norm(train=False, dtype=jnp.float32).apply(variables, xs[0])
+  want = (xs[0] - stats["mean"]) / np.sqrt(running_var + 1e-5) * params["scale"] + params["bias"]
+  np.testing.assert_allclose(y, want, rtol=1e-4, atol=1e-4)
 
 
 def test_dropout_is_on_in_training_only():
