@@ -16,12 +16,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from PIL import Image
+from skimage import color as skcolor
 
 from colorjax import color, colorize, compare, evaluate, models, train
 from colorjax import prepare as prepare_lib
 from colorjax.colorize import Colorizer
 from colorjax.data import pipeline, shards, sources
-from test_fid import fast_compiles, tiny_feature_fn  # noqa: F401 (an autouse fixture)
+from test_fid import _reference_fid, fast_compiles, tiny_feature_fn  # noqa: F401 (an autouse fixture)
 from test_train import REPO, tiny_config, write_photos
 
 
@@ -156,12 +157,38 @@ def test_classifier_gets_pixel_accuracy_and_fid_columns(photos):
                                   "model.discriminator": "none"})
   generator = models.build_generator(config)
   variables = jax.jit(generator.init)(jax.random.key(0), jnp.zeros((1, 32, 32, 1)))
-  colorizer = Colorizer(config, variables["params"], variables["batch_stats"])
+  # An initialised head predicts near-uniform classes: gray. Favour a purple (class 165: a, b about
+  # +27, -27) and scale the kernel up so the colour varies with the photo.
+  head = variables["params"]["head"]
+  params = {**variables["params"], "head": {"kernel": 5000 * head["kernel"], "bias": head["bias"].at[165].add(4.0)}}
+  colorizer = Colorizer(config, params, variables["batch_stats"])
   data = sources.resolve(f"folder:{photos}", "all", 0.25)
-  result = evaluate.evaluate(colorizer, data, image_size=32, batch_size=8, features=tiny_feature_fn())
+  features = tiny_feature_fn()
+  result = evaluate.evaluate(colorizer, data, image_size=32, batch_size=8, features=features)
   summary = result.summary()
-  assert 0 <= summary["model"]["pixel_accuracy"] <= 1 and "pixel_accuracy" not in summary["no_colour"]
-  assert summary["model"]["fid"] > 0 and summary["no_colour"]["fid"] > 0
+  assert "pixel_accuracy" not in summary["no_colour"]
+
+  # Each photo again: its crop colorized as colorize does, scored with scikit-image and NumPy.
+  crops = np.stack([pipeline.load_eval_crop(row["file"], 32) for row in result.rows])
+  preds = np.stack(colorizer.colorize_batch(list(crops)))
+  gray = np.stack([np.round(skcolor.lab2rgb(lab * [1, 0, 0]) * 255).astype(np.uint8)
+                   for lab in skcolor.rgb2lab(crops)])
+  edges = np.linspace(-1, 1, 17)  # 16 bins per axis over +-110 Lab units
+
+  def classes(rgb):
+    bins = np.clip(np.digitize(skcolor.rgb2lab(rgb / 255.0)[..., 1:] / 110.0, edges) - 1, 0, 15)
+    return bins[..., 0] * 16 + bins[..., 1]
+
+  accuracy = [np.mean(classes(p) == classes(t)) for p, t in zip(preds, crops)]
+  np.testing.assert_allclose([row["pixel_accuracy"] for row in result.rows], accuracy, atol=2 / 32 ** 2)
+  assert summary["model"]["pixel_accuracy"] == pytest.approx(np.mean(accuracy), abs=2 / 32 ** 2)
+
+  def frechet(images):  # FID's formula on the stand-in network's features, in NumPy
+    fake, real = features(images).astype(np.float64), features(crops).astype(np.float64)
+    return _reference_fid(fake.mean(0), np.cov(fake, rowvar=False), real.mean(0), np.cov(real, rowvar=False))
+
+  assert summary["model"]["fid"] == pytest.approx(frechet(preds), rel=1e-5)
+  assert summary["no_colour"]["fid"] == pytest.approx(frechet(gray), rel=1e-5)
   table = evaluate.format_table(evaluate.system_rows(summary, "classifier"), [("system", "")])
   assert table.splitlines()[0] == "|  | PSNR (dB) | SSIM | MSE | colourfulness | pixel accuracy | FID |"
   assert table.splitlines()[-1].endswith("| – | – |")  # ground truth: no accuracy, no FID
