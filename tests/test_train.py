@@ -840,6 +840,31 @@ def test_the_weight_average_warms_up_as_tensorflows_and_is_what_inference_uses(p
   assert not np.allclose(jax.tree.leaves(state.g_ema)[0], jax.tree.leaves(state.g_params)[0])
 
 
+def test_a_run_resumed_from_a_checkpoint_averages_its_weights_as_one_that_was_not(photos, tmp_path):
+  """The weight average, the step its warm-up counts and Adam's moments come back from the
+  checkpoint: 4 steps, save, restore into a fresh state, 4 more equal 8 straight; and what
+  inference restores of the checkpoint is the average the trainer held."""
+  config = tiny_config(photos, ema_decay=0.5, total_steps=8, pretrain_steps=8)
+  trainer, batch = train.Trainer(config), _fixed_batch(photos)
+  state = trainer.init_state()
+  for t in range(8):
+    state, _ = trainer.step(state, batch, t)
+    if t == 3:
+      at_4 = jax.device_get(state)
+  mgr = checkpoints.open_checkpoints(str(tmp_path / "checkpoints"), max_to_keep=2)
+  mgr.save(4, args=ocp.args.Composite(state=ocp.args.StandardSave(at_4)))
+  resumed = checkpoints.restore_state(mgr, trainer.init_state())
+  assert int(resumed.step) == 4
+  reader = checkpoints.open_checkpoints(str(tmp_path / "checkpoints"))  # as colorize opens them
+  fields = checkpoints.restore_fields(reader, resumed, 4, train.inference_fields(resumed))
+  for got, want in zip(jax.tree.leaves(fields), jax.tree.leaves((at_4.g_ema, at_4.g_stats))):
+    np.testing.assert_array_equal(got, want)
+  for t in range(4, 8):
+    resumed, _ = trainer.step(resumed, batch, t)
+  for got, want in zip(jax.tree.leaves(jax.device_get(resumed)), jax.tree.leaves(jax.device_get(state))):
+    np.testing.assert_array_equal(got, want)
+
+
 def test_a_gan_step_is_pix2pixs_optimize_parameters(photos):
   """D learns real = 1 and the detached fake = 0; then G, against the updated D, wants its fake
   called real, plus l1_weight x L1 (torch's BCEWithLogitsLoss and L1Loss as the reference)."""
