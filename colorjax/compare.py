@@ -2,7 +2,7 @@
 
     python -m colorjax.compare runs/demo runs/regress_resnet18 --data folder:/photos/val
 
-Every run is scored by `colorjax.evaluate` on the same center crops (same protocol, same
+Every run is scored by `colorjax.evaluate` on the same centre crops (same protocol, same
 photos); the no-colour baseline and the real photos' colourfulness close the table, since a
 run means something only by its margin over them.
 """
@@ -83,7 +83,7 @@ def compare(workdirs: Sequence[str], data: str, split: str = "all", image_size: 
                  **last.summary()["model"], **gains})
   summary = last.summary()  # the baseline and ground truth are the same for every run
   rows += [{"run": label, **summary[system]} for system, label in evaluate.LABELS.items()]
-  line = (f"{last.counts()} of `{data}` [{which}], {image_size} px center crops, RGB uint8, "
+  line = (f"{last.counts()} of `{data}` [{which}], {image_size} px centre crops, RGB uint8, "
           + (f"{checkpoint} checkpoints" if checkpoint else "each run's default checkpoint")
           + "; PSNR gains are paired over the photos, ± the half-width of their 95 % confidence interval")
   note = "" if features else "\n\n" + evaluate.FID_MISSING
@@ -122,7 +122,7 @@ if __name__ == "__main__":
   flags.DEFINE_enum("split", "all", ["all", "eval"], "all photos of --data, or only the share "
                     "the runs held out from training (their shards' eval_fraction, or data.eval_fraction)")
   flags.DEFINE_string("checkpoint", "", CHECKPOINT_HELP + ", for every run")
-  flags.DEFINE_integer("image_size", 256, "Short side resize and center crop (the seeds' size: 256)",
+  flags.DEFINE_integer("image_size", 256, "Short side resize and centre crop (the seeds' size: 256)",
                        lower_bound=metrics.SSIM_WINDOW)
   flags.DEFINE_integer("batch_size", 16, "Crops per device call", lower_bound=1)
   flags.DEFINE_boolean("overwrite", False, "Replace --out if it exists")

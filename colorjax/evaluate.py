@@ -3,7 +3,7 @@
     python -m colorjax.evaluate --workdir runs/demo --data folder:/photos/val --out report.json
 
 The protocol: each photo's short side resized to 256 (bicubic; the seeds squashed whole photos
-to 256 x 256 instead, docs/design.md), the center 256 x 256
+to 256 x 256 instead, docs/design.md), the centre 256 x 256
 crop colorized as `colorize` would (the model sees the crop's L at the render size, default the
 training image_size, and its ab is upsampled onto the crop's L), compared with the crop in RGB uint8:
 PSNR, SSIM (Wang et al.: 11x11 Gaussian window, sigma 1.5 = scikit-image's
@@ -146,7 +146,7 @@ def record_name(record: pipeline.Record, index: int) -> str:
 def crop_batches(files: Iterable[pipeline.Record], image_size: int, batch_size: int,
                  left_out: Evaluation, predictions: PredictionFolder | None = None
                  ) -> Iterator[tuple[list[str], np.ndarray]]:
-  """(names, uint8 center crops [<= batch_size, S, S, 3]); photos that turn out gray or fail
+  """(names, uint8 centre crops [<= batch_size, S, S, 3]); photos that turn out gray or fail
   to load are named in `left_out.grayscale` / `left_out.unreadable`.
 
   With `predictions`, each crop is a pair [2, S, S, 3]: the photo's and its prediction's.
@@ -174,7 +174,7 @@ def crop_batches(files: Iterable[pipeline.Record], image_size: int, batch_size: 
 
 def evaluate(colorizer: Colorizer | PredictionFolder, data: sources.ScanReport, image_size: int = 256,
              batch_size: int = 16, features: fid.FeatureFn | None = None, label: str = "") -> Evaluation:
-  """Scores `colorizer` on the center crops of the colour photos `data` (`sources.resolve`).
+  """Scores `colorizer` on the centre crops of the colour photos `data` (`sources.resolve`).
 
   Each crop is colorized exactly as `colorize` would (the model sees its L at the colorizer's
   render size; the ab is upsampled onto the crop's own L), so the scores are those of the
@@ -371,7 +371,7 @@ def main(argv: list[str]) -> None:
   except (FileNotFoundError, ValueError, ImportError) as e:
     cli.exit_with_error(e)
   print(f"{FLAGS.workdir or FLAGS.predictions} on {FLAGS.data} [{split}]: {evaluation.counts()}; "
-        f"{FLAGS.image_size} px center crops {how}, RGB uint8\n")
+        f"{FLAGS.image_size} px centre crops {how}, RGB uint8\n")
   print(format_table(system_rows(evaluation.summary(), label), [("system", "")]))
   print(f"\nPSNR over no colour: {metrics.format_gain(evaluation.psnr_gain())} dB "
         f"(95 % confidence interval, paired over the {len(evaluation.rows)} photos)")
@@ -401,7 +401,7 @@ if __name__ == "__main__":
   flags.DEFINE_enum("split", "all", ["all", "eval"], "all photos of --data, or only the share "
                     "the workdir's run held out from training (its shards' eval_fraction, or data.eval_fraction)")
   flags.DEFINE_string("checkpoint", "", CHECKPOINT_HELP)
-  flags.DEFINE_integer("image_size", 256, "Short side resize and center crop (the seeds' size: 256)",
+  flags.DEFINE_integer("image_size", 256, "Short side resize and centre crop (the seeds' size: 256)",
                        lower_bound=metrics.SSIM_WINDOW)
   flags.DEFINE_integer("render_size", 0, "Short side the model sees, as colorize's --render-size "
                        "(default: the training image_size)")

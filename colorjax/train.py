@@ -893,7 +893,7 @@ def _class_weights(config: ml_collections.ConfigDict, workdir: str, files: Seque
   is known to fit the workdir), so a resumed run (and colorize, for `model.prior_correction`)
   uses the same weights.
 
-  The histogram is counted once, on center crops of `data.stats_images` training photos drawn
+  The histogram is counted once, on centre crops of `data.stats_images` training photos drawn
   from all sources (`pipeline.eval_images`).
   """
   path = os.path.join(workdir, checkpoints.HISTOGRAM_FILE)
