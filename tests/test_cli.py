@@ -154,3 +154,53 @@ def test_a_checkout_config_finds_the_shared_photos_beside_it():
   shared = os.path.normpath(os.path.join(REPO, os.pardir, "shared", "data"))
   assert config.shared_photos(os.path.join(REPO, "configs", "quick_cpu.py")) == \
       f"folder:{shared}/ade20k,folder:{shared}/imagenet_sample"
+
+
+def _run(*args, cwd=REPO):
+  return subprocess.run([sys.executable, *args], cwd=cwd, env={**os.environ, "PYTHONPATH": REPO},
+                        capture_output=True, text=True, timeout=300)
+
+
+def test_the_colorjax_command_names_every_command_module():
+  from colorjax import __main__ as entry
+  modules = {os.path.basename(p)[:-3] for p in glob.glob(os.path.join(REPO, "colorjax", "*.py"))
+             if 'if __name__ == "__main__":' in open(p).read() and not p.endswith("__main__.py")}
+  assert set(entry.COMMANDS) == modules
+
+
+def test_the_colorjax_command_runs_a_command_as_its_module_does(tmp_path):
+  flags_ = ["--workdir", str(tmp_path / "nope"), "--out", str(tmp_path / "out")]
+  via_command, via_module = _run("-m", "colorjax", "export", *flags_), _run("-m", "colorjax.export", *flags_)
+  assert via_command.returncode == via_module.returncode == 1, via_command.stderr[-2000:]
+  assert via_command.stderr.splitlines()[-1] == via_module.stderr.splitlines()[-1] == (
+      f"error: workdir {str(tmp_path / 'nope')!r} does not exist")
+
+
+def test_the_colorjax_command_alone_or_unknown_lists_the_commands():
+  from colorjax import __main__ as entry
+  alone, helped, unknown = _run("-m", "colorjax"), _run("-m", "colorjax", "--help"), _run("-m", "colorjax", "trian")
+  assert (alone.returncode, alone.stdout, alone.stderr) == (1, "", entry.USAGE + "\n")
+  assert (helped.returncode, helped.stdout) == (0, entry.USAGE + "\n")
+  assert all(f"  {name} " in entry.USAGE for name in entry.COMMANDS)
+  assert unknown.returncode == 1 and unknown.stderr == (
+      "error: unknown command 'trian': one of train, colorize, evaluate, compare, export, serve, prepare, bench "
+      "(`colorjax --help` says what each does)\n")
+
+
+def test_ctrl_c_while_a_command_imports_is_one_line_and_status_130(monkeypatch, capsys):
+  """`python -m colorjax.train` shows a traceback for a Ctrl-C while it imports JAX, before its
+  own handler is set; the `colorjax` command catches it."""
+  from colorjax import __main__ as entry
+  def interrupted(*args, **kwargs):
+    raise KeyboardInterrupt
+  monkeypatch.setattr(sys, "argv", list(sys.argv))
+  monkeypatch.setattr(entry.runpy, "run_module", interrupted)
+  with pytest.raises(SystemExit) as e:
+    entry.main(["colorjax", "train", "--config", "demo"])
+  assert e.value.code == 130 and capsys.readouterr().err == "\ninterrupted\n"
+
+
+def test_the_wheel_installs_the_colorjax_command(wheel):
+  archive = zipfile.ZipFile(wheel)
+  (entry_points,) = [n for n in archive.namelist() if n.endswith(".dist-info/entry_points.txt")]
+  assert "colorjax = colorjax.__main__:main" in archive.read(entry_points).decode().splitlines()
