@@ -413,6 +413,23 @@ def read_image(source: str | os.PathLike | bytes, max_pixels: int = DEFAULT_MAX_
   return open_image(source, name=name, composite=False)
 
 
+def photo_metadata(path: str | os.PathLike | BinaryIO) -> dict[str, Any]:
+  """What a colorized PNG keeps of its photo, as `Image.save` arguments: the EXIF (date taken,
+  camera, description, GPS) less the orientation, which the pixels already have, and the
+  resolution, so a 600-dpi scan prints at its size. Not the ICC profile: the output is sRGB,
+  whatever the scan was. {} where the header cannot be read again."""
+  try:
+    with Image.open(path, formats=FORMATS) as img:
+      exif, dpi = img.getexif(), img.info.get("dpi")
+      for ifd in (0x8769, 0x8825):  # the Exif (dates, exposure) and GPS sub-IFDs, read on demand
+        if ifd in exif:
+          exif.get_ifd(ifd)
+  except (OSError, ValueError, SyntaxError):
+    return {}
+  exif.pop(_ORIENTATION, None)
+  return {**({"exif": exif.tobytes()} if exif else {}), **({"dpi": dpi} if dpi else {})}
+
+
 def _inside(path: Path, folder: Path | None) -> bool:
   return folder is not None and Path(os.path.realpath(path)).is_relative_to(folder)  # never raises on a link loop
 
@@ -556,7 +573,7 @@ def colorize_files(colorizer: Colorizer, inputs: Sequence[str], out_dir: str,
         try:
           os.makedirs(os.path.dirname(dst) or ".", exist_ok=True)
           with shards.local_path_for(dst, overwrite) as tmp:  # renamed when whole: a killed run leaves no half PNG
-            Image.fromarray(out).save(tmp, format="PNG")
+            Image.fromarray(out).save(tmp, format="PNG", **photo_metadata(src))
         except FileExistsError as e:
           appeared = not overwrite and os.path.isfile(dst)  # not a file where a folder of dst's path should be
           fail(BadImageError(f"{src}: {dst} appeared while colorizing; kept it (pass --overwrite to replace it)"

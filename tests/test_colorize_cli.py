@@ -204,6 +204,25 @@ def test_exif_rotation_is_seen_before_decoding(tmp_path):
   assert colorize.read_image(path)[0].shape[:2] == (w, h)
 
 
+def test_the_colorized_png_keeps_the_photos_exif_and_resolution_but_not_its_rotation(colorizer, tmp_path):
+  exif = Image.Exif()
+  exif[0x0112] = 6                                     # rotate 90 degrees on display
+  exif[0x010E] = "Rosa and Anton, Vienna 1931"         # ImageDescription
+  exif.get_ifd(0x8769)[0x9003] = "1931:06:01 11:59:00"  # DateTimeOriginal, in the Exif sub-IFD
+  (tmp_path / "in").mkdir()
+  Image.fromarray(photo()).convert("L").save(tmp_path / "in" / "scan.jpg", exif=exif, dpi=(600, 600))
+  Image.fromarray(photo()).save(tmp_path / "in" / "bare.png")
+  assert colorize.colorize_files(colorizer, [str(tmp_path / "in")], str(tmp_path / "out")) == 0
+  with Image.open(tmp_path / "out" / "scan.png") as out:
+    kept, dpi = out.getexif(), out.info["dpi"]
+    assert out.size == photo().shape[:2]  # turned once, by the pixels
+  assert kept[0x010E] == "Rosa and Anton, Vienna 1931" and 0x0112 not in kept
+  assert kept.get_ifd(0x8769)[0x9003] == "1931:06:01 11:59:00"
+  assert dpi == pytest.approx((600, 600), abs=0.01)  # PNG keeps pixels per metre
+  with Image.open(tmp_path / "out" / "bare.png") as out:
+    assert not out.getexif() and "dpi" not in out.info
+
+
 def test_collect_inputs_keeps_trees_expands_globs_and_never_collides(tmp_path):
   (tmp_path / "album" / "1950s").mkdir(parents=True)
   (tmp_path / "album" / ".thumbs").mkdir()

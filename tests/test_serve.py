@@ -5,6 +5,7 @@ import http.client
 import io
 import logging
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -106,6 +107,18 @@ def test_bad_uploads_get_the_page_back_with_the_reason(server, page, tmp_path, k
   assert message in page.inner_text("#error")
   assert page.locator("#result").count() == 0
   page.set_input_files("input[name=photo]", PHOTO)  # the form is back, ready for the next photo
+
+
+def test_the_download_keeps_the_photos_exif_and_resolution_but_not_its_rotation(server):
+  httpd, base = server
+  exif = Image.Exif()
+  exif[0x0112], exif[0x010E] = 8, "Rosa and Anton, Vienna 1931"  # rotated on display; ImageDescription
+  upload = io.BytesIO()
+  Image.open(PHOTO).resize((64, 48)).save(upload, format="JPEG", exif=exif, dpi=(300, 300))
+  token = re.search(r'href="/download/([^"]+)"', httpd.colorize(upload.getvalue(), "scan.jpg")).group(1)
+  with urllib.request.urlopen(f"{base}/download/{token}") as response, Image.open(io.BytesIO(response.read())) as png:
+    assert png.size == (48, 64) and png.info["dpi"] == pytest.approx((300, 300), abs=0.01)
+    assert png.getexif()[0x010E] == "Rosa and Anton, Vienna 1931" and 0x0112 not in png.getexif()
 
 
 def test_unknown_paths_are_404_and_other_posts_400(server):
