@@ -413,21 +413,34 @@ def read_image(source: str | os.PathLike | bytes, max_pixels: int = DEFAULT_MAX_
   return open_image(source, name=name, composite=False)
 
 
+# What a colorized PNG keeps of a photo's first EXIF directory: what describes the photo. Not
+# what describes the file (a TIFF's strips, bits per sample, compression) nor the orientation.
+_DESCRIPTIVE_TAGS = (0x010E, 0x010F, 0x0110, 0x0131, 0x0132, 0x013B, 0x8298,  # description, make, model,
+                     0x9C9B, 0x9C9C, 0x9C9D, 0x9C9E, 0x9C9F)  # software, date, artist, copyright; Windows' XP*
+_EXIF_IFD, _GPS_IFD = 0x8769, 0x8825                           # dates taken, exposure; location
+_FILE_LAYOUT_EXIF_TAGS = (0xA002, 0xA003, 0xA005)              # pixel width, height; interoperability IFD
+
+
 def photo_metadata(path: str | os.PathLike | BinaryIO) -> dict[str, Any]:
-  """What a colorized PNG keeps of its photo, as `Image.save` arguments: the EXIF (date taken,
-  camera, description, GPS) less the orientation, which the pixels already have, and the
-  resolution, so a 600-dpi scan prints at its size. Not the ICC profile: the output is sRGB,
-  whatever the scan was. {} where the header cannot be read again."""
+  """What a colorized PNG keeps of its photo, as `Image.save` arguments: the EXIF that describes
+  the photo (date taken, camera, description, location), and its resolution, so a 600-dpi scan
+  prints at its size. Not the orientation, which the pixels have by then, nor a TIFF's layout
+  tags, nor the ICC profile: the output is sRGB, whatever the scan was. {} where the header
+  cannot be read again."""
   try:
     with Image.open(path, formats=FORMATS) as img:
       exif, dpi = img.getexif(), img.info.get("dpi")
-      for ifd in (0x8769, 0x8825):  # the Exif (dates, exposure) and GPS sub-IFDs, read on demand
-        if ifd in exif:
-          exif.get_ifd(ifd)
+      exif_ifd, gps_ifd = (exif.get_ifd(ifd) if ifd in exif else {} for ifd in (_EXIF_IFD, _GPS_IFD))
   except (OSError, ValueError, SyntaxError):
     return {}
-  exif.pop(_ORIENTATION, None)
-  return {**({"exif": exif.tobytes()} if exif else {}), **({"dpi": dpi} if dpi else {})}
+  kept = Image.Exif()
+  kept.update({tag: exif[tag] for tag in _DESCRIPTIVE_TAGS if tag in exif})
+  subs = {_EXIF_IFD: {k: v for k, v in exif_ifd.items() if k not in _FILE_LAYOUT_EXIF_TAGS}, _GPS_IFD: gps_ifd}
+  for ifd, tags in subs.items():
+    if tags:
+      kept.get_ifd(ifd).update(tags)
+  any_exif = len(kept) or any(subs.values())  # a sub-IFD alone is not counted in len(kept)
+  return {**({"exif": kept.tobytes()} if any_exif else {}), **({"dpi": dpi} if dpi else {})}
 
 
 def _inside(path: Path, folder: Path | None) -> bool:

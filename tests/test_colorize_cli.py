@@ -212,6 +212,8 @@ def test_the_colorized_png_keeps_the_photos_exif_and_resolution_but_not_its_rota
   (tmp_path / "in").mkdir()
   Image.fromarray(photo()).convert("L").save(tmp_path / "in" / "scan.jpg", exif=exif, dpi=(600, 600))
   Image.fromarray(photo()).save(tmp_path / "in" / "bare.png")
+  gray16 = (np.asarray(Image.fromarray(photo()).convert("L"), np.uint16) * 257)
+  Image.fromarray(gray16).save(tmp_path / "in" / "scan16.tif", description="box 3, print 12", dpi=(1200, 1200))
   assert colorize.colorize_files(colorizer, [str(tmp_path / "in")], str(tmp_path / "out")) == 0
   with Image.open(tmp_path / "out" / "scan.png") as out:
     kept, dpi = out.getexif(), out.info["dpi"]
@@ -221,6 +223,20 @@ def test_the_colorized_png_keeps_the_photos_exif_and_resolution_but_not_its_rota
   assert dpi == pytest.approx((600, 600), abs=0.01)  # PNG keeps pixels per metre
   with Image.open(tmp_path / "out" / "bare.png") as out:
     assert not out.getexif() and "dpi" not in out.info
+  with Image.open(tmp_path / "out" / "scan16.png") as out:  # not the TIFF's 16 bits per sample, strips, size
+    assert dict(out.getexif()) == {0x010E: "box 3, print 12"}
+    assert out.info["dpi"] == pytest.approx((1200, 1200), abs=0.01)
+
+
+def test_exif_of_only_a_date_taken_and_a_location_is_kept(tmp_path):
+  exif = Image.Exif()
+  exif.get_ifd(0x8769)[0x9003] = "2001:01:01 00:00:00"  # DateTimeOriginal
+  exif.get_ifd(0x8825)[2] = (48.0, 12.0, 30.0)          # GPSLatitude
+  Image.new("L", (8, 8)).save(tmp_path / "a.jpg", exif=exif)
+  Image.new("RGB", (8, 8)).save(tmp_path / "a.png", **colorize.photo_metadata(tmp_path / "a.jpg"))
+  with Image.open(tmp_path / "a.png") as out:
+    kept = out.getexif()
+    assert kept.get_ifd(0x8769) == {0x9003: "2001:01:01 00:00:00"} and kept.get_ifd(0x8825) == {2: (48.0, 12.0, 30.0)}
 
 
 def test_collect_inputs_keeps_trees_expands_globs_and_never_collides(tmp_path):
