@@ -10,6 +10,7 @@ still importing JAX ends in one line and status 130, as it does later.
 
 from __future__ import annotations
 
+import importlib.metadata
 import runpy
 import sys
 
@@ -25,13 +26,20 @@ COMMANDS = {
 }
 USAGE = ("usage: colorjax COMMAND [flags]   (the same as python -m colorjax.COMMAND [flags])\n\n" +
          "\n".join(f"  {name:<9} {what}" for name, what in COMMANDS.items()) +
-         "\n\n`colorjax COMMAND --help` lists a command's flags; the README says more.")
+         "\n\n`colorjax COMMAND --help` lists a command's flags; the README says more; "
+         "`colorjax --version` says which colorjax this is.")
 
 
 def main(argv: list[str] | None = None) -> None:
   argv = sys.argv if argv is None else argv
   if len(argv) > 1 and argv[1] in ("-h", "--help", "help"):
     print(USAGE)
+    return
+  if len(argv) > 1 and argv[1] in ("-V", "--version"):
+    try:
+      print(f"colorjax {importlib.metadata.version('colorjax')}")
+    except importlib.metadata.PackageNotFoundError:
+      print("colorjax, not installed (run from a checkout on PYTHONPATH)")
     return
   if len(argv) < 2:
     sys.exit(USAGE)

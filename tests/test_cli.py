@@ -2,6 +2,7 @@
 checkout, no configs/ folder) runs the commands the docs show."""
 
 import glob
+import importlib.metadata
 import importlib.resources
 import importlib.util
 import json
@@ -182,6 +183,7 @@ def test_the_colorjax_command_alone_or_unknown_lists_the_commands():
   assert (alone.returncode, alone.stdout, alone.stderr) == (1, "", entry.USAGE + "\n")
   assert (helped.returncode, helped.stdout) == (0, entry.USAGE + "\n")
   assert all(f"  {name} " in entry.USAGE for name in entry.COMMANDS)
+  assert _run("-m", "colorjax", "--version").stdout == f"colorjax {importlib.metadata.version('colorjax')}\n"
   assert unknown.returncode == 1 and unknown.stderr == (
       "error: unknown command 'trian': one of train, colorize, evaluate, compare, export, serve, prepare, bench "
       "(`colorjax --help` says what each does)\n")
