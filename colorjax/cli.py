@@ -185,7 +185,10 @@ def parse_config_flags(parse: Callable[[list[str]], Any], argv: list[str]) -> An
         flags.FLAGS["verbosity"].parse(verbosity)
     if isinstance(e, flags.Error) and not str(e).startswith("flag --config="):  # an override: it names itself
       exit_with_error(e, config_error(e))
-    exit_with_error(e, f"--config {_flag_argument(argv, 'config') or '?'}: {config_error(e)}")
+    if (argument := _flag_argument(argv, "config")) is None:
+      exit_with_error(e, "--config is required: a config file or a shipped config, one of "
+                         f"{', '.join(shipped_configs()) or '(none found)'}")
+    exit_with_error(e, f"--config {argument}: {config_error(e)}")
 
 
 def shipped_configs() -> dict[str, str]:

@@ -177,6 +177,12 @@ def test_the_colorjax_command_runs_a_command_as_its_module_does(tmp_path):
       f"error: workdir {str(tmp_path / 'nope')!r} does not exist")
 
 
+def test_train_without_a_config_lists_the_shipped_ones():
+  run = _run("-m", "colorjax", "train")
+  assert run.returncode == 1 and run.stderr.splitlines()[-1] == (
+      f"error: --config is required: a config file or a shipped config, one of {', '.join(cli.shipped_configs())}")
+
+
 def test_the_colorjax_command_alone_or_unknown_lists_the_commands():
   from colorjax import __main__ as entry
   alone, helped, unknown = _run("-m", "colorjax"), _run("-m", "colorjax", "--help"), _run("-m", "colorjax", "trian")
