@@ -27,7 +27,9 @@ from __future__ import annotations
 import contextlib
 import csv
 import dataclasses
+import logging
 import os
+import pathlib
 import sys
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
@@ -237,6 +239,28 @@ def resolve_scored(data: str, split: str, eval_fraction: float, held_out_by: str
   return sources.resolve(data, split, eval_fraction, setting="--data", hint=hint)
 
 
+def _overlap(a: str, b: str) -> bool:
+  """Whether source parts `a` and `b` share photos: the same TFDS dataset, or folders (or shard
+  folders) one of which holds the other."""
+  kind, _, arg = a.partition(":")
+  other_kind, _, other_arg = b.partition(":")
+  if kind != other_kind:
+    return False
+  if kind == "tfds":
+    return arg == other_arg
+  first, second = (pathlib.Path(os.path.realpath(os.path.expanduser(p))) for p in (arg, other_arg))
+  return first.is_relative_to(second) or second.is_relative_to(first)
+
+
+def warn_if_trained_on(config: ml_collections.ConfigDict, workdir: str, data: str) -> None:
+  """Says so where `--split all` scores photos the run trained on: those are no held-out scores."""
+  trained = [(part, train) for part in sources.parts(data) for train in sources.parts(config.data.train)
+             if _overlap(part, train)]
+  for part, train in trained:
+    logging.warning("--split all: --data %s holds photos %s trained on (data.train %s), so its scores are not "
+                    "held-out ones; --split eval scores only the photos it held out", part, workdir, train)
+
+
 def held_out_fraction(config: ml_collections.ConfigDict, workdir: str) -> tuple[float, str]:
   """(the share of its `data.train` a run held out, where that number comes from, e.g.
   "shards:DIR's manifest.json").
@@ -348,6 +372,8 @@ def main(argv: list[str]) -> None:
       config, checkpoint, _ = read_run(FLAGS.workdir, checkpoint)  # resolved: any warning is said once
       if FLAGS.split == "eval":
         eval_fraction, origin = held_out_fraction(config, FLAGS.workdir)
+      else:
+        warn_if_trained_on(config, FLAGS.workdir, FLAGS.data)
     split = f"eval: eval_fraction {eval_fraction:g}, from {origin}" if FLAGS.split == "eval" else FLAGS.split
     # Another system's pictures: its split is --eval_fraction's if given, else shards keep their own.
     held_out_by = "the run" if FLAGS.workdir else "--eval_fraction" if FLAGS["eval_fraction"].present else ""

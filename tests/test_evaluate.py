@@ -214,6 +214,26 @@ def test_compare_tables_runs_on_the_same_photos(run, photos, tmp_path):
     compare.compare([run, other], f"folder:{photos}", split="eval", image_size=32, batch_size=4)
 
 
+def test_split_all_says_which_photos_of_data_a_run_trained_on(tmp_path, monkeypatch, caplog):
+  (tmp_path / "photos" / "sub").mkdir(parents=True)
+  (tmp_path / "other").mkdir()
+  monkeypatch.chdir(tmp_path)
+  config = tiny_config(str(tmp_path / "photos"))
+  config.data.train = f"folder:{tmp_path / 'photos'},tfds:coco/2017"
+  overlapping = ["folder:photos", "folder:photos/sub", f"folder:{tmp_path}", "tfds:coco/2017"]
+  apart = ["folder:other", "folder:photos2", "shards:photos", "tfds:places365_small"]
+  for data in overlapping + apart:
+    caplog.clear()
+    evaluate.warn_if_trained_on(config, "runs/x", data)
+    warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warned) == (data in overlapping), (data, warned)
+  caplog.clear()
+  evaluate.warn_if_trained_on(config, "runs/x", "folder:other,folder:photos/sub")
+  assert caplog.messages == [f"--split all: --data folder:photos/sub holds photos runs/x trained on (data.train "
+                             f"folder:{tmp_path / 'photos'}), so its scores are not held-out ones; --split eval "
+                             "scores only the photos it held out"]
+
+
 def test_a_run_without_its_best_checkpoint_yet_is_scored_at_its_latest_and_said_so_once(run, photos, tmp_path):
   early = str(tmp_path / "early")  # stopped before its first eval, its default checkpoint "best"
   shutil.copytree(run, early)
@@ -406,6 +426,7 @@ def test_compare_command_writes_its_table_and_keeps_an_existing_one(run, photos,
   rows = [line.split("|")[1:-1] for line in table.splitlines() if line.startswith("|")]
   assert [r[0].strip() for r in rows[2:]] == [run, f"{run} (2)", "no colour (a = b = 0)", "ground truth"]
   assert rows[3][-1].strip().startswith("+0.00 ± 0.00")  # the same run twice: no gain, no doubt
+  assert proc.stderr.count(f"--split all: --data folder:{photos} holds photos {run} trained on") == 2  # each time given
   again = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
   assert again.returncode == 1 and "table.md already exists; pass --overwrite" in again.stderr
   assert out.read_text() == table
