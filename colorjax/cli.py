@@ -73,6 +73,23 @@ def exit_with_error(e: BaseException, message: str | None = None) -> NoReturn:
   sys.exit(f"error: {message or e}")
 
 
+def exit_if_out_of_memory(e: BaseException, lower: str, then: str = "") -> None:
+  """Ends a command whose accelerator ran out of memory (XLA's RESOURCE_EXHAUSTED, e.g. a batch a
+  GPU cannot hold) with one `error:` line: the device, XLA's own line, and the settings to
+  `lower` ("--batch-size (now 8)"), then `then`. Other errors return, for the caller to raise."""
+  lines = str(e).strip().splitlines()
+  if not lines or "RESOURCE_EXHAUSTED" not in lines[0]:
+    return
+  import jax  # pylint: disable=g-import-not-at-top  # here: cli stays light for the commands' flag parsing
+  device = jax.devices()[0]
+  try:
+    limit = (device.memory_stats() or {}).get("bytes_limit")
+  except (RuntimeError, NotImplementedError):  # a backend that keeps no statistics
+    limit = None
+  where = device.device_kind + (f" ({limit / 2 ** 30:.0f} GiB)" if limit else "")
+  exit_with_error(e, f"out of memory on {where}: {lines[0].rstrip('.')}; lower {lower}, and run again{then}")
+
+
 def run(main: Callable[[list[str]], None], flags_parser: Callable[[list[str]], Any]) -> None:
   """absl's `app.run` for a command: a `UsageError` (arguments missing or out of range) is one
   `error:` line, not every flag's help with the reason last, and Ctrl-C where the command does

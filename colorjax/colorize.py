@@ -642,8 +642,13 @@ def main(argv: list[str]) -> None:
                                        prior_correction_flag(), FLAGS.colour_at_render_size)
   except (FileNotFoundError, ValueError) as e:
     cli.exit_with_error(e)
-  failures = colorize_files(colorizer, inputs, FLAGS.out, FLAGS.max_pixels, FLAGS.overwrite, FLAGS.skip_existing,
-                            collected=(pairs, problems))
+  try:
+    failures = colorize_files(colorizer, inputs, FLAGS.out, FLAGS.max_pixels, FLAGS.overwrite, FLAGS.skip_existing,
+                              collected=(pairs, problems))
+  except jax.errors.JaxRuntimeError as e:
+    cli.exit_if_out_of_memory(e, f"--batch-size (now {colorizer.batch_size}) or --render-size (now "
+                                 f"{colorizer.render_size})", " with --skip-existing to keep the photos written")
+    raise
   if failures:
     print(f"{failures} of {total + len(problems)} inputs failed", file=sys.stderr)
   sys.exit(1 if failures else 0)

@@ -1004,6 +1004,12 @@ def main(argv: list[str]) -> None:
     _, stopped_by = run(config, workdir)
   except (ValueError, FileNotFoundError) as e:  # a bad config, source or workdir: the message says which
     cli.exit_with_error(e)
+  except jax.errors.JaxRuntimeError as e:
+    devices = jax.device_count()
+    cli.exit_if_out_of_memory(e, f"config.batch_size (now {config.batch_size} over {devices} "
+                                 f"device{'s' * (devices != 1)}) or config.image_size (now {config.image_size})",
+                              ": a run with a checkpoint resumes from it")
+    raise
   except OSError as e:
     if e.errno not in (errno.ENOSPC, errno.EDQUOT):
       cli.exit_with_error(e)

@@ -212,3 +212,15 @@ def test_the_wheel_installs_the_colorjax_command(wheel):
   archive = zipfile.ZipFile(wheel)
   (entry_points,) = [n for n in archive.namelist() if n.endswith(".dist-info/entry_points.txt")]
   assert "colorjax = colorjax.__main__:main" in archive.read(entry_points).decode().splitlines()
+
+
+def test_an_accelerator_out_of_memory_is_one_line_and_other_runtime_errors_pass():
+  import jax
+  import jax.numpy as jnp
+  with pytest.raises(jax.errors.JaxRuntimeError) as oom:  # a real RESOURCE_EXHAUSTED: 16 TB asked of the CPU
+    jnp.zeros((2 ** 42,), jnp.float32).block_until_ready()
+  with pytest.raises(SystemExit) as e:
+    cli.exit_if_out_of_memory(oom.value, "--batch-size (now 8)", " with --skip-existing")
+  assert e.value.code == ("error: out of memory on cpu: RESOURCE_EXHAUSTED: Out of memory allocating 17592186044416 "
+                          "bytes; lower --batch-size (now 8), and run again with --skip-existing")
+  assert cli.exit_if_out_of_memory(RuntimeError("INTERNAL: something else"), "--batch-size (now 8)") is None

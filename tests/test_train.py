@@ -947,6 +947,26 @@ def test_a_run_trained_on_four_devices_colorizes_on_one(photos, tmp_path):
     assert colorizer(gray).shape == gray.shape + (3,)
 
 
+def test_a_device_out_of_memory_is_one_line_naming_what_to_lower(photos, tmp_path):
+  """XLA's RESOURCE_EXHAUSTED at the first step, as a GPU gives for a batch it cannot hold: here a
+  real one, from a 16 TB buffer asked of the CPU where the step puts its batch on the devices."""
+  config = tiny_config(photos)
+  script = textwrap.dedent(f"""
+      import runpy, sys
+      import jax, jax.numpy as jnp
+      jax.make_array_from_process_local_data = lambda *args: jnp.zeros((2 ** 42,), jnp.float32).block_until_ready()
+      sys.argv = ["train", "--config", {os.path.join(REPO, "configs/demo.py")!r}, "--workdir", {str(tmp_path / "run")!r},
+                  *{_cli_overrides(config)!r}]
+      runpy.run_module("colorjax.train", run_name="__main__")""")
+  run = subprocess.run([sys.executable, "-c", script], cwd=REPO, env={**os.environ, "PYTHONPATH": REPO},
+                       capture_output=True, text=True, timeout=600)
+  assert run.returncode == 1 and "Traceback" not in run.stderr, run.stderr[-3000:]
+  assert run.stderr.splitlines()[-1] == (
+      "error: out of memory on cpu: RESOURCE_EXHAUSTED: Out of memory allocating 17592186044416 bytes; lower "
+      "config.batch_size (now 8 over 1 device) or config.image_size (now 32), and run again: a run with a "
+      "checkpoint resumes from it")
+
+
 def test_a_batch_the_devices_cannot_share_is_refused_and_leaves_no_workdir(photos, tmp_path):
   run = _train_cli(tiny_config(photos), tmp_path / "run", env={"XLA_FLAGS": "--xla_force_host_platform_device_count=3"})
   out, _ = run.communicate(timeout=600)
