@@ -426,21 +426,22 @@ def photo_metadata(path: str | os.PathLike | BinaryIO) -> dict[str, Any]:
   the photo (date taken, camera, description, location), and its resolution, so a 600-dpi scan
   prints at its size. Not the orientation, which the pixels have by then, nor a TIFF's layout
   tags, nor the ICC profile: the output is sRGB, whatever the scan was. {} where the header
-  cannot be read again."""
+  cannot be read again or its EXIF cannot be carried over: the picture matters, not its tags."""
   try:
     with Image.open(path, formats=FORMATS) as img:
       exif, dpi = img.getexif(), img.info.get("dpi")
       exif_ifd, gps_ifd = (exif.get_ifd(ifd) if ifd in exif else {} for ifd in (_EXIF_IFD, _GPS_IFD))
-  except (OSError, ValueError, SyntaxError):
+    kept = Image.Exif()
+    kept.update({tag: exif[tag] for tag in _DESCRIPTIVE_TAGS if tag in exif})
+    subs = {_EXIF_IFD: {k: v for k, v in exif_ifd.items() if k not in _FILE_LAYOUT_EXIF_TAGS}, _GPS_IFD: gps_ifd}
+    for ifd, tags in subs.items():
+      if tags:
+        kept.get_ifd(ifd).update(tags)
+    any_exif = len(kept) or any(subs.values())  # a sub-IFD alone is not counted in len(kept)
+    return {**({"exif": kept.tobytes()} if any_exif else {}), **({"dpi": tuple(dpi)} if dpi else {})}
+  except Exception as e:  # noqa: BLE001 -- Pillow's EXIF parser and writer raise many kinds on odd tags
+    logging.info("%s: its EXIF and resolution are not kept (%s: %s)", path, type(e).__name__, e)
     return {}
-  kept = Image.Exif()
-  kept.update({tag: exif[tag] for tag in _DESCRIPTIVE_TAGS if tag in exif})
-  subs = {_EXIF_IFD: {k: v for k, v in exif_ifd.items() if k not in _FILE_LAYOUT_EXIF_TAGS}, _GPS_IFD: gps_ifd}
-  for ifd, tags in subs.items():
-    if tags:
-      kept.get_ifd(ifd).update(tags)
-  any_exif = len(kept) or any(subs.values())  # a sub-IFD alone is not counted in len(kept)
-  return {**({"exif": kept.tobytes()} if any_exif else {}), **({"dpi": dpi} if dpi else {})}
 
 
 def _inside(path: Path, folder: Path | None) -> bool:

@@ -398,7 +398,7 @@ def main(argv: list[str]) -> None:
     cli.exit_with_error(e)
   except jax.errors.JaxRuntimeError as e:
     cli.exit_if_out_of_memory(e, f"--batch-size (now {FLAGS.batch_size})" + (
-        "" if FLAGS.predictions else f" or --render-size (now {system.render_size})"))
+        "" if FLAGS.predictions else f" or --render-size (now {FLAGS.render_size or 'the training size'})"))
     raise
   print(f"{FLAGS.workdir or FLAGS.predictions} on {FLAGS.data} [{split}]: {evaluation.counts()}; "
         f"{FLAGS.image_size} px centre crops {how}, RGB uint8\n")

@@ -239,6 +239,21 @@ def test_exif_of_only_a_date_taken_and_a_location_is_kept(tmp_path):
     assert kept.get_ifd(0x8769) == {0x9003: "2001:01:01 00:00:00"} and kept.get_ifd(0x8825) == {2: (48.0, 12.0, 30.0)}
 
 
+def test_exif_that_cannot_be_carried_over_leaves_the_png_without_it(colorizer, tmp_path, monkeypatch):
+  import struct
+  exif = Image.Exif()
+  exif[0x010E] = "a tag Pillow will fail to write"
+  (tmp_path / "in").mkdir()
+  Image.fromarray(photo()).save(tmp_path / "in" / "a.jpg", exif=exif)
+  def fails(self, *args):
+    raise struct.error("as Pillow's writer does on a malformed value")
+  monkeypatch.setattr(Image.Exif, "tobytes", fails)
+  assert colorize.colorize_files(colorizer, [str(tmp_path / "in")], str(tmp_path / "out")) == 0
+  monkeypatch.undo()
+  with Image.open(tmp_path / "out" / "a.png") as out:
+    assert not out.getexif() and out.size == photo().shape[1::-1]
+
+
 def test_collect_inputs_keeps_trees_expands_globs_and_never_collides(tmp_path):
   (tmp_path / "album" / "1950s").mkdir(parents=True)
   (tmp_path / "album" / ".thumbs").mkdir()
