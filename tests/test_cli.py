@@ -183,6 +183,13 @@ def test_train_without_a_config_lists_the_shipped_ones():
       f"error: --config is required: a config file or a shipped config, one of {', '.join(cli.shipped_configs())}")
 
 
+@pytest.mark.parametrize("command", [["colorjax.train"], ["colorjax.bench", "step"]])
+def test_help_lists_the_config_flag_with_the_commands_own(command):
+  out = _run("-m", *command, "--help")
+  own = out.stdout.split("\nflags:\n", 1)[1].split("Try --helpfull")[0]  # the main module's flags
+  assert "  --config: " in own and "  --workdir: " in own, out.stdout[-2000:]  # (absl ends --help with status 1)
+
+
 def test_the_colorjax_command_alone_or_unknown_lists_the_commands():
   from colorjax import __main__ as entry
   alone, helped, unknown = _run("-m", "colorjax"), _run("-m", "colorjax", "--help"), _run("-m", "colorjax", "trian")
