@@ -254,6 +254,21 @@ def test_exif_that_cannot_be_carried_over_leaves_the_png_without_it(colorizer, t
     assert not out.getexif() and out.size == photo().shape[1::-1]
 
 
+def test_a_resolution_png_cannot_hold_is_left_out_and_the_photo_colorized(colorizer, tmp_path):
+  from PIL import TiffImagePlugin
+  (tmp_path / "in").mkdir()
+  gray = Image.fromarray(photo()).convert("L")
+  unset = {282: TiffImagePlugin.IFDRational(0, 0), 283: TiffImagePlugin.IFDRational(0, 0), 296: 2}  # 0/0: NaN dpi
+  gray.save(tmp_path / "in" / "unset.tif", description="box 3", tiffinfo=unset)
+  gray.save(tmp_path / "in" / "absurd.tif", dpi=(3e9, 3e9))  # over PNG's 32-bit pixels per metre
+  assert colorize.colorize_files(colorizer, [str(tmp_path / "in")], str(tmp_path / "out")) == 0
+  for name in ("unset", "absurd"):
+    with Image.open(tmp_path / "out" / f"{name}.png") as out:
+      assert "dpi" not in out.info and out.size == photo().shape[1::-1]
+  with Image.open(tmp_path / "out" / "unset.png") as out:
+    assert dict(out.getexif()) == {0x010E: "box 3"}  # the description is kept all the same
+
+
 def test_collect_inputs_keeps_trees_expands_globs_and_never_collides(tmp_path):
   (tmp_path / "album" / "1950s").mkdir(parents=True)
   (tmp_path / "album" / ".thumbs").mkdir()
