@@ -438,6 +438,8 @@ def photo_metadata(path: str | os.PathLike | BinaryIO) -> dict[str, Any]:
       if tags:
         kept.get_ifd(ifd).update(tags)
     any_exif = len(kept) or any(subs.values())  # a sub-IFD alone is not counted in len(kept)
+    if dpi and exif.get(0x0112) in (5, 6, 7, 8):  # turned a quarter: the pixels' rows were its columns
+      dpi = tuple(dpi)[::-1]
     if dpi and not all(0 < d / 0.0254 + 0.5 < 2 ** 32 for d in dpi):  # PNG's pixels per metre: 32 bits
       dpi = None  # a TIFF's unset resolution (0/0: NaN) or an absurd one, which PNG's writer raises on
     return {**({"exif": kept.tobytes()} if any_exif else {}), **({"dpi": tuple(dpi)} if dpi else {})}

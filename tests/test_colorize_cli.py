@@ -254,6 +254,21 @@ def test_exif_that_cannot_be_carried_over_leaves_the_png_without_it(colorizer, t
     assert not out.getexif() and out.size == photo().shape[1::-1]
 
 
+def test_a_quarter_turned_photo_keeps_its_print_size(colorizer, tmp_path):
+  """A fax-like scan at 200 x 100 dpi, stored on its side (orientation 6 or 8): the PNG, upright,
+  is 100 x 200 dpi, so it prints at the photo's size, not stretched."""
+  (tmp_path / "in").mkdir()
+  for orientation in (1, 6, 8):
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    Image.fromarray(photo()).convert("L").save(tmp_path / "in" / f"o{orientation}.jpg", exif=exif, dpi=(200, 100))
+  assert colorize.colorize_files(colorizer, [str(tmp_path / "in")], str(tmp_path / "out")) == 0
+  h, w = photo().shape[:2]
+  for orientation, size, dpi in ((1, (w, h), (200, 100)), (6, (h, w), (100, 200)), (8, (h, w), (100, 200))):
+    with Image.open(tmp_path / "out" / f"o{orientation}.png") as out:
+      assert out.size == size and out.info["dpi"] == pytest.approx(dpi, abs=0.01), orientation
+
+
 def test_a_resolution_png_cannot_hold_is_left_out_and_the_photo_colorized(colorizer, tmp_path):
   from PIL import TiffImagePlugin
   (tmp_path / "in").mkdir()
