@@ -252,13 +252,32 @@ def _overlap(a: str, b: str) -> bool:
   return first.is_relative_to(second) or second.is_relative_to(first)
 
 
+def _same_source(a: str, b: str) -> bool:
+  """Whether overlapping source parts `a` and `b` are the same source (not one folder inside the other)."""
+  return a.startswith("tfds:") or os.path.realpath(os.path.expanduser(a.partition(":")[2])) == \
+      os.path.realpath(os.path.expanduser(b.partition(":")[2]))
+
+
 def warn_if_trained_on(config: ml_collections.ConfigDict, workdir: str, data: str) -> None:
-  """Says so where `--split all` scores photos the run trained on: those are no held-out scores."""
+  """Says so where `--split all` scores photos the run trained on: those are no held-out scores.
+  It points to `--split eval` only where that holds out what training did: on the source as the
+  run named it (a folder inside it, or around it, is split by other relative paths), of a run that
+  held out a share of it (not one with `data.eval` set)."""
   trained = [(part, train) for part in sources.parts(data) for train in sources.parts(config.data.train)
              if _overlap(part, train)]
+  if not trained:
+    return
+  try:
+    held_out_fraction(config, workdir)
+    split_eval = True
+  except ValueError:  # none held out (data.eval set), or no one fraction: --split eval refuses the run
+    split_eval = False
   for part, train in trained:
+    advice = ("--split eval scores only the photos it held out" if split_eval and _same_source(part, train) else
+              f"--split eval holds out what training did only on --data {train}" if split_eval else
+              "--split eval cannot leave them out (it says why): score photos it never saw")
     logging.warning("--split all: --data %s holds photos %s trained on (data.train %s), so its scores are not "
-                    "held-out ones; --split eval scores only the photos it held out", part, workdir, train)
+                    "held-out ones; %s", part, workdir, train, advice)
 
 
 def held_out_fraction(config: ml_collections.ConfigDict, workdir: str) -> tuple[float, str]:

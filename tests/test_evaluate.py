@@ -228,10 +228,22 @@ def test_split_all_says_which_photos_of_data_a_run_trained_on(tmp_path, monkeypa
     warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
     assert len(warned) == (data in overlapping), (data, warned)
   caplog.clear()
-  evaluate.warn_if_trained_on(config, "runs/x", "folder:other,folder:photos/sub")
-  assert caplog.messages == [f"--split all: --data folder:photos/sub holds photos runs/x trained on (data.train "
-                             f"folder:{tmp_path / 'photos'}), so its scores are not held-out ones; --split eval "
-                             "scores only the photos it held out"]
+  evaluate.warn_if_trained_on(config, "runs/x", "folder:other,folder:photos/sub,folder:photos/")
+  trained = f"--split all: --data %s holds photos runs/x trained on (data.train folder:{tmp_path / 'photos'}), so " \
+            "its scores are not held-out ones; "
+  # A folder inside the one trained on is split by other relative paths ("a.jpg", not "sub/a.jpg"):
+  # --split eval on it would score photos the run trained on.
+  assert sources.in_eval_split("sub/p5.jpg", 0.1) != sources.in_eval_split("p5.jpg", 0.1)
+  assert caplog.messages == [
+      trained % "folder:photos/sub" + f"--split eval holds out what training did only on --data folder:{tmp_path / 'photos'}",
+      trained % "folder:photos/" + "--split eval scores only the photos it held out"]
+  caplog.clear()
+  config.data.eval = "folder:other"  # all of data.train trained: --split eval refuses the run
+  evaluate.warn_if_trained_on(config, "runs/x", "folder:photos")
+  assert caplog.messages == [trained % "folder:photos" + "--split eval cannot leave them out (it says why): "
+                                                         "score photos it never saw"]
+  with pytest.raises(ValueError, match="held out none of data.train"):
+    evaluate.held_out_fraction(config, "runs/x")
 
 
 def test_a_run_without_its_best_checkpoint_yet_is_scored_at_its_latest_and_said_so_once(run, photos, tmp_path):
