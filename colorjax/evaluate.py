@@ -246,8 +246,8 @@ def _overlap(a: str, b: str) -> bool:
   other_kind, _, other_arg = b.partition(":")
   if kind != other_kind:
     return False
-  if kind == "tfds":
-    return arg == other_arg
+  if kind == "tfds":  # coco/2017:1.1.0 is coco/2017's photos too
+    return arg.partition(":")[0] == other_arg.partition(":")[0]
   first, second = (pathlib.Path(os.path.realpath(os.path.expanduser(p))) for p in (arg, other_arg))
   return first.is_relative_to(second) or second.is_relative_to(first)
 

@@ -220,8 +220,8 @@ def test_split_all_says_which_photos_of_data_a_run_trained_on(tmp_path, monkeypa
   monkeypatch.chdir(tmp_path)
   config = tiny_config(str(tmp_path / "photos"))
   config.data.train = f"folder:{tmp_path / 'photos'},tfds:coco/2017"
-  overlapping = ["folder:photos", "folder:photos/sub", f"folder:{tmp_path}", "tfds:coco/2017"]
-  apart = ["folder:other", "folder:photos2", "shards:photos", "tfds:places365_small"]
+  overlapping = ["folder:photos", "folder:photos/sub", f"folder:{tmp_path}", "tfds:coco/2017", "tfds:coco/2017:1.1.0"]
+  apart = ["folder:other", "folder:photos2", "shards:photos", "tfds:places365_small", "tfds:coco/2014"]
   for data in overlapping + apart:
     caplog.clear()
     evaluate.warn_if_trained_on(config, "runs/x", data)
