@@ -43,6 +43,9 @@ def main(argv: list[str] | None = None) -> None:
     return
   if len(argv) < 2:
     sys.exit(USAGE)
+  if argv[1].startswith("-"):  # `colorjax --verbosity=1 train`, `colorjax --helpfull`
+    sys.exit(f"error: {argv[1]} comes before a command: a command's flags follow it, `colorjax COMMAND "
+             f"[flags]`, one of {', '.join(COMMANDS)} (`colorjax COMMAND --help` lists its flags)")
   if argv[1] not in COMMANDS:
     sys.exit(f"error: unknown command {argv[1]!r}: one of {', '.join(COMMANDS)} (`colorjax --help` says what each does)")
   sys.argv = [argv[0], *argv[2:]]  # runpy puts the module's file first, as `python -m` does

@@ -202,6 +202,17 @@ def test_the_colorjax_command_alone_or_unknown_lists_the_commands():
       "(`colorjax --help` says what each does)\n")
 
 
+@pytest.mark.parametrize("flag", ["--verbosity=1", "--helpfull", "--config=demo"])
+def test_a_flag_before_the_command_is_said_to_belong_after_it(flag, monkeypatch):
+  from colorjax import __main__ as entry
+  monkeypatch.setattr(sys, "argv", list(sys.argv))
+  with pytest.raises(SystemExit) as e:
+    entry.main(["colorjax", flag, "train"])
+  assert e.value.code == (f"error: {flag} comes before a command: a command's flags follow it, `colorjax COMMAND "
+                          "[flags]`, one of train, colorize, evaluate, compare, export, serve, prepare, bench "
+                          "(`colorjax COMMAND --help` lists its flags)")
+
+
 def test_ctrl_c_while_a_command_imports_is_one_line_and_status_130(monkeypatch, capsys):
   """`python -m colorjax.train` shows a traceback for a Ctrl-C while it imports JAX, before its
   own handler is set; the `colorjax` command catches it."""
