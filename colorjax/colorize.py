@@ -421,12 +421,13 @@ _EXIF_IFD, _GPS_IFD = 0x8769, 0x8825                           # dates taken, ex
 _FILE_LAYOUT_EXIF_TAGS = (0xA002, 0xA003, 0xA005)              # pixel width, height; interoperability IFD
 
 
-def photo_metadata(path: str | os.PathLike | BinaryIO) -> dict[str, Any]:
+def photo_metadata(path: str | os.PathLike | BinaryIO, name: str | None = None) -> dict[str, Any]:
   """What a colorized PNG keeps of its photo, as `Image.save` arguments: the EXIF that describes
   the photo (date taken, camera, description, location), and its resolution, so a 600-dpi scan
   prints at its size. Not the orientation, which the pixels have by then, nor a TIFF's layout
   tags, nor the ICC profile: the output is sRGB, whatever the scan was. {} where the header
-  cannot be read again or its EXIF cannot be carried over: the picture matters, not its tags."""
+  cannot be read again or its EXIF cannot be carried over: the picture matters, not its tags.
+  `name`: what the info line then calls the photo (an upload's file name; default `path`)."""
   try:
     with Image.open(path, formats=FORMATS) as img:
       exif, dpi = img.getexif(), img.info.get("dpi")
@@ -444,7 +445,7 @@ def photo_metadata(path: str | os.PathLike | BinaryIO) -> dict[str, Any]:
       dpi = None  # a TIFF's unset resolution (0/0: NaN) or an absurd one, which PNG's writer raises on
     return {**({"exif": kept.tobytes()} if any_exif else {}), **({"dpi": tuple(dpi)} if dpi else {})}
   except Exception as e:  # noqa: BLE001 -- Pillow's EXIF parser and writer raise many kinds on odd tags
-    logging.info("%s: its EXIF and resolution are not kept (%s: %s)", path, type(e).__name__, e)
+    logging.info("%s: its EXIF and resolution are not kept (%s: %s)", name or path, type(e).__name__, e)
     return {}
 
 

@@ -162,7 +162,7 @@ class ColorizeServer(ThreadingHTTPServer):
       rgb, alpha = read_image(data, self.max_pixels, name=filename)
       out = self.colorizer(with_alpha(rgb, alpha))
       stem = re.sub(r"[^A-Za-z0-9._-]", "_", os.path.splitext(filename)[0]) or "photo"  # safe in a header
-      token = self.results.add(f"{stem}_colorized.png", _png(out, **photo_metadata(io.BytesIO(data))))
+      token = self.results.add(f"{stem}_colorized.png", _png(out, **photo_metadata(io.BytesIO(data), filename)))
       small = _thumbnail(rgb)  # the gray preview is made small first: full size it took gigabytes
       gray = _gray(small) if alpha is None else np.dstack([_gray(small), _thumbnail(alpha)])  # transparent where the input is
       gray_uri, result_uri = _preview_uri(gray), _preview_uri(out)

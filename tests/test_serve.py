@@ -121,6 +121,21 @@ def test_the_download_keeps_the_photos_exif_and_resolution_but_not_its_rotation(
     assert png.getexif()[0x010E] == "Rosa and Anton, Vienna 1931" and 0x0112 not in png.getexif()
 
 
+def test_exif_that_cannot_be_carried_over_is_said_of_the_upload_by_its_name(server, monkeypatch, caplog):
+  httpd, _ = server
+  exif = Image.Exif()
+  exif[0x010E] = "a tag Pillow will fail to write"
+  upload = io.BytesIO()
+  Image.open(PHOTO).resize((64, 48)).save(upload, format="JPEG", exif=exif)
+  def fails(self, *args):
+    raise ValueError("as Pillow's writer does on a malformed value")
+  monkeypatch.setattr(Image.Exif, "tobytes", fails)
+  with caplog.at_level(logging.INFO):
+    assert 'id="download"' in httpd.colorize(upload.getvalue(), "scan.jpg")
+  assert "scan.jpg: its EXIF and resolution are not kept (ValueError: as Pillow's writer does on a malformed value)" \
+      in caplog.messages
+
+
 def test_unknown_paths_are_404_and_other_posts_400(server):
   _, base = server
   for path in ("/download/nope", "/etc/passwd", "/../colorjax"):
