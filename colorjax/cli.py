@@ -81,7 +81,7 @@ def exit_if_out_of_memory(e: BaseException, lower: str, then: str = "") -> None:
   if not lines or "RESOURCE_EXHAUSTED" not in lines[0]:
     return
   import jax  # pylint: disable=g-import-not-at-top  # here: cli stays light for the commands' flag parsing
-  device = jax.devices()[0]
+  device = jax.local_devices()[0]  # one this process ran on: another's has no memory_stats
   try:
     limit = (device.memory_stats() or {}).get("bytes_limit")
   except (RuntimeError, NotImplementedError):  # a backend that keeps no statistics

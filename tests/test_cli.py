@@ -242,3 +242,28 @@ def test_an_accelerator_out_of_memory_is_one_line_and_other_runtime_errors_pass(
   assert e.value.code == ("error: out of memory on cpu: RESOURCE_EXHAUSTED: Out of memory allocating 17592186044416 "
                           "bytes; lower --batch-size (now 8), and run again with --skip-existing")
   assert cli.exit_if_out_of_memory(RuntimeError("INTERNAL: something else"), "--batch-size (now 8)") is None
+
+
+def test_out_of_memory_on_a_process_other_than_0_names_its_own_device(monkeypatch):
+  """In a multi-process run jax.devices()[0] is process 0's: elsewhere its memory_stats raises
+  (INVALID_ARGUMENT: only for addressable devices), so the line lost the device's size."""
+  import jax
+
+  class Device:
+    device_kind = "NVIDIA H100 80GB HBM3"
+
+    def __init__(self, addressable):
+      self.addressable = addressable
+
+    def memory_stats(self):
+      if not self.addressable:
+        raise jax.errors.JaxRuntimeError("INVALID_ARGUMENT: MemoryStats is only supported for addressable PjRt devices.")
+      return {"bytes_limit": 80 * 2 ** 30}
+
+  monkeypatch.setattr(jax, "devices", lambda *a: [Device(False), Device(True)])
+  monkeypatch.setattr(jax, "local_devices", lambda *a, **k: [Device(True)])
+  with pytest.raises(SystemExit) as e:
+    cli.exit_if_out_of_memory(RuntimeError("RESOURCE_EXHAUSTED: Out of memory while trying to allocate 1 bytes."),
+                              "config.batch_size (now 8 over 2 devices)")
+  assert e.value.code == ("error: out of memory on NVIDIA H100 80GB HBM3 (80 GiB): RESOURCE_EXHAUSTED: Out of memory "
+                          "while trying to allocate 1 bytes; lower config.batch_size (now 8 over 2 devices), and run again")
