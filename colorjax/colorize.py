@@ -25,6 +25,7 @@ import json
 import logging
 import os
 import re
+import struct
 import sys
 import warnings
 from pathlib import Path
@@ -449,6 +450,23 @@ def photo_metadata(path: str | os.PathLike | BinaryIO, name: str | None = None) 
     return {}
 
 
+def save_png(image: np.ndarray, target: str | BinaryIO, photo: str | os.PathLike | BinaryIO | None = None,
+             name: str | None = None) -> None:
+  """`image` as a PNG in `target`, with what it keeps of `photo` (`photo_metadata`); where PNG's
+  writer refuses that metadata, without it: one photo's odd tags must not end a run of many."""
+  metadata = {} if photo is None else photo_metadata(photo, name)
+  try:
+    Image.fromarray(image).save(target, format="PNG", **metadata)
+  except (ValueError, TypeError, OverflowError, struct.error) as e:
+    if not metadata:
+      raise
+    logging.info("%s: its EXIF and resolution are not kept (%s: %s)", name or photo, type(e).__name__, e)
+    if not isinstance(target, str):
+      target.seek(0)
+      target.truncate()
+    Image.fromarray(image).save(target, format="PNG")
+
+
 def _inside(path: Path, folder: Path | None) -> bool:
   return folder is not None and Path(os.path.realpath(path)).is_relative_to(folder)  # never raises on a link loop
 
@@ -592,7 +610,7 @@ def colorize_files(colorizer: Colorizer, inputs: Sequence[str], out_dir: str,
         try:
           os.makedirs(os.path.dirname(dst) or ".", exist_ok=True)
           with shards.local_path_for(dst, overwrite) as tmp:  # renamed when whole: a killed run leaves no half PNG
-            Image.fromarray(out).save(tmp, format="PNG", **photo_metadata(src))
+            save_png(out, tmp, src)
         except FileExistsError as e:
           appeared = not overwrite and os.path.isfile(dst)  # not a file where a folder of dst's path should be
           fail(BadImageError(f"{src}: {dst} appeared while colorizing; kept it (pass --overwrite to replace it)"

@@ -32,7 +32,6 @@ from email import policy
 from email.parser import BytesParser
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
 from urllib.parse import urlsplit
 
 import numpy as np
@@ -41,7 +40,7 @@ from PIL import Image
 
 from colorjax import cli, color
 from colorjax.colorize import (CHECKPOINT_HELP, COLOUR_AT_RENDER_SIZE_HELP, Colorizer, TooManyPixelsError,
-                               parse_flags, photo_metadata, read_image)
+                               parse_flags, read_image, save_png)
 from colorjax.data.images import BadImageError, with_alpha
 
 PREVIEW_SIZE = 768                 # long side of the inline previews
@@ -96,9 +95,10 @@ class Results:
       return self._items.get(token)
 
 
-def _png(image: np.ndarray, **metadata: Any) -> bytes:
+def _png(image: np.ndarray, photo: bytes | None = None, name: str | None = None) -> bytes:
+  """`image` as PNG bytes, with what it keeps of the uploaded `photo`'s metadata (`save_png`)."""
   buf = io.BytesIO()
-  Image.fromarray(image).save(buf, format="PNG", **metadata)
+  save_png(image, buf, None if photo is None else io.BytesIO(photo), name)
   return buf.getvalue()
 
 
@@ -162,7 +162,7 @@ class ColorizeServer(ThreadingHTTPServer):
       rgb, alpha = read_image(data, self.max_pixels, name=filename)
       out = self.colorizer(with_alpha(rgb, alpha))
       stem = re.sub(r"[^A-Za-z0-9._-]", "_", os.path.splitext(filename)[0]) or "photo"  # safe in a header
-      token = self.results.add(f"{stem}_colorized.png", _png(out, **photo_metadata(io.BytesIO(data), filename)))
+      token = self.results.add(f"{stem}_colorized.png", _png(out, data, filename))
       small = _thumbnail(rgb)  # the gray preview is made small first: full size it took gigabytes
       gray = _gray(small) if alpha is None else np.dstack([_gray(small), _thumbnail(alpha)])  # transparent where the input is
       gray_uri, result_uri = _preview_uri(gray), _preview_uri(out)

@@ -284,6 +284,17 @@ def test_a_resolution_png_cannot_hold_is_left_out_and_the_photo_colorized(colori
     assert dict(out.getexif()) == {0x010E: "box 3"}  # the description is kept all the same
 
 
+def test_metadata_the_png_writer_refuses_leaves_the_png_without_it(colorizer, tmp_path, monkeypatch):
+  (tmp_path / "in").mkdir()
+  for name in ("a.jpg", "b.jpg"):
+    Image.fromarray(photo()).save(tmp_path / "in" / name)
+  monkeypatch.setattr(colorize, "photo_metadata", lambda photo, name=None: {"dpi": (1e12, 1e12)})  # past 32 bits
+  assert colorize.colorize_files(colorizer, [str(tmp_path / "in")], str(tmp_path / "out")) == 0
+  for name in ("a.png", "b.png"):
+    with Image.open(tmp_path / "out" / name) as out:
+      assert "dpi" not in out.info and out.size == photo().shape[1::-1]
+
+
 def test_collect_inputs_keeps_trees_expands_globs_and_never_collides(tmp_path):
   (tmp_path / "album" / "1950s").mkdir(parents=True)
   (tmp_path / "album" / ".thumbs").mkdir()
