@@ -446,8 +446,12 @@ def photo_metadata(path: str | os.PathLike | BinaryIO, name: str | None = None) 
       dpi = None  # a TIFF's unset resolution (0/0: NaN) or an absurd one, which PNG's writer raises on
     return {**({"exif": kept.tobytes()} if any_exif else {}), **({"dpi": tuple(dpi)} if dpi else {})}
   except Exception as e:  # noqa: BLE001 -- Pillow's EXIF parser and writer raise many kinds on odd tags
-    logging.info("%s: its EXIF and resolution are not kept (%s: %s)", name or path, type(e).__name__, e)
+    _metadata_not_kept(name or path, e)
     return {}
+
+
+def _metadata_not_kept(photo: Any, e: BaseException) -> None:
+  logging.info("%s: its EXIF and resolution are not kept (%s: %s)", photo, type(e).__name__, e)
 
 
 def save_png(image: np.ndarray, target: str | BinaryIO, photo: str | os.PathLike | BinaryIO | None = None,
@@ -460,7 +464,7 @@ def save_png(image: np.ndarray, target: str | BinaryIO, photo: str | os.PathLike
   except (ValueError, TypeError, OverflowError, struct.error) as e:
     if not metadata:
       raise
-    logging.info("%s: its EXIF and resolution are not kept (%s: %s)", name or photo, type(e).__name__, e)
+    _metadata_not_kept(name or photo, e)
     if not isinstance(target, str):
       target.seek(0)
       target.truncate()

@@ -239,23 +239,22 @@ def resolve_scored(data: str, split: str, eval_fraction: float, held_out_by: str
   return sources.resolve(data, split, eval_fraction, setting="--data", hint=hint)
 
 
+def _source_key(part: str) -> tuple[str, Any]:
+  """(kind, what a source part names): a TFDS dataset without its version (coco/2017:1.1.0 holds
+  coco/2017's photos), a folder's or shard folder's real path."""
+  kind, _, arg = part.partition(":")
+  if kind == "tfds":
+    return kind, arg.partition(":")[0]
+  return kind, pathlib.Path(os.path.realpath(os.path.expanduser(arg)))
+
+
 def _overlap(a: str, b: str) -> bool:
   """Whether source parts `a` and `b` share photos: the same TFDS dataset, or folders (or shard
   folders) one of which holds the other."""
-  kind, _, arg = a.partition(":")
-  other_kind, _, other_arg = b.partition(":")
+  (kind, first), (other_kind, second) = _source_key(a), _source_key(b)
   if kind != other_kind:
     return False
-  if kind == "tfds":  # coco/2017:1.1.0 is coco/2017's photos too
-    return arg.partition(":")[0] == other_arg.partition(":")[0]
-  first, second = (pathlib.Path(os.path.realpath(os.path.expanduser(p))) for p in (arg, other_arg))
-  return first.is_relative_to(second) or second.is_relative_to(first)
-
-
-def _same_source(a: str, b: str) -> bool:
-  """Whether overlapping source parts `a` and `b` are the same source (not one folder inside the other)."""
-  return a.startswith("tfds:") or os.path.realpath(os.path.expanduser(a.partition(":")[2])) == \
-      os.path.realpath(os.path.expanduser(b.partition(":")[2]))
+  return first == second if kind == "tfds" else (first.is_relative_to(second) or second.is_relative_to(first))
 
 
 def warn_if_trained_on(config: ml_collections.ConfigDict, workdir: str, data: str) -> None:
@@ -273,7 +272,7 @@ def warn_if_trained_on(config: ml_collections.ConfigDict, workdir: str, data: st
   except ValueError:  # none held out (data.eval set), or no one fraction: --split eval refuses the run
     split_eval = False
   for part, train in trained:
-    advice = ("--split eval scores only the photos it held out" if split_eval and _same_source(part, train) else
+    advice = ("--split eval scores only the photos it held out" if split_eval and _source_key(part) == _source_key(train) else
               f"--split eval holds out what training did only on --data {train}" if split_eval else
               "--split eval cannot leave them out (it says why): score photos it never saw")
     logging.warning("--split all: --data %s holds photos %s trained on (data.train %s), so its scores are not "

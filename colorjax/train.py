@@ -498,7 +498,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   try:
     while step < config.total_steps:
       # The first step of each phase compiles it (and the first batch starts the data workers).
-      compiles = step == first_step or (run.trainer.gan_step is not None and step == config.pretrain_steps)
+      compiles = step == first_step or run.trainer.phase(step) != run.trainer.phase(step - 1)
       state, step_metrics = _train_step(run, state, step, speed, compiles)
       window.append(step_metrics)
       step += 1
@@ -523,6 +523,12 @@ def _parameters(name: str, params: Any) -> str:
   if params is None:
     return ""
   return f"{name} {sum(x.size for x in jax.tree.leaves(params)) / 1e6:.2f} M parameters"
+
+
+def _over_devices() -> str:
+  """What a global batch is split over: "over 1 device", "over 8 devices"."""
+  n = jax.device_count()
+  return f"over {n} device{'s' * (n != 1)}"
 
 
 def _resolved_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
@@ -561,9 +567,9 @@ def _set_up(config: ml_collections.ConfigDict, workdir: str, stop: _StopSignal,
                            config.batch_size // jax.process_count(), num_workers=config.data.num_workers,
                            max_zoom=config.data.max_zoom)
   state = trainer.init_state()
-  logging.info("model: %s; %s%s; %s compute, global batch %d over %d device%s", models.describe(config),
+  logging.info("model: %s; %s%s; %s compute, global batch %d %s", models.describe(config),
                _parameters("G", state.g_params), _parameters(", D", state.d_params), models.compute_dtype(config).name,
-               config.batch_size, jax.device_count(), "s" if jax.device_count() > 1 else "")
+               config.batch_size, _over_devices())
   folder = os.path.join(workdir, "checkpoints")
   if not os.path.isdir(folder):  # made here: removed again if the run saves nothing (a signal before the first step)
     resources.callback(cli.remove_if_empty, folder)
@@ -1005,9 +1011,8 @@ def main(argv: list[str]) -> None:
   except (ValueError, FileNotFoundError) as e:  # a bad config, source or workdir: the message says which
     cli.exit_with_error(e)
   except jax.errors.JaxRuntimeError as e:
-    devices = jax.device_count()
-    cli.exit_if_out_of_memory(e, f"config.batch_size (now {config.batch_size} over {devices} "
-                                 f"device{'s' * (devices != 1)}) or config.image_size (now {config.image_size})",
+    cli.exit_if_out_of_memory(e, f"config.batch_size (now {config.batch_size} {_over_devices()}) or "
+                                 f"config.image_size (now {config.image_size})",
                               ": a run with a checkpoint resumes from it")
     raise
   except OSError as e:
