@@ -431,7 +431,8 @@ def photo_metadata(path: str | os.PathLike | BinaryIO, name: str | None = None) 
   `name`: what the info line then calls the photo (an upload's file name; default `path`)."""
   try:
     with Image.open(path, formats=FORMATS) as img:
-      exif, dpi = img.getexif(), img.info.get("dpi")
+      exif = img.getexif()
+      dpi = _declared_dpi(img, exif)
       exif_ifd, gps_ifd = (exif.get_ifd(ifd) if ifd in exif else {} for ifd in (_EXIF_IFD, _GPS_IFD))
     kept = Image.Exif()
     kept.update({tag: exif[tag] for tag in _DESCRIPTIVE_TAGS if tag in exif})
@@ -448,6 +449,14 @@ def photo_metadata(path: str | os.PathLike | BinaryIO, name: str | None = None) 
   except Exception as e:  # noqa: BLE001 -- Pillow's EXIF parser and writer raise many kinds on odd tags
     _metadata_not_kept(name or path, e)
     return {}
+
+
+def _declared_dpi(img: Image.Image, exif: Image.Exif) -> tuple[float, float] | None:
+  """The resolution the file declares, or None. Pillow reads a JPEG that declares none in its JFIF
+  header, and has EXIF without a resolution in it, as 72 dpi: a size the photo never claimed."""
+  declared = (img.format != "JPEG" or img.info.get("jfif_unit") in (1, 2)  # dots per inch or per cm
+              or (0x011A in exif and 0x0128 in exif))                     # EXIF XResolution and its unit
+  return img.info.get("dpi") if declared else None
 
 
 def _metadata_not_kept(photo: Any, e: BaseException) -> None:

@@ -239,6 +239,21 @@ def test_exif_of_only_a_date_taken_and_a_location_is_kept(tmp_path):
     assert kept.get_ifd(0x8769) == {0x9003: "2001:01:01 00:00:00"} and kept.get_ifd(0x8825) == {2: (48.0, 12.0, 30.0)}
 
 
+def test_a_jpeg_that_declares_no_resolution_gets_none_not_pillows_72_dpi(tmp_path):
+  described = Image.Exif()
+  described[0x010E] = "no resolution in here"
+  with_resolution = Image.Exif()
+  with_resolution.update({0x011A: 300.0, 0x011B: 300.0, 0x0128: 2})  # X/YResolution, in inches
+  Image.new("L", (8, 8)).save(tmp_path / "exif_only.jpg", exif=described)
+  Image.new("L", (8, 8)).save(tmp_path / "exif_dpi.jpg", exif=with_resolution)  # JFIF: aspect ratio only
+  Image.new("L", (8, 8)).save(tmp_path / "jfif_dpi.jpg", dpi=(150, 150))
+  with Image.open(tmp_path / "exif_only.jpg") as img:
+    assert img.info["dpi"] == (72, 72) and img.info["jfif_unit"] == 0  # what Pillow makes of it
+  assert "dpi" not in colorize.photo_metadata(tmp_path / "exif_only.jpg")
+  assert colorize.photo_metadata(tmp_path / "exif_dpi.jpg")["dpi"] == pytest.approx((300, 300))
+  assert colorize.photo_metadata(tmp_path / "jfif_dpi.jpg")["dpi"] == pytest.approx((150, 150))
+
+
 def test_exif_that_cannot_be_carried_over_leaves_the_png_without_it(colorizer, tmp_path, monkeypatch):
   import struct
   exif = Image.Exif()
