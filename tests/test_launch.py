@@ -191,8 +191,9 @@ def test_the_pid_file_names_the_training_process_and_stop_waits_for_its_checkpoi
 def _check_worker_side(pid, home, train_command, stop_command, worker):
   for _ in range(100):  # setsid and nohup exec into it (no fork): the same pid becomes the stand-in
     with open(f"/proc/{pid}/cmdline", "rb") as f:
-      if f.read().split(b"\0")[1].endswith(b"colorjax-venv/bin/python"):  # bash running the stand-in
-        break
+      args = f.read().split(b"\0")  # empty for an instant while a process execs
+    if len(args) > 1 and args[1].endswith(b"colorjax-venv/bin/python"):  # bash running the stand-in
+      break
     time.sleep(0.05)
   else:
     raise AssertionError(f"pid {pid} never became the training process")
