@@ -164,14 +164,15 @@ def _step_fn(trainer: train.Trainer, phase: str) -> Callable[..., Any]:
 
 
 def model_flops(config: ml_collections.ConfigDict, phase: str, rgb: jax.Array) -> float:
-  """`matmul_flops` of the step in its exact form: float32, transposed convolutions.
+  """`matmul_flops` of the step in its exact form: float32, transposed convolutions, one batch.
 
   MFU's numerator is the model's work, not the implementation's: subpixel upsampling (the GPU
   default) multiplies 2x2 kernels on 4x the channels, +3.5 % FLOPs at 256 px and +14 % at 64,
-  and the bfloat16 CPU path's patch matrices add more, none of it the model's.
+  and the bfloat16 CPU path's patch matrices add more, none of it the model's. Micro-batches
+  (`grad_accum_steps`) run G forward again in the GAN step, and a jaxpr holds their loop's body once.
   """
   exact = config.copy_and_resolve_references()
-  exact.model.upsample, exact.dtype = "transpose", "float32"
+  exact.model.upsample, exact.dtype, exact.grad_accum_steps = "transpose", "float32", 1
   trainer = train.Trainer(exact)
   return matmul_flops(_step_fn(trainer, phase), jax.eval_shape(trainer.init_state), rgb)
 

@@ -19,6 +19,8 @@ def default_config() -> ml_collections.ConfigDict:
   c.seed = 0
   c.image_size = 256            # training crops are image_size x image_size
   c.batch_size = 16             # global, over all devices and processes
+  c.grad_accum_steps = 1        # > 1: each update averages that many micro-batches of the batch, in turn
+                                # (the memory of one; batch norm normalises each micro-batch on its own)
   c.total_steps = 50_000
   c.pretrain_steps = 25_000     # phase 1: G alone on the reconstruction loss
   c.log_every = 50
@@ -110,6 +112,9 @@ def check_run_config(c: ml_collections.ConfigDict) -> None:
                "checkpoint_every", "keep_checkpoints", "eval_max_images"):
     if not isinstance(c[name], int) or c[name] < 1:
       raise ValueError(f"config.{name} must be a positive integer, got {c[name]!r}")
+  if not isinstance(c.grad_accum_steps, int) or c.grad_accum_steps < 1 or c.batch_size % c.grad_accum_steps:
+    raise ValueError(f"config.grad_accum_steps must be a positive integer that divides config.batch_size "
+                     f"({c.batch_size}) into micro-batches, got {c.grad_accum_steps!r}")
   if c.image_size < metrics.SSIM_WINDOW:
     raise ValueError(f"config.image_size must be at least {metrics.SSIM_WINDOW} (the held-out SSIM's "
                      f"window), got {c.image_size}")

@@ -141,50 +141,114 @@ def reconstruction_loss(config: ml_collections.ConfigDict, pred: jax.Array, ab: 
   return loss
 
 
+def _micro_batches(rgb: Batch, k: int, sharding: NamedSharding | None) -> jax.Array:
+  """`rgb` [B, ...] as k micro-batches [k, B / k, ...]. Micro-batch j holds rows j, j + k, ...,
+  so each is spread over the devices as the batch is, and no photo moves between them."""
+  micro = rgb.reshape(rgb.shape[0] // k, k, *rgb.shape[1:]).swapaxes(0, 1)
+  return micro if sharding is None else jax.lax.with_sharding_constraint(micro, sharding)
+
+
+def _accumulate(grads_of: Callable[[Batch, Any, jax.Array], tuple[Any, Any, dict[str, jax.Array]]],
+                rgb: Batch, carry: Any, rng: jax.Array, params: Any, k: int,
+                sharding: NamedSharding | None) -> tuple[Any, Any, dict[str, jax.Array]]:
+  """`grads_of(rgb, carry, rng)` -> (gradients of `params`, carry, losses), averaged over k
+  micro-batches of `rgb` in turn (`config.grad_accum_steps`): one update of the whole batch with
+  the memory of one micro-batch. `carry` (batch-norm statistics) goes through them in order.
+  k = 1 is the plain step, with `rng` as it is."""
+  if k == 1:
+    return grads_of(rgb, carry, rng)
+
+  def micro_step(acc, xs):
+    grad_sum, carry = acc
+    micro, i = xs
+    grads, carry, logged = grads_of(micro, carry, jax.random.fold_in(rng, i))
+    return (jax.tree.map(jnp.add, grad_sum, grads), carry), logged
+
+  zeros = jax.tree.map(jnp.zeros_like, params)
+  (grad_sum, carry), logged = jax.lax.scan(micro_step, (zeros, carry),
+                                            (_micro_batches(rgb, k, sharding), jnp.arange(k)))
+  return jax.tree.map(lambda g: g / k, grad_sum), carry, jax.tree.map(jnp.mean, logged)
+
+
 def pretrain_step(state: TrainState, rgb: Batch, *, config: ml_collections.ConfigDict,
-                  generator: nn.Module, class_weights: jax.Array | None = None
-                  ) -> tuple[TrainState, dict[str, jax.Array]]:
+                  generator: nn.Module, class_weights: jax.Array | None = None,
+                  micro_sharding: NamedSharding | None = None) -> tuple[TrainState, dict[str, jax.Array]]:
   """Phase 1: one G update on the reconstruction loss alone."""
-  l, ab = color.rgb_uint8_to_model(rgb)
   rng = jax.random.fold_in(jax.random.key(config.seed), state.step)
 
-  def loss_fn(params):
-    pred, stats = _apply_train(generator, params, state.g_stats, l, rng=rng)
-    return reconstruction_loss(config, pred, ab, class_weights), stats
+  def grads_of(rgb, g_stats, rng):
+    l, ab = color.rgb_uint8_to_model(rgb)
 
-  (loss, g_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.g_params)
-  return _update_g(state, config, grads, g_stats), {"g_recon": loss}
+    def loss_fn(params):
+      pred, stats = _apply_train(generator, params, g_stats, l, rng=rng)
+      return reconstruction_loss(config, pred, ab, class_weights), stats
+
+    (loss, g_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.g_params)
+    return grads, g_stats, {"g_recon": loss}
+
+  grads, g_stats, logged = _accumulate(grads_of, rgb, state.g_stats, rng, state.g_params,
+                                        config.grad_accum_steps, micro_sharding)
+  return _update_g(state, config, grads, g_stats), logged
 
 
 def gan_step(state: TrainState, rgb: Batch, *, config: ml_collections.ConfigDict,
-             generator: nn.Module, discriminator: nn.Module,
-             class_weights: jax.Array | None = None) -> tuple[TrainState, dict[str, jax.Array]]:
+             generator: nn.Module, discriminator: nn.Module, class_weights: jax.Array | None = None,
+             micro_sharding: NamedSharding | None = None) -> tuple[TrainState, dict[str, jax.Array]]:
   """Phase 2, pix2pix's `optimize_parameters`: update D on real vs detached fake, then G.
 
-  G runs forward once; its VJP is kept and reused for the G update after D has moved.
+  G runs forward once; its VJP is kept and reused for the G update after D has moved. With
+  micro-batches (`config.grad_accum_steps` > 1) D's pass and G's each run G forward: keeping
+  every micro-batch's VJP until D has moved would cost the memory that micro-batches save.
   """
-  l, ab = color.rgb_uint8_to_model(rgb)
   rng = jax.random.fold_in(jax.random.key(config.seed), state.step)
-  fake, g_vjp, g_stats = jax.vjp(
-      lambda p: _apply_train(generator, p, state.g_stats, l, rng=rng), state.g_params, has_aux=True)
 
-  def d_loss_fn(params):
-    fake_logits, stats = _apply_train(discriminator, params, state.d_stats, l, jax.lax.stop_gradient(fake))
-    real_logits, stats = _apply_train(discriminator, params, stats, l, ab)
-    return losses.discriminator_loss(real_logits, fake_logits), stats
+  def g_forward(g_stats, l, rng):
+    return jax.vjp(lambda p: _apply_train(generator, p, g_stats, l, rng=rng), state.g_params, has_aux=True)
 
-  (d_loss, d_stats), d_grads = jax.value_and_grad(d_loss_fn, has_aux=True)(state.d_params)
-  d_params, d_opt = _update(make_optimizer(config, "d"), d_grads, state.d_opt, state.d_params)
+  def d_grads_of(d_params, d_stats, l, ab, fake):
+    def d_loss_fn(params):
+      fake_logits, stats = _apply_train(discriminator, params, d_stats, l, jax.lax.stop_gradient(fake))
+      real_logits, stats = _apply_train(discriminator, params, stats, l, ab)
+      return losses.discriminator_loss(real_logits, fake_logits), stats
 
-  def g_loss_fn(fake_ab):
-    logits, stats = _apply_train(discriminator, d_params, d_stats, l, fake_ab)
-    adv, rec = losses.bce_with_logits(logits, True), reconstruction_loss(config, fake_ab, ab, class_weights)
-    return adv + config.loss.l1_weight * rec, (adv, rec, stats)
+    (d_loss, d_stats), d_grads = jax.value_and_grad(d_loss_fn, has_aux=True)(d_params)
+    return d_grads, d_stats, {"d_loss": d_loss}
 
-  (g_loss, (adv, rec, d_stats)), d_fake = jax.value_and_grad(g_loss_fn, has_aux=True)(fake)
-  (g_grads,) = g_vjp(d_fake)
+  def g_grads_of(d_params, d_stats, l, ab, fake, g_vjp):
+    def g_loss_fn(fake_ab):
+      logits, stats = _apply_train(discriminator, d_params, d_stats, l, fake_ab)
+      adv, rec = losses.bce_with_logits(logits, True), reconstruction_loss(config, fake_ab, ab, class_weights)
+      return adv + config.loss.l1_weight * rec, (adv, rec, stats)
+
+    (g_loss, (adv, rec, d_stats)), d_fake = jax.value_and_grad(g_loss_fn, has_aux=True)(fake)
+    (g_grads,) = g_vjp(d_fake)
+    return g_grads, d_stats, {"g_loss": g_loss, "g_adv": adv, "g_recon": rec}
+
+  d_tx, k = make_optimizer(config, "d"), config.grad_accum_steps
+  if k == 1:
+    l, ab = color.rgb_uint8_to_model(rgb)
+    fake, g_vjp, g_stats = g_forward(state.g_stats, l, rng)
+    d_grads, d_stats, d_logged = d_grads_of(state.d_params, state.d_stats, l, ab, fake)
+    d_params, d_opt = _update(d_tx, d_grads, state.d_opt, state.d_params)
+    g_grads, d_stats, g_logged = g_grads_of(d_params, d_stats, l, ab, fake, g_vjp)
+  else:
+    def d_pass(rgb, d_stats, rng):
+      l, ab = color.rgb_uint8_to_model(rgb)
+      fake, _ = _apply_train(generator, state.g_params, state.g_stats, l, rng=rng)
+      return d_grads_of(state.d_params, d_stats, l, ab, fake)
+
+    def g_pass(rgb, stats, rng):
+      l, ab = color.rgb_uint8_to_model(rgb)
+      fake, g_vjp, g_stats = g_forward(stats[0], l, rng)
+      g_grads, d_stats, g_logged = g_grads_of(d_params, stats[1], l, ab, fake, g_vjp)
+      return g_grads, (g_stats, d_stats), g_logged
+
+    d_grads, d_stats, d_logged = _accumulate(d_pass, rgb, state.d_stats, rng, state.d_params, k, micro_sharding)
+    d_params, d_opt = _update(d_tx, d_grads, state.d_opt, state.d_params)
+    g_grads, (g_stats, d_stats), g_logged = _accumulate(g_pass, rgb, (state.g_stats, d_stats), rng,
+                                                        state.g_params, k, micro_sharding)
   new = _update_g(state, config, g_grads, g_stats, d_params=d_params, d_stats=d_stats, d_opt=d_opt)
-  return new, {"g_loss": g_loss, "g_adv": adv, "g_recon": rec, "d_loss": d_loss}
+  return new, {**g_logged, **d_logged}
 
 
 def inference_fields(state: TrainState) -> tuple[str, str]:
@@ -311,18 +375,25 @@ class Trainer:
     self.generator = models.build_generator(config, class_weights)
     self.discriminator = (models.build_discriminator(config)
                           if config.model.discriminator != "none" else None)
-    if config.batch_size % len(devices):
-      raise ValueError(f"config.batch_size={config.batch_size} must be a multiple of the {len(devices)} devices")
+    if config.batch_size % (config.grad_accum_steps * len(devices)):
+      raise ValueError(f"config.batch_size={config.batch_size} must be a multiple of the {len(devices)} devices"
+                       if config.grad_accum_steps == 1 else
+                       f"config.batch_size={config.batch_size} must be a multiple of config.grad_accum_steps="
+                       f"{config.grad_accum_steps} x the {len(devices)} devices: each micro-batch is spread over all")
+    if config.grad_accum_steps > 1 and devices[0].platform == "cpu":
+      logging.warning("config.grad_accum_steps = %d on a CPU: XLA:CPU runs the convolutions inside the "
+                      "micro-batch loop on a slow path, so steps take ~10x as long (docs/design.md): on a CPU "
+                      "a smaller batch_size is the faster way to save memory", config.grad_accum_steps)
     self.mesh = Mesh(np.asarray(devices), ("data",))
     self.data_sharding = NamedSharding(self.mesh, P("data"))
     self.replicated = NamedSharding(self.mesh, P())
     jit = functools.partial(jax.jit, in_shardings=(self.replicated, self.data_sharding),
                             out_shardings=self.replicated, donate_argnums=0)
     weights = None if class_weights is None else jnp.asarray(class_weights)
-    self.pretrain_step = jit(functools.partial(pretrain_step, config=config, generator=self.generator,
-                                               class_weights=weights))
-    self.gan_step = (jit(functools.partial(gan_step, config=config, generator=self.generator,
-                                           discriminator=self.discriminator, class_weights=weights))
+    given = dict(config=config, generator=self.generator, class_weights=weights,
+                 micro_sharding=NamedSharding(self.mesh, P(None, "data")))
+    self.pretrain_step = jit(functools.partial(pretrain_step, **given))
+    self.gan_step = (jit(functools.partial(gan_step, discriminator=self.discriminator, **given))
                      if self.discriminator is not None else None)
     self.eval_step = jax.jit(functools.partial(eval_step, generator=self.generator),
                              in_shardings=(self.replicated, self.data_sharding, self.data_sharding),
@@ -567,9 +638,10 @@ def _set_up(config: ml_collections.ConfigDict, workdir: str, stop: _StopSignal,
                            config.batch_size // jax.process_count(), num_workers=config.data.num_workers,
                            max_zoom=config.data.max_zoom)
   state = trainer.init_state()
-  logging.info("model: %s; %s%s; %s compute, global batch %d %s", models.describe(config),
+  k = config.grad_accum_steps
+  logging.info("model: %s; %s%s; %s compute, global batch %d %s%s", models.describe(config),
                _parameters("G", state.g_params), _parameters(", D", state.d_params), models.compute_dtype(config).name,
-               config.batch_size, _over_devices())
+               config.batch_size, _over_devices(), f" in {k} micro-batches of {config.batch_size // k}" if k > 1 else "")
   folder = os.path.join(workdir, "checkpoints")
   if not os.path.isdir(folder):  # made here: removed again if the run saves nothing (a signal before the first step)
     resources.callback(cli.remove_if_empty, folder)
@@ -1012,7 +1084,8 @@ def main(argv: list[str]) -> None:
     cli.exit_with_error(e)
   except jax.errors.JaxRuntimeError as e:
     cli.exit_if_out_of_memory(e, f"config.batch_size (now {config.batch_size} {_over_devices()}) or "
-                                 f"config.image_size (now {config.image_size})",
+                                 f"config.image_size (now {config.image_size}), or raise config.grad_accum_steps "
+                                 f"(now {config.grad_accum_steps}) to train the same batch in micro-batches",
                               ": a run with a checkpoint resumes from it")
     raise
   except OSError as e:

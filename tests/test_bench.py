@@ -30,7 +30,7 @@ def test_step_reports_time_rate_and_flops(tmp_path):
 
 def test_flops_are_the_models_whichever_upsampling_computes_them():
   """subpixel's 2x2 kernels on 4x the channels do more multiply-adds than the transposed
-  convolution they equal; MFU counts the model's."""
+  convolution they equal; MFU counts the model's, also in micro-batches."""
   import jax.numpy as jnp
   import numpy as np
   from colorjax import train
@@ -43,6 +43,8 @@ def test_flops_are_the_models_whichever_upsampling_computes_them():
                         bench.model_flops(config, "gan", rgb))
   assert counts["subpixel"][0] > 1.05 * counts["transpose"][0]  # what the implementation multiplies
   assert counts["subpixel"][1] == counts["col2im"][1] == counts["transpose"][1] == counts["transpose"][0]
+  in_micro_batches = tiny_config("unused", grad_accum_steps=2)  # G forward twice, a loop body counted once
+  assert bench.model_flops(in_micro_batches, "gan", rgb) == counts["transpose"][0]
 
 
 def test_step_profile_names_the_ops_and_the_layers_they_come_from(tmp_path):

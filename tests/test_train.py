@@ -1,6 +1,7 @@
 """The trainer end to end on generated photos: phases, sharding, checkpoints and resumption."""
 
 import datetime
+import functools
 import importlib.metadata
 import importlib.util
 import json
@@ -252,6 +253,9 @@ def test_a_runs_jsonl_that_cannot_be_written_is_a_warning(photos, tmp_path, capl
     ({"keep_samples": -1}, "config.keep_samples must be an integer >= 0, got -1"),
     ({"tensorboard_samples": -100}, "config.tensorboard_samples must be an integer >= 0, got -100"),
     ({"dtype": "float61"}, "config.dtype 'float61' is not a float type"),  # found once the workdir is made
+    ({"grad_accum_steps": 3}, "grad_accum_steps must be a positive integer that divides config.batch_size .8. "
+                              "into micro-batches, got 3"),
+    ({"grad_accum_steps": 0}, "grad_accum_steps must be a positive integer"),
     ({"model.resnet_depth": 50, "model.generator": "resnet_unet"}, "model.resnet_depth must be one of .18, 34., got 50"),
 ])
 def test_bad_run_settings_are_refused_before_anything_is_written(photos, tmp_path, override, message):
@@ -833,6 +837,69 @@ def _fixed_batch(photos):
   return np.stack([np.asarray(Image.open(os.path.join(photos, f"photo_{i:02d}.png")))[:32, :32] for i in range(8)])
 
 
+def _micro_config(photos, k, **overrides):
+  """The tiny U-Net without dropout, so micro-batches differ only by their photos; float32, so
+  the step's sums are compared, not an AMX CPU's bfloat16 rounding."""
+  return tiny_config(photos, grad_accum_steps=k, dtype="float32", **{"model.dropout": 0.0, **overrides})
+
+
+def test_micro_batches_update_with_the_mean_of_their_gradients(photos):
+  """grad_accum_steps=2: Adam's first moment after one step is (1 - b1) x the mean of the two
+  micro-batches' gradients (rows 0, 2, ... and 1, 3, ...), each taken by hand with batch norm
+  over that micro-batch alone, and the running statistics go through both in turn."""
+  config = _micro_config(photos, 2)
+  trainer = train.Trainer(config)
+  state, batch = trainer.init_state(), _fixed_batch(photos)
+  new, m = trainer.step(jax.tree.map(jnp.copy, state), batch, 0)
+  @jax.jit
+  @functools.partial(jax.value_and_grad, has_aux=True)
+  def loss_fn(params, stats, micro):
+    l, ab = color.rgb_uint8_to_model(micro)
+    pred, stats = train._apply_train(trainer.generator, params, stats, l)
+    return train.reconstruction_loss(config, pred, ab, None), stats
+
+  grads, stats, losses = [], state.g_stats, []
+  for micro in (batch[0::2], batch[1::2]):
+    (loss, stats), g = loss_fn(state.g_params, stats, micro)
+    grads.append(g)
+    losses.append(float(loss))
+  mu = new.g_opt[0].mu
+  for got, g0, g1 in zip(jax.tree.leaves(mu), *map(jax.tree.leaves, grads)):
+    want = (1 - config.optim.g.b1) * (np.asarray(g0) + np.asarray(g1)) / 2
+    # float32 sums in another order inside the jitted step: <= 1e-6 of a layer's gradient (its
+    # norm); the mean over the two halves of the batch, or over the whole batch, is 70-130 % off
+    assert np.linalg.norm(got - want) < 1e-2 * np.linalg.norm(want)
+  for got, want in zip(jax.tree.leaves(new.g_stats), jax.tree.leaves(stats)):
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6)
+  assert float(m["g_recon"]) == pytest.approx(np.mean(losses), rel=1e-5)
+  assert int(new.step) == 1
+
+
+def test_two_equal_micro_batches_train_as_one_batch_of_them(photos):
+  """Pretraining and the GAN step with grad_accum_steps=2 on a batch whose rows come in equal
+  pairs (so both micro-batches are the same 8 photos) move the weights and optimiser states as
+  grad_accum_steps=1 on those 8 photos, with its losses: D's update, then G's against it, each once."""
+  batch = _fixed_batch(photos)
+  results = []
+  for k, rgb in ((1, batch), (2, np.repeat(batch, 2, axis=0))):
+    config = _micro_config(photos, k, batch_size=len(rgb), pretrain_steps=1)
+    trainer = train.Trainer(config)
+    state, logged = trainer.init_state(), []
+    start = jax.device_get((state.g_params, state.d_params))
+    for step in range(2):  # one pretraining step, one GAN step
+      state, m = trainer.step(state, rgb, step)
+      logged.append({name: float(v) for name, v in m.items()})
+    moved = jax.tree.map(np.subtract, jax.device_get((state.g_params, state.d_params)), start)
+    results.append((jax.tree.leaves((moved, jax.device_get((state.g_opt, state.d_opt)))), logged))
+  (one, logged1), (two, logged2) = results
+  # float32 sums in another order: <= 5e-5 of a layer's update; the two halves of the batch
+  # as micro-batches instead (photos 0-3 twice each, then 4-7) are 50-120 % off
+  for a, b in zip(one, two):
+    assert np.linalg.norm(a - b) <= 1e-2 * np.linalg.norm(a)
+  for a, b in zip(logged1, logged2):
+    assert a.keys() == b.keys() and all(a[k] == pytest.approx(b[k], rel=1e-4) for k in a)
+
+
 def test_the_weight_average_warms_up_as_tensorflows_and_is_what_inference_uses(photos):
   config = tiny_config(photos, ema_decay=0.5, total_steps=12)
   trainer = train.Trainer(config)
@@ -970,8 +1037,8 @@ def test_a_device_out_of_memory_is_one_line_naming_what_to_lower(photos, tmp_pat
   assert run.returncode == 1 and "Traceback" not in run.stderr, run.stderr[-3000:]
   assert run.stderr.splitlines()[-1] == (
       "error: out of memory on cpu: RESOURCE_EXHAUSTED: Out of memory allocating 17592186044416 bytes; lower "
-      "config.batch_size (now 8 over 1 device) or config.image_size (now 32), and run again: a run with a "
-      "checkpoint resumes from it")
+      "config.batch_size (now 8 over 1 device) or config.image_size (now 32), or raise config.grad_accum_steps "
+      "(now 1) to train the same batch in micro-batches, and run again: a run with a checkpoint resumes from it")
 
 
 def test_a_batch_the_devices_cannot_share_is_refused_and_leaves_no_workdir(photos, tmp_path):
