@@ -375,15 +375,15 @@ class Trainer:
     self.generator = models.build_generator(config, class_weights)
     self.discriminator = (models.build_discriminator(config)
                           if config.model.discriminator != "none" else None)
-    if config.batch_size % (config.grad_accum_steps * len(devices)):
-      raise ValueError(f"config.batch_size={config.batch_size} must be a multiple of the {len(devices)} devices"
-                       if config.grad_accum_steps == 1 else
-                       f"config.batch_size={config.batch_size} must be a multiple of config.grad_accum_steps="
-                       f"{config.grad_accum_steps} x the {len(devices)} devices: each micro-batch is spread over all")
-    if config.grad_accum_steps > 1 and devices[0].platform == "cpu":
+    k = config.grad_accum_steps
+    if config.batch_size % (k * len(devices)):
+      micro = (f"config.grad_accum_steps={k} x ", ": each micro-batch is spread over all") if k > 1 else ("", "")
+      raise ValueError(f"config.batch_size={config.batch_size} must be a multiple of {micro[0]}the "
+                       f"{len(devices)} devices{micro[1]}")
+    if k > 1 and devices[0].platform == "cpu":
       logging.warning("config.grad_accum_steps = %d on a CPU: XLA:CPU runs the convolutions inside the "
                       "micro-batch loop on a slow path, so steps take ~10x as long (docs/design.md): on a CPU "
-                      "a smaller batch_size is the faster way to save memory", config.grad_accum_steps)
+                      "a smaller batch_size is the faster way to save memory", k)
     self.mesh = Mesh(np.asarray(devices), ("data",))
     self.data_sharding = NamedSharding(self.mesh, P("data"))
     self.replicated = NamedSharding(self.mesh, P())
