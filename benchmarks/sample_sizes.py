@@ -32,8 +32,8 @@ def _event_file_bytes(folder: str, grid: np.ndarray | None) -> int:
     writer.write_images(2, {"samples": grid[None]})
   writer.close()
   events = glob.glob(os.path.join(folder, "tensorboard", "events.out.tfevents.*"))
-  if not events:  # colorjax's writer falls back to metrics.jsonl alone without TensorFlow
-    raise SystemExit("sample_sizes.py measures TensorBoard's records, which need TensorFlow: "
+  if not events:  # colorjax's writer falls back to metrics.jsonl alone without TensorBoard
+    raise SystemExit("sample_sizes.py measures TensorBoard's records, which need the tensorboard package: "
                      "pip install 'colorjax[tensorboard]'")
   return os.path.getsize(events[0])
 

@@ -1,22 +1,37 @@
-"""Metric writers: clu's TensorBoard writer, and always a `metrics.jsonl`.
+"""Metric writers: TensorBoard event files, and always a `metrics.jsonl`.
 
 The console gets the trainer's own readable lines (step, losses, img/s, ETA; each eval), so
-clu's LoggingWriter, which would repeat every scalar in a second line, is left out.
-clu.metric_writers imports TensorFlow; GPU images without TF still train, logging to the
-console and to `metrics.jsonl` (plus PNG sample grids), with one line saying TensorBoard is off.
+clu's LoggingWriter, which would repeat every scalar in a second line, is left out. Without the
+`tensorboard` package a run still trains, logging to the console and to `metrics.jsonl` (plus
+PNG sample grids), with one line saying TensorBoard is off.
 """
 
 from __future__ import annotations
 
+import io
+import itertools
 import json
 import logging
 import os
+import socket
 import time
 from typing import Any, Mapping
 
 import numpy as np
+from PIL import Image
 
 from colorjax.data import shards
+
+try:  # the `tensorboard` extra; TensorFlow is not needed (`TensorBoardWriter`)
+  from tensorboard.compat.proto import event_pb2, summary_pb2
+  from tensorboard.plugins.hparams import summary_v2 as hparams_summary
+  from tensorboard.plugins.image import metadata as image_metadata
+  from tensorboard.plugins.scalar import metadata as scalar_metadata
+  from tensorboard.summary.writer.record_writer import RecordWriter
+  from tensorboard.util import tensor_util
+  TENSORBOARD_MISSING: ImportError | None = None
+except ImportError as e:
+  TENSORBOARD_MISSING = e
 
 
 def _row_step(line: str) -> float:
@@ -61,8 +76,8 @@ class JsonlWriter:
 
 
 class MultiWriter:
-  """Calls each writer in turn. Logs are not worth a run: a writer that fails (a full disk,
-  TensorBoard's own errors) is dropped with a warning, and training goes on to its checkpoint."""
+  """Calls each writer in turn. Logs are not worth a run: a writer that fails to write (a full
+  disk) is dropped with a warning, and training goes on to its checkpoint."""
 
   def __init__(self, writers: list[Any]):
     self._writers = writers
@@ -72,9 +87,7 @@ class MultiWriter:
       for w in list(self._writers):
         try:
           getattr(w, name)(*args, **kwargs)
-        except Exception as e:
-          if not (isinstance(e, OSError) or type(e).__module__.startswith("tensorflow")):
-            raise  # a bug, not the disk: TensorFlow raises its own error types for I/O
+        except OSError as e:  # the disk; anything else is a bug, raised
           logging.warning("%s failed (%s: %s): it writes nothing more in this run",
                           type(w).__name__, type(e).__name__, e)
           self._writers.remove(w)
@@ -86,36 +99,73 @@ def create_writer(workdir: str, is_main: bool, step: int = 0) -> MultiWriter:
   if not is_main:
     return MultiWriter([])
   jsonl = JsonlWriter(os.path.join(workdir, "metrics.jsonl"), step)
-  # TensorFlow only writes event files here: its import-time notice, printed to the console
-  # twice ("oneDNN custom operations are on ..."), concerns TF's own ops, which never run.
-  os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
-  try:
-    from clu import metric_writers  # pylint: disable=g-import-not-at-top
-  except ImportError as e:
-    logging.warning("TensorBoard logging off (%s); metrics go to the console and metrics.jsonl", e)
+  if TENSORBOARD_MISSING:
+    logging.warning("TensorBoard logging off (%s); metrics go to the console and metrics.jsonl",
+                    TENSORBOARD_MISSING)
     return MultiWriter([jsonl])
-  summary = metric_writers.SummaryWriter(os.path.join(workdir, "tensorboard"))
-  _mark_start(summary, step)
-  return MultiWriter([metric_writers.AsyncWriter(summary), jsonl])
+  return MultiWriter([TensorBoardWriter(os.path.join(workdir, "tensorboard"), step), jsonl])
 
 
-def _mark_start(summary: Any, step: int) -> None:
-  """Begins the run's event file with TensorBoard's restart marker, a SessionLog START event at
-  the step after checkpoint `step` (0 when there is none): TensorBoard then drops the values
-  earlier runs logged from that step on (trained again here), as metrics.jsonl drops their rows.
-  Its reader takes the first START of a folder as the beginning, so a new run writes one too.
-  TensorBoard's legacy `event_accumulator.EventAccumulator` drops no TF2 scalars (tensors) at
-  all; the server (`plugin_event_accumulator`) does. TF2's summary API has no public call for
-  the marker (import_event and clu's writer are internals): without them the replayed values
-  show twice, as before."""
-  try:
-    import tensorflow as tf  # pylint: disable=g-import-not-at-top
-    from tensorboard.compat.proto import event_pb2  # pylint: disable=g-import-not-at-top
-    from tensorflow.python.ops import summary_ops_v2  # pylint: disable=g-import-not-at-top
-    event = event_pb2.Event(wall_time=time.time(), step=step + 1 if step else 0,
-                            session_log=event_pb2.SessionLog(status=event_pb2.SessionLog.START))
-    with summary._summary_writer.as_default():  # pylint: disable=protected-access
-      summary_ops_v2.import_event(tf.constant(event.SerializeToString()))
-  except (ImportError, AttributeError) as e:
-    logging.info("TensorBoard restart marker not written (%s): values logged again after a resume "
-                 "show twice there", e)
+class TensorBoardWriter:
+  """TensorBoard event files without TensorFlow: the records clu's `SummaryWriter` writes (TF2
+  scalar, image and hparams summaries), framed by the `tensorboard` package's own writer.
+
+  Written here because clu's writer runs on TensorFlow: ~6 s of import at each start of a run,
+  and GPU images, which cannot install it, logged no TensorBoard at all. TensorBoard's
+  `EventFileWriter` would import TensorFlow too, for its file system, wherever it is installed.
+  A run writes a few hundred bytes per log line, so the writes are synchronous.
+  """
+
+  _opened = itertools.count()  # two writers of one process in one second get two files
+
+  def __init__(self, logdir: str, step: int = 0):
+    """A new event file in `logdir` for a run at checkpoint `step` (0: none). It begins with
+    TensorBoard's restart marker, a SessionLog START at the step after `step`: the server then
+    drops what earlier runs logged from there on (trained again here), as metrics.jsonl drops
+    their rows. Its reader takes a folder's first START as the beginning, so a new run has one too.
+    (TensorBoard's legacy `event_accumulator` drops nothing; the server's reader does.)"""
+    os.makedirs(logdir, exist_ok=True)
+    name = (f"events.out.tfevents.{int(time.time()):010d}.{socket.gethostname()}.{os.getpid()}."
+            f"{next(self._opened)}.v2")
+    self._records = RecordWriter(open(os.path.join(logdir, name), "wb"))  # pylint: disable=consider-using-with
+    self._write(file_version="brain.Event:2")
+    self._write(step=step + 1 if step else 0,
+                session_log=event_pb2.SessionLog(status=event_pb2.SessionLog.START))
+
+  def _write(self, **event: Any) -> None:
+    self._records.write(event_pb2.Event(wall_time=time.time(), **event).SerializeToString())
+
+  def _write_values(self, step: int, values: list[Any]) -> None:
+    self._write(step=int(step), summary=summary_pb2.Summary(value=values))
+
+  def write_scalars(self, step: int, scalars: Mapping[str, Any]) -> None:
+    self._write_values(step, [
+        summary_pb2.Summary.Value(tag=tag, metadata=scalar_metadata.create_summary_metadata("", ""),
+                                  tensor=tensor_util.make_tensor_proto(np.float32(value)))
+        for tag, value in scalars.items()])
+
+  def write_images(self, step: int, images: Mapping[str, np.ndarray]) -> None:
+    """uint8 images, [N, H, W, C] or one [H, W, C]: as `tf.summary.image`, one tensor of the
+    width, the height and each image as PNG."""
+    values = []
+    for tag, batch in images.items():
+      batch = batch[None] if batch.ndim == 3 else batch
+      pngs = []
+      for image in batch:
+        with io.BytesIO() as f:
+          Image.fromarray(np.squeeze(image, -1) if image.shape[-1] == 1 else image).save(f, "PNG")
+          pngs.append(f.getvalue())
+      tensor = np.array([str(batch.shape[2]).encode(), str(batch.shape[1]).encode(), *pngs], dtype=object)
+      values.append(summary_pb2.Summary.Value(tag=tag, metadata=image_metadata.create_summary_metadata("", ""),
+                                              tensor=tensor_util.make_tensor_proto(tensor)))
+    self._write_values(step, values)
+
+  def write_hparams(self, hparams: Mapping[str, Any]) -> None:
+    """TensorBoard's HParams tab: the run's settings (bool, int, float or str values)."""
+    self._write(step=0, summary=hparams_summary.hparams_pb(dict(hparams)))
+
+  def flush(self) -> None:
+    self._records.flush()
+
+  def close(self) -> None:
+    self._records.close()

@@ -3,7 +3,7 @@
 import datetime
 import functools
 import importlib.metadata
-import importlib.util
+import io
 import json
 import logging
 import os
@@ -115,12 +115,6 @@ def test_train_and_evaluate_writes_everything_a_user_reads(tiny_run):
   assert saved["model"]["generator"] == "pix2pix_unet"
 
 
-HAS_TENSORFLOW = importlib.util.find_spec("tensorflow") is not None
-needs_tensorflow = pytest.mark.skipif(not HAS_TENSORFLOW, reason="no TensorFlow: clu's TensorBoard writer is off "
-                                      "(the `tensorboard` extra installs it)")
-
-
-@needs_tensorflow
 def test_tensorboard_gets_losses_scores_and_the_config(tiny_run):
   from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
   events = EventAccumulator(str(tiny_run[0] / "tensorboard"))
@@ -522,7 +516,6 @@ def test_metrics_jsonl_keeps_one_row_per_step_across_restarts(tmp_path):
   assert [json.loads(line)["step"] for line in open(path)] == [1]
 
 
-@needs_tensorflow
 def test_tensorboard_shows_one_value_per_step_across_restarts(tmp_path):
   """TensorBoard's server drops what runs before a resume logged after its checkpoint, as
   metrics.jsonl does: each run's event file begins with a restart marker."""
@@ -655,12 +648,18 @@ def test_a_run_whose_last_eval_is_its_best_ends_without_the_best_before(photos, 
   assert _sample_pictures(tmp_path) == ["step_0000008.png"]
 
 
-@needs_tensorflow
 def test_tensorboard_gets_the_sample_pictures_of_every_other_eval(samples_run):
   from tensorboard.backend.event_processing import plugin_event_accumulator
+  from tensorboard.util.tensor_util import make_ndarray
   events = plugin_event_accumulator.EventAccumulator(str(samples_run[0] / "tensorboard"))
   events.Reload()
   assert [e.step for e in events.Tensors("samples")] == [4, 8]
+  assert events.SummaryMetadata("samples").plugin_data.plugin_name == "images"
+  # tf.summary.image's layout: width, height, then each picture as PNG
+  width, height, png = make_ndarray(events.Tensors("samples")[-1].tensor_proto)
+  on_disk = np.asarray(Image.open(samples_run[0] / "samples" / "step_0000008.png"))
+  assert (int(width), int(height)) == (on_disk.shape[1], on_disk.shape[0])
+  np.testing.assert_array_equal(np.asarray(Image.open(io.BytesIO(png))), on_disk)
 
 
 def test_a_run_killed_after_an_eval_and_resumed_keeps_the_same_sample_pictures(samples_run, tmp_path, monkeypatch):
@@ -1087,8 +1086,7 @@ def test_sigkill_then_resume_gives_the_same_final_weights(photos, tmp_path):
   assert [r["event"] for r in _runs(killed)] == ["start", "start", "end"]  # SIGKILL leaves no end
   assert json.load(open(killed / "final_metrics.json"))["segments_without_end"] == 1
   assert _sample_pictures(killed) == _sample_pictures(straight)
-  if HAS_TENSORFLOW:
-    assert _tensorboard_steps(killed) == _tensorboard_steps(straight)  # and shown once
+  assert _tensorboard_steps(killed) == _tensorboard_steps(straight)  # and shown once
   for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
     np.testing.assert_array_equal(x, y)
 
@@ -1167,17 +1165,17 @@ def test_ctrl_c_while_setting_up_stops_cleanly_and_says_so(photos, tmp_path):
   assert os.listdir(tmp_path) == [], os.listdir(tmp_path)
 
 
-def without_tensorflow(folder) -> str:
-  """A PYTHONPATH for a Python that cannot import TensorFlow or TensorBoard, as on the GPU images
-  (a sitecustomize.py written in `folder`)."""
+def without_tensorflow(folder, packages=("tensorflow",)) -> str:
+  """A PYTHONPATH for a Python that cannot import TensorFlow (or other top-level `packages`), as
+  on the GPU images (a sitecustomize.py written in `folder`)."""
   os.makedirs(folder, exist_ok=True)
   with open(os.path.join(folder, "sitecustomize.py"), "w") as f:
-    f.write(textwrap.dedent("""\
+    f.write(f"PACKAGES = {tuple(packages)!r}\n" + textwrap.dedent("""\
         import importlib.machinery, sys
         class PathFinderWithoutTensorFlow(importlib.machinery.PathFinder):
           @classmethod
           def find_spec(cls, name, path=None, target=None):
-            if name.split(".")[0] in ("tensorflow", "tensorboard"):
+            if name.split(".")[0] in PACKAGES:
               return None  # as if not installed
             return super().find_spec(name, path, target)
         sys.meta_path = [PathFinderWithoutTensorFlow if f is importlib.machinery.PathFinder else f
@@ -1186,17 +1184,38 @@ def without_tensorflow(folder) -> str:
   return f"{folder}{os.pathsep}{REPO}"
 
 
-def test_trains_where_tensorflow_cannot_be_imported(photos, tmp_path):
-  """As on the GPU images, which have no TensorFlow: clu's writers are off, everything else works."""
+def test_trains_and_logs_to_tensorboard_where_tensorflow_cannot_be_imported(photos, tmp_path):
+  """As on the GPU images, which have TensorBoard but no TensorFlow: everything works."""
   workdir = tmp_path / "run"
   proc = _train_cli(tiny_config(photos), workdir, pythonpath=without_tensorflow(tmp_path / "no_tf"))
   out, _ = proc.communicate(timeout=600)
   assert proc.returncode == 0, out[-3000:]
-  assert "TensorBoard logging off (No module named 'tensorflow')" in out
+  assert "TensorBoard logging off" not in out
   assert json.load(open(workdir / "final_metrics.json"))["step"] == 6
   assert [json.loads(line)["step"] for line in open(workdir / "metrics.jsonl")][-1] == 6
-  assert not (workdir / "tensorboard").exists()
+  assert _tensorboard_steps(workdir) == [2, 4, 6]
   assert sorted(os.listdir(workdir / "samples"))[-1] == "step_0000006.png"
+
+
+def test_without_tensorboard_a_run_logs_to_metrics_jsonl_and_says_so(tmp_path):
+  code = textwrap.dedent("""\
+      import os
+      import numpy as np
+      from colorjax import writers
+      os.mkdir("run")
+      w = writers.create_writer("run", True)
+      w.write_hparams({"lr": 0.1})
+      w.write_scalars(1, {"train/loss": 0.5})
+      w.write_images(1, {"samples": np.zeros((1, 4, 4, 3), np.uint8)})
+      w.close()
+      """)
+  env = {**os.environ, "PYTHONPATH": without_tensorflow(tmp_path / "no_tb", ("tensorflow", "tensorboard"))}
+  run = subprocess.run([sys.executable, "-c", code], env=env, cwd=tmp_path, capture_output=True, text=True)
+  assert run.returncode == 0, run.stderr[-3000:]
+  assert ("TensorBoard logging off (No module named 'tensorboard'); metrics go to the console and metrics.jsonl"
+          in run.stderr)
+  assert os.listdir(tmp_path / "run") == ["metrics.jsonl"]
+  assert [json.loads(line)["train/loss"] for line in open(tmp_path / "run" / "metrics.jsonl")] == [0.5]
 
 
 def test_fid_is_tracked_at_eval_with_a_stand_in_feature_network(photos):
