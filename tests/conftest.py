@@ -4,6 +4,7 @@ is not compiled again. Entries are keyed by the program, flags and JAX version, 
 cache is never wrong, only unused. And a temp dir that pytest prunes."""
 
 import os
+import signal
 import tempfile
 from collections.abc import Iterator
 
@@ -13,6 +14,10 @@ CACHE = os.path.join(tempfile.gettempdir(), f"colorjax-tests-xla-cache-{os.getui
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", CACHE)
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
+# A suite started in the background (`make test &`) inherits an ignored SIGINT, and so would the
+# commands it starts: the tests of their Ctrl-C handling need the terminal's default.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+  signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(autouse=True, scope="session")
