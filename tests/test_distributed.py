@@ -103,7 +103,9 @@ def _run_two(script: str, args: list[str], tmp_path) -> list[str]:
   return outs
 
 
-def test_two_processes_stop_together_and_resume(tmp_path):
+def test_two_processes_stop_together_and_resume_then_one_process_goes_on(tmp_path, caplog):
+  from test_train import tiny_config
+  from colorjax import train
   photos, workdir = write_photos(str(tmp_path / "photos")), str(tmp_path / "run")
   for minutes, step, complete in (("1e-9", 10, False), ("0", 12, True)):
     outs = _run_two(LOOP_WORKER, [photos, workdir, minutes], tmp_path)
@@ -119,6 +121,11 @@ def test_two_processes_stop_together_and_resume(tmp_path):
   for checkpoint in ("latest", "best"):
     colorizer = Colorizer.from_workdir(workdir, checkpoint)
     assert colorizer(np.full((40, 40), 128, np.uint8)).shape == (40, 40, 3)
+  # And trains on in one.
+  with caplog.at_level("WARNING"):
+    train.train_and_evaluate(tiny_config(photos, total_steps=13, pretrain_steps=13, batch_size=4,
+                                         **{"model.discriminator": "none"}), workdir)
+  assert "it was saved by 2 processes, this run has 1" in caplog.text
 
 
 def test_a_workdir_each_host_has_for_itself_is_refused_not_a_hang(tmp_path):
@@ -137,18 +144,6 @@ def test_a_host_that_cannot_read_the_photos_stops_every_host(tmp_path):
   assert "REFUSED 0: another process stopped with an error (its log says which)" in outs[0], outs[0][-4000:]
   assert f"REFUSED 1: config.data.train: image folder '{tmp_path}/photos_1' does not exist" in outs[1], outs[1][-4000:]
   assert os.path.isdir(photos) and not os.path.exists(tmp_path / "run")
-
-
-def test_resuming_with_another_process_count_says_so(tmp_path, caplog):
-  from test_train import tiny_config
-  from colorjax import train
-  photos, workdir = write_photos(str(tmp_path / "photos")), str(tmp_path / "run")
-  outs = _run_two(LOOP_WORKER, [photos, workdir, "0"], tmp_path)
-  assert "DONE 0 12 True" in outs[0], outs[0][-4000:]
-  with caplog.at_level("WARNING"):
-    train.train_and_evaluate(tiny_config(photos, total_steps=13, pretrain_steps=13, batch_size=4,
-                                         **{"model.discriminator": "none"}), workdir)
-  assert "it was saved by 2 processes, this run has 1" in caplog.text
 
 
 @pytest.fixture
