@@ -540,6 +540,18 @@ def test_tensorboard_shows_one_value_per_step_across_restarts(tmp_path):
   assert [json.loads(line)["step"] for line in open(tmp_path / "metrics.jsonl")] == [1, 2, 3, 4, 5, 6, 7]
 
 
+def test_tensorboard_sees_each_value_as_it_is_written(tmp_path):
+  """For a TensorBoard watching a run: nothing waits in a buffer until the writer closes."""
+  from tensorboard.backend.event_processing import plugin_event_accumulator
+  writer = writers.create_writer(str(tmp_path), True)
+  events = plugin_event_accumulator.EventAccumulator(str(tmp_path / "tensorboard"))
+  for step in (1, 2):
+    writer.write_scalars(step, {"train/g_recon": 0.5})
+    events.Reload()
+    assert [e.step for e in events.Tensors("train/g_recon")][-1] == step
+  writer.close()
+
+
 def test_a_failing_log_writer_is_dropped_and_a_sample_picture_is_whole_or_absent(tmp_path, caplog):
   class FullDisk:
     def write_scalars(self, step, scalars):
