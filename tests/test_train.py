@@ -540,6 +540,41 @@ def test_tensorboard_shows_one_value_per_step_across_restarts(tmp_path):
   assert [json.loads(line)["step"] for line in open(tmp_path / "metrics.jsonl")] == [1, 2, 3, 4, 5, 6, 7]
 
 
+def test_tensorboard_reads_the_records_clus_tensorflow_writer_writes(tmp_path):
+  """What TensorBoard's server reads from colorjax's writer equals what it reads from clu's
+  SummaryWriter (TensorFlow's tf.summary) given the same calls: tags, plugins, steps, values,
+  the pictures' pixels and the config in the HParams tab."""
+  pytest.importorskip("tensorflow")
+  from clu import metric_writers
+  from tensorboard.backend.event_processing import plugin_event_accumulator
+  from tensorboard.plugins.hparams import plugin_data_pb2
+  from tensorboard.util.tensor_util import make_ndarray
+  pictures = np.random.default_rng(0).integers(0, 256, (2, 6, 10, 3), dtype=np.uint8)
+
+  def read(writer, folder):
+    writer.write_hparams({"lr": 0.001, "model.generator": "resnet_unet", "data.flip": True, "total_steps": 300})
+    for step in (1, 2, 3):
+      writer.write_scalars(step, {"train/g_recon": 1 / step, "eval/evals_since_best": step})
+    writer.write_images(3, {"samples": pictures})
+    writer.close()
+    events = plugin_event_accumulator.EventAccumulator(str(folder))
+    events.Reload()
+    hparams = plugin_data_pb2.HParamsPluginData.FromString(
+        events.SummaryMetadata("_hparams_/session_start_info").plugin_data.content).session_start_info.hparams
+    width, height, *pngs = make_ndarray(events.Tensors("samples")[0].tensor_proto)
+    return ({tag: (events.SummaryMetadata(tag).plugin_data.plugin_name,
+                   [(e.step, make_ndarray(e.tensor_proto).tolist()) for e in events.Tensors(tag)])
+             for tag in events.Tags()["tensors"] if tag != "samples"},
+            dict(hparams), (int(width), int(height)), [np.asarray(Image.open(io.BytesIO(png))) for png in pngs])
+
+  theirs = read(metric_writers.SummaryWriter(str(tmp_path / "tf")), tmp_path / "tf")
+  ours = read(writers.TensorBoardWriter(str(tmp_path / "ours")), tmp_path / "ours")
+  assert ours[:3] == theirs[:3] and ours[2] == (10, 6)
+  assert set(ours[0]) == {"_hparams_/session_start_info", "train/g_recon", "eval/evals_since_best"}
+  np.testing.assert_array_equal(ours[3], theirs[3])
+  np.testing.assert_array_equal(ours[3], pictures)
+
+
 def test_tensorboard_sees_each_value_as_it_is_written(tmp_path):
   """For a TensorBoard watching a run: nothing waits in a buffer until the writer closes."""
   from tensorboard.backend.event_processing import plugin_event_accumulator
