@@ -16,6 +16,8 @@ import logging
 import os
 import re
 import shutil
+import sys
+import types
 from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 import flax
@@ -172,14 +174,43 @@ def _reading(mgr: ocp.CheckpointManager, step: int) -> Iterator[None]:
     yield
   except Exception as e:
     if isinstance(e, (ValueError, FileNotFoundError)) or type(e) is Exception:
+      _hush_abandoned_reads()
       raise UnreadableCheckpoint(str(mgr.directory), step, e) from e
     raise
+
+
+def _hush_abandoned_reads() -> None:
+  """orbax abandons a checkpoint's other reads when one fails. As they end, their coroutines
+  and tensorstore's callbacks report to `sys.unraisablehook` ("Event loop is closed") and
+  asyncio logs their tasks' errors: ~200 tracebacks after the one error line for a damaged demo
+  checkpoint. From the first failed read on, those reports go to the debug log; others print."""
+  if getattr(sys.unraisablehook, "hushes_abandoned_reads", False):
+    return
+  before, orbax_dir = sys.unraisablehook, os.path.dirname(ocp.__file__)
+
+  def abandoned(u: Any) -> bool:
+    if isinstance(u.object, types.CoroutineType):
+      return u.object.cr_code.co_filename.startswith(orbax_dir)
+    return isinstance(u.exc_value, RuntimeError) and str(u.exc_value) == "Event loop is closed"
+
+  def hook(u: Any) -> None:
+    if abandoned(u):
+      logging.debug("an abandoned checkpoint read: %s: %s", type(u.exc_value).__name__, u.exc_value)
+    else:
+      before(u)
+
+  hook.hushes_abandoned_reads = True
+  sys.unraisablehook = hook
+  logging.getLogger("asyncio").addFilter(
+      lambda record: not record.getMessage().startswith("Task exception was never retrieved"))
 
 
 class UnreadableCheckpoint(ValueError):
   """A committed checkpoint whose files cannot be read: damaged, or deleted while being read."""
 
   def __init__(self, directory: str, step: int, cause: BaseException):
+    while cause.__cause__ is not None:  # orbax wraps tensorstore's error, which names the file and the fault
+      cause = cause.__cause__
     first = next((line.strip() for line in str(cause).splitlines() if line.strip()), type(cause).__name__)
     try:
       earlier = [s for s in open_checkpoints(directory).all_steps() if s < step]
