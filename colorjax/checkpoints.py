@@ -43,6 +43,7 @@ def open_checkpoints(directory: str, max_to_keep: int | None = None) -> ocp.Chec
   the next save of that step replaces, so readers must open checkpoints through this too.
   Saves are synchronous: grain's iterator state must be read at the step it belongs to.
   """
+  _hush_abandoned_io()
   atomicity = ocp.options.AtomicityOptions(mode=ocp.options.AtomicityMode.COMMIT_FILE)
   options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=max_to_keep is not None,
                                          enable_async_checkpointing=False, atomicity_options=atomicity)
@@ -174,17 +175,17 @@ def _reading(mgr: ocp.CheckpointManager, step: int) -> Iterator[None]:
     yield
   except Exception as e:
     if isinstance(e, (ValueError, FileNotFoundError)) or type(e) is Exception:
-      _hush_abandoned_reads()
       raise UnreadableCheckpoint(str(mgr.directory), step, e) from e
     raise
 
 
-def _hush_abandoned_reads() -> None:
-  """orbax abandons a checkpoint's other reads when one fails. As they end, their coroutines
-  and tensorstore's callbacks report to `sys.unraisablehook` ("Event loop is closed") and
-  asyncio logs their tasks' errors: ~200 tracebacks after the one error line for a damaged demo
-  checkpoint. From the first failed read on, those reports go to the debug log; others print."""
-  if getattr(sys.unraisablehook, "hushes_abandoned_reads", False):
+def _hush_abandoned_io() -> None:
+  """orbax abandons a checkpoint's other reads or writes when one fails. As they end, their
+  coroutines and tensorstore's callbacks report to `sys.unraisablehook` ("Event loop is closed")
+  and asyncio logs their tasks' errors: ~200 tracebacks after the one error line for a damaged
+  demo checkpoint, ~1700 lines for a full disk, some before the save fails in this thread. Once
+  checkpoints are opened, those reports go to the debug log; others still print."""
+  if getattr(sys.unraisablehook, "hushes_abandoned_io", False):
     return
   before, orbax_dir = sys.unraisablehook, os.path.dirname(ocp.__file__)
 
@@ -195,11 +196,11 @@ def _hush_abandoned_reads() -> None:
 
   def hook(u: Any) -> None:
     if abandoned(u):
-      logging.debug("an abandoned checkpoint read: %s: %s", type(u.exc_value).__name__, u.exc_value)
+      logging.debug("after a failed checkpoint read or write: %s: %s", type(u.exc_value).__name__, u.exc_value)
     else:
       before(u)
 
-  hook.hushes_abandoned_reads = True
+  hook.hushes_abandoned_io = True
   sys.unraisablehook = hook
   logging.getLogger("asyncio").addFilter(
       lambda record: not record.getMessage().startswith("Task exception was never retrieved"))

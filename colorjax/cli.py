@@ -11,6 +11,7 @@ import pathlib
 import signal
 import sys
 import tempfile
+import threading
 from typing import Any, Callable, NoReturn, Sequence
 
 import ml_collections
@@ -20,14 +21,18 @@ from ml_collections import config_flags
 
 
 def _quiet(record: logging.LogRecord) -> bool:
-  noisy = f"{os.sep}orbax{os.sep}" in record.pathname or record.pathname.endswith("xla_bridge.py")
-  return record.levelno >= logging.WARNING or not noisy
+  orbax = f"{os.sep}orbax{os.sep}" in record.pathname
+  if orbax and record.exc_info and record.thread != threading.main_thread().ident:
+    # A save or read thread's failure: the main thread raises it again, and the command's error
+    # line says what it was (a full disk: two such tracebacks of ~50 lines before that line).
+    record.exc_info = record.exc_text = None
+  return record.levelno >= logging.WARNING or not (orbax or record.pathname.endswith("xla_bridge.py"))
 
 
 def quiet_console() -> None:
   """Keeps orbax's dozens of INFO lines per checkpoint and JAX's backend probing off the
   console (absl's handler, which prints every logger's records, and in a notebook the root
-  logger's own); their warnings still show."""
+  logger's own); their warnings and errors still show, an orbax thread's without its traceback."""
   for handler in (absl_logging.get_absl_handler(), *logging.getLogger().handlers):
     handler.addFilter(_quiet)
 

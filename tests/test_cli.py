@@ -5,11 +5,14 @@ import glob
 import importlib.metadata
 import importlib.resources
 import importlib.util
+import io
 import json
+import logging
 import os
 import shutil
 import subprocess
 import sys
+import threading
 import tomllib
 import zipfile
 
@@ -267,3 +270,28 @@ def test_out_of_memory_on_a_process_other_than_0_names_its_own_device(monkeypatc
                               "config.batch_size (now 8 over 2 devices)")
   assert e.value.code == ("error: out of memory on NVIDIA H100 80GB HBM3 (80 GiB): RESOURCE_EXHAUSTED: Out of memory "
                           "while trying to allocate 1 bytes; lower config.batch_size (now 8 over 2 devices), and run again")
+
+
+def test_the_console_shows_an_orbax_threads_error_in_one_line():
+  """A checkpoint thread's failure (a full disk: two ~50-line tracebacks) is raised again in the
+  main thread, whose error line says what it was: on the console it is one line. An error of
+  the main thread keeps its traceback."""
+  from orbax.checkpoint._src.futures import future  # a file orbax logs a save thread's error from
+
+  console = io.StringIO()
+  handler = logging.StreamHandler(console)
+  handler.addFilter(cli._quiet)
+
+  def log_failure(where):
+    try:
+      raise ValueError("RESOURCE_EXHAUSTED: Error writing ... No space left on device")
+    except ValueError:
+      handler.handle(logging.getLogger("absl").makeRecord(
+          "absl", logging.ERROR, future.__file__, 387, "%s raised an exception", (where,), sys.exc_info()))
+
+  thread = threading.Thread(target=log_failure, args=("a save thread",))
+  thread.start()
+  thread.join()
+  assert console.getvalue() == "a save thread raised an exception\n"
+  log_failure("the main thread")
+  assert "the main thread raised an exception\nTraceback (most recent call last)" in console.getvalue()

@@ -266,7 +266,7 @@ def test_a_damaged_checkpoint_names_the_one_before_it(workdir, tmp_path):
     Colorizer.from_workdir(w, "latest")
   assert Colorizer.from_workdir(w, 2).step == 2
   # The command says so in one line, not with the tracebacks of the reads orbax abandoned (217
-  # lines without `checkpoints._hush_abandoned_reads`).
+  # lines without `checkpoints._hush_abandoned_io`).
   Image.fromarray(np.full((40, 40), 128, np.uint8)).save(tmp_path / "photo.png")
   run = _run_cli(w, "--checkpoint", "latest", "--out", str(tmp_path / "out"), str(tmp_path / "photo.png"))
   lines = run.stderr.splitlines()
