@@ -213,6 +213,8 @@ class UnreadableCheckpoint(ValueError):
     while cause.__cause__ is not None:  # orbax wraps tensorstore's error, which names the file and the fault
       cause = cause.__cause__
     first = next((line.strip() for line in str(cause).splitlines() if line.strip()), type(cause).__name__)
+    if isinstance(cause, json.JSONDecodeError):  # which file, orbax does not say
+      first = f"its metadata is not JSON: {first}"
     try:
       earlier = [s for s in open_checkpoints(directory).all_steps() if s < step]
     except OSError:  # the folder itself unreadable: this message still says which step failed

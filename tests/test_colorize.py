@@ -275,7 +275,8 @@ def test_a_damaged_checkpoint_names_the_one_before_it(workdir, tmp_path):
   metadata = os.path.join(w, "checkpoints", "4", "state", "_METADATA")
   with open(metadata, "r+b") as f:
     f.truncate(os.path.getsize(metadata) // 2)
-  with pytest.raises(checkpoints.UnreadableCheckpoint, match="checkpoint 4 .* cannot be read .*use step 2"):
+  with pytest.raises(checkpoints.UnreadableCheckpoint,
+                     match=r"checkpoint 4 .* cannot be read \(its metadata is not JSON: Expecting .*\); .*use step 2"):
     Colorizer.from_workdir(w, "latest")
   gc.collect()
 
