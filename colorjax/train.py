@@ -637,7 +637,7 @@ def _set_up(config: ml_collections.ConfigDict, workdir: str, stop: _StopSignal,
   data = functools.partial(pipeline.train_dataset, train_report.files, config.image_size,
                            config.batch_size // jax.process_count(), num_workers=config.data.num_workers,
                            max_zoom=config.data.max_zoom)
-  logging.info("initialising the weights (compiles first)")  # 10-20 s for a ResNet-18 U-Net on a CPU
+  logging.info("initialising the weights (compiles first)")  # 13 s of make demo on 2 CPU cores
   state = trainer.init_state()
   k = config.grad_accum_steps
   logging.info("model: %s; %s%s; %s compute, global batch %d %s%s", models.describe(config),

@@ -137,30 +137,19 @@ class TensorBoardWriter:
     self._records.write(event_pb2.Event(wall_time=time.time(), **event).SerializeToString())
     self._records.flush()
 
-  def _write_values(self, step: int, values: list[Any]) -> None:
-    self._write(step=int(step), summary=summary_pb2.Summary(value=values))
+  def _write_tensors(self, step: int, plugin: Any, tensors: Mapping[str, np.ndarray]) -> None:
+    """One event of `tensors` by tag, each shown by TensorBoard's `plugin` (its metadata module)."""
+    self._write(step=int(step), summary=summary_pb2.Summary(value=[
+        summary_pb2.Summary.Value(tag=tag, metadata=plugin.create_summary_metadata("", ""),
+                                  tensor=tensor_util.make_tensor_proto(tensor))
+        for tag, tensor in tensors.items()]))
 
   def write_scalars(self, step: int, scalars: Mapping[str, Any]) -> None:
-    self._write_values(step, [
-        summary_pb2.Summary.Value(tag=tag, metadata=scalar_metadata.create_summary_metadata("", ""),
-                                  tensor=tensor_util.make_tensor_proto(np.float32(value)))
-        for tag, value in scalars.items()])
+    self._write_tensors(step, scalar_metadata, {tag: np.float32(value) for tag, value in scalars.items()})
 
   def write_images(self, step: int, images: Mapping[str, np.ndarray]) -> None:
-    """uint8 images, [N, H, W, C] or one [H, W, C]: as `tf.summary.image`, one tensor of the
-    width, the height and each image as PNG."""
-    values = []
-    for tag, batch in images.items():
-      batch = batch[None] if batch.ndim == 3 else batch
-      pngs = []
-      for image in batch:
-        with io.BytesIO() as f:
-          Image.fromarray(np.squeeze(image, -1) if image.shape[-1] == 1 else image).save(f, "PNG")
-          pngs.append(f.getvalue())
-      tensor = np.array([str(batch.shape[2]).encode(), str(batch.shape[1]).encode(), *pngs], dtype=object)
-      values.append(summary_pb2.Summary.Value(tag=tag, metadata=image_metadata.create_summary_metadata("", ""),
-                                              tensor=tensor_util.make_tensor_proto(tensor)))
-    self._write_values(step, values)
+    """uint8 images, [N, H, W, C] or one [H, W, C]."""
+    self._write_tensors(step, image_metadata, {tag: _png_tensor(batch) for tag, batch in images.items()})
 
   def write_hparams(self, hparams: Mapping[str, Any]) -> None:
     """TensorBoard's HParams tab: the run's settings (bool, int, float or str values)."""
@@ -171,3 +160,14 @@ class TensorBoardWriter:
 
   def close(self) -> None:
     self._records.close()
+
+
+def _png_tensor(batch: np.ndarray) -> np.ndarray:
+  """`tf.summary.image`'s tensor: the width, the height, then each image as PNG."""
+  batch = batch[None] if batch.ndim == 3 else batch
+  pngs = []
+  for image in batch:
+    with io.BytesIO() as f:
+      Image.fromarray(np.squeeze(image, -1) if image.shape[-1] == 1 else image).save(f, "PNG")
+      pngs.append(f.getvalue())
+  return np.array([str(batch.shape[2]).encode(), str(batch.shape[1]).encode(), *pngs], dtype=object)

@@ -388,7 +388,7 @@ def test_the_log_says_what_model_trains_with_its_parameter_counts(photos, tmp_pa
     train.train_and_evaluate(tiny_config(photos, total_steps=1, pretrain_steps=1, **{"dtype": "float32"}), str(tmp_path))
   assert (f"model: pix2pix_unet + patchgan, 32 px; G {g / 1e6:.2f} M parameters, D {d / 1e6:.2f} M parameters; "
           f"float32 compute, global batch 8 over 1 device\n") in caplog.text
-  # the compile before that line is said, not a silence of 10-20 s for a ResNet-18 U-Net on a CPU
+  # the compile before that line is said, not a silence (13 s of make demo on 2 CPU cores)
   assert caplog.messages.index("initialising the weights (compiles first)") == next(
       i for i, m in enumerate(caplog.messages) if m.startswith("model: ")) - 1
 
