@@ -10,7 +10,6 @@ still importing JAX ends in one line and status 130, as it does later.
 
 from __future__ import annotations
 
-import importlib.metadata
 import runpy
 import sys
 
@@ -36,6 +35,7 @@ def main(argv: list[str] | None = None) -> None:
     print(USAGE)
     return
   if len(argv) > 1 and argv[1] in ("-V", "--version"):
+    import importlib.metadata  # 40 ms: not before a command starts, where Ctrl-C is not yet handled
     try:
       print(f"colorjax {importlib.metadata.version('colorjax')}")
     except importlib.metadata.PackageNotFoundError:
@@ -50,6 +50,8 @@ def main(argv: list[str] | None = None) -> None:
     sys.exit(f"error: unknown command {argv[1]!r}: one of {', '.join(COMMANDS)} (`colorjax --help` says what each does)")
   sys.argv = [argv[0], *argv[2:]]  # runpy puts the module's file first, as `python -m` does
   try:
+    from colorjax import interrupts  # the standard library only
+    interrupts.catch_interrupts()
     runpy.run_module(f"colorjax.{argv[1]}", run_name="__main__", alter_sys=True)
   except KeyboardInterrupt:  # while the module imports; the command's own handler takes over after
     sys.stderr.write("\ninterrupted\n")

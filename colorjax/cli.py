@@ -8,7 +8,6 @@ import importlib.resources
 import logging
 import os
 import pathlib
-import signal
 import sys
 import tempfile
 import threading
@@ -18,6 +17,8 @@ import ml_collections
 from absl import app, flags
 from absl import logging as absl_logging
 from ml_collections import config_flags
+
+from colorjax.interrupts import catch_interrupts, exit_interrupted
 
 
 def _quiet(record: logging.LogRecord) -> bool:
@@ -99,68 +100,23 @@ def run(main: Callable[[list[str]], None], flags_parser: Callable[[list[str]], A
   """absl's `app.run` for a command: a `UsageError` (arguments missing or out of range) is one
   `error:` line, not every flag's help with the reason last, and Ctrl-C where the command does
   not handle it (loading a model, scanning photos) ends in one line and status 130, as a shell
-  expects, not a traceback; also where Python swallowed the KeyboardInterrupt (`_Interrupts`)."""
+  expects, not a traceback; also where Python swallowed the KeyboardInterrupt (`interrupts.py`)."""
   def checked(argv: list[str]) -> None:
     try:
       main(argv)
     except app.UsageError as e:
       exit_with_error(e)
 
-  interrupts = _Interrupts()
+  interrupts = catch_interrupts()
+  interrupts.started = True
   try:
     app.run(checked, flags_parser=flags_parser)
   except KeyboardInterrupt:
-    _exit_interrupted()
+    exit_interrupted()
   except SystemExit as e:
     if interrupts.lost and e.code in (None, 0):
-      _exit_interrupted()
+      exit_interrupted()
     raise
-
-
-class _Interrupts:
-  """Ctrl-C's handler and `sys.unraisablehook` for a command, so that an interrupt Python
-  swallowed still ends it with status 130, not 0.
-
-  The handler raises KeyboardInterrupt wherever the main thread is, and that may be inside a gc
-  callback (JAX's `_xla_gc_callback` runs at every collection) or a `__del__`, where Python can
-  only print it ("Exception ignored in: ...") and go on: the command then ran to its end and
-  exited 0 as if never interrupted. Raised again from the hook, it would only be swallowed again
-  (the hook runs inside that callback too, and so would `_thread.interrupt_main`'s handler), so
-  the hook notes it as `lost` and says so in one line, and `run` ends a command that then
-  finishes as if interrupted. The handler clears `lost` whenever it raises
-  a new KeyboardInterrupt: a command that handles Ctrl-C itself (serve) ends as it chooses.
-  Where SIGINT is not Python's usual handler (ignored in a background job), it is left alone.
-  """
-
-  def __init__(self):
-    self.lost = False
-    self._before = sys.unraisablehook
-    sys.unraisablehook = self._unraisable
-    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
-      signal.signal(signal.SIGINT, self._handle)
-
-  def _handle(self, signum: int, frame: Any) -> None:
-    self.lost = False  # this one may arrive
-    signal.default_int_handler(signum, frame)
-
-  def _unraisable(self, unraisable: Any) -> None:
-    if not (unraisable.exc_type and issubclass(unraisable.exc_type, KeyboardInterrupt)):
-      self._before(unraisable)
-      return
-    self.lost = True
-    sys.stderr.write("\nCtrl-C landed where Python ignores it (a garbage collection callback or finalizer): the "
-                     "command goes on and will exit with status 130; Ctrl-C again stops it now\n")
-
-
-def _exit_interrupted() -> NoReturn:
-  sys.stderr.write("\ninterrupted\n")  # after a progress bar's half line
-  # Not sys.exit: tearing the interpreter down while XLA was interrupted mid-call can crash
-  # it (a segmentation fault, status 139, seen with colorize). The atexit functions (an
-  # --out folder made and left empty) still run.
-  atexit._run_exitfuncs()
-  sys.stdout.flush()
-  sys.stderr.flush()
-  os._exit(130)
 
 
 def config_error(e: BaseException) -> str:

@@ -217,16 +217,53 @@ def test_a_flag_before_the_command_is_said_to_belong_after_it(flag, monkeypatch)
 
 
 def test_ctrl_c_while_a_command_imports_is_one_line_and_status_130(monkeypatch, capsys):
-  """`python -m colorjax.train` shows a traceback for a Ctrl-C while it imports JAX, before its
-  own handler is set; the `colorjax` command catches it."""
+  """A KeyboardInterrupt the `colorjax` command's module raises while it imports (one not from
+  Ctrl-C's handler, which ends the process itself: below)."""
   from colorjax import __main__ as entry
   def interrupted(*args, **kwargs):
     raise KeyboardInterrupt
   monkeypatch.setattr(sys, "argv", list(sys.argv))
   monkeypatch.setattr(entry.runpy, "run_module", interrupted)
+  monkeypatch.setattr("colorjax.interrupts.catch_interrupts", lambda: None)  # not in pytest's process
   with pytest.raises(SystemExit) as e:
     entry.main(["colorjax", "train", "--config", "demo"])
   assert e.value.code == 130 and capsys.readouterr().err == "\ninterrupted\n"
+
+
+# sitecustomize for the command below: Ctrl-C (SIGINT) arrives while JAX imports, once the
+# command has started, in the import itself or in a garbage collection callback.
+CTRL_C_IN_JAX_IMPORT = """
+import gc, signal, sys
+def ctrl_c():
+  signal.raise_signal(signal.SIGINT)
+class Finder:
+  def find_spec(self, name, path=None, target=None):
+    if name == "jax" and "colorjax" in sys.modules:
+      sys.meta_path.remove(self)
+      {where}
+meta = Finder()
+def in_gc(phase, info):  # as JAX's _xla_gc_callback: a KeyboardInterrupt there is swallowed
+  if "jax._src.lib" in sys.modules:
+    gc.callbacks.remove(in_gc)
+    ctrl_c()
+sys.meta_path.insert(0, meta)
+"""
+
+
+@pytest.mark.parametrize("where", ["ctrl_c()", "gc.callbacks.append(in_gc)"])
+@pytest.mark.parametrize("command", [["-m", "colorjax.train"], ["-m", "colorjax", "train"]])
+def test_ctrl_c_while_jax_imports_ends_the_command_at_once(tmp_path, where, command):
+  """Before, `python -m colorjax.train` printed a traceback, and a Ctrl-C that landed in JAX's
+  gc callback was swallowed: the command trained to its end (both entry points), or crashed
+  (an ImportError from jaxlib's extension, SIGSEGV, SIGABRT: 2026-12-01, 28 Ctrl-Cs at 0.16-0.29 s)."""
+  (tmp_path / "site").mkdir()
+  (tmp_path / "site" / "sitecustomize.py").write_text(CTRL_C_IN_JAX_IMPORT.format(where=where))
+  env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path / "site"), REPO])}
+  run = subprocess.run([sys.executable, *command, "--config", "demo", "--workdir", str(tmp_path / "run"),
+                        "--config.total_steps=1", "--config.pretrain_steps=1"],  # quick, should it go on
+                       cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+  assert (run.returncode, run.stderr) == (130, "\ninterrupted\n"), run.stderr[-3000:]
+  assert not (tmp_path / "run").exists()
 
 
 def test_the_wheel_installs_the_colorjax_command(wheel):
