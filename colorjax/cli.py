@@ -220,8 +220,8 @@ def define_config_flag(help_string: str, flag_values: flags.FlagValues = flags.F
   Parse with `parse_config_flags`, read with `loaded_config`."""
   config_flags.DEFINE_config_file("config", None, help_string, flag_values=flag_values, lock_config=True)
   flag_values["config"].parser = _ConfigFileParser(flag_values["config"].parser)
-  # --help lists the main module's flags; config_flags registered this one as its own.
-  flag_values.register_flag_by_module(sys.argv[0], flag_values["config"])
+  # --help lists the main module's key flags; config_flags defined this one as its own (--helpfull lists it once).
+  flag_values.register_key_flag_for_module(sys.argv[0], flag_values["config"])
 
 
 def config_name(flag_values: flags.FlagValues = flags.FLAGS) -> str:

@@ -188,9 +188,10 @@ def test_train_without_a_config_lists_the_shipped_ones():
 
 @pytest.mark.parametrize("command", [["colorjax.train"], ["colorjax.bench", "step"]])
 def test_help_lists_the_config_flag_with_the_commands_own(command):
-  out = _run("-m", *command, "--help")
+  out, full = _run("-m", *command, "--help"), _run("-m", *command, "--helpfull")
   own = out.stdout.split("\nflags:\n", 1)[1].split("Try --helpfull")[0]  # the main module's flags
   assert "  --config: " in own and "  --workdir: " in own, out.stdout[-2000:]  # (absl ends --help with status 1)
+  assert full.stdout.count("  --config: ") == 1, full.stdout  # it was listed under colorjax.cli too
 
 
 def test_the_colorjax_command_alone_or_unknown_lists_the_commands():
