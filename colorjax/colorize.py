@@ -453,9 +453,13 @@ def photo_metadata(path: str | os.PathLike | BinaryIO, name: str | None = None) 
 
 def _declared_dpi(img: Image.Image, exif: Image.Exif) -> tuple[float, float] | None:
   """The resolution the file declares, or None. Pillow reads a JPEG that declares none in its JFIF
-  header, and has EXIF without a resolution in it, as 72 dpi: a size the photo never claimed."""
-  declared = (img.format != "JPEG" or img.info.get("jfif_unit") in (1, 2)  # dots per inch or per cm
-              or (0x011A in exif and 0x0128 in exif))                     # EXIF XResolution and its unit
+  header, and has EXIF without a resolution in it, as 72 dpi, and a TIFF without XResolution as
+  1 dpi: sizes the photo never claimed (1 dpi would print a 1000-pixel photo 25 m wide)."""
+  if img.format == "JPEG":
+    declared = (img.info.get("jfif_unit") in (1, 2)                      # dots per inch or per cm
+                or (0x011A in exif and 0x0128 in exif))                  # EXIF XResolution and its unit
+  else:
+    declared = img.format != "TIFF" or 0x011A in img.tag_v2              # TIFF's own XResolution
   return img.info.get("dpi") if declared else None
 
 

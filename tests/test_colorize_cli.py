@@ -254,6 +254,15 @@ def test_a_jpeg_that_declares_no_resolution_gets_none_not_pillows_72_dpi(tmp_pat
   assert colorize.photo_metadata(tmp_path / "jfif_dpi.jpg")["dpi"] == pytest.approx((150, 150))
 
 
+def test_a_tiff_that_declares_no_resolution_gets_none_not_pillows_1_dpi(tmp_path):
+  Image.new("L", (8, 8)).save(tmp_path / "none.tif")
+  Image.new("L", (8, 8)).save(tmp_path / "dpi.tif", dpi=(300, 300))
+  with Image.open(tmp_path / "none.tif") as img:
+    assert img.info["dpi"] == (1, 1) and 0x011A not in img.tag_v2  # what Pillow makes of it
+  assert "dpi" not in colorize.photo_metadata(tmp_path / "none.tif")
+  assert colorize.photo_metadata(tmp_path / "dpi.tif")["dpi"] == pytest.approx((300, 300))
+
+
 def test_exif_that_cannot_be_carried_over_leaves_the_png_without_it(colorizer, tmp_path, monkeypatch):
   import struct
   exif = Image.Exif()
