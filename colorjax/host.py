@@ -124,3 +124,13 @@ def keep_freed_memory() -> bool:
       (_M_MMAP_MAX, 0), (_M_TRIM_THRESHOLD, 2**31 - 1), (_M_ARENA_MAX, 1)))
   logging.info("malloc keeps freed memory for the next step: %s", "yes" if applied else "refused")
   return applied
+
+
+def release_freed_memory() -> bool:
+  """Gives the memory glibc's heaps hold free back to the system (`malloc_trim`): a long-lived
+  process that works on a new thread each time (serve) otherwise stays at the peak of every
+  thread's heap. True if glibc released some; False for none, or another malloc."""
+  try:
+    return ctypes.CDLL(ctypes.util.find_library("c")).malloc_trim(0) == 1
+  except (OSError, AttributeError, TypeError):  # no glibc (musl, macOS)
+    return False

@@ -38,7 +38,7 @@ import numpy as np
 from absl import app, flags
 from PIL import Image
 
-from colorjax import cli, color
+from colorjax import cli, color, host
 from colorjax.colorize import (CHECKPOINT_HELP, COLOUR_AT_RENDER_SIZE_HELP, Colorizer, TooManyPixelsError,
                                parse_flags, read_image, save_png)
 from colorjax.data.images import BadImageError, with_alpha
@@ -159,13 +159,21 @@ class ColorizeServer(ThreadingHTTPServer):
   def colorize(self, data: bytes, filename: str) -> str:
     """Upload bytes -> the HTML of the result (previews and download link)."""
     with self.work_lock:  # decoding and encoding a 50-MP photo take gigabytes too, not only the model
-      rgb, alpha = read_image(data, self.max_pixels, name=filename)
-      out = self.colorizer(with_alpha(rgb, alpha))
-      stem = re.sub(r"[^A-Za-z0-9._-]", "_", os.path.splitext(filename)[0]) or "photo"  # safe in a header
-      token = self.results.add(f"{stem}_colorized.png", _png(out, data, filename))
-      small = _thumbnail(rgb)  # the gray preview is made small first: full size it took gigabytes
-      gray = _gray(small) if alpha is None else np.dstack([_gray(small), _thumbnail(alpha)])  # transparent where the input is
-      gray_uri, result_uri = _preview_uri(gray), _preview_uri(out)
+      try:
+        return self._colorize(data, filename)
+      finally:
+        # Each request runs on a thread of its own, and glibc gives each thread a heap that keeps
+        # what it freed: 8 uploads of a 29-MP JPEG took the idle server from 0.50 to 1.37 GB, 0.58 trimmed.
+        host.release_freed_memory()
+
+  def _colorize(self, data: bytes, filename: str) -> str:
+    rgb, alpha = read_image(data, self.max_pixels, name=filename)
+    out = self.colorizer(with_alpha(rgb, alpha))
+    stem = re.sub(r"[^A-Za-z0-9._-]", "_", os.path.splitext(filename)[0]) or "photo"  # safe in a header
+    token = self.results.add(f"{stem}_colorized.png", _png(out, data, filename))
+    small = _thumbnail(rgb)  # the gray preview is made small first: full size it took gigabytes
+    gray = _gray(small) if alpha is None else np.dstack([_gray(small), _thumbnail(alpha)])  # transparent where the input is
+    gray_uri, result_uri = _preview_uri(gray), _preview_uri(out)
     h, w = out.shape[:2]
     return (f'<div class="pair">'
             f'<figure><img id="gray" alt="gray input" src="{gray_uri}">'
@@ -233,8 +241,8 @@ class Handler(BaseHTTPRequestHandler):
     match = re.fullmatch(r"/download/([\w-]+)", path)
     item = self.server.results.get(match.group(1)) if match else None
     if item is None:
-      return self._page(HTTPStatus.NOT_FOUND, error="Not found (results are kept in memory only "
-                                                    "for a while; colorize the photo again).")
+      gone = " (results are kept in memory only for a while; colorize the photo again)" if match else ""
+      return self._page(HTTPStatus.NOT_FOUND, error=f"Not found{gone}.")
     filename, png = item
     self._send(HTTPStatus.OK, png, "image/png", {"Content-Disposition": f'attachment; filename="{filename}"'})
 
@@ -246,8 +254,7 @@ class Handler(BaseHTTPRequestHandler):
       return self._page(HTTPStatus.FORBIDDEN, error=f"Forbidden: {why}.")
     if urlsplit(self.path).path != "/colorize":
       return self._page(HTTPStatus.NOT_FOUND, error="Not found.")
-    length_header = self.headers.get("Content-Length") or ""
-    length = int(length_header) if re.fullmatch(r"[0-9]+", length_header) else -1
+    length = _content_length(self.headers.get("Content-Length") or "")
     limit = self.server.max_upload_bytes
     if length < 0:
       return self._page(HTTPStatus.LENGTH_REQUIRED, error="The upload must say its length.")
@@ -256,12 +263,13 @@ class Handler(BaseHTTPRequestHandler):
       return self._page(HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
                         error=f"The file is too large: {length / 1e6:.1f} MB, the limit is {limit / 1e6:g} MB.")
     if not self.server.uploads.acquire(timeout=TIMEOUT_S):  # slow uploaders must not queue everyone
+      self._drain(length)  # unread, the body would reset the connection before the client saw why
       self.close_connection = True
       return self._page(HTTPStatus.SERVICE_UNAVAILABLE, error="Busy with other uploads: try again in a minute.")
     try:
       data, filename = self._read_upload(length)
       body = self.server.colorize(data, filename)  # the upload's memory is held until its photo is done
-    except TimeoutError:  # a client that stopped sending: no one is waiting for the page
+    except (TimeoutError, ConnectionError):  # a client that stopped sending or left: no one is waiting for the page
       self.close_connection = True
       return
     except TooManyPixelsError as e:
@@ -276,13 +284,14 @@ class Handler(BaseHTTPRequestHandler):
     self._page(HTTPStatus.OK, body=body)
 
   def _drain(self, length: int) -> None:
-    """Reads and drops an oversized body so the browser sees the answer, not a reset."""
+    """Reads and drops a body that will not be used (too large, not a form, no slot free), so the
+    client sees the answer, not a reset."""
     if length > _DRAIN_FACTOR * self.server.max_upload_bytes:
       self.close_connection = True
       return
     try:
       self._receive(memoryview(bytearray(1 << 20)), length)
-    except (TimeoutError, ConnectionResetError):
+    except (TimeoutError, ConnectionError):
       self.close_connection = True
 
   def _receive(self, into: memoryview, length: int) -> None:
@@ -301,7 +310,7 @@ class Handler(BaseHTTPRequestHandler):
     caller holds an `uploads` slot: 64 connections x 50 MB would not fit in memory."""
     content_type = self.headers.get("Content-Type", "")
     if not content_type.lower().startswith("multipart/form-data"):
-      self.close_connection = True  # its body is not read
+      self._drain(length)
       raise BadImageError("expected a form upload (multipart/form-data)")
     body = bytearray(length)
     self._receive(memoryview(body), length)
@@ -309,6 +318,15 @@ class Handler(BaseHTTPRequestHandler):
 
   def log_message(self, format: str, *args) -> None:
     logging.info("%s %s", self.address_string(), (format % args).translate(_CONTROL))
+
+
+def _content_length(header: str) -> int:
+  """Content-Length as a number, -1 if it is not one; past 10**18 (`int` refuses a string of over
+  4300 digits: an answerless ValueError) only as larger than any limit."""
+  if not re.fullmatch(r"[0-9]+", header):
+    return -1
+  digits = header.lstrip("0")
+  return int(digits or "0") if len(digits) <= 18 else 10 ** 18
 
 
 def form_file(body: bytes | bytearray, content_type: str, field: str) -> tuple[bytes, str]:

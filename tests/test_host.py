@@ -70,3 +70,35 @@ def test_a_missing_slow_or_failing_git_leaves_the_commit_out(tmp_path, monkeypat
 
   monkeypatch.setattr(subprocess, "run", hangs)
   assert host.git_commit() == {}
+
+
+# Resident memory after threads freed what they allocated, then after release_freed_memory.
+_THREADS_PROBE = """
+import threading, numpy as np
+from colorjax import host
+def rss():
+  return int(next(l for l in open("/proc/self/status") if l.startswith("VmRSS")).split()[1]) // 1024
+pins = []
+def work():  # as serve's request threads: each thread's glibc heap keeps what it freed
+  for _ in range(2):
+    arrays = [np.ones(2 ** 17) for _ in range(256)]  # 256 MB in 1 MB pieces
+    pins.append(np.ones(16))  # allocated after them, so the heap's top stays in use
+    del arrays
+base = rss()
+for _ in range(3):
+  thread = threading.Thread(target=work)
+  thread.start()
+  thread.join()
+kept = rss()
+print(host.release_freed_memory(), base, kept, rss())
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc",
+                    reason="glibc's malloc_trim")
+def test_memory_threads_freed_goes_back_to_the_system_when_released():
+  out = subprocess.run([sys.executable, "-c", _THREADS_PROBE], capture_output=True, text=True, check=True,
+                       env={**os.environ, "JAX_PLATFORMS": "cpu"}).stdout.split()
+  released, (base, kept, after) = out[0], [int(v) for v in out[1:]]
+  assert kept - base >= 100  # freed, yet resident
+  assert released == "True" and after - base < 20

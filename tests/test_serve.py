@@ -8,6 +8,7 @@ import os
 import re
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import threading
@@ -260,3 +261,60 @@ def test_idle_and_extra_connections_are_closed(server, monkeypatch, caplog):
   finally:
     small.shutdown()
     small.server_close()
+
+
+@pytest.fixture
+def small_server(server, monkeypatch):
+  """A second server on the same model, for limits monkeypatched lower: 1 upload at a time, 1 s waits."""
+  monkeypatch.setattr(serve, "UPLOADS_AT_ONCE", 1)
+  monkeypatch.setattr(serve, "TIMEOUT_S", 1)
+  httpd = serve.ColorizeServer(("127.0.0.1", 0), server[0].colorizer, max_upload_bytes=50_000_000, max_pixels=1_000_000)
+  threading.Thread(target=httpd.serve_forever, daemon=True).start()
+  yield httpd, f"http://127.0.0.1:{httpd.server_address[1]}"
+  httpd.shutdown()
+  httpd.server_close()
+
+
+def _upload_slot_free(httpd, free=True, seconds=30):
+  """Waits until the one upload slot is free (a handler has finished with it) or taken."""
+  for _ in range(seconds * 20):
+    if httpd.uploads.acquire(blocking=False):
+      httpd.uploads.release()
+      if free:
+        return True
+    elif not free:
+      return True
+    threading.Event().wait(0.05)
+  return False
+
+
+def test_a_client_that_must_wait_or_leaves_or_lies_gets_an_answer_or_is_let_go_quietly(small_server, caplog):
+  """Found 2026-12-02: the Busy page was sent over a body left unread, so the client's send hit a
+  reset instead; a client resetting mid-upload was logged as a failure with a 500; a
+  Content-Length of over 4300 digits got no answer (int() refused it)."""
+  httpd, base = small_server
+  post = (b"POST /colorize HTTP/1.0\r\nHost: 127.0.0.1\r\nContent-Type: multipart/form-data; boundary=x\r\n"
+          b"Content-Length: %d\r\n\r\n")
+  huge = raw_request(base, post.replace(b"%d", b"0" * 5000 + b"5" * 5000))
+  assert huge.startswith(b"HTTP/1.0 413") and b"The file is too large" in huge
+
+  holder = raw_request(base, post % 1000 + b"--x", read=False)  # takes the one upload slot, sends no more
+  assert _upload_slot_free(httpd, free=False)
+  try:
+    _, port = base.rsplit(":", 1)
+    conn = http.client.HTTPConnection("127.0.0.1", int(port), timeout=60)
+    conn.request("POST", "/colorize", body=b"x" * 20_000_000,  # far more than the socket buffers hold
+                 headers={"Content-Type": "multipart/form-data; boundary=x"})
+    busy = conn.getresponse()
+    assert busy.status == 503 and b"Busy with other uploads" in busy.read()
+  finally:
+    holder.close()
+  assert _upload_slot_free(httpd)
+
+  with caplog.at_level(logging.INFO):
+    leaving = raw_request(base, post % 100_000 + b"--x\r\n" + b"y" * 1000, read=False)
+    assert _upload_slot_free(httpd, free=False)
+    leaving.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # close sends a reset
+    leaving.close()
+    assert _upload_slot_free(httpd)
+  assert "failed" not in caplog.text and " 500 " not in caplog.text, caplog.text
