@@ -8,15 +8,21 @@ BIN := $(VENV)/bin
 
 install: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml Makefile
+# What the commands need: colorjax with TensorBoard logs (the demo's install).
+$(VENV)/.installed-run: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e ".[tensorboard]"
+	touch $@
+
+# And what the tests need: pytest, TensorFlow (TFDS's mock data), scikit-image, and PyTorch CPU
+# only for the tests that compare against it (installs from a local wheel here).
+$(VENV)/.installed: $(VENV)/.installed-run
 	$(BIN)/pip install -q -e ".[tensorboard,pretrained,test]"
-	# PyTorch CPU only for the tests that compare against it (installs from a local wheel here).
 	$(BIN)/pip install -q torch==2.13.0
 	touch $@
 
-demo: install
+demo: $(VENV)/.installed-run
 	$(BIN)/python -m colorjax.train --config configs/demo.py --workdir runs/demo
 
 # Debian's chromium for the web page's browser test; installing needs root, and without it
