@@ -646,11 +646,15 @@ def colorize_files(colorizer: Colorizer, inputs: Sequence[str], out_dir: str,
 
 def parse_flags(argv: list[str]) -> list[str]:
   """absl's parser for the commands: also takes `--max-pixels` for `--max_pixels` (the usual CLI
-  spelling), and keeps orbax's and JAX's INFO lines off the console (`cli.quiet_console`)."""
+  spelling), keeps orbax's and JAX's INFO lines off the console (`cli.quiet_console`), and says
+  what it cannot parse in one `error:` line, as train does (absl's own is a FATAL line and a hint)."""
   cli.quiet_console()
   end = argv.index("--") if "--" in argv else len(argv)
   underscored = [re.sub(r"^--([^=]+)", lambda m: "--" + m.group(1).replace("-", "_"), a) for a in argv[:end]]
-  return app.parse_flags_with_usage(underscored + argv[end:])
+  try:
+    return FLAGS(underscored + argv[end:])
+  except flags.Error as e:
+    cli.exit_with_error(e)
 
 
 def main(argv: list[str]) -> None:

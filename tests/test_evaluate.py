@@ -314,7 +314,8 @@ def test_a_number_out_of_range_is_refused_before_scoring(tmp_path, command, flag
   system = [str(tmp_path)] if command == "compare" else ["--predictions", str(tmp_path)]
   proc = subprocess.run([sys.executable, "-m", f"colorjax.{command}", *system, "--data", f"folder:{tmp_path}", flag],
                         cwd=REPO, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": REPO})
-  assert proc.returncode == 1 and f"FATAL Flags parsing error: flag {flag}: " in proc.stderr, proc.stderr[-2000:]
+  assert proc.returncode == 1 and proc.stderr.startswith(f"error: flag {flag}: "), proc.stderr[-2000:]
+  assert proc.stderr.count("\n") == 1  # one line, as train's
 
 
 def test_an_empty_eval_split_gets_the_advice_of_the_command_not_trainings(photos, tmp_path):
