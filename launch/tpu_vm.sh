@@ -13,7 +13,9 @@
 #   stop      stop training on all workers (SIGTERM: each saves a checkpoint first) and wait
 #   resume    after a preemption: recreate and reinstall the VM if it was preempted or is gone
 #             (start it if stopped), then train again with the last `train`'s arguments (options
-#             given to resume replace them); training resumes from the workdir's last checkpoint
+#             given to resume replace them); training resumes from the workdir's last checkpoint.
+#             It recreates the VM as it was: the type, version and Spot that gcloud reports for
+#             the preempted VM, or those `create` remembered for one that is gone
 #   delete    delete the TPU VM (`stop` first keeps the steps since the last checkpoint)
 #   up        create, install and train
 #
@@ -40,7 +42,7 @@ set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 NAME="${TPU_NAME:-colorjax}"
 ZONE="${TPU_ZONE:-us-central2-b}"
-TYPE="${TPU_TYPE:-v4-8}"
+TYPE="${TPU_TYPE:-}"  # v4-8, after resume has read what create remembered
 VERSION="${TPU_VERSION:-}"
 PROJECT="${TPU_PROJECT:-}"
 CONFIG="${CONFIG:-}"  # configs/pix2pix_resnet18.py, after resume has read what train remembered
@@ -104,26 +106,41 @@ done
 [[ -n "$COMMAND" ]] || usage 2
 
 # What `train` remembers for `resume`: a preempted pod slice must train on with the same
-# photos and arguments, which nothing on the recreated VM knows.
+# photos and arguments, which nothing on the recreated VM knows; and what `create` remembers:
+# a VM that is gone must come back as the same slice, in the same project.
 REMEMBERED="${XDG_STATE_HOME:-$HOME/.local/state}/colorjax/tpu_vm/$NAME@$ZONE.args"
+REMEMBERED_VM="${REMEMBERED%.args}.vm"
+GIVEN_TYPE="$TYPE" GIVEN_VERSION="$VERSION"  # given here: they beat what gcloud reports of the old VM
 if [[ "$COMMAND" == resume && -f "$REMEMBERED" ]]; then
   LAST_TRAIN_ARGS=()
   # shellcheck source=/dev/null
   source "$REMEMBERED"
   CONFIG="${CONFIG:-$LAST_CONFIG}" WORKDIR="${WORKDIR:-$LAST_WORKDIR}" DATA="${DATA:-$LAST_DATA}"
+  PROJECT="${PROJECT:-${LAST_PROJECT:-}}"
   (( ${#TRAIN_ARGS[@]} )) || TRAIN_ARGS=("${LAST_TRAIN_ARGS[@]}")
   echo "# the arguments of the last train (options given here replace them): $REMEMBERED"
 fi
-CONFIG="${CONFIG:-configs/pix2pix_resnet18.py}"
-
-if [[ -z "$VERSION" ]]; then
-  case "$TYPE" in
-    v5litepod-*|v5e-*) VERSION=v2-alpha-tpuv5-lite ;;
-    v5p-*) VERSION=v2-alpha-tpuv5 ;;
-    v6e-*) VERSION=v2-alpha-tpuv6e ;;
-    *) VERSION=tpu-ubuntu2204-base ;;
-  esac
+if [[ "$COMMAND" == resume && -f "$REMEMBERED_VM" ]]; then
+  # shellcheck source=/dev/null
+  source "$REMEMBERED_VM"
+  [[ -n "$TYPE" ]] || { TYPE="$LAST_TYPE"; VERSION="${VERSION:-$LAST_VERSION}"; }  # a version goes with its type
+  SPOT="${SPOT:-$LAST_SPOT}" PROJECT="${PROJECT:-$LAST_PROJECT}"
+  echo "# the VM as create made it (options given here replace them): $REMEMBERED_VM"
 fi
+[[ "$COMMAND" != resume || -n "$WORKDIR" ]] || die "--workdir is required to resume (no train remembered one)"
+CONFIG="${CONFIG:-configs/pix2pix_resnet18.py}"
+TYPE="${TYPE:-v4-8}"
+
+# The TPU software version for an accelerator type.
+version_of() {
+  case "$1" in
+    v5litepod-*|v5e-*) echo v2-alpha-tpuv5-lite ;;
+    v5p-*) echo v2-alpha-tpuv5 ;;
+    v6e-*) echo v2-alpha-tpuv6e ;;
+    *) echo tpu-ubuntu2204-base ;;
+  esac
+}
+VERSION="${VERSION:-$(version_of "$TYPE")}"
 
 TPU=(gcloud compute tpus tpu-vm)
 WHERE=(--zone="$ZONE")
@@ -139,6 +156,9 @@ create() {
   local extra=()
   [[ -z "$SPOT" ]] || extra+=(--spot)
   run "${TPU[@]}" create "$NAME" "${WHERE[@]}" --accelerator-type="$TYPE" --version="$VERSION" "${extra[@]}"
+  [[ -n "$DRY_RUN" ]] && return 0
+  mkdir -p "$(dirname "$REMEMBERED_VM")"
+  printf 'LAST_TYPE=%q\nLAST_VERSION=%q\nLAST_SPOT=%q\nLAST_PROJECT=%q\n' "$TYPE" "$VERSION" "$SPOT" "$PROJECT" > "$REMEMBERED_VM"
 }
 
 install() {
@@ -179,7 +199,8 @@ train() {
 remember() {
   [[ -z "$DRY_RUN" ]] || return 0
   mkdir -p "$(dirname "$REMEMBERED")"
-  { printf 'LAST_CONFIG=%q\nLAST_WORKDIR=%q\nLAST_DATA=%q\nLAST_TRAIN_ARGS=(' "$CONFIG" "$WORKDIR" "$DATA"
+  { printf 'LAST_CONFIG=%q\nLAST_WORKDIR=%q\nLAST_DATA=%q\nLAST_PROJECT=%q\nLAST_TRAIN_ARGS=(' \
+      "$CONFIG" "$WORKDIR" "$DATA" "$PROJECT"
     (( ${#TRAIN_ARGS[@]} == 0 )) || printf '%q ' "${TRAIN_ARGS[@]}"
     echo ')'; } > "$REMEMBERED"
 }
@@ -195,8 +216,9 @@ logs() { run "${TPU[@]}" ssh "$NAME" "${WHERE[@]}" --worker="$WORKER" --command=
 delete() { run "${TPU[@]}" delete "$NAME" "${WHERE[@]}" --quiet; }
 
 resume() {
-  local describe=("${TPU[@]}" describe "$NAME" "${WHERE[@]}" --format='value(state,schedulingConfig.spot)')
-  local state="" spot="" answer err
+  local describe=("${TPU[@]}" describe "$NAME" "${WHERE[@]}"
+                  --format='csv[no-heading](state,schedulingConfig.spot,acceleratorType,runtimeVersion)')
+  local state="" spot="" type="" version="" answer err
   err="$(mktemp)"
   show "${describe[@]}"
   if [[ -n "$DRY_RUN" ]]; then
@@ -204,13 +226,17 @@ resume() {
     state=PREEMPTED
   else
     if answer="$("${describe[@]}" 2>"$err")"; then
-      read -r state spot <<<"$answer"
+      IFS=, read -r state spot type version <<<"$answer"
     elif ! grep -qi 'not.found' "$err"; then  # gone is fine; a failing gcloud (auth, network) is not
       cat "$err" >&2; rm -f "$err"; die "could not read the state of $NAME (above); nothing was changed"
     fi
     rm -f "$err"
-    echo "state: ${state:-not found}${spot:+, spot: $spot}"
+    echo "state: ${state:-not found}${spot:+, spot: $spot}${type:+, type: $type}${version:+, version: $version}"
     [[ "${spot,,}" != true ]] || SPOT=1  # a preempted Spot VM is recreated as one
+    if [[ -n "$type" && -z "$GIVEN_TYPE" ]]; then  # and as the slice it was
+      TYPE="$type"
+      [[ -n "$GIVEN_VERSION" ]] || VERSION="${version:-$(version_of "$TYPE")}"
+    fi
   fi
   case "$state" in
     READY) ;;

@@ -15,8 +15,10 @@ SCRIPT = os.path.join(REPO, "launch", "tpu_vm.sh")
 @pytest.fixture
 def fake_gcloud(tmp_path):
   """A `gcloud` first on PATH that records its arguments; `describe` answers $FAKE_STATE
-  (PREEMPTED unless set; "missing": gcloud's NOT_FOUND error, "broken": another error) and
-  $FAKE_SPOT as the VM's schedulingConfig.spot. Remembered arguments go under tmp_path."""
+  (PREEMPTED unless set; "missing": gcloud's NOT_FOUND error, "broken": another error),
+  $FAKE_SPOT as the VM's schedulingConfig.spot, and $FAKE_TYPE and $FAKE_VERSION as its
+  acceleratorType and runtimeVersion (v4-8, tpu-ubuntu2204-base), as csv[no-heading] does.
+  Remembered arguments go under tmp_path."""
   bin_dir = tmp_path / "bin"
   bin_dir.mkdir()
   log = tmp_path / "gcloud.log"
@@ -27,7 +29,8 @@ def fake_gcloud(tmp_path):
       '  case "${FAKE_STATE:-PREEMPTED}" in\n'
       '    missing) echo "ERROR: (gcloud.compute.tpus.tpu-vm.describe) NOT_FOUND: Resource not found" >&2; exit 1 ;;\n'
       '    broken) echo "ERROR: (gcloud.compute.tpus.tpu-vm.describe) PERMISSION_DENIED" >&2; exit 1 ;;\n'
-      '    *) printf "%s\\t%s\\n" "${FAKE_STATE:-PREEMPTED}" "$FAKE_SPOT" ;;\n'
+      '    *) printf "%s,%s,%s,%s\\n" "${FAKE_STATE:-PREEMPTED}" "$FAKE_SPOT" "${FAKE_TYPE:-v4-8}" '
+      '"${FAKE_VERSION:-tpu-ubuntu2204-base}" ;;\n'
       '  esac\n'
       'fi\n')
   (bin_dir / "gcloud").chmod(0o755)
@@ -109,6 +112,8 @@ def test_mistakes_are_refused_before_anything_runs(fake_gcloud):
   env, log = fake_gcloud
   run = launch(env, "train")
   assert run.returncode == 2 and "--workdir is required" in run.stderr
+  run = launch(env, "--dry-run", "resume")  # no train remembered one: said before delete, create, install
+  assert run.returncode == 2 and "--workdir is required to resume" in run.stderr and "+ " not in run.stdout
   run = launch(env, "--dry-run", "frobnicate")
   assert run.returncode == 2 and "unknown command frobnicate" in run.stderr
   run = launch(env, "--bogus", "create")
@@ -211,3 +216,28 @@ def _gone(pid: int) -> bool:
       return f.read().rsplit(")", 1)[1].split()[0] == "Z"
   except FileNotFoundError:
     return True
+
+
+def test_resume_recreates_the_slice_that_was_there_in_its_project(fake_gcloud):
+  """Found 2026-12-02: resume recreated a preempted v4-32 as the default v4-8 unless TPU_TYPE
+  was set again, and one that was gone in gcloud's default project, not the one it was made in."""
+  env, log = fake_gcloud
+  run = launch({**env, "FAKE_TYPE": "v4-32"}, "resume", "--name", "cj", "--workdir", "gs://b/w")
+  assert run.returncode == 0, run.stderr
+  assert "type: v4-32" in run.stdout
+  create = ran(log)[2]
+  assert create[4] == "create" and "--accelerator-type=v4-32" in create and "--version=tpu-ubuntu2204-base" in create
+  log.unlink()
+  run = launch({**env, "FAKE_TYPE": "v4-32"}, "resume", "--name", "cj", "--workdir", "gs://b/w", "--type", "v5p-8")
+  assert "--accelerator-type=v5p-8" in ran(log)[2] and "--version=v2-alpha-tpuv5" in ran(log)[2]  # given: it wins
+  log.unlink()
+
+  assert launch(env, "create", "--name", "gone", "--type", "v5litepod-16", "--project", "p", "--spot").returncode == 0
+  log.unlink()
+  run = launch({**env, "FAKE_STATE": "missing"}, "resume", "--name", "gone", "--workdir", "gs://b/w")
+  assert run.returncode == 0, run.stderr
+  describe, create = ran(log)[:2]
+  assert "--project=p" in describe
+  assert create[4] == "create" and create[5:] == ["gone", "--zone=us-central2-b", "--project=p",
+                                                  "--accelerator-type=v5litepod-16", "--version=v2-alpha-tpuv5-lite", "--spot"]
+  assert all("--project=p" in command for command in ran(log))
