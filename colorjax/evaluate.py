@@ -130,7 +130,7 @@ class PredictionFolder:
         raise BadImageError(f"prediction {path} is not a readable image ({e})") from e
       if size != got:
         raise BadImageError(f"prediction {path} is {got[0]}x{got[1]}, the photo {size[0]}x{size[1]}")
-    return pipeline.load_eval_crop(path, image_size)
+    return pipeline.load_eval_crop(path, image_size, draft=False)
 
 
 def record_name(record: pipeline.Record, index: int) -> str:
@@ -156,7 +156,7 @@ def crop_batches(files: Iterable[pipeline.Record], image_size: int, batch_size: 
   names, crops = [], []
   for i, record in enumerate(files):
     try:
-      crop = pipeline.load_eval_crop(record, image_size)
+      crop = pipeline.load_eval_crop(record, image_size, draft=predictions is None)  # as the prediction's
       if predictions:
         crop = np.stack([crop, predictions.crop(record_name(record, i), record, image_size)])
       crops.append(crop)

@@ -18,7 +18,7 @@ import pytest
 from PIL import Image
 from skimage import color as skcolor
 
-from colorjax import color, colorize, compare, evaluate, models, train
+from colorjax import color, colorize, compare, evaluate, metrics, models, train
 from colorjax import prepare as prepare_lib
 from colorjax.colorize import Colorizer
 from colorjax.data import pipeline, shards, sources
@@ -295,6 +295,20 @@ def test_another_systems_pictures_are_scored_on_the_same_crops(photos, tmp_path)
   data.files = data.files[:-1]
   result = evaluate.evaluate(evaluate.PredictionFolder(str(preds)), data, image_size=32, batch_size=4)
   assert "is not a readable image" in result.unreadable[files[1]]
+
+
+def test_a_large_jpegs_own_pixels_as_a_png_prediction_score_as_identical(tmp_path):
+  """Found 2026-12-02: the photo was decoded at the JPEG's reduced scale and its PNG prediction
+  whole, so the photo itself saved as PNG scored 36-51 dB, not 100 (free photos, 256 px crops)."""
+  (tmp_path / "photos").mkdir()
+  (tmp_path / "preds").mkdir()
+  y, x = np.mgrid[0:480, 0:640]
+  rgb = np.stack([x * 255 // 640, y * 255 // 480, (x + y) % 256], -1).astype(np.uint8)  # detail a draft loses
+  Image.fromarray(rgb).save(tmp_path / "photos" / "big.jpg", quality=95)
+  Image.open(tmp_path / "photos" / "big.jpg").save(tmp_path / "preds" / "big.png")
+  data = sources.resolve(f"folder:{tmp_path / 'photos'}", "all", 0.1)
+  result = evaluate.evaluate(evaluate.PredictionFolder(str(tmp_path / "preds")), data, image_size=64, batch_size=4)
+  assert [row["psnr"] for row in result.rows] == [metrics.MAX_PSNR]
 
 
 @pytest.mark.parametrize("out, problem", [("report.csv", "give a NAME.json file"), ("folder", "give a NAME.json file"),

@@ -74,14 +74,16 @@ def load_train_crop(record: Record, rng: np.random.Generator, image_size: int,
   return crop[:, ::-1] if rng.random() < 0.5 else crop
 
 
-def load_eval_crop(record: Record, image_size: int) -> np.ndarray:
+def load_eval_crop(record: Record, image_size: int, draft: bool = True) -> np.ndarray:
   """The held-out crop every score is taken on: short side `image_size`, centre square.
 
   A large JPEG is decoded at a reduced scale (its draft) and resized with PIL's reducing_gap,
   not decoded whole and resized bicubic: a 2048x1536 photo's crop differs by up to 11 levels
-  (47 dB) between the two, the same for truth and prediction, for a decode 7x faster (12 ms vs 83).
+  (47 dB) between the two, for a decode 7x faster (12 ms vs 83). Where a photo is scored
+  against another file of it (`evaluate --predictions`: a PNG, or a JPEG of another size), both
+  must be decoded alike: `draft=False` decodes whole.
   """
-  rgb = load_rgb(record, draft_size=image_size)
+  rgb = load_rgb(record, draft_size=image_size if draft else None)
   return center_crop(resize_short_side(within_aspect(rgb), image_size), image_size)
 
 
