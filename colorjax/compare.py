@@ -58,9 +58,8 @@ def compare(workdirs: Sequence[str], data: str, split: str = "all", image_size: 
   runs = [read_run(workdir, checkpoint) for workdir in workdirs]  # each checkpoint resolved (and warned of) once
   configs = [config for config, _, _ in runs]
   fraction, which = 0.0, split
-  if split == "all":
-    for config, workdir in zip(configs, workdirs):
-      evaluate.warn_if_trained_on(config, workdir, data)
+  for config, workdir in zip(configs, workdirs):
+    evaluate.warn_if_trained_on(config, workdir, data, split)
   if split == "eval":
     held_out = [evaluate.held_out_fraction(config, workdir) for config, workdir in zip(configs, workdirs)]
     fraction, origin = held_out[0]

@@ -29,7 +29,6 @@ import csv
 import dataclasses
 import logging
 import os
-import pathlib
 import sys
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
@@ -239,31 +238,21 @@ def resolve_scored(data: str, split: str, eval_fraction: float, held_out_by: str
   return sources.resolve(data, split, eval_fraction, setting="--data", hint=hint)
 
 
-def _source_key(part: str) -> tuple[str, Any]:
-  """(kind, what a source part names): a TFDS dataset without its version (coco/2017:1.1.0 holds
-  coco/2017's photos), a folder's or shard folder's real path."""
-  kind, _, arg = part.partition(":")
-  if kind == "tfds":
-    return kind, arg.partition(":")[0]
-  return kind, pathlib.Path(os.path.realpath(os.path.expanduser(arg)))
-
-
-def _overlap(a: str, b: str) -> bool:
-  """Whether source parts `a` and `b` share photos: the same TFDS dataset, or folders (or shard
-  folders) one of which holds the other."""
-  (kind, first), (other_kind, second) = _source_key(a), _source_key(b)
-  if kind != other_kind:
-    return False
-  return first == second if kind == "tfds" else (first.is_relative_to(second) or second.is_relative_to(first))
-
-
-def warn_if_trained_on(config: ml_collections.ConfigDict, workdir: str, data: str) -> None:
+def warn_if_trained_on(config: ml_collections.ConfigDict, workdir: str, data: str, split: str = "all") -> None:
   """Says so where `--split all` scores photos the run trained on: those are no held-out scores.
   It points to `--split eval` only where that holds out what training did: on the source as the
   run named it (a folder inside it, or around it, is split by other relative paths), of a run that
-  held out a share of it (not one with `data.eval` set)."""
+  held out a share of it (not one with `data.eval` set). `--split eval` of such a folder inside
+  or around is said to hold training photos too."""
   trained = [(part, train) for part in sources.parts(data) for train in sources.parts(config.data.train)
-             if _overlap(part, train)]
+             if sources.overlap(part, train)]
+  if split == "eval":
+    for part, train in trained:
+      if sources.source_key(part) != sources.source_key(train):
+        logging.warning("--split eval: --data %s shares photos with %s's data.train %s but is split by other "
+                        "relative paths, so its eval split holds photos the run trained on: score --data %s "
+                        "--split eval, or photos it never saw", part, workdir, train, train)
+    return
   if not trained:
     return
   try:
@@ -272,7 +261,7 @@ def warn_if_trained_on(config: ml_collections.ConfigDict, workdir: str, data: st
   except ValueError:  # none held out (data.eval set), or no one fraction: --split eval refuses the run
     split_eval = False
   for part, train in trained:
-    advice = ("--split eval scores only the photos it held out" if split_eval and _source_key(part) == _source_key(train) else
+    advice = ("--split eval scores only the photos it held out" if split_eval and sources.source_key(part) == sources.source_key(train) else
               f"--split eval holds out what training did only on --data {train}" if split_eval else
               "--split eval cannot leave them out (it says why): score photos it never saw")
     logging.warning("--split all: --data %s holds photos %s trained on (data.train %s), so its scores are not "
@@ -390,8 +379,7 @@ def main(argv: list[str]) -> None:
       config, checkpoint, _ = read_run(FLAGS.workdir, checkpoint)  # resolved: any warning is said once
       if FLAGS.split == "eval":
         eval_fraction, origin = held_out_fraction(config, FLAGS.workdir)
-      else:
-        warn_if_trained_on(config, FLAGS.workdir, FLAGS.data)
+      warn_if_trained_on(config, FLAGS.workdir, FLAGS.data, FLAGS.split)
     split = f"eval: eval_fraction {eval_fraction:g}, from {origin}" if FLAGS.split == "eval" else FLAGS.split
     # Another system's pictures: its split is --eval_fraction's if given, else shards keep their own.
     held_out_by = "the run" if FLAGS.workdir else "--eval_fraction" if FLAGS["eval_fraction"].present else ""

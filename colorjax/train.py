@@ -21,6 +21,7 @@ import datetime
 import errno
 import fcntl
 import functools
+import itertools
 import json
 import logging
 import os
@@ -920,8 +921,14 @@ def _record_end(run: _Run, end: dict[str, Any]) -> None:
 
 
 def resolve_data(config: ml_collections.ConfigDict) -> tuple[sources.ScanReport, sources.ScanReport]:
-  """The training and held-out photos (`config_lib.held_out_share`)."""
+  """The training and held-out photos (`config_lib.held_out_share`). A `data.eval` that shares
+  photos with `data.train` is said to: its scores, best checkpoint and plateau are not held-out ones."""
   share = config_lib.held_out_share(config)
+  for held, trained in itertools.product(sources.parts(config.data.eval), sources.parts(config.data.train)):
+    if sources.overlap(held, trained):
+      logging.warning("config.data.eval %s shares photos with config.data.train %s: the held-out scores, the best "
+                      "checkpoint and the plateau are measured on photos the run trains on; give a source "
+                      "outside it, or leave data.eval empty (data.eval_fraction holds out a share)", held, trained)
   held_out = (sources.resolve(config.data.eval, "all", 0.0, setting="config.data.eval") if config.data.eval
               else sources.resolve(config.data.train, "eval", share, setting="config.data.train",
                                    hint="raise config.data.eval_fraction, or set config.data.eval"))

@@ -237,6 +237,12 @@ def test_split_all_says_which_photos_of_data_a_run_trained_on(tmp_path, monkeypa
   assert caplog.messages == [
       trained % "folder:photos/sub" + f"--split eval holds out what training did only on --data folder:{tmp_path / 'photos'}",
       trained % "folder:photos/" + "--split eval scores only the photos it held out"]
+  caplog.clear()  # and --split eval of that folder inside says so (found 2026-12-02: it did not)
+  evaluate.warn_if_trained_on(config, "runs/x", "folder:other,folder:photos/sub,folder:photos/", "eval")
+  assert caplog.messages == [
+      f"--split eval: --data folder:photos/sub shares photos with runs/x's data.train folder:{tmp_path / 'photos'} "
+      "but is split by other relative paths, so its eval split holds photos the run trained on: score --data "
+      f"folder:{tmp_path / 'photos'} --split eval, or photos it never saw"]
   caplog.clear()
   config.data.eval = "folder:other"  # all of data.train trained: --split eval refuses the run
   evaluate.warn_if_trained_on(config, "runs/x", "folder:photos")

@@ -353,7 +353,7 @@ def test_a_bucket_workdir_is_refused_not_written_as_a_local_folder(photos, tmp_p
   assert not os.listdir(tmp_path)
 
 
-def test_a_separate_eval_set_leaves_all_of_data_train_for_training(photos, tmp_path):
+def test_a_separate_eval_set_leaves_all_of_data_train_for_training(photos, tmp_path, caplog):
   held_out = write_photos(str(tmp_path / "held_out"), n=3, seed=1)
   split = tiny_config(photos, **{"data.eval_fraction": 0.25})
   train_report, eval_report = train.resolve_data(split)
@@ -361,6 +361,14 @@ def test_a_separate_eval_set_leaves_all_of_data_train_for_training(photos, tmp_p
   train_report, eval_report = train.resolve_data(tiny_config(photos, **{"data.eval_fraction": 0.25,
                                                                          "data.eval": f"folder:{held_out}"}))
   assert (len(train_report.files), len(eval_report.files)) == (16, 3)
+  assert not [r for r in caplog.records if r.levelname == "WARNING"]
+  # One inside the training folder is no held-out set: said (found 2026-12-02: it was not).
+  inside = write_photos(str(tmp_path / "all" / "sub"), n=4, seed=2)
+  train.resolve_data(tiny_config(str(tmp_path / "all"), **{"data.eval": f"folder:{inside}"}))
+  assert [r.getMessage() for r in caplog.records if r.levelname == "WARNING"] == [
+      f"config.data.eval folder:{inside} shares photos with config.data.train folder:{tmp_path / 'all'}: the "
+      "held-out scores, the best checkpoint and the plateau are measured on photos the run trains on; give a source "
+      "outside it, or leave data.eval empty (data.eval_fraction holds out a share)"]
 
 
 @pytest.mark.parametrize("overrides, message", [

@@ -159,6 +159,24 @@ def parts(spec: str) -> list[str]:
   return [p.strip() for p in spec.split(",") if p.strip()]
 
 
+def source_key(part: str) -> tuple[str, Any]:
+  """(kind, what a source part names): a TFDS dataset without its version (coco/2017:1.1.0 holds
+  coco/2017's photos), a folder's or shard folder's real path."""
+  kind, _, arg = part.partition(":")
+  if kind == "tfds":
+    return kind, arg.partition(":")[0]
+  return kind, Path(os.path.realpath(os.path.expanduser(arg)))
+
+
+def overlap(a: str, b: str) -> bool:
+  """Whether source parts `a` and `b` share photos: the same TFDS dataset, or folders (or shard
+  folders) one of which holds the other."""
+  (kind, first), (other_kind, second) = source_key(a), source_key(b)
+  if kind != other_kind:
+    return False
+  return first == second if kind == "tfds" else (first.is_relative_to(second) or second.is_relative_to(first))
+
+
 def absolute(spec: str) -> str:
   """`spec` with its folder: and shards: paths made absolute, so that a run's config.json names
   the same photos whatever directory the run is resumed or scored from."""
