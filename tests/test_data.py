@@ -253,8 +253,9 @@ def test_list_folder_names_what_it_cannot_list_and_keeps_rglobs_order(tmp_path, 
   from test_colorize_cli import unlistable
   _touch_names(tmp_path, ["b/x.jpg", "a.jpg", "b.jpg", "b/locked/y.jpg", "a/z.png", "B.png"])
   (tmp_path / "loop.jpg").symlink_to(tmp_path / "loop.jpg")
-  (tmp_path / "linked").symlink_to(tmp_path / "b")  # a linked folder is not entered (rglob's rule)
-  expected = [str(p) for p in sorted(tmp_path.rglob("*")) if p.is_file()]
+  (tmp_path / "linked").symlink_to(tmp_path / "b")  # a second way to b: b's photos are listed once
+  (tmp_path / "b" / "up").symlink_to(tmp_path)  # a loop
+  expected = [str(p) for p in sorted(tmp_path.rglob("*")) if p.is_file()]  # rglob enters no linked folder
   assert sources.list_folder(tmp_path) == expected
   unlistable(monkeypatch, "locked")
   with mock.patch.object(sources.logging, "warning") as warning:
@@ -262,7 +263,19 @@ def test_list_folder_names_what_it_cannot_list_and_keeps_rglobs_order(tmp_path, 
   assert got == [f for f in expected if "locked" not in f]
   said = sorted(call.args[1] for call in warning.call_args_list)
   assert said == [f"{tmp_path / 'b' / 'locked'}: cannot list this folder (Permission denied)",
+                  f"{tmp_path / 'b' / 'up'}: a link to {tmp_path}, which is listed already: not listed again",
+                  f"{tmp_path / 'linked'}: a link to {tmp_path / 'b'}, which is listed already: not listed again",
                   f"{tmp_path / 'loop.jpg'}: a symbolic link that leads nowhere (broken, or a loop)"]
+
+
+def test_a_folder_of_links_to_photo_folders_is_listed_through_them(tmp_path):
+  """Found 2026-12-02: linked folders were not entered, so a folder holding only links to the
+  photos had 'no image files' and links among photos were left out without a word."""
+  _touch_names(tmp_path, ["real/a.jpg", "real/sub/b.png"])
+  (tmp_path / "data").mkdir()
+  (tmp_path / "data" / "photos").symlink_to(tmp_path / "real")
+  assert sources.list_folder(tmp_path / "data") == [str(tmp_path / "data" / "photos" / "a.jpg"),
+                                                    str(tmp_path / "data" / "photos" / "sub" / "b.png")]
 
 
 

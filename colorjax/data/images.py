@@ -127,15 +127,25 @@ def open_image(source: str | os.PathLike | bytes | BinaryIO, draft_size: int | N
 
 
 def list_tree(root: str | os.PathLike) -> tuple[list[Path], list[str]]:
-  """(every file under `root`, sorted; one line for each folder that cannot be listed and each
-  link that leads nowhere). Linked folders are not entered, as with `Path.rglob`, which would
-  drop an unreadable folder without a word."""
-  files, problems = [], []
+  """(every file under `root`, sorted; one line for each folder that cannot be listed, each link
+  that leads nowhere, and each link to a folder listed already). Not `Path.rglob`, which drops
+  an unreadable folder without a word. Linked folders are entered (a folder of links to datasets
+  is common; skipped, such a folder looked empty), each real folder once: a second way to one
+  (a loop, or two links to it) is named, not listed again. Real folders go before links in
+  each folder, so a link to one of its own subfolders is the one named."""
+  files, problems, listed = [], [], set()
 
   def unlisted(e: OSError) -> None:
     problems.append(f"{e.filename}: cannot list this folder ({e.strerror or e})")
 
-  for folder, _, names in os.walk(root, onerror=unlisted):
+  for folder, folders, names in os.walk(root, onerror=unlisted, followlinks=True):
+    real = os.path.realpath(folder)
+    if real in listed:
+      problems.append(f"{folder}: a link to {real}, which is listed already: not listed again")
+      folders.clear()
+      continue
+    listed.add(real)
+    folders.sort(key=lambda name: (os.path.islink(os.path.join(folder, name)), name))
     for name in names:
       path = Path(folder, name)
       if path.is_symlink() and not path.exists():
