@@ -218,7 +218,7 @@ def prepare(source: str, out: str, size: int = 256, limit: int = 0, seed: int = 
   # What makes two prepares the same: compared on resume and against a finished DIR.
   config = {"source": source, "image_size": size, "limit": limit, "seed": seed,
             "eval_fraction": eval_fraction, "shard_size": shard_size, "quality": quality,
-            "inputs_md5": hashlib.md5(picked.encode()).hexdigest()}
+            "inputs_md5": hashlib.md5(picked.encode("utf-8", "surrogateescape")).hexdigest()}
   # A TFDS source's keys are its example numbers: a rebuilt dataset of the same size has the same.
   parts = records.parts if isinstance(records, sources.Concat) else [records]
   if versions := [p.dataset_info.full_name for p in parts if hasattr(p, "dataset_info")]:

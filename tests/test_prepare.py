@@ -1,6 +1,7 @@
 """colorjax.prepare: folders and real TFDS builders (mock data) -> shards + manifest, resumable."""
 
 import contextlib
+import hashlib
 import json
 import multiprocessing
 import os
@@ -53,6 +54,23 @@ def test_folder_prepare_splits_like_training_and_reports_skips(photo_dir, tmp_pa
   assert not (out / prepare_lib.PROGRESS).exists()
   rgb = shards.decode_record(shards.open_split(out, "train")[0])
   assert min(rgb.shape[:2]) == 32 and rgb.dtype == np.uint8
+
+
+def test_a_file_name_that_is_not_utf8_is_split_by_its_bytes_and_prepared(photo_dir, tmp_path):
+  """Found 2026-12-02: one such name (a Latin-1 'Müller.jpg' from an old archive) ended prepare and
+  training on the folder with "'utf-8' codec can't encode character '\\udcfc'", naming no file."""
+  photos = tmp_path / "photos"
+  shutil.copytree(photo_dir / "sub0", photos)
+  latin1 = os.fsdecode(b"M\xfcller.jpg")  # its byte 0xfc held as the surrogate U+DCFC
+  shutil.copy(photos / "p00.jpg", photos / latin1)
+  assert sources.in_eval_split(latin1, 0.5) == (int(hashlib.md5(b"M\xfcller.jpg").hexdigest()[:8], 16)
+                                                 / 2 ** 32 < 0.5)
+  manifest = prepare_lib.prepare(f"folder:{photos}", str(tmp_path / "shards"), size=32, eval_fraction=0.5,
+                                 workers=1, progress=False)
+  assert sum(manifest["counts"].values()) == 7
+  split = "eval" if sources.in_eval_split(latin1, 0.5) else "train"
+  assert str(photos / latin1) in sources.list_folder(photos, split, 0.5)  # training on folder: splits it alike
+  assert "M\\xfcller.jpg" in _keys(tmp_path / "shards", split)  # the name, readable, in its record
 
 
 def test_shards_changed_after_prepare_are_named_before_training(photo_dir, tmp_path):

@@ -50,9 +50,11 @@ SPLITS = ("train", "eval")
 
 
 def encode_record(key: str, rgb: np.ndarray, quality: int = JPEG_QUALITY) -> bytes:
-  """uint8 RGB [H, W, 3] -> one shard record."""
+  """uint8 RGB [H, W, 3] -> one shard record. A key from a file name that is not UTF-8 (Python
+  holds its bytes as surrogates, which msgpack refuses) is stored with them as \\xNN escapes."""
   jpeg = io.BytesIO()
   Image.fromarray(rgb).save(jpeg, "JPEG", quality=quality, subsampling=2)  # 2: 4:2:0
+  key = key.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
   return msgpack.packb({"key": key, "jpeg": jpeg.getvalue()})
 
 

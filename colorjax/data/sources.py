@@ -53,8 +53,9 @@ class ScanReport:
 
 
 def in_eval_split(relpath: str, eval_fraction: float) -> bool:
-  """Deterministic split: md5 of the relative path, as a fraction of 2**32."""
-  h = int(hashlib.md5(relpath.replace(os.sep, "/").encode()).hexdigest()[:8], 16)
+  """Deterministic split: md5 of the relative path, as a fraction of 2**32 (of its bytes on disk
+  where the name is not UTF-8)."""
+  h = int(hashlib.md5(relpath.replace(os.sep, "/").encode("utf-8", "surrogateescape")).hexdigest()[:8], 16)
   return h / 2 ** 32 < eval_fraction
 
 
