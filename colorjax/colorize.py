@@ -509,7 +509,7 @@ def collect_inputs(inputs: Sequence[str], exclude: str | None = None, others: li
   """(input file, output path relative to --out) for files, folders and glob patterns.
 
   Folders are walked recursively and a glob keeps the tree below its first wildcard, so the
-  output mirrors the input. Inputs that hold the same file name (album/x.jpg, scans/x.jpg) each
+  output mirrors the input; the folders a glob matches are walked too. Inputs that hold the same file name (album/x.jpg, scans/x.jpg) each
   go under their own name (album/..., scans/...); two files that would still share an output
   name (a.jpg, a.png) keep their extension in it (a.jpg.png, a.png.png).
   `exclude` (the output folder) is not walked. Files in the folders that are not images of a
@@ -526,9 +526,16 @@ def collect_inputs(inputs: Sequence[str], exclude: str | None = None, others: li
     elif glob.has_magic(item) and not path.exists():
       base = Path(*[p for p in path.parts[:next(j for j, p in enumerate(path.parts) if glob.has_magic(p))]])
       tops[i] = Path(os.path.basename(os.path.realpath(base)))
-      matches = sorted(Path(m) for m in glob.glob(item, recursive=True))
-      files = [m for m in matches if m.is_file() and not _inside(m, skip)]
-      found += [(m, m.relative_to(base), i) for m in files] or [(path, Path(path.name), i)]
+      matches = [m for m in sorted(Path(m) for m in glob.glob(item, recursive=True)) if not _inside(m, skip)]
+      for m in matches:  # as a folder's tree: folders walked, files of other kinds noted
+        if m.is_dir():
+          found += [(f, f.relative_to(base), i) for f in _walk(m, skip, others, problems)]
+        elif others is None or m.suffix.lower() in IMAGE_EXTENSIONS:
+          found.append((m, m.relative_to(base), i))
+        else:
+          others.append(str(m))
+      if not matches:
+        found.append((path, Path(path.name), i))  # said to match nothing
     else:
       tops[i] = Path(os.path.basename(os.path.dirname(os.path.realpath(path))))
       found.append((path, Path(path.name), i))

@@ -329,6 +329,14 @@ def test_collect_inputs_keeps_trees_expands_globs_and_never_collides(tmp_path):
   assert sorted(rel for _, rel in pairs) == ["1950s/Pic.JPG.png", "1950s/b.png", "1950s/pic.tif.png", "a.jpg.png", "a.png.png"]
   pairs = colorize.collect_inputs([str(tmp_path / "album" / "**" / "*.tif"), str(tmp_path / "album" / "a.jpg")])
   assert [rel for _, rel in pairs] == ["1950s/b.png", "1950s/pic.png", "a.png"]
+  # The folders a glob matches are walked, and its files of other kinds noted, as a folder's are
+  # (found 2026-12-02: 'album/19*' matched "nothing", and 'album/*' left 1950s/ out and made notes.txt an error).
+  others = []
+  pairs = colorize.collect_inputs([str(tmp_path / "album" / "19*")], others=others)
+  assert [rel for _, rel in pairs] == ["1950s/Pic.JPG.png", "1950s/b.png", "1950s/pic.tif.png"] and others == []
+  pairs = colorize.collect_inputs([str(tmp_path / "album" / "*")], others=others)
+  assert sorted(rel for _, rel in pairs) == ["1950s/Pic.JPG.png", "1950s/b.png", "1950s/pic.tif.png", "a.jpg.png", "a.png.png"]
+  assert others == [str(tmp_path / "album" / "notes.txt")]
   out = tmp_path / "album" / "colorized"
   out.mkdir()
   (out / "old.png").write_bytes(b"")
