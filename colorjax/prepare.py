@@ -287,6 +287,10 @@ def main(argv: list[str]) -> None:
   skipped = sum(len(v) for v in manifest["skipped"].values())
   print(f"{os.fspath(f.out)}: {counts} photos ({skipped} skipped, named in its manifest): "
         f"train with --config.data.train=shards:{f.out}")
+  if f.eval_fraction and not manifest["counts"]["eval"]:  # training would stop at its start with less advice
+    logging.warning("no photo fell in the eval split (--eval-fraction %g of %d): a run on these shards needs "
+                    "config.data.eval set to other photos; or prepare again into another --out with more "
+                    "photos or a larger --eval-fraction", f.eval_fraction, sum(manifest["counts"].values()))
 
 
 if __name__ == "__main__":

@@ -7,6 +7,8 @@ import multiprocessing
 import os
 import shutil
 import signal
+import subprocess
+import sys
 
 import msgpack
 import numpy as np
@@ -275,3 +277,15 @@ def test_decoding_workers_leave_ctrl_c_to_the_command(photo_dir):
       ignored = int(next(line for line in open(f"/proc/{child.pid}/status") if line.startswith("SigIgn:")).split()[1], 16)
       assert ignored & (1 << (signal.SIGINT - 1)), child
   assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_a_prepare_that_leaves_no_eval_photo_says_what_a_run_on_it_needs(photo_dir, tmp_path):
+  """Found 2026-12-02: `--limit 3` printed '3 train + 0 eval photos' and nothing more; training
+  on the shards then stopped at its start."""
+  run = subprocess.run([sys.executable, "-m", "colorjax.prepare", "--source", f"folder:{photo_dir / 'sub0'}", "--out",
+                        str(tmp_path / "shards"), "--size", "32", "--eval-fraction", "0.01", "--workers", "1"],
+                       capture_output=True, text=True, timeout=300,
+                       env={**os.environ, "PYTHONPATH": os.path.dirname(os.path.dirname(os.path.abspath(__file__)))})
+  assert run.returncode == 0 and "6 train + 0 eval photos" in run.stdout, run.stderr[-2000:]
+  assert "no photo fell in the eval split (--eval-fraction 0.01 of 6): a run on these shards needs config.data.eval" \
+      in run.stderr
