@@ -5,6 +5,7 @@ import io
 import logging
 import os
 import shutil
+import struct
 from unittest import mock
 
 import numpy as np
@@ -134,6 +135,46 @@ def test_open_cmyk_jpeg(tmp_path):
   assert alpha is None and rgb.shape == (16, 32, 3)
   assert np.abs(rgb[8, 4].astype(int) - 255).max() <= 3
   assert np.abs(rgb[8, 28].astype(int) - (0, 255, 255)).max() <= 3
+
+
+def gray_gamma_profile(gamma: float, name: str) -> bytes:
+  """A minimal ICC v2 gray display profile (D50 white, a pure gamma curve), as Photoshop's
+  "Gray Gamma 1.8"; Pillow can only make sRGB, LAB and XYZ ones."""
+  s15 = lambda x: struct.pack(">i", round(x * 65536))
+  white = s15(0.9642) + s15(1.0) + s15(0.8249)
+  text = name.encode() + b"\0"
+  tags = [(b"desc", b"desc" + bytes(4) + struct.pack(">I", len(text)) + text + bytes(4 + 4 + 2 + 1 + 67)),
+          (b"wtpt", b"XYZ " + bytes(4) + white),
+          (b"kTRC", b"curv" + bytes(4) + struct.pack(">IH", 1, round(gamma * 256)) + bytes(2)),
+          (b"cprt", b"text" + bytes(4) + b"none\0")]
+  table, data, start = struct.pack(">I", len(tags)), b"", 128 + 4 + 12 * len(tags)
+  for signature, body in tags:
+    data += bytes(-(start + len(data)) % 4)
+    table += signature + struct.pack(">II", start + len(data), len(body))
+    data += body
+  header = (struct.pack(">I", start + len(data)) + b"lcms" + bytes([2, 0x10, 0, 0]) + b"mntrGRAYXYZ " + bytes(12)
+            + b"acspAPPL" + bytes(24) + white + b"lcms" + bytes(44))
+  return header + table + data
+
+
+def test_a_photo_in_another_colour_space_is_read_as_the_srgb_it_shows(tmp_path):
+  """Found 2026-12-02: an embedded ICC profile was ignored, so a scan tagged Gray Gamma 1.8 read
+  as sRGB came out up to 8 L units darker than a colour-managed viewer shows it."""
+  v = np.tile(np.arange(256, dtype=np.uint8), (4, 1))
+  Image.fromarray(v).save(tmp_path / "gamma18.png", icc_profile=gray_gamma_profile(1.8, "Gray Gamma 1.8"))
+  rgb, _ = open_image(tmp_path / "gamma18.png")
+  linear = (v / 255.0) ** 1.8  # what the file's values mean, then as sRGB encodes it (IEC 61966-2-1)
+  want = 255 * np.where(linear <= 0.0031308, 12.92 * linear, 1.055 * linear ** (1 / 2.4) - 0.055)
+  assert np.abs(rgb[..., 0] - want).max() <= 1.5 and (rgb[..., 0] == rgb[..., 2]).all()
+  assert (rgb[:, 100:200, 0].astype(int) - v[:, 100:200]).min() >= 10  # lighter than the values read as sRGB
+  # With its alpha kept; and a profile named sRGB (a camera's) leaves the values as they are.
+  Image.fromarray(np.dstack([v, np.full_like(v, 128)]), "LA").save(
+      tmp_path / "la.png", icc_profile=gray_gamma_profile(1.8, "Gray Gamma 1.8"))
+  _, alpha = open_image(tmp_path / "la.png", composite=False)
+  assert (alpha == 128).all() and (open_image(tmp_path / "la.png", composite=False)[0] == rgb).all()
+  srgb = Image.fromarray(np.dstack([v, v // 2, v // 3]), "RGB")
+  srgb.save(tmp_path / "srgb.png", icc_profile=images.ImageCms.ImageCmsProfile(images.ImageCms.createProfile("sRGB")).tobytes())
+  assert (open_image(tmp_path / "srgb.png")[0] == np.asarray(srgb)).all()
 
 
 def test_open_16bit_png(tmp_path):

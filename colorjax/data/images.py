@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
-from PIL import Image, ImageFile, ImageOps
+from PIL import Image, ImageCms, ImageFile, ImageOps
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
 # A photo whose 99th-percentile channel spread is below this (in uint8 levels) is gray:
@@ -33,8 +33,35 @@ class GrayscaleError(BadImageError):
   """A photo with no colour: nothing to learn from or score against (left out, not an error)."""
 
 
+_SRGB = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB"))
+
+
+def to_srgb(img: Image.Image) -> Image.Image:
+  """`img` converted to sRGB where it embeds another ICC profile (Adobe RGB, Display P3, a
+  scanner's or Photoshop's gray gamma): its values mean other colours and lightness than sRGB's,
+  and the model, its training photos and the PNGs colorjax writes are sRGB. A gray photo
+  tagged Gray Gamma 1.8 read as sRGB came out up to 8 L units darker than a viewer shows it.
+  A profile named sRGB, or one that cannot be read or applied, leaves the values as they are."""
+  icc = img.info.get("icc_profile")
+  if not icc or img.mode not in ("RGB", "L", "CMYK", "RGBA", "LA"):
+    return img
+  try:
+    profile = ImageCms.ImageCmsProfile(io.BytesIO(icc))
+    if "srgb" in ImageCms.getProfileDescription(profile).lower():
+      return img
+    alpha = img.getchannel("A") if img.mode in ("RGBA", "LA") else None
+    colour = img.convert(img.mode[:-1]) if alpha is not None else img
+    out = ImageCms.profileToProfile(colour, profile, _SRGB, outputMode="RGB")
+  except (OSError, ValueError, ImageCms.PyCMSError):  # a damaged profile, or one for another kind of image
+    return img
+  if alpha is not None:
+    out.putalpha(alpha)
+  return out
+
+
 def to_rgb(img: Image.Image, composite: bool = True) -> tuple[Image.Image, np.ndarray | None]:
-  """Any PIL mode -> (8-bit RGB image, alpha as uint8 [H, W] or None); see `open_image`."""
+  """Any PIL mode -> (8-bit sRGB image, alpha as uint8 [H, W] or None); see `open_image`."""
+  img = to_srgb(img)
   alpha = None
   if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
     arr = np.asarray(img, dtype=np.float64)
