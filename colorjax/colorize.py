@@ -552,8 +552,12 @@ def collect_inputs(inputs: Sequence[str], exclude: str | None = None, others: li
   rels = [(src, tops[i] / rel if i in nested else rel) for src, rel, i in unique]
   stem = lambda rel: str(rel.with_suffix("")).casefold()  # X.JPG and x.tif: one x.png on macOS and Windows
   stems = collections.Counter(stem(rel) for _, rel in rels)
-  return [(str(src), str(rel.with_suffix(".png") if stems[stem(rel)] == 1 else rel.parent / (rel.name + ".png")))
-          for src, rel in rels]
+  named = lambda rel, whole: rel.parent / (rel.name + ".png") if whole else rel.with_suffix(".png")
+  outs = [named(rel, stems[stem(rel)] > 1) for _, rel in rels]
+  # a.jpg's a.jpg.png can still be a.jpg.png's own: that one keeps its whole name too (a.jpg.png.png)
+  taken = collections.Counter(str(out).casefold() for out in outs)
+  return [(str(src), str(named(rel, True) if taken[str(out).casefold()] > 1 else out))
+          for (src, rel), out in zip(rels, outs)]
 
 
 def _batches(jobs: list[tuple[str, str, int, int]], colorizer: Colorizer) -> Iterator[list[tuple[str, str, int, int]]]:

@@ -327,6 +327,10 @@ def test_collect_inputs_keeps_trees_expands_globs_and_never_collides(tmp_path):
     (tmp_path / rel).write_bytes(b"")
   pairs = colorize.collect_inputs([str(tmp_path / "album")])
   assert sorted(rel for _, rel in pairs) == ["1950s/Pic.JPG.png", "1950s/b.png", "1950s/pic.tif.png", "a.jpg.png", "a.png.png"]
+  (tmp_path / "album" / "a.jpg.png").write_bytes(b"")  # whose name is a.jpg's output (found 2026-12-02: refused)
+  pairs = colorize.collect_inputs([str(tmp_path / "album")])
+  assert sorted(rel for _, rel in pairs if rel.startswith("a")) == ["a.jpg.png", "a.jpg.png.png", "a.png.png"]
+  (tmp_path / "album" / "a.jpg.png").unlink()
   pairs = colorize.collect_inputs([str(tmp_path / "album" / "**" / "*.tif"), str(tmp_path / "album" / "a.jpg")])
   assert [rel for _, rel in pairs] == ["1950s/b.png", "1950s/pic.png", "a.png"]
   # The folders a glob matches are walked, and its files of other kinds noted, as a folder's are
