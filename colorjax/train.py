@@ -848,7 +848,7 @@ def _periodic_work(run: _Run, state: TrainState, step: int, summary: dict[str, f
     signalled, out_of_time = distributed.agree(bool(run.stop), time.time() > deadline)
   if out_of_time and not signalled and not scheduled:  # the scores of where it stopped
     summary = _evaluate_and_log(run, state, step)
-    run.best.update(state, summary, step, scheduled=False)
+    _record_best(run, state, summary, step, scheduled=False)
   if not (signalled or out_of_time or (plateau and config.stop_on_plateau and not last)):
     return summary, None
   _save(run.mgr, state, run.data_iter)
@@ -863,9 +863,10 @@ def _periodic_work(run: _Run, state: TrainState, step: int, summary: dict[str, f
   return summary, "plateau"
 
 
-def _record_best(run: _Run, state: TrainState, summary: dict[str, float], step: int) -> bool:
-  """Gives a scheduled eval to the best checkpoint and logs its record; True on a plateau."""
-  plateau = run.best.update(state, summary, step)
+def _record_best(run: _Run, state: TrainState, summary: dict[str, float], step: int, scheduled: bool = True) -> bool:
+  """Gives an eval to the best checkpoint and logs its record (also one off the schedule, where
+  time ran out, which may become the best); True on a plateau."""
+  plateau = run.best.update(state, summary, step, scheduled=scheduled)
   r = run.best.record
   run.writer.write_scalars(step, {f"eval/best_{r['metric']}": r["value"], "eval/evals_since_best": r["evals_since_best"]})
   if plateau:

@@ -460,6 +460,10 @@ def test_max_train_minutes_stops_with_scores_and_a_checkpoint_and_a_rerun_trains
     assert (final["step"], final["complete"]) == (stop, False) and np.isfinite(final["psnr"])
   best = json.load(open(tmp_path / "best.json"))
   assert best["step"] in (1, 2) and best["evals_since_best"] == 0  # off-schedule evals: no patience spent
+  # ... and the log's best curves say what best.json does (found 2026-12-02: they did not)
+  rows = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
+  last = [r for r in rows if f"eval/best_{best['metric']}" in r][-1]
+  assert last[f"eval/best_{best['metric']}"] == pytest.approx(best["value"]) and last["eval/evals_since_best"] == 0
   train.train_and_evaluate(tiny_config(photos, eval_every=4, checkpoint_every=4), str(tmp_path))
   final = json.load(open(tmp_path / "final_metrics.json"))
   assert (final["step"], final["complete"]) == (6, True)
