@@ -137,6 +137,9 @@ def check_run_config(c: ml_collections.ConfigDict) -> None:
     raise ValueError(f"config.colorize_checkpoint must be 'latest' or 'best', got {c.colorize_checkpoint!r}")
   if c.pretrain_steps < 0 or c.patience < 0 or c.max_train_minutes < 0:
     raise ValueError("config.pretrain_steps, config.patience and config.max_train_minutes must not be negative")
+  if c.stop_on_plateau and not c.patience:
+    raise ValueError("config.stop_on_plateau needs config.patience > 0: the evals without a new best that make "
+                     "a plateau (0 turns the plateau off)")
   if c.best_metric not in BEST_METRICS:
     raise ValueError(f"config.best_metric {c.best_metric!r} is not one of {', '.join(BEST_METRICS)}")
   if c.best_metric == "pixel_accuracy" and not c.model.num_classes:

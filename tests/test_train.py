@@ -244,6 +244,7 @@ def test_a_runs_jsonl_that_cannot_be_written_is_a_warning(photos, tmp_path, capl
     ({"seed": -1}, "config.seed must be an integer >= 0, got -1"),
     ({"data.stats_images": 0}, "config.data.stats_images must be an integer >= 1, got 0"),
     ({"colorize_checkpoint": "bestt"}, "config.colorize_checkpoint must be 'latest' or 'best', got 'bestt'"),
+    ({"stop_on_plateau": True}, "config.stop_on_plateau needs config.patience > 0"),  # was silently off
     ({"keep_samples": -1}, "config.keep_samples must be an integer >= 0, got -1"),
     ({"tensorboard_samples": -100}, "config.tensorboard_samples must be an integer >= 0, got -100"),
     ({"dtype": "float61"}, "config.dtype 'float61' is not a float type"),  # found once the workdir is made
