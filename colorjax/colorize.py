@@ -508,10 +508,11 @@ def collect_inputs(inputs: Sequence[str], exclude: str | None = None, others: li
                    problems: list[str] | None = None) -> list[tuple[str, str]]:
   """(input file, output path relative to --out) for files, folders and glob patterns.
 
-  Folders are walked recursively and a glob keeps the tree below its first wildcard, so the
-  output mirrors the input; the folders a glob matches are walked too. Inputs that hold the same file name (album/x.jpg, scans/x.jpg) each
-  go under their own name (album/..., scans/...); two files that would still share an output
-  name (a.jpg, a.png) keep their extension in it (a.jpg.png, a.png.png).
+  Folders are walked recursively (and the folders a glob matches), and a glob keeps the tree
+  below its first wildcard, so the output mirrors the input. Inputs that hold the same file
+  name (album/x.jpg, scans/x.jpg) each go under their own name (album/..., scans/...); two
+  files that would still share an output name (a.jpg, a.png) keep their extension in it
+  (a.jpg.png, a.png.png).
   `exclude` (the output folder) is not walked. Files in the folders that are not images of a
   kind colorize reads (by extension: .gif, .heic, .txt ...) are added to `others`; folders that
   cannot be listed and links that lead nowhere, one line each, to `problems`.

@@ -7,6 +7,7 @@ one photo with one warning line instead of dying.
 
 from __future__ import annotations
 
+import functools
 import io
 import os
 import warnings
@@ -36,6 +37,21 @@ class GrayscaleError(BadImageError):
 _SRGB = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB"))
 
 
+@functools.lru_cache(maxsize=16)
+def _transform_to_srgb(icc: bytes, mode: str) -> ImageCms.ImageCmsTransform | None:
+  """The transform of `mode` pixels under the ICC profile `icc` to sRGB; None for a profile
+  named sRGB (nothing to convert) or one that cannot be read or applied. Cached: a dataset's
+  photos share a few profiles, and reading one and building its transform per photo, in the
+  input pipeline, would be work done again for every photo of every epoch."""
+  try:
+    profile = ImageCms.ImageCmsProfile(io.BytesIO(icc))
+    if "srgb" in ImageCms.getProfileDescription(profile).lower():
+      return None
+    return ImageCms.buildTransform(profile, _SRGB, mode, "RGB")
+  except (OSError, ValueError, ImageCms.PyCMSError):  # a damaged profile, or one for another kind of image
+    return None
+
+
 def to_srgb(img: Image.Image) -> Image.Image:
   """`img` converted to sRGB where it embeds another ICC profile (Adobe RGB, Display P3, a
   scanner's or Photoshop's gray gamma): its values mean other colours and lightness than sRGB's,
@@ -45,17 +61,17 @@ def to_srgb(img: Image.Image) -> Image.Image:
   icc = img.info.get("icc_profile")
   if not icc or img.mode not in ("RGB", "L", "CMYK", "RGBA", "LA"):
     return img
-  try:
-    profile = ImageCms.ImageCmsProfile(io.BytesIO(icc))
-    if "srgb" in ImageCms.getProfileDescription(profile).lower():
-      return img
-    alpha = img.getchannel("A") if img.mode in ("RGBA", "LA") else None
-    colour = img.convert(img.mode[:-1]) if alpha is not None else img
-    out = ImageCms.profileToProfile(colour, profile, _SRGB, outputMode="RGB")
-  except (OSError, ValueError, ImageCms.PyCMSError):  # a damaged profile, or one for another kind of image
+  has_alpha = img.mode in ("RGBA", "LA")
+  transform = _transform_to_srgb(icc, img.mode[:-1] if has_alpha else img.mode)
+  if transform is None:
     return img
-  if alpha is not None:
-    out.putalpha(alpha)
+  colour = img.convert(img.mode[:-1]) if has_alpha else img
+  try:
+    out = ImageCms.applyTransform(colour, transform)
+  except (ValueError, ImageCms.PyCMSError):
+    return img
+  if has_alpha:
+    out.putalpha(img.getchannel("A"))
   return out
 
 
