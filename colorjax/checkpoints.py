@@ -202,8 +202,9 @@ def _hush_abandoned_io() -> None:
 
   hook.hushes_abandoned_io = True
   sys.unraisablehook = hook
-  logging.getLogger("asyncio").addFilter(
-      lambda record: not record.getMessage().startswith("Task exception was never retrieved"))
+  logging.getLogger("asyncio").addFilter(  # a Task's, or (as the timing falls) a plain Future's
+      lambda record: not record.getMessage().startswith(("Task exception was never retrieved",
+                                                         "Future exception was never retrieved")))
 
 
 class UnreadableCheckpoint(ValueError):
