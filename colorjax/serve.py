@@ -252,10 +252,14 @@ class Handler(BaseHTTPRequestHandler):
     if why := self._foreign():
       self.close_connection = True  # its body is not read
       return self._page(HTTPStatus.FORBIDDEN, error=f"Forbidden: {why}.")
-    if urlsplit(self.path).path != "/colorize":
-      return self._page(HTTPStatus.NOT_FOUND, error="Not found.")
     length = _content_length(self.headers.get("Content-Length") or "")
     limit = self.server.max_upload_bytes
+    if urlsplit(self.path).path != "/colorize":
+      if length < 0:
+        self.close_connection = True  # an unknown body must not be read as the next request
+      else:
+        self._drain(length)
+      return self._page(HTTPStatus.NOT_FOUND, error="Not found.")
     if length < 0:
       return self._page(HTTPStatus.LENGTH_REQUIRED, error="The upload must say its length.")
     if length > limit:
