@@ -98,19 +98,26 @@ def exit_if_out_of_memory(e: BaseException, lower: str, then: str = "") -> None:
 
 def run(main: Callable[[list[str]], None], flags_parser: Callable[[list[str]], Any]) -> None:
   """absl's `app.run` for a command: a `UsageError` (arguments missing or out of range) is one
-  `error:` line, not every flag's help with the reason last, and Ctrl-C where the command does
-  not handle it (loading a model, scanning photos) ends in one line and status 130, as a shell
-  expects, not a traceback; also where Python swallowed the KeyboardInterrupt (`interrupts.py`)."""
+  `error:` line, not every flag's help with the reason last; `--help` ends with status 0; and
+  Ctrl-C where the command does not handle it (loading a model, scanning photos) ends in one line
+  and status 130, as a shell expects, not a traceback; also where Python swallowed the
+  KeyboardInterrupt (`interrupts.py`)."""
   def checked(argv: list[str]) -> None:
     try:
       main(argv)
     except app.UsageError as e:
       exit_with_error(e)
 
+  def parse(argv: list[str]) -> Any:
+    try:
+      return flags_parser(argv)
+    except SystemExit as e:  # only --help and its kin exit while parsing: absl's status 1 would fail `cmd --help && ...`
+      raise SystemExit(0 if e.code == 1 else e.code) from None
+
   interrupts = catch_interrupts()
   interrupts.started = True
   try:
-    app.run(checked, flags_parser=flags_parser)
+    app.run(checked, flags_parser=parse)
   except KeyboardInterrupt:
     exit_interrupted()
   except SystemExit as e:
