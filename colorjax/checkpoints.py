@@ -137,6 +137,27 @@ def saved_process_count(directory: str) -> int | None:
   return counts.pop() if len(counts) == 1 else None
 
 
+def data_position_fits(directory: str, fresh: Any) -> bool:
+  """Whether this process's grain position saved in `directory` has the layout of a new
+  iterator's `get_state()` `fresh`: lists (one entry per worker) of the same lengths. grain
+  restores a position saved with another `data.num_workers` without a word, then fails at the
+  first batch (IndexError). A position that cannot be read here is left to grain's restore."""
+  path = os.path.join(directory, f"process_{jax.process_index()}-of-{jax.process_count()}.json")
+  try:
+    with open(path) as f:
+      saved = json.load(f)
+  except (OSError, ValueError):
+    return True
+
+  def fits(saved: Any, fresh: Any) -> bool:
+    if isinstance(saved, dict) and isinstance(fresh, dict):
+      return all(fits(saved[k], fresh[k]) for k in saved.keys() & fresh.keys())
+    if isinstance(saved, list) and isinstance(fresh, list):
+      return len(saved) == len(fresh) and all(map(fits, saved, fresh))
+    return isinstance(saved, (dict, list)) == isinstance(fresh, (dict, list))
+  return fits(saved, fresh)
+
+
 def restore_state(mgr: ocp.CheckpointManager, state: TrainState, step: int | None = None) -> TrainState:
   """Restores `state` from `checkpoints/` step `step` (default: the latest).
 

@@ -725,12 +725,15 @@ def _resume(mgr: ocp.CheckpointManager, state: TrainState, data: Callable[[int],
                      f"or resume with the config in {os.path.join(workdir, 'config.json')}")
   state = checkpoints.restore_state(mgr, state, step)
   logging.info("resumed from %s at step %d", mgr.directory, int(state.step))
+  # grain's saved position has the structure of the pipeline it was saved from, which worker
+  # processes (data.num_workers) change, and there is one per training process.
+  saved = os.path.join(str(mgr.directory), str(step), "data")
   try:
+    if not checkpoints.data_position_fits(saved, data_iter.get_state()):
+      raise ValueError("it has a position for another number of worker processes")
     mgr.restore(step, args=ocp.args.Composite(data=grain.checkpoint.CheckpointRestore(data_iter)))
-  except (KeyError, ValueError) as e:
-    # grain's saved position has the structure of the pipeline it was saved from, which
-    # worker processes (data.num_workers) change, and there is one per training process.
-    saved_by = checkpoints.saved_process_count(os.path.join(str(mgr.directory), str(step), "data"))
+  except (KeyError, ValueError, IndexError) as e:
+    saved_by = checkpoints.saved_process_count(saved)
     why = (f"it was saved by {saved_by} processes, this run has {jax.process_count()}"
            if saved_by not in (None, jax.process_count()) else "was data.num_workers changed?")
     logging.warning("the data position in the checkpoint does not fit this pipeline (%s; %s: %s), so "

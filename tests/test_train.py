@@ -423,8 +423,10 @@ def test_a_run_resumes_with_another_number_of_data_workers(photos, tmp_path, cap
   """grain's saved position does not fit a pipeline with worker processes added or removed."""
   train.train_and_evaluate(tiny_config(photos, total_steps=2), str(tmp_path))
   with caplog.at_level(logging.WARNING):
-    train.train_and_evaluate(tiny_config(photos, **{"data.num_workers": 1}), str(tmp_path))
-  assert "photos are drawn in a new order" in caplog.text
+    train.train_and_evaluate(tiny_config(photos, total_steps=4, **{"data.num_workers": 1}), str(tmp_path))
+    # 1 -> 2 workers: grain itself would take this position and fail at the first batch (IndexError)
+    train.train_and_evaluate(tiny_config(photos, **{"data.num_workers": 2}), str(tmp_path))
+  assert caplog.text.count("photos are drawn in a new order") == 2
   final = json.load(open(tmp_path / "final_metrics.json"))
   assert (final["step"], final["complete"]) == (6, True)
 
