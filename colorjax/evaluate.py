@@ -45,7 +45,7 @@ from colorjax import config as config_lib
 from colorjax.colorize import (CHECKPOINT_HELP, COLOUR_AT_RENDER_SIZE_HELP, PRIOR_CORRECTION_HELP, Colorizer,
                                parse_flags, prior_correction_flag, read_run)
 from colorjax.data import pipeline, shards, sources
-from colorjax.data.images import BadImageError, GrayscaleError
+from colorjax.data.images import BadImageError, GrayscaleError, Unreadable
 
 # Per-photo scores of a system; a system's columns are its prefix + these names.
 SCORES = ("psnr", "ssim", "mse", "colorfulness", "pixel_accuracy")
@@ -138,6 +138,8 @@ def record_name(record: pipeline.Record, index: int) -> str:
     return record
   if isinstance(record, dict) and "colorjax_key" in record:
     return record["colorjax_key"]
+  if isinstance(record, Unreadable):
+    return record.name
   if isinstance(record, bytes):
     with contextlib.suppress(BadImageError):
       return shards.unpack_record(record)[0]

@@ -86,7 +86,11 @@ def _prepare_one(task: tuple[int, str], size: int, quality: int) -> tuple[str, b
   """(index, name) -> (name, shard record, None) or (name, None, why it is left out)."""
   index, name = task
   try:
-    rgb = pipeline.load_rgb(_records[index], draft_size=size)
+    record = _records[index]
+  except (RuntimeError, OSError) as e:  # a damaged TFDS file (riegeli's error names none)
+    return name, None, f"cannot be read ({' '.join(str(e).split())})"
+  try:
+    rgb = pipeline.load_rgb(record, draft_size=size)
   except GrayscaleError:  # a gray TFDS example
     return name, None, "grayscale"
   except BadImageError as e:

@@ -18,7 +18,7 @@ from PIL import Image
 
 from colorjax import prepare as prepare_lib
 from colorjax.evaluate import Evaluation, crop_batches, record_name
-from colorjax.data import images, pipeline, shards, sources
+from colorjax.data import images, pipeline, shards, sources, tfds_source
 from test_train import without_tensorflow
 
 # 12 flat colours far apart: a crop's mean colour names the photo it came from.
@@ -95,6 +95,40 @@ def test_damaged_record_is_skipped(palette_shards, tmp_path, caplog):
   assert sorted(_ids([batch])) == sorted(_ids([pipeline.eval_images(good, 16, 3)]))
   assert len(pipeline.eval_images(files, 16, 10)) == 3
   assert "not a colorjax record" in caplog.text
+
+
+def test_a_damaged_chunk_is_skipped_by_its_shard_file_and_position(palette_shards, tmp_path, caplog):
+  """Bytes changed in place (bit rot, a bad copy; the size is as prepare wrote it): the reader's
+  error names no file, and read before the pipeline's skipping map it ended the run."""
+  damaged = tmp_path / "shards"
+  damaged.mkdir()
+  for name in ("manifest.json", "train", "eval"):
+    subprocess.run(["cp", "-r", str(palette_shards / name), str(damaged)], check=True)
+  first = damaged / "train" / sorted(os.listdir(damaged / "train"))[0]
+  original = first.read_bytes()
+  for offset in range(200, 4000, 200):  # 16 bytes inside one record's chunk (each is ~500 bytes)
+    first.write_bytes(original[:offset] + bytes(b ^ 0xFF for b in original[offset:offset + 16]) + original[offset + 16:])
+    files = sources.resolve(f"shards:{damaged}", "train", 0.0).files
+    read = [files[i] for i in range(len(files))]
+    bad = [i for i, r in enumerate(read) if isinstance(r, images.Unreadable)]
+    if len(bad) == 1:
+      break
+  assert len(bad) == 1 and read[bad[0]].name == f"{first} record {bad[0]}", bad
+  assert "Corrupted Riegeli" in read[bad[0]].why
+  batch = next(iter(pipeline.train_dataset(files, 16, 11, seed=0, shard_index=0, shard_count=1)))
+  assert sorted(_ids([batch])) == sorted(set(range(12)) - {_ids([pipeline.eval_images(
+      [r for i, r in enumerate(shards.open_split(palette_shards, "train")) if i == bad[0]], 16, 1)])[0]})
+  assert f"skipping {first} record {bad[0]}: cannot be read (Corrupted Riegeli" in caplog.text
+  left_out = Evaluation(rows=[])
+  assert sum(len(names) for names, _ in crop_batches(files, 16, 4, left_out)) == 11
+  assert list(left_out.unreadable) == [f"{first} record {bad[0]}"]
+  # The same file read as a TFDS dataset's (their files are ArrayRecord too), and by prepare.
+  raw = grain.sources.ArrayRecordDataSource([str(first)])
+  unreadable = tfds_source.Subset(raw, [bad[0]], "places365_small")[0]
+  assert unreadable.name == f"tfds:places365_small/train/{bad[0]}" and "Corrupted Riegeli" in unreadable.why
+  prepare_lib._set_records(raw)
+  name, record, why = prepare_lib._prepare_one((bad[0], "train/x"), 24, 90)
+  assert (name, record) == ("train/x", None) and why.startswith("cannot be read (Corrupted Riegeli")
 
 
 def test_sources_mix_folders_and_shards(palette_shards):

@@ -7,6 +7,7 @@ one photo with one warning line instead of dying.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import io
 import os
@@ -32,6 +33,18 @@ class BadImageError(ValueError):
 
 class GrayscaleError(BadImageError):
   """A photo with no colour: nothing to learn from or score against (left out, not an error)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Unreadable:
+  """Stands in for a record its source could not read (a damaged ArrayRecord chunk: riegeli's
+  RuntimeError names no file), so it is skipped by name as a damaged photo is: grain reads the
+  source before the map that skips bad photos, where an exception would end the run."""
+  name: str
+  why: str
+
+  def error(self) -> BadImageError:
+    return BadImageError(f"{self.name}: cannot be read ({self.why})")
 
 
 _SRGB = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB"))

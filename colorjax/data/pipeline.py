@@ -25,10 +25,10 @@ import jax
 import numpy as np
 
 from colorjax.data import shards
-from colorjax.data.images import (BadImageError, GrayscaleError, center_crop, is_grayscale, open_image,
-                                  resize_short_side, within_aspect)
+from colorjax.data.images import (BadImageError, GrayscaleError, Unreadable, center_crop, is_grayscale,
+                                  open_image, resize_short_side, within_aspect)
 
-Record = str | bytes | dict  # a file path, a shard record or a TFDS example
+Record = str | bytes | dict | Unreadable  # a file path, a shard record, a TFDS example, or a failed read
 
 
 def load_rgb(record: Record, draft_size: int) -> np.ndarray:
@@ -42,6 +42,8 @@ def load_rgb(record: Record, draft_size: int) -> np.ndarray:
     return open_image(record, draft_size=draft_size)[0]
   if isinstance(record, bytes):
     return shards.decode_record(record, draft_size)
+  if isinstance(record, Unreadable):
+    raise record.error()
   image = np.asarray(record["image"])
   if image.ndim != 3 or image.shape[-1] != 3 or image.dtype != np.uint8:
     raise BadImageError(f"TFDS example: image {image.dtype} {image.shape}, expected uint8 [H, W, 3]")

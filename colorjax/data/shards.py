@@ -24,6 +24,7 @@ Lab units for +17% size and +25% decode time.
 
 from __future__ import annotations
 
+import collections.abc
 import concurrent.futures
 import contextlib
 import errno
@@ -40,7 +41,7 @@ import numpy as np
 from etils import epath
 from PIL import Image
 
-from colorjax.data.images import BadImageError, open_image
+from colorjax.data.images import BadImageError, Unreadable, open_image
 
 FORMAT = "colorjax-shards"
 VERSION = 1
@@ -143,7 +144,7 @@ def read_manifest(directory: epath.PathLike) -> dict[str, Any]:
   return manifest
 
 
-def open_split(directory: epath.PathLike, split: str) -> grain.sources.ArrayRecordDataSource:
+def open_split(directory: epath.PathLike, split: str) -> ShardRecords:
   """Random access to the records of `split` ("train", "eval" or "all"), in manifest order."""
   manifest = read_manifest(directory)
   listed = [(epath.Path(directory) / s / shard["file"], shard)
@@ -153,8 +154,30 @@ def open_split(directory: epath.PathLike, split: str) -> grain.sources.ArrayReco
     raise ValueError(f"shards:{os.fspath(directory)} has no records in split {split!r}")
   with concurrent.futures.ThreadPoolExecutor(16) as pool:  # one round trip each on a bucket
     list(pool.map(lambda listing: _check_shard(listing[0], listing[1].get("bytes")), listed))
-  # "path[0:n]" tells the reader the record count: no file is opened until it is read.
-  return grain.sources.ArrayRecordDataSource([f"{os.fspath(path)}[0:{shard['records']}]" for path, shard in listed])
+  return ShardRecords([os.fspath(path) for path, _ in listed], [shard["records"] for _, shard in listed])
+
+
+class ShardRecords(collections.abc.Sequence):
+  """The records of shard files, in order; one the reader cannot read (a damaged chunk) is an
+  `Unreadable` naming its file and position, skipped as a damaged photo is."""
+
+  def __init__(self, paths: list[str], counts: list[int]):
+    self.paths, self.ends = paths, np.cumsum(counts)
+    # "path[0:n]" tells the reader the record count: no file is opened until it is read.
+    self._source = grain.sources.ArrayRecordDataSource([f"{p}[0:{n}]" for p, n in zip(paths, counts)])
+
+  def __len__(self) -> int:
+    return len(self._source)
+
+  def __getitem__(self, i: int) -> bytes | Unreadable:
+    if not 0 <= i < len(self):
+      raise IndexError(f"record {i} of {len(self)}")  # what ends a Sequence's iteration
+    try:
+      return self._source[i]
+    except (RuntimeError, OSError) as e:  # riegeli's error for a damaged chunk; the disk's
+      shard = int(np.searchsorted(self.ends, i, side="right"))
+      first = int(self.ends[shard - 1]) if shard else 0
+      return Unreadable(f"{self.paths[shard]} record {i - first}", " ".join(str(e).split()))
 
 
 def _check_shard(path: epath.Path, size: int | None) -> None:

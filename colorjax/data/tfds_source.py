@@ -19,6 +19,7 @@ import os
 from typing import Any
 
 from colorjax.data import sources
+from colorjax.data.images import Unreadable
 
 
 class Subset(collections.abc.Sequence):
@@ -31,9 +32,14 @@ class Subset(collections.abc.Sequence):
     return len(self.indices)
 
   def __getitem__(self, i: int) -> Any:
-    """The example, with its name `colorjax_key` (tfds:NAME/train/INDEX, as prepare names it)."""
+    """The example, with its name `colorjax_key` (tfds:NAME/train/INDEX, as prepare names it),
+    or an `Unreadable` named so."""
     index = int(self.indices[i])
-    return {**self.source[index], "colorjax_key": f"tfds:{self.name}/train/{index}"}
+    key = f"tfds:{self.name}/train/{index}"
+    try:
+      return {**self.source[index], "colorjax_key": key}
+    except (RuntimeError, OSError) as e:  # a damaged file (riegeli's error names none)
+      return Unreadable(key, " ".join(str(e).split()))
 
 
 def data_source(name: str) -> collections.abc.Sequence[dict[str, Any]]:
