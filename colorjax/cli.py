@@ -8,6 +8,7 @@ import importlib.resources
 import logging
 import os
 import pathlib
+import re
 import sys
 import tempfile
 import threading
@@ -140,7 +141,11 @@ def config_error(e: BaseException) -> str:
     message = cause.args[0]
     while isinstance(message, BaseException) and message.args:  # ml_collections wraps its KeyError
       message = message.args[0]
-    return "no such config field " + " ".join(str(message).split())
+    message = " ".join(str(message).split())
+    # update_from_flattened_dict on a locked config (the notebook's OVERRIDES) lists every field
+    locked = re.fullmatch(r'Key "(.+?)" does not exist and cannot be added since the config is locked\..*?'
+                          r'( Did you mean .*)?', message)
+    return f"no such config field {locked[1]!r}{locked[2] or ''}" if locked else "no such config field " + message
   lines = [line.strip() for line in str(cause).splitlines() if line.strip()]
   if not lines or isinstance(cause, KeyError):  # a KeyError's text is only the key
     return f"{type(cause).__name__}: {lines[-1] if lines else ''}".rstrip(": ")

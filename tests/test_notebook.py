@@ -89,3 +89,19 @@ def test_a_config_that_is_neither_a_file_nor_shipped_is_named(tmp_path, monkeypa
   with pytest.raises(nbclient.exceptions.CellExecutionError,
                      match="CONFIG = 'nope:cpu': no such file; the shipped configs are classify_resnet18, demo"):
     client.execute()
+
+
+def test_outside_a_checkout_it_stays_put_and_a_misspelt_override_is_named(tmp_path, monkeypatch):
+  """Not a new field nobody reads (the config trained its own 300 steps); and runs/ goes beside
+  the notebook, not under / (the search for configs/ used to climb there)."""
+  monkeypatch.setenv("PYTHONPATH", REPO)
+  monkeypatch.setenv("JAX_PLATFORMS", "cpu")
+  nb = with_parameters(nbformat.read(NOTEBOOK, as_version=4), CONFIG="demo", OVERRIDES={"total_step": 5},
+                       TENSORBOARD=False)
+  client = nbclient.NotebookClient(nb, timeout=300, kernel_name="python3",
+                                   resources={"metadata": {"path": str(tmp_path)}})
+  with pytest.raises(nbclient.exceptions.CellExecutionError,
+                     match="OVERRIDES: no such config field 'total_step' Did you mean \"total_steps\""):
+    client.execute()
+  text = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
+  assert f"workdir: {tmp_path / 'runs' / 'demo'}\n" in text
