@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import os
+import warnings
 from typing import Callable
 
 import flax.linen as nn
@@ -55,17 +56,21 @@ def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma
   """||mu1 - mu2||^2 + Tr(S1 + S2 - 2 (S1 S2)^(1/2)), the distance of two Gaussians.
 
   As pytorch-fid: a singular product gets `eps` added to both diagonals, and the imaginary
-  round-off of `sqrtm` is dropped (an imaginary part above 1e-3 means the inputs are wrong).
+  round-off of `sqrtm` is dropped. Fewer images than features make the product singular and
+  that round-off large off the diagonal, but the trace, all that is used, stays exact; only
+  an imaginary diagonal above 1e-3 is an error.
   """
   diff = mu1 - mu2
-  covmean = scipy.linalg.sqrtm(sigma1 @ sigma2)
-  if not np.isfinite(covmean).all():
-    offset = np.eye(len(mu1)) * eps
-    covmean = scipy.linalg.sqrtm((sigma1 + offset) @ (sigma2 + offset))
+  with warnings.catch_warnings():  # "Matrix is singular": handled here, as pytorch-fid's disp=False does
+    warnings.simplefilter("ignore", scipy.linalg.LinAlgWarning)
+    covmean = scipy.linalg.sqrtm(sigma1 @ sigma2)
+    if not np.isfinite(covmean).all():
+      offset = np.eye(len(mu1)) * eps
+      covmean = scipy.linalg.sqrtm((sigma1 + offset) @ (sigma2 + offset))
   if np.iscomplexobj(covmean):
-    if np.abs(covmean.imag).max() > 1e-3:
-      raise ValueError(f"sqrtm has an imaginary part of {np.abs(covmean.imag).max():.3g}: "
-                       "the covariances are not positive semi-definite")
+    if np.abs(np.diagonal(covmean).imag).max() > 1e-3:
+      raise ValueError(f"the square root of the covariances' product has an imaginary diagonal "
+                       f"(up to {np.abs(np.diagonal(covmean).imag).max():.3g}): no FID from these statistics")
     covmean = covmean.real
   return float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2.0 * np.trace(covmean))
 

@@ -771,6 +771,9 @@ def _open_records(run: _Run, state: TrainState, resources: contextlib.ExitStack)
   runs.jsonl), and FID's features."""
   config, is_main = run.config, jax.process_index() == 0
   # First: a file that is not pytorch-fid's weights is refused before anything is written.
+  if config.fid_weights and len(run.eval_images) < 2:  # else the first eval would end the run
+    raise ValueError(f"config.fid_weights: FID needs at least 2 held-out photos, the eval set has "
+                     f"{len(run.eval_images)}: give config.data.eval more photos")
   run.features = fid.InceptionFeatures.from_file(config.fid_weights) if config.fid_weights else None
   run.real_stats = fid.image_stats(run.features, run.eval_images, config.batch_size) if run.features else None
   run.keep_histogram()

@@ -262,8 +262,13 @@ def test_bad_run_settings_are_refused_before_anything_is_written(photos, tmp_pat
 def test_fid_weights_that_are_not_pytorch_fids_are_refused_before_the_run_writes_its_records(photos, tmp_path):
   (tmp_path / "inception.pth").write_text("not a state dict")
   with pytest.raises(ValueError, match="inception.pth is not a readable .pth state dict"):
-    train.train_and_evaluate(tiny_config(photos, fid_weights=str(tmp_path / "inception.pth")), str(tmp_path / "run"))
+    train.train_and_evaluate(tiny_config(photos, fid_weights=str(tmp_path / "inception.pth"),
+                                         **{"data.eval_fraction": 0.5}), str(tmp_path / "run"))
   assert not (tmp_path / "run").exists()  # the workdir and checkpoints/ it made, empty, are removed again
+  # One held-out photo: the first eval's FID would end the run, its steps lost with it.
+  with pytest.raises(ValueError, match="config.fid_weights: FID needs at least 2 held-out photos, the eval set has 1"):
+    train.train_and_evaluate(tiny_config(photos, fid_weights=str(tmp_path / "inception.pth")), str(tmp_path / "run"))
+  assert not (tmp_path / "run").exists()
 
 
 def test_a_workdir_inside_the_photo_folder_or_where_none_can_be_made_is_refused(photos, tmp_path):
