@@ -4,10 +4,12 @@ starts, before it imports JAX. Only the standard library here, so that moment co
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
 import signal
 import sys
-from typing import Any, NoReturn
+import threading
+from typing import Any, Iterator, NoReturn
 
 
 class _Interrupts:
@@ -73,3 +75,31 @@ def catch_interrupts() -> _Interrupts:
   if _INTERRUPTS is None:
     _INTERRUPTS = _Interrupts()
   return _INTERRUPTS
+
+
+@contextlib.contextmanager
+def deferred() -> Iterator[None]:
+  """Holds Ctrl-C and SIGTERM back until the block ends, then raises KeyboardInterrupt or
+  SystemExit(143): for writes whose threads go on after the main thread is interrupted
+  (tensorstore's), so that what cleans up after them finds them finished, not refilling the
+  folder it removes. A signal whose handler is not Python's usual one is left alone, and so
+  is every signal outside the main thread, which alone may handle them."""
+  if threading.current_thread() is not threading.main_thread():
+    yield
+    return
+  usual = {signal.SIGINT: (signal.default_int_handler, _INTERRUPTS and _INTERRUPTS._handle),
+           signal.SIGTERM: (signal.SIG_DFL,)}
+  caught: list[int] = []
+  before = {s: signal.getsignal(s) for s in usual}
+  for s, handlers in usual.items():
+    if before[s] in handlers:
+      signal.signal(s, lambda signum, frame: caught.append(signum))
+  try:
+    yield
+  finally:
+    for s, handler in before.items():
+      signal.signal(s, handler)
+  if signal.SIGTERM in caught:
+    raise SystemExit(128 + signal.SIGTERM)
+  if caught:
+    raise KeyboardInterrupt

@@ -6,6 +6,7 @@ import gc
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 
@@ -358,3 +359,35 @@ def test_an_export_that_fails_while_writing_leaves_nothing_behind(workdir, tmp_p
   with pytest.raises(OSError, match="No space left"):
     export.export(workdir, str(tmp_path / "model"))
   assert os.listdir(tmp_path) == []
+
+
+def test_export_into_an_empty_folder_given_as_dot_or_as_a_link(workdir, tmp_path, monkeypatch):
+  """Its files are moved in (the folder may be the working directory, or on another disk than
+  the link): renaming a partial folder beside `.` or over a link failed after the whole write."""
+  (tmp_path / "here").mkdir()
+  (tmp_path / "there").mkdir()
+  (tmp_path / "link").symlink_to(tmp_path / "there")
+  monkeypatch.chdir(tmp_path / "here")
+  export.export(workdir, ".", "latest")
+  export.export(workdir, str(tmp_path / "link"), "latest")
+  assert sorted(os.listdir(tmp_path)) == ["here", "link", "there"]
+  photo = colourful(40, 56, seed=3)
+  want = Colorizer.from_workdir(workdir, "latest")(photo)
+  for folder in ("here", "link"):
+    assert sorted(os.listdir(tmp_path / folder)) == ["best", "config.json", "exported.json"]
+    np.testing.assert_array_equal(Colorizer.from_workdir(str(tmp_path / folder))(photo), want)
+
+
+def test_an_export_interrupted_while_writing_leaves_nothing_behind(workdir, tmp_path, monkeypatch):
+  """Ctrl-C is held until the write ends (tensorstore's threads would go on writing into the
+  folder being removed: a 48 MB partial folder was left), then the export stops and cleans up."""
+  save, finished = checkpoints.save_tree, []
+  def interrupted(*args):
+    signal.raise_signal(signal.SIGINT)
+    save(*args)
+    finished.append(True)
+  monkeypatch.setattr(export.checkpoints, "save_tree", interrupted)
+  with pytest.raises(KeyboardInterrupt):
+    export.export(workdir, str(tmp_path / "model"))
+  assert finished and os.listdir(tmp_path) == []
+  assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
