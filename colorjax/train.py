@@ -898,7 +898,10 @@ def _final_report(run: _Run, state: TrainState, step: int, summary: dict[str, fl
   run.writer.flush()
   complete = step >= run.config.total_steps
   if not summary and complete:  # resumed there, without that run's final scores
-    summary = _evaluate_and_log(run, state, step)
+    # Its eval may have been logged before the run was stopped (its picture is written last):
+    # then it is not logged twice, the same scores at the same step.
+    logged = os.path.exists(os.path.join(run.workdir, "samples", _sample_name(step)))
+    summary = _evaluate_and_log(run, state, step, log=not logged)
   _prune_samples(run, step)  # with the best of the last eval: that eval kept the one before
   if jax.process_index() != 0:
     return summary
@@ -1002,8 +1005,9 @@ def _class_weights(config: ml_collections.ConfigDict, workdir: str, files: Seque
   return class_weights_from_counts(config, counts), keep
 
 
-def _evaluate_and_log(run: _Run, state: TrainState, step: int) -> dict[str, float]:
-  """Scores `state` on the held-out photos: a log line, eval/ scalars and a sample picture."""
+def _evaluate_and_log(run: _Run, state: TrainState, step: int, log: bool = True) -> dict[str, float]:
+  """Scores `state` on the held-out photos: a console line, and with `log` eval/ scalars and a
+  sample picture."""
   check_finite(state)
   images = run.eval_images
   summary, preds = run.trainer.evaluate(state, images, run.features, run.real_stats)
@@ -1013,6 +1017,8 @@ def _evaluate_and_log(run: _Run, state: TrainState, step: int) -> dict[str, floa
                summary["real_colorfulness"], summary["l1"],
                "".join(f", {name} {summary[key]:.3f}" for key, name in
                        (("pixel_accuracy", "pixel accuracy"), ("fid", "FID")) if key in summary))
+  if not log:
+    return summary
   run.writer.write_scalars(step, {f"eval/{k}": v for k, v in summary.items()})
   grid = _sample_grid(images[:len(preds)][:8], preds[:8])
   if _tensorboard_gets_sample(run.config, step):

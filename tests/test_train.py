@@ -146,6 +146,30 @@ def test_a_rerun_keeps_what_the_run_wrote(photos, tmp_path):
   assert best["step"] == 8 and best["value"] == pytest.approx(json.load(open(final))["psnr"])
 
 
+def test_a_run_stopped_after_its_last_eval_logs_that_eval_once(photos, tmp_path):
+  """Stopped (a preemption) between the last eval and final_metrics.json: the re-run scores the
+  checkpoint again for final_metrics.json, but metrics.jsonl and TensorBoard keep one eval per
+  step; stopped before that eval was logged, the re-run logs it."""
+  from tensorboard.backend.event_processing import plugin_event_accumulator
+  summary = train.train_and_evaluate(tiny_config(photos), str(tmp_path))
+  eval_steps = lambda: [row["step"] for row in map(json.loads, open(tmp_path / "metrics.jsonl")) if "eval/psnr" in row]
+  assert eval_steps() == [2, 4, 6]
+  os.remove(tmp_path / "final_metrics.json")
+  assert train.train_and_evaluate(tiny_config(photos), str(tmp_path)) == pytest.approx(summary)
+  assert json.load(open(tmp_path / "final_metrics.json"))["psnr"] == pytest.approx(summary["psnr"])
+  events = plugin_event_accumulator.EventAccumulator(str(tmp_path / "tensorboard"))
+  events.Reload()
+  assert eval_steps() == [e.step for e in events.Tensors("eval/psnr")] == [2, 4, 6]
+  # Stopped before the eval was logged (its rows and picture absent): logged by the re-run.
+  os.remove(tmp_path / "final_metrics.json")
+  os.remove(tmp_path / "samples" / "step_0000006.png")
+  with open(tmp_path / "metrics.jsonl") as f:
+    rows = [line for line in f if json.loads(line)["step"] < 6 or "eval/psnr" not in line]
+  (tmp_path / "metrics.jsonl").write_text("".join(rows))
+  train.train_and_evaluate(tiny_config(photos), str(tmp_path))
+  assert eval_steps() == [2, 4, 6] and (tmp_path / "samples" / "step_0000006.png").exists()
+
+
 def _runs(workdir):
   return [json.loads(line) for line in open(workdir / "runs.jsonl")]
 
