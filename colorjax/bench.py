@@ -157,10 +157,12 @@ def profile_ops(fn: Callable[[], Any], hlo_text: str, steps: int = 2, top: int =
 
 
 def _step_fn(trainer: train.Trainer, phase: str) -> Callable[..., Any]:
-  step_fn = {"gan": trainer.gan_step, "pretrain": trainer.pretrain_step}.get(phase)
-  if step_fn is None:
-    raise ValueError(f"phase must be 'gan' (with a discriminator) or 'pretrain', got {phase!r}")
-  return step_fn
+  if phase not in ("gan", "pretrain"):
+    raise ValueError(f"phase must be 'gan' (with a discriminator), 'pretrain' or 'auto', got {phase!r}")
+  if phase == "gan" and trainer.gan_step is None:
+    raise ValueError(f"the config has no discriminator (model.discriminator={trainer.config.model.discriminator!r}), "
+                     "so no gan step: use --phase pretrain")
+  return trainer.gan_step if phase == "gan" else trainer.pretrain_step
 
 
 def model_flops(config: ml_collections.ConfigDict, phase: str, rgb: jax.Array) -> float:
@@ -177,14 +179,17 @@ def model_flops(config: ml_collections.ConfigDict, phase: str, rgb: jax.Array) -
   return matmul_flops(_step_fn(trainer, phase), jax.eval_shape(trainer.init_state), rgb)
 
 
-def bench_step(config: ml_collections.ConfigDict, phase: str = "gan", steps: int = 10,
+def bench_step(config: ml_collections.ConfigDict, phase: str = "auto", steps: int = 10,
                warmup: int = 2, profile_steps: int = 0) -> dict[str, Any]:
-  """Compile time, step time and FLOP rate of the trainer's jitted `phase` update; with
-  `profile_steps`, also where its time goes (`profile_ops`)."""
+  """Compile time, step time and FLOP rate of the trainer's jitted `phase` update ("auto": the
+  GAN step if the config has a discriminator, else the pretrain step); with `profile_steps`,
+  also where its time goes (`profile_ops`)."""
   checked = config.copy_and_resolve_references()
   checked.data.train = checked.data.train or "folder:unused"  # the step is timed on random pixels
   config_lib.check_run_config(checked)  # a setting training refuses fails here too, in one line
   trainer = train.Trainer(config)
+  if phase == "auto":
+    phase = "pretrain" if trainer.gan_step is None else "gan"
   step_fn = _step_fn(trainer, phase)
   state = trainer.init_state()
   local = config.batch_size // jax.process_count()
@@ -319,7 +324,8 @@ def main(argv: list[str]) -> None:
 
 if __name__ == "__main__":
   cli.define_config_flag("step: config file, e.g. configs/pix2pix_unet64.py, or a shipped config's name")
-  flags.DEFINE_enum("phase", "gan", ["gan", "pretrain"], "step: pix2pix G+D update, or G alone on L1")
+  flags.DEFINE_enum("phase", "auto", ["auto", "gan", "pretrain"],
+                    "step: pix2pix G+D update, or G alone on its loss; auto: gan with a discriminator, else pretrain")
   flags.DEFINE_integer("steps", 10, "step: timed steps; colorize: timed 256 px photos", lower_bound=1)
   flags.DEFINE_integer("warmup", 2, "step: untimed steps after compiling", lower_bound=0)
   flags.DEFINE_integer("profile", 0, "step: also trace this many steps and report the time per XLA op", lower_bound=0)

@@ -23,6 +23,12 @@ def test_step_reports_time_rate_and_flops(tmp_path):
   assert result["dtype"] == models.compute_dtype(config).name and result["jax"] == jax.__version__  # host.environment
   with pytest.raises(ValueError, match="phase must be"):
     bench.bench_step(config, phase="warmup")
+  # The regressors and the classifier have no D: their one step is timed, not a contradiction.
+  config.model.discriminator = "none"
+  with pytest.raises(ValueError, match="the config has no discriminator .model.discriminator='none'., so no gan step: use --phase pretrain"):
+    bench.bench_step(config, phase="gan")
+  assert bench.bench_step(config, steps=1, warmup=0)["phase"] == "pretrain"
+  config.model.discriminator = "patchgan"
   config.model.encoder_weights = "r18.pth"  # what training refuses, bench refuses before compiling
   with pytest.raises(ValueError, match="model.generator 'pix2pix_unet' has no ResNet encoder"):
     bench.bench_step(config)
