@@ -36,7 +36,9 @@ def run_labels(workdirs: Sequence[str]) -> list[str]:
   depth = [1] * len(parts)
   while True:
     labels = ["/".join(p[-d:]) for p, d in zip(parts, depth)]
-    clashing = [i for i, label in enumerate(labels) if labels.count(label) > 1 and depth[i] < len(parts[i])]
+    clashing = [i for i, label in enumerate(labels)  # with another folder: the same one twice is numbered
+                if any(labels[j] == label and parts[j] != parts[i] for j in range(len(labels)))
+                and depth[i] < len(parts[i])]
     if not clashing:
       break
     for i in clashing:
@@ -49,8 +51,8 @@ def compare(workdirs: Sequence[str], data: str, split: str = "all", image_size: 
             batch_size: int = 16, checkpoint: str = "", features: fid.FeatureFn | None = None) -> str:
   """The markdown table (with a line saying which photos) of `workdirs` scored on `data`.
 
-  Every workdir and `data` are checked before any run is scored: a typo in the last workdir
-  costs seconds, not the minutes of scoring the others. `split="eval"` splits `data` as the
+  Every workdir, its weights and `data` are checked before any run is scored: a typo in the
+  last workdir or its damaged checkpoint costs seconds, not the minutes of scoring the others. `split="eval"` splits `data` as the
   runs' training split their data (`evaluate.held_out_fraction`: a shards: run by its
   manifest's fraction); runs that held out different shares are refused, since some of
   "their" held-out photos would be another run's training set.
@@ -71,10 +73,11 @@ def compare(workdirs: Sequence[str], data: str, split: str = "all", image_size: 
       origin = "each run's training data"
     which = f"eval: eval_fraction {fraction:g}, from {origin}"
   photos = evaluate.resolve_scored(data, split, fraction)
+  # All weights loaded before the first score: a damaged checkpoint is found in seconds, too.
+  colorizers = [Colorizer.from_workdir(workdir, resolved) for workdir, (_, resolved, _) in zip(workdirs, runs)]
   rows: list[dict[str, Any]] = []
   first = last = None
-  for workdir, label, (_, resolved, _) in zip(workdirs, run_labels(workdirs), runs):
-    colorizer = Colorizer.from_workdir(workdir, resolved)
+  for label, colorizer in zip(run_labels(workdirs), colorizers):
     last = evaluate.evaluate(colorizer, photos, image_size, batch_size, features, label)
     # Paired over the same photos: a difference of a few hundredths of a dB may be which photos these are.
     gains = {"over_no_colour": metrics.format_gain(last.psnr_gain())}

@@ -2,6 +2,7 @@
 trainer's eval and with scikit-image, gray and broken photos are skipped and counted."""
 
 import csv
+import glob
 import io
 import json
 import os
@@ -18,7 +19,7 @@ import pytest
 from PIL import Image
 from skimage import color as skcolor
 
-from colorjax import color, colorize, compare, evaluate, metrics, models, train
+from colorjax import checkpoints, color, colorize, compare, evaluate, metrics, models, train
 from colorjax import prepare as prepare_lib
 from colorjax.colorize import Colorizer
 from colorjax.data import pipeline, shards, sources
@@ -413,7 +414,8 @@ def test_compare_names_runs_that_share_a_folder_name(run, photos, tmp_path):
   rows = [line.split("|")[1].strip() for line in table.splitlines() if line.startswith("|")]
   assert rows[2:4] == ["a/tiny", "b/tiny"]
   assert compare.run_labels(["x/a/run", "y/a/run/", "b/run", "solo"]) == ["x/a/run", "y/a/run", "b/run", "solo"]
-  assert compare.run_labels(["run", "../run", "runs/r1", "runs/r1"]) == ["run", "../run", "runs/r1", "runs/r1 (2)"]
+  assert compare.run_labels(["run", "../run", "runs/r1", "runs/r1"]) == ["run", "../run", "r1", "r1 (2)"]
+  assert compare.run_labels(["/abs/demo", "/abs/demo/", "/b/run", "/a/run"]) == ["demo", "demo (2)", "b/run", "a/run"]
 
 
 def test_compare_checks_every_workdir_and_the_data_before_scoring(run, photos, tmp_path, monkeypatch):
@@ -431,6 +433,12 @@ def test_compare_checks_every_workdir_and_the_data_before_scoring(run, photos, t
     assert not scored and not loaded, error
   with pytest.raises(FileNotFoundError, match=r"no checkpoint 7 in .*checkpoints \(has \[2\]\)"):
     compare.compare([run], f"folder:{photos}", checkpoint="7", image_size=32, batch_size=4)
+  damaged = _copy_run(run, tmp_path / "damaged")
+  for step in glob.glob(os.path.join(damaged, "*", "[0-9]*")):  # the largest file of each saved step, cut short
+    os.truncate(max(glob.glob(os.path.join(step, "**"), recursive=True), key=os.path.getsize), 1000)
+  with pytest.raises(checkpoints.UnreadableCheckpoint, match="cannot be read"):
+    compare.compare([run, damaged], f"folder:{photos}", image_size=32, batch_size=4)
+  assert not scored
 
 
 @pytest.mark.parametrize("folder", ["nowhere", "empty"])
