@@ -63,7 +63,7 @@ def _ridge_picks(x: np.ndarray, y: np.ndarray, folds: int = 5, lam: float = 10.0
 def main() -> None:
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   p.add_argument("--workdir", required=True)
-  p.add_argument("--checkpoint", default="", help="latest (default), best or a step")
+  p.add_argument("--checkpoint", default="", help="best, latest or a step (default: the run's colorize_checkpoint)")
   p.add_argument("--data", required=True, help="source string, e.g. folder:PATH (the run's held-out share is used)")
   p.add_argument("--scales", default="0,0.25,0.5,0.75,1,1.25,1.5,1.75,2,2.5")
   p.add_argument("--around", default="zero", choices=["zero", "mean"],

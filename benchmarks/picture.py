@@ -32,6 +32,8 @@ def main() -> None:
   p.add_argument("--cell", type=int, default=192)
   p.add_argument("--no-real", action="store_true", help="the photos are black and white: no real column")
   args = p.parse_args()
+  if bad := [c for c in args.column if "=" not in c]:
+    p.error(f"--column takes NAME=DIR, got {bad[0]!r}")
   columns = [c.split("=", 1) for c in args.column]
   names = ["gray input"] + [name for name, _ in columns] + ([] if args.no_real else ["real"])
   size = args.cell
