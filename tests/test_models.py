@@ -1,5 +1,6 @@
 """Model shapes, sizes and the upsampling / convolution rewrites against independent references."""
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -270,12 +271,11 @@ def test_batch_norm_running_statistics_follow_pytorchs_momentum():
     reference(torch.from_numpy(x).permute(0, 3, 1, 2))
   stats = variables["batch_stats"]
   np.testing.assert_allclose(stats["mean"], reference.running_mean.numpy(), rtol=1e-5)
-  # PyTorch keeps the unbiased variance (x 128/127 here), Flax the biased one: both by the same rule.
-  running_var, running_unbiased = np.ones(3), np.ones(3)
+  # The unbiased variance (x 128/127 here), as PyTorch keeps it; flax's nn.BatchNorm keeps the biased one.
+  running_var = np.ones(3)
   for x in xs:
-    running_var = 0.9 * running_var + 0.1 * x.astype(np.float64).var(axis=(0, 1, 2))
-    running_unbiased = 0.9 * running_unbiased + 0.1 * x.astype(np.float64).var(axis=(0, 1, 2), ddof=1)
-  np.testing.assert_allclose(reference.running_var.numpy(), running_unbiased, rtol=1e-5)
+    running_var = 0.9 * running_var + 0.1 * x.astype(np.float64).var(axis=(0, 1, 2), ddof=1)
+  np.testing.assert_allclose(reference.running_var.numpy(), running_var, rtol=1e-5)
   np.testing.assert_allclose(stats["var"], running_var, rtol=1e-5)
   # In training a batch is normalised by its own statistics, with PyTorch's eps 1e-5 (which
   # matters on a batch this flat: variance 1e-4).
@@ -288,6 +288,26 @@ def test_batch_norm_running_statistics_follow_pytorchs_momentum():
   y = layers.batch_norm(train=False, dtype=jnp.float32).apply(variables, xs[0])
   want = (xs[0] - stats["mean"]) / np.sqrt(running_var + 1e-5) * params["scale"] + params["bias"]
   np.testing.assert_allclose(y, want, rtol=1e-4, atol=1e-4)
+  reference.eval()
+  reference.weight.data = torch.from_numpy(np.asarray(params["scale"]).copy())
+  np.testing.assert_allclose(y, reference(torch.from_numpy(xs[0]).permute(0, 3, 1, 2)).detach().numpy().transpose(
+      0, 2, 3, 1), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+def test_batch_norm_trains_as_flaxs_to_the_bit_with_its_variables(dtype):
+  """Only the running variance differs from nn.BatchNorm: a run trains as before, and earlier
+  checkpoints and converted weights load."""
+  x = jnp.asarray(np.random.default_rng(0).normal(1, 3, size=(4, 9, 7, 5)), dtype)
+  ours = layers.batch_norm(train=True, dtype=dtype)
+  flax_bn = nn.BatchNorm(use_running_average=False, momentum=0.9, epsilon=1e-5, dtype=layers.between_matmuls(dtype),
+                         scale_init=layers.bn_scale_init)
+  variables = ours.init(jax.random.key(1), x)
+  assert jax.tree.map(np.shape, variables) == jax.tree.map(np.shape, flax_bn.init(jax.random.key(1), x))
+  (y, stats), (want, flax_stats) = (jax.jit(lambda v, x, m=m: m.apply(v, x, mutable=["batch_stats"]))(variables, x)
+                                    for m in (ours, flax_bn))
+  assert y.dtype == want.dtype and (y == want).all()
+  np.testing.assert_array_equal(stats["batch_stats"]["mean"], flax_stats["batch_stats"]["mean"])
 
 
 def test_dropout_is_on_in_training_only():

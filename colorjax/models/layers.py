@@ -22,14 +22,47 @@ def bn_scale_init(key: jax.Array, shape: tuple[int, ...], dtype: Dtype = jnp.flo
   return 1.0 + 0.02 * jax.random.normal(key, shape, dtype)
 
 
-def batch_norm(train: bool, dtype: Dtype, name: str | None = None) -> nn.BatchNorm:
-  """BatchNorm with PyTorch's defaults (momentum 0.1, eps 1e-5).
+class BatchNorm(nn.Module):
+  """PyTorch's BatchNorm2d: momentum 0.1, eps 1e-5, and a running variance of the unbiased
+  batch variance (n / (n - 1) times the one it normalises by). flax's nn.BatchNorm keeps the
+  biased one: at the pix2pix U-Net's 2x2 layers (n = 64 pixels at batch 16) eval activations
+  came out 0.8 % larger than PyTorch's, 3.3 % with four micro-batches. Otherwise its maths,
+  op for op (statistics in float32, E[x^2] - E[x]^2), and its variables, so checkpoints and
+  converted weights load unchanged.
 
   Inside `jax.jit` over a batch sharded on the `data` axis the statistics are those of the
   global batch, so no `axis_name` is needed (see docs/design.md).
   """
-  return nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
-                      dtype=between_matmuls(dtype), scale_init=bn_scale_init, name=name)
+  use_running_average: bool
+  dtype: Dtype = jnp.float32
+  momentum: float = 0.9
+  epsilon: float = 1e-5
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    features = (x.shape[-1],)
+    ra_mean = self.variable("batch_stats", "mean", jnp.zeros, features, jnp.float32)
+    ra_var = self.variable("batch_stats", "var", jnp.ones, features, jnp.float32)
+    scale = self.param("scale", bn_scale_init, features, jnp.float32)
+    bias = self.param("bias", nn.initializers.zeros, features, jnp.float32)
+    if self.use_running_average:
+      mean, var = ra_mean.value, ra_var.value
+    else:
+      stats = x.astype(jnp.promote_types(self.dtype, jnp.float32))
+      axes = tuple(range(x.ndim - 1))
+      mean = stats.mean(axes)
+      var = jnp.maximum(0.0, jnp.square(stats).mean(axes) - jnp.square(mean))
+      if not self.is_initializing():
+        n = x.size // x.shape[-1]
+        ra_mean.value = self.momentum * ra_mean.value + (1 - self.momentum) * mean
+        ra_var.value = self.momentum * ra_var.value + (1 - self.momentum) * var * (n / max(n - 1, 1))
+    y = (x - mean) * (jax.lax.rsqrt(var + self.epsilon) * scale) + bias
+    return y.astype(self.dtype)
+
+
+def batch_norm(train: bool, dtype: Dtype, name: str | None = None) -> BatchNorm:
+  """`BatchNorm` for a model computing in `dtype`."""
+  return BatchNorm(use_running_average=not train, dtype=between_matmuls(dtype), name=name)
 
 
 # XLA:CPU's convolution picks an algorithm up to 60x slower than a patch matrix times the
