@@ -48,7 +48,11 @@ PROJECT="${TPU_PROJECT:-}"
 CONFIG="${CONFIG:-}"  # configs/pix2pix_resnet18.py, after resume has read what train remembered
 WORKDIR="${WORKDIR:-}"
 DATA="${DATA:-}"
-SPOT="${TPU_SPOT:-}"
+case "${TPU_SPOT:-}" in  # 1/true/yes: a Spot VM; 0/false/no or unset: not
+  1|[Tt]rue|TRUE|[Yy]es|YES) SPOT=1 ;;
+  ""|0|[Ff]alse|FALSE|[Nn]o|NO) SPOT="" ;;
+  *) echo "error: TPU_SPOT=$TPU_SPOT: give 1 (a Spot VM) or 0" >&2; exit 2 ;;
+esac
 WORKER=0
 DRY_RUN=""
 TRAIN_ARGS=()
@@ -104,6 +108,8 @@ while (($#)); do
   shift
 done
 [[ -n "$COMMAND" ]] || usage 2
+[[ -n "$DRY_RUN" ]] || command -v gcloud > /dev/null ||
+  die "gcloud is not installed (https://cloud.google.com/sdk/docs/install); --dry-run shows what would run"
 
 # What `train` remembers for `resume`: a preempted pod slice must train on with the same
 # photos and arguments, which nothing on the recreated VM knows; and what `create` remembers:
@@ -227,7 +233,7 @@ resume() {
   else
     if answer="$("${describe[@]}" 2>"$err")"; then
       IFS=, read -r state spot type version <<<"$answer"
-    elif ! grep -qi 'not.found' "$err"; then  # gone is fine; a failing gcloud (auth, network) is not
+    elif ! grep -q 'NOT_FOUND' "$err"; then  # gone is fine; a failing gcloud (auth, network, none installed) is not
       cat "$err" >&2; rm -f "$err"; die "could not read the state of $NAME (above); nothing was changed"
     fi
     rm -f "$err"

@@ -106,9 +106,11 @@ def test_resume_recreates_a_preempted_spot_vm_as_spot(fake_gcloud):
   assert create[4] == "create" and create[-1] == "--spot"
   dry = printed(launch({**env, "TPU_SPOT": "1"}, "--dry-run", "resume", "--workdir", "gs://b/w").stdout)
   assert dry[2][4] == "create" and dry[2][-1] == "--spot"
+  for off in ("0", "false"):  # any value meant Spot
+    assert "--spot" not in printed(launch({**env, "TPU_SPOT": off}, "--dry-run", "create").stdout)[0]
 
 
-def test_mistakes_are_refused_before_anything_runs(fake_gcloud):
+def test_mistakes_are_refused_before_anything_runs(fake_gcloud, tmp_path):
   env, log = fake_gcloud
   run = launch(env, "train")
   assert run.returncode == 2 and "--workdir is required" in run.stderr
@@ -118,7 +120,19 @@ def test_mistakes_are_refused_before_anything_runs(fake_gcloud):
   assert run.returncode == 2 and "unknown command frobnicate" in run.stderr
   run = launch(env, "--bogus", "create")
   assert run.returncode == 2 and "unknown option --bogus" in run.stderr
+  run = launch({**env, "TPU_SPOT": "maybe"}, "--dry-run", "create")
+  assert run.returncode == 2 and "TPU_SPOT=maybe: give 1 (a Spot VM) or 0" in run.stderr
   assert not log.exists()
+  # Without gcloud: said, not taken for a VM that is gone (bash's "gcloud: command not found").
+  tools = tmp_path / "no_gcloud"  # every program on PATH but gcloud (it shares /usr/bin with bash)
+  tools.mkdir()
+  for folder in reversed(os.environ["PATH"].split(os.pathsep)):
+    for name in os.listdir(folder) if os.path.isdir(folder) else ():
+      if name != "gcloud":
+        (tools / name).unlink(missing_ok=True)
+        (tools / name).symlink_to(os.path.join(folder, name))
+  run = launch({**env, "PATH": str(tools)}, "resume", "--workdir", "gs://b/w")
+  assert run.returncode == 2 and "gcloud is not installed" in run.stderr and "create" not in run.stdout
 
 
 def ran(log):
