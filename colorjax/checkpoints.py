@@ -416,17 +416,26 @@ def _eval_changes(recorded: dict[str, Any], current: dict[str, Any]) -> list[str
 
 def converged(workdir: str, config: ml_collections.ConfigDict, step: int, eval_crops: int | None = None) -> bool:
   """Whether `stop_on_plateau` stopped the run at `step` and would stop it again there."""
-  if not (config.stop_on_plateau and config.patience):
-    return False
   try:
     with open(os.path.join(workdir, "final_metrics.json")) as f:
       final = json.load(f)
+  except (OSError, json.JSONDecodeError):
+    return False
+  return final.get("step") == step and at_plateau(workdir, config, step, eval_crops)
+
+
+def at_plateau(workdir: str, config: ml_collections.ConfigDict, step: int, eval_crops: int | None = None) -> bool:
+  """Whether the eval at `step` found the plateau `stop_on_plateau` stops at (best.json counted
+  it): a run stopped there (a preemption at that eval) must not train on when it resumes."""
+  if not (config.stop_on_plateau and config.patience):
+    return False
+  try:
     with open(os.path.join(workdir, "best.json")) as f:
       record = json.load(f)
   except (OSError, json.JSONDecodeError):
     return False
   same_eval = "eval" in record and not _eval_changes(record["eval"], current_eval_fields(config, eval_crops))
-  return (final.get("step") == step and record.get("metric") == config.best_metric and same_eval
+  return (record.get("last_eval") == step and record.get("metric") == config.best_metric and same_eval
           and record.get("evals_since_best", 0) >= config.patience)
 
 

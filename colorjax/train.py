@@ -555,7 +555,8 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   config = _resolved_config(config)
   stop = resources.enter_context(_StopSignal())  # from here: a signal while compiling is a clean stop too
   run, state = _set_up(config, workdir, stop, resources, segment)
-  trained, signalled = distributed.agree(_already_trained(run, state), bool(stop))
+  plateau = checkpoints.at_plateau(run.workdir, config, int(state.step), run.eval_crops)
+  trained, signalled, plateau = distributed.agree(_already_trained(run, state), bool(stop), plateau)
   if trained:
     return _already_trained_scores(run, int(state.step)), None
   if signalled:
@@ -566,9 +567,9 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   step = first_step = int(state.step)
   window, speed = [], _Throughput(step)
   deadline = time.time() + 60 * config.max_train_minutes if config.max_train_minutes else float("inf")
-  summary, stopped_by = {}, None
+  summary, stopped_by = {}, "plateau" if plateau else None  # stopped there before its final report
   try:
-    while step < config.total_steps:
+    while step < config.total_steps and not stopped_by:
       # The first step of each phase compiles it (and the first batch starts the data workers).
       compiles = step == first_step or run.trainer.phase(step) != run.trainer.phase(step - 1)
       state, step_metrics = _train_step(run, state, step, speed, compiles)
@@ -897,7 +898,7 @@ def _final_report(run: _Run, state: TrainState, step: int, summary: dict[str, fl
   run.mgr.wait_until_finished()
   run.writer.flush()
   complete = step >= run.config.total_steps
-  if not summary and complete:  # resumed there, without that run's final scores
+  if not summary and (complete or stopped_by == "plateau"):  # resumed there, without that run's final scores
     # Its eval may have been logged before the run was stopped (its picture is written last):
     # then it is not logged twice, the same scores at the same step.
     logged = os.path.exists(os.path.join(run.workdir, "samples", _sample_name(step)))

@@ -860,6 +860,15 @@ def test_a_run_stopped_on_a_plateau_stays_stopped_until_told_otherwise(tmp_path)
   written = {p: os.path.getmtime(p) for p in run.rglob("*")}
   train.train_and_evaluate(config, str(run))  # e.g. a retry loop or a notebook's Run all
   assert {p: os.path.getmtime(p) for p in run.rglob("*")} == written
+  # Preempted at that plateau's eval, after its checkpoint, before final_metrics.json: it trained
+  # on to step 6 when resumed; now it finishes its report where an uninterrupted run stopped.
+  os.remove(run / "final_metrics.json")
+  train.train_and_evaluate(config, str(run))
+  again = json.load(open(run / "final_metrics.json"))
+  assert {k: again[k] for k in ("step", "complete", "psnr", "pixel_accuracy", "best")} == {
+      k: final[k] for k in ("step", "complete", "psnr", "pixel_accuracy", "best")}
+  assert _runs(run)[-1]["ended"] == "plateau"
+  assert max(checkpoints.open_checkpoints(str(run / "checkpoints")).all_steps()) == 4  # none trained on
   config.stop_on_plateau = False
   train.train_and_evaluate(config, str(run))
   final = json.load(open(run / "final_metrics.json"))
