@@ -284,10 +284,15 @@ def eval_step(state: TrainState, rgb: Batch, mask: jax.Array, *,
 
 class _Throughput:
   """img/s of each log window, leaving out the steps that compile and the time of evals and
-  checkpoint saves; the ETA adds the run's average time of those back, so it is wall time."""
+  checkpoint saves; the ETA adds the run's average time of those back, so it is wall time.
+  The first eval of a process compiles it (tens of seconds for a large model): counted as every
+  eval, it put minutes on the ETA just after a start or resume (6 min for 1 left)."""
 
   def __init__(self, step: int):
     self.event_seconds, self.timed_steps = 0.0, 0  # over the run, for the ETA
+    self.events = self.plain_events = 0  # plain: without the eval's compile
+    self.first_event_seconds = 0.0
+    self.evaluated = False
     self.next_window(step)
 
   def next_window(self, step: int) -> None:
@@ -297,9 +302,21 @@ class _Throughput:
     self.paused += seconds
     self.untimed += 1
 
-  def event(self, seconds: float) -> None:
+  def event(self, seconds: float, evaluated: bool) -> None:
+    """An eval and/or a checkpoint save (`evaluated`: with an eval) that took `seconds`."""
     self.paused += seconds
-    self.event_seconds += seconds
+    self.events += 1
+    if evaluated and not self.evaluated:  # its compile: its time stands in for no other event's
+      self.evaluated, self.first_event_seconds = True, seconds
+    else:
+      self.plain_events += 1
+      self.event_seconds += seconds
+
+  def _event_seconds(self) -> float:
+    """The run's time in evals and saves so far, with the compiling one counted as a plain one."""
+    if not self.plain_events:
+      return self.first_event_seconds
+    return self.event_seconds * self.events / self.plain_events
 
   def report(self, step: int, total_steps: int, batch_size: int) -> tuple[float | None, str]:
     """(img/s or None when every step of the window compiled, the log line's speed part)."""
@@ -309,7 +326,7 @@ class _Throughput:
     seconds = max(time.time() - self.start - self.paused, 1e-9)
     self.timed_steps += timed
     rate = timed * batch_size / seconds
-    eta = (total_steps - step) * (seconds / timed + self.event_seconds / self.timed_steps)
+    eta = (total_steps - step) * (seconds / timed + self._event_seconds() / self.timed_steps)
     return rate, f"{rate:.1f} img/s | ETA {_format_duration(eta)}"
 
 
@@ -849,7 +866,7 @@ def _periodic_work(run: _Run, state: TrainState, step: int, summary: dict[str, f
       plateau = _record_best(run, state, summary, step)
     if saves:
       _save(run.mgr, state, run.data_iter)
-    speed.event(time.time() - events_start)
+    speed.event(time.time() - events_start, evaluated=scheduled)
   signalled = out_of_time = False
   if not last and (jax.process_count() == 1 or step % AGREE_EVERY == 0):
     signalled, out_of_time = distributed.agree(bool(run.stop), time.time() > deadline)

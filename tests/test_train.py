@@ -146,6 +146,25 @@ def test_a_rerun_keeps_what_the_run_wrote(photos, tmp_path):
   assert best["step"] == 8 and best["value"] == pytest.approx(json.load(open(final))["psnr"])
 
 
+def test_the_eta_counts_the_first_evals_compile_once(monkeypatch):
+  """Steps of 0.1 s and an eval of 1 s every 10 steps, the first of which compiled for 30 s
+  more: with 100 steps left the ETA is 16 s (the events so far per step so far; the truth is
+  20 s), where counting the compile in every eval said 1m56s (a resumed demo-sized run said
+  6 min for 1 left)."""
+  clock = [0.0]
+  monkeypatch.setattr(train.time, "time", lambda: clock[0])
+  speed = train._Throughput(0)
+  lines = []
+  for step, eval_seconds in ((10, 31.0), (20, 1.0), (30, None)):
+    clock[0] += 1.0  # ten steps
+    lines.append(speed.report(step, step + 100, 8)[1])
+    speed.next_window(step)
+    if eval_seconds:
+      clock[0] += eval_seconds
+      speed.event(eval_seconds, evaluated=True)
+  assert lines == ["80.0 img/s | ETA 0m10s", "80.0 img/s | ETA 2m45s", "80.0 img/s | ETA 0m16s"]
+
+
 def test_a_run_stopped_after_its_last_eval_logs_that_eval_once(photos, tmp_path):
   """Stopped (a preemption) between the last eval and final_metrics.json: the re-run scores the
   checkpoint again for final_metrics.json, but metrics.jsonl and TensorBoard keep one eval per
