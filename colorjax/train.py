@@ -889,10 +889,13 @@ def _periodic_work(run: _Run, state: TrainState, step: int, summary: dict[str, f
 
 def _record_best(run: _Run, state: TrainState, summary: dict[str, float], step: int, scheduled: bool = True) -> bool:
   """Gives an eval to the best checkpoint and logs its record (also one off the schedule, where
-  time ran out, which may become the best); True on a plateau."""
+  time ran out, which may become the best); True on a plateau. An eval replayed after a resume
+  (the record counted later ones) logs no record: it holds a later best than this step had."""
   plateau = run.best.update(state, summary, step, scheduled=scheduled)
   r = run.best.record
-  run.writer.write_scalars(step, {f"eval/best_{r['metric']}": r["value"], "eval/evals_since_best": r["evals_since_best"]})
+  if step >= r.get("last_eval", -1):
+    run.writer.write_scalars(step, {f"eval/best_{r['metric']}": r["value"],
+                                    "eval/evals_since_best": r["evals_since_best"]})
   if plateau:
     logging.info("held-out %s has not improved for %d evals (best %.4f at step %d): training has "
                  "converged%s", r["metric"], r["evals_since_best"], r["value"], r["step"],

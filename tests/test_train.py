@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -163,6 +164,21 @@ def test_the_eta_counts_the_first_evals_compile_once(monkeypatch):
       clock[0] += eval_seconds
       speed.event(eval_seconds, evaluated=True)
   assert lines == ["80.0 img/s | ETA 0m10s", "80.0 img/s | ETA 2m45s", "80.0 img/s | ETA 0m16s"]
+
+
+def test_an_eval_replayed_after_a_resume_logs_no_later_best(photos, tmp_path):
+  """Killed after its eval at 8 but with its newest checkpoint at 4: the re-run evals 6 again,
+  when best.json already holds what step 8 found; an uninterrupted run's curve at 6 never saw it."""
+  config = tiny_config(photos, total_steps=8, checkpoint_every=4)
+  train.train_and_evaluate(config, str(tmp_path))
+  rows = lambda key: {r["step"]: r[key] for r in map(json.loads, open(tmp_path / "metrics.jsonl")) if key in r}
+  first = rows("eval/best_psnr")
+  shutil.rmtree(tmp_path / "checkpoints" / "8")
+  os.remove(tmp_path / "final_metrics.json")
+  train.train_and_evaluate(config, str(tmp_path))
+  assert sorted(rows("eval/psnr")) == [2, 4, 6, 8]
+  again = rows("eval/best_psnr")
+  assert sorted(again) == [2, 4, 8] and again == {s: v for s, v in first.items() if s != 6}
 
 
 def test_a_run_stopped_after_its_last_eval_logs_that_eval_once(photos, tmp_path):
