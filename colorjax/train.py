@@ -930,6 +930,9 @@ def _final_report(run: _Run, state: TrainState, step: int, summary: dict[str, fl
   ended = "complete" if complete else stopped_by
   detail = {"signal": signal.Signals(run.stop.signum).name} if ended == "signal" else {}
   end = run.segment.end_record(step, ended, **detail)
+  # The end line first: killed between the two writes, a re-run (finding no final_metrics.json)
+  # writes both again; the other way round it found the run done, its end line never written.
+  _record_end(run, end)
   if complete or stopped_by != "signal":  # a signal leaves no time for a final eval
     final = {"step": step, "complete": complete, **summary, "best": run.best.record,
              **checkpoints.time_spent([*history, end]), "environment": run.segment.environment}
@@ -940,7 +943,6 @@ def _final_report(run: _Run, state: TrainState, step: int, summary: dict[str, fl
                  _format_duration(final["wall_seconds"]), final["segments"], "s" * (final["segments"] != 1),
                  f" best checkpoint: step {best['step']} ({best['metric']} {best['value']:.4g});"
                  if best["value"] is not None else "", run.final_path)
-  _record_end(run, end)
   return summary
 
 

@@ -166,6 +166,22 @@ def test_the_eta_counts_the_first_evals_compile_once(monkeypatch):
   assert lines == ["80.0 img/s | ETA 0m10s", "80.0 img/s | ETA 2m45s", "80.0 img/s | ETA 0m16s"]
 
 
+def test_the_end_line_is_written_before_final_metrics(photos, tmp_path, monkeypatch):
+  """A kill between the two writes leaves the state a re-run completes (no final_metrics.json:
+  the report is made again, with this segment's end); the other order left a run that counted
+  as done with its segment never ended, so its time was never added up."""
+  writes = []
+  append, write_json = checkpoints.append_run_record, train.shards.write_json
+  monkeypatch.setattr(checkpoints, "append_run_record", lambda w, r: writes.append(r["event"]) or append(w, r))
+  monkeypatch.setattr(train.shards, "write_json", lambda p, o: writes.append(os.path.basename(p)) or write_json(p, o))
+  train.train_and_evaluate(tiny_config(photos), str(tmp_path))
+  assert writes[-2:] == ["end", "final_metrics.json"]
+  os.remove(tmp_path / "final_metrics.json")  # killed there
+  train.train_and_evaluate(tiny_config(photos), str(tmp_path))
+  final = json.load(open(tmp_path / "final_metrics.json"))
+  assert (final["segments"], final["segments_without_end"]) == (2, 0)
+
+
 def test_an_eval_replayed_after_a_resume_logs_no_later_best(photos, tmp_path):
   """Killed after its eval at 8 but with its newest checkpoint at 4: the re-run evals 6 again,
   when best.json already holds what step 8 found; an uninterrupted run's curve at 6 never saw it."""
