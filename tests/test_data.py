@@ -304,9 +304,18 @@ def test_list_folder_names_what_it_cannot_list_and_keeps_rglobs_order(tmp_path, 
   assert got == [f for f in expected if "locked" not in f]
   said = sorted(call.args[1] for call in warning.call_args_list)
   assert said == [f"{tmp_path / 'b' / 'locked'}: cannot list this folder (Permission denied)",
-                  f"{tmp_path / 'b' / 'up'}: a link to {tmp_path}, which is listed already: not listed again",
-                  f"{tmp_path / 'linked'}: a link to {tmp_path / 'b'}, which is listed already: not listed again",
+                  f"{tmp_path / 'b' / 'up'}: a link to {tmp_path}, which is listed under its own path: not listed again",
+                  f"{tmp_path / 'linked'}: a link to {tmp_path / 'b'}, which is listed under its own path: not listed again",
                   f"{tmp_path / 'loop.jpg'}: a symbolic link that leads nowhere (broken, or a loop)"]
+
+
+def test_a_link_to_a_folder_of_the_tree_does_not_move_its_photos_between_the_splits(tmp_path):
+  """A link in an earlier folder (b/) to a later sibling (z/) was walked first, and z's photos were
+  listed as b/link/...: hashed by those paths, 10 of 30 moved into the eval split and 6 out."""
+  _touch_names(tmp_path, [f"z/p{i}.jpg" for i in range(30)] + ["b/.keep"])
+  before = {split: sources.list_folder(tmp_path, split, 0.3) for split in ("train", "eval")}
+  (tmp_path / "b" / "link").symlink_to(tmp_path / "z")
+  assert {split: sources.list_folder(tmp_path, split, 0.3) for split in ("train", "eval")} == before
 
 
 def test_a_folder_of_links_to_photo_folders_is_listed_through_them(tmp_path):

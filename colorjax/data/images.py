@@ -187,17 +187,22 @@ def list_tree(root: str | os.PathLike) -> tuple[list[Path], list[str]]:
   that leads nowhere, and each link to a folder listed already). Not `Path.rglob`, which drops
   an unreadable folder without a word. Linked folders are entered (a folder of links to datasets
   is common; skipped, such a folder looked empty), each real folder once: a second way to one
-  (a loop, or two links to it) is named, not listed again. Real folders go before links in
-  each folder, so a link to one of its own subfolders is the one named."""
+  (a loop, or two links to it) is named, not listed again. A folder inside `root` is always
+  listed under its own path, wherever a link to it stands: the hash split goes by the path, and
+  a link to a sibling folder listed first would move its photos between train and eval."""
   files, problems, listed = [], [], set()
+  own_path = {}  # the real folders inside root, by the path that reaches them without a link
+  for folder, _, _ in os.walk(root):
+    own_path.setdefault(os.path.realpath(folder), folder)
 
   def unlisted(e: OSError) -> None:
     problems.append(f"{e.filename}: cannot list this folder ({e.strerror or e})")
 
   for folder, folders, names in os.walk(root, onerror=unlisted, followlinks=True):
     real = os.path.realpath(folder)
-    if real in listed:
-      problems.append(f"{folder}: a link to {real}, which is listed already: not listed again")
+    if real in listed or own_path.get(real, folder) != folder:
+      where = "under its own path" if real in own_path else "already"
+      problems.append(f"{folder}: a link to {real}, which is listed {where}: not listed again")
       folders.clear()
       continue
     listed.add(real)
