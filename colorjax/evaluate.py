@@ -68,6 +68,7 @@ class Evaluation:
   grayscale: list[str] = dataclasses.field(default_factory=list)
   unreadable: dict[str, str] = dataclasses.field(default_factory=dict)
   fid: dict[str, float] | None = None                 # system -> FID against the real photos
+  fid_missing: str = FID_MISSING                      # why `fid` is None
 
   def summary(self) -> dict[str, dict[str, float]]:
     """Mean of every score per system (model, no_colour, ground_truth), plus FID when computed."""
@@ -124,7 +125,7 @@ class PredictionFolder:
     if isinstance(photo, str):
       try:
         with Image.open(photo) as a, Image.open(path) as b:
-          size, got = ImageOps.exif_transpose(a).size, b.size
+          size, got = ImageOps.exif_transpose(a).size, ImageOps.exif_transpose(b).size  # each as it is cropped
       except (OSError, Image.DecompressionBombError) as e:
         raise BadImageError(f"prediction {path} is not a readable image ({e})") from e
       if size != got:
@@ -211,7 +212,10 @@ def evaluate(colorizer: Colorizer | PredictionFolder, data: sources.ScanReport, 
           stats[key].update(features(images))
   if not result.rows:
     raise ValueError(f"no photo could be scored: {result.counts()}")
-  if stats:
+  if stats and len(result.rows) < 2:  # the scores of one photo are worth keeping without it
+    result.fid_missing = f"FID not computed: it needs at least 2 photos, {len(result.rows)} was scored"
+    logging.warning("%s", result.fid_missing)
+  elif stats:
     result.fid = {k: fid.fid(stats["real"], stats[k]) for k in ("model", "no_colour")}
   return result
 
@@ -350,7 +354,7 @@ def write_report(path: str, evaluation: Evaluation, meta: dict[str, Any]) -> str
             "psnr_over_no_colour": dict(zip(("mean", "ci95_half_width"),  # JSON has no NaN: one photo, no interval
                                             [v if np.isfinite(v) else None for v in evaluation.psnr_gain()]))}
   if evaluation.fid is None:
-    report["fid"] = FID_MISSING
+    report["fid"] = evaluation.fid_missing
   shards.write_json(path, report)
   with shards.local_path_for(csv_path) as tmp, open(tmp, "w", newline="") as f:
     writer = csv.DictWriter(f, list(evaluation.rows[0]))

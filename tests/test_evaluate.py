@@ -2,6 +2,7 @@
 trainer's eval and with scikit-image, gray and broken photos are skipped and counted."""
 
 import csv
+import dataclasses
 import glob
 import io
 import json
@@ -193,6 +194,11 @@ def test_classifier_gets_pixel_accuracy_and_fid_columns(photos):
   table = evaluate.format_table(evaluate.system_rows(summary, "classifier"), [("system", "")])
   assert table.splitlines()[0] == "|  | PSNR (dB) | SSIM | MSE | colourfulness | pixel accuracy | FID |"
   assert table.splitlines()[-1].endswith("| – | – |")  # ground truth: no accuracy, no FID
+  # One photo: its scores kept, FID said to be left out (it ended the command with no report).
+  one = dataclasses.replace(data, files=data.files[:1])
+  alone = evaluate.evaluate(colorizer, one, image_size=32, batch_size=8, features=features)
+  assert len(alone.rows) == 1 and alone.fid is None
+  assert alone.fid_missing == "FID not computed: it needs at least 2 photos, 1 was scored"
 
 
 def test_compare_tables_runs_on_the_same_photos(run, photos, tmp_path):
@@ -316,6 +322,15 @@ def test_a_large_jpegs_own_pixels_as_a_png_prediction_score_as_identical(tmp_pat
   data = sources.resolve(f"folder:{tmp_path / 'photos'}", "all", 0.1)
   result = evaluate.evaluate(evaluate.PredictionFolder(str(tmp_path / "preds")), data, image_size=64, batch_size=4)
   assert [row["psnr"] for row in result.rows] == [metrics.MAX_PSNR]
+  # A prediction that keeps the photo's EXIF rotation is cropped turned by it, so it fits: it
+  # was refused as 640x480 against the turned photo's 480x640.
+  exif = Image.Exif()
+  exif[0x0112] = 6  # rotate 90 degrees to show
+  Image.fromarray(rgb).save(tmp_path / "photos" / "big.jpg", quality=95, exif=exif)
+  shutil.copy(tmp_path / "photos" / "big.jpg", tmp_path / "preds" / "big.jpg")
+  os.remove(tmp_path / "preds" / "big.png")
+  result = evaluate.evaluate(evaluate.PredictionFolder(str(tmp_path / "preds")), data, image_size=64, batch_size=4)
+  assert not result.unreadable and [row["psnr"] for row in result.rows] == [metrics.MAX_PSNR]
 
 
 @pytest.mark.parametrize("out, problem", [("report.csv", "give a NAME.json file"), ("folder", "give a NAME.json file"),
