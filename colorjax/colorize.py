@@ -41,11 +41,11 @@ from tqdm import tqdm
 
 from colorjax import checkpoints, cli, color, models, train
 from colorjax.data import shards
-from colorjax.data.images import (IMAGE_EXTENSIONS, BadImageError, list_tree, open_image, to_rgb, why_unidentified,
-                                  with_alpha)
+from colorjax.data.images import (IMAGE_EXTENSIONS, MAX_PIXELS, BadImageError, list_tree, open_image, to_rgb,
+                                  why_unidentified, with_alpha)
 
 FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "TIFF")  # camera MPO files open as JPEG
-DEFAULT_MAX_PIXELS = 100_000_000  # decompression-bomb guard; a 100-MP photo still fits in ~2 GB
+DEFAULT_MAX_PIXELS = MAX_PIXELS  # decompression-bomb guard, --max-pixels
 _BAND_PIXELS = 1 << 18            # 0.26 MP per band keeps the float temporaries near 25 MB
 _BATCH_PIXELS = 64_000_000        # full-resolution pixels held in memory for one device batch
 _ORIENTATION = 0x0112             # EXIF tag; values 5-8 swap width and height

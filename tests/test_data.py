@@ -6,6 +6,8 @@ import logging
 import os
 import shutil
 import struct
+import subprocess
+import sys
 from unittest import mock
 
 import numpy as np
@@ -568,3 +570,15 @@ def test_a_folder_source_that_is_a_file_says_so(tmp_path):
   (tmp_path / "photo.jpg").write_bytes(b"")
   with pytest.raises(FileNotFoundError, match="photo.jpg' is a file, not a folder"):
     sources.list_folder(tmp_path / "photo.jpg")
+
+
+def test_every_command_reads_photos_up_to_colorizes_limit(tmp_path):
+  """A 90-MP photo (over PIL's own 89.5 MP): training, prepare and evaluate left it out as
+  unreadable while colorize read it, and in one process the answer depended on whether colorize's
+  check had run first. Read in a new process, where nothing has touched PIL's limit."""
+  Image.new("L", (10_000, 9_000), 128).save(tmp_path / "big.png")
+  read = ("import sys; from colorjax.data import images\n"
+          "rgb, _ = images.open_image(sys.argv[1])\nprint(rgb.shape)")
+  run = subprocess.run([sys.executable, "-c", read, str(tmp_path / "big.png")], capture_output=True, text=True,
+                       env={**os.environ, "PYTHONPATH": os.path.dirname(os.path.dirname(os.path.abspath(__file__)))})
+  assert run.stdout.strip() == "(9000, 10000, 3)", run.stderr[-2000:]
