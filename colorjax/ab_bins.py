@@ -14,6 +14,7 @@ import numpy as np
 
 BINS = 16
 NUM_CLASSES = BINS * BINS
+DECODES = ("annealed_mean", "argmax")  # model.decode
 
 
 def ab_to_class(ab: jax.Array, xp=jnp) -> jax.Array:
@@ -41,7 +42,7 @@ def decode(logits: jax.Array, method: str = "annealed_mean", temperature: float 
     return centers[jnp.argmax(logits, axis=-1)]
   if method == "annealed_mean":
     return jax.nn.softmax(logits.astype(jnp.float32) / temperature, axis=-1) @ centers
-  raise ValueError(f"model.decode must be 'argmax' or 'annealed_mean', got {method!r}")
+  raise ValueError(f"model.decode must be one of {', '.join(DECODES)}, got {method!r}")
 
 
 def histogram(ab_batches) -> np.ndarray:

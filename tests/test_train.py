@@ -308,6 +308,13 @@ def test_a_runs_jsonl_that_cannot_be_written_is_a_warning(photos, tmp_path, capl
       "loss.color_weighted": True}, "loss.color_weighted and loss.tv_weight are for models that regress ab"),
     ({"model.num_classes": 256, "model.generator": "resnet_unet", "model.discriminator": "none",
       "loss.rebalance_offset": 0.0}, "rebalance_offset must be > 0"),
+    # Read first at the first eval: a typo ended the run there with no checkpoint, T 0 gave black.
+    ({"model.num_classes": 256, "model.generator": "resnet_unet", "model.discriminator": "none",
+      "model.decode": "bogus"}, "config.model.decode must be one of annealed_mean, argmax, got 'bogus'"),
+    ({"model.num_classes": 256, "model.generator": "resnet_unet", "model.discriminator": "none",
+      "model.temperature": 0.0}, "config.model.temperature must be > 0 .1: the mean; lower: bolder., got 0.0"),
+    ({"model.num_classes": 256, "model.generator": "resnet_unet", "model.discriminator": "none",
+      "model.prior_correction": 2.0}, "config.model.prior_correction must be in \\[0, 1\\], got 2.0"),
     ({"loss.reconstruction": "smooth_l1", "loss.smooth_l1_beta": 0.0}, "smooth_l1_beta must be > 0"),
     ({"loss.reconstruction": "l3"}, "config.loss.reconstruction must be one of l1, mse, smooth_l1, got 'l3'"),
     ({"image_size": 48}, "config.image_size 48 is not a multiple of 32, which model.generator 'pix2pix_unet' needs "
