@@ -449,8 +449,8 @@ def test_compare_checks_every_workdir_and_the_data_before_scoring(run, photos, t
   with pytest.raises(FileNotFoundError, match=r"no checkpoint 7 in .*checkpoints \(has \[2\]\)"):
     compare.compare([run], f"folder:{photos}", checkpoint="7", image_size=32, batch_size=4)
   damaged = _copy_run(run, tmp_path / "damaged")
-  for step in glob.glob(os.path.join(damaged, "*", "[0-9]*")):  # the largest file of each saved step, cut short
-    os.truncate(max(glob.glob(os.path.join(step, "**"), recursive=True), key=os.path.getsize), 1000)
+  for data_file in glob.glob(os.path.join(damaged, "*", "[0-9]*", "**", "d", "*"), recursive=True):
+    os.truncate(data_file, 1000)  # every array file of every saved step, cut short
   with pytest.raises(checkpoints.UnreadableCheckpoint, match="cannot be read"):
     compare.compare([run, damaged], f"folder:{photos}", image_size=32, batch_size=4)
   assert not scored
