@@ -87,17 +87,16 @@ def deferred() -> Iterator[None]:
   if threading.current_thread() is not threading.main_thread():
     yield
     return
-  usual = {signal.SIGINT: (signal.default_int_handler, _INTERRUPTS and _INTERRUPTS._handle),
+  usual = {signal.SIGINT: (signal.default_int_handler, *([_INTERRUPTS._handle] if _INTERRUPTS else [])),
            signal.SIGTERM: (signal.SIG_DFL,)}
   caught: list[int] = []
-  before = {s: signal.getsignal(s) for s in usual}
-  for s, handlers in usual.items():
-    if before[s] in handlers:
-      signal.signal(s, lambda signum, frame: caught.append(signum))
+  held = {s: signal.getsignal(s) for s, handlers in usual.items() if signal.getsignal(s) in handlers}
+  for s in held:
+    signal.signal(s, lambda signum, frame: caught.append(signum))
   try:
     yield
   finally:
-    for s, handler in before.items():
+    for s, handler in held.items():
       signal.signal(s, handler)
   if signal.SIGTERM in caught:
     raise SystemExit(128 + signal.SIGTERM)
