@@ -52,8 +52,8 @@ def compare(workdirs: Sequence[str], data: str, split: str = "all", image_size: 
   """The markdown table (with a line saying which photos) of `workdirs` scored on `data`.
 
   Every workdir, its weights and `data` are checked before any run is scored: a typo in the
-  last workdir or its damaged checkpoint costs seconds, not the minutes of scoring the others. `split="eval"` splits `data` as the
-  runs' training split their data (`evaluate.held_out_fraction`: a shards: run by its
+  last workdir or its damaged checkpoint costs seconds, not the minutes of scoring the others.
+  `split="eval"` splits `data` as the runs' training split their data (`evaluate.held_out_fraction`: a shards: run by its
   manifest's fraction); runs that held out different shares are refused, since some of
   "their" held-out photos would be another run's training set.
   """

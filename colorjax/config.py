@@ -170,13 +170,13 @@ def check_run_config(c: ml_collections.ConfigDict) -> None:
   if c.model.num_classes and c.model.discriminator != "none":
     raise ValueError("config.model.num_classes > 0 trains with cross-entropy alone: "
                      "set model.discriminator = 'none'")
-  # The decode is first read at the first eval: a typo there ended a run with no checkpoint.
-  if c.model.num_classes and c.model.decode not in ab_bins.DECODES:
-    raise ValueError(f"config.model.decode must be one of {', '.join(ab_bins.DECODES)}, got {c.model.decode!r}")
-  if c.model.num_classes and c.model.decode == "annealed_mean" and not c.model.temperature > 0:
-    raise ValueError(f"config.model.temperature must be > 0 (1: the mean; lower: bolder), got {c.model.temperature}")
-  if c.model.num_classes and not 0 <= c.model.prior_correction <= 1:
-    raise ValueError(f"config.model.prior_correction must be in [0, 1], got {c.model.prior_correction}")
+  if c.model.num_classes:  # the decode is first read at the first eval: a typo ended a run there, with no checkpoint
+    if c.model.decode not in ab_bins.DECODES:
+      raise ValueError(f"config.model.decode must be one of {', '.join(ab_bins.DECODES)}, got {c.model.decode!r}")
+    if c.model.decode == "annealed_mean" and not c.model.temperature > 0:
+      raise ValueError(f"config.model.temperature must be > 0 (1: the mean; lower: bolder), got {c.model.temperature}")
+    if not 0 <= c.model.prior_correction <= 1:
+      raise ValueError(f"config.model.prior_correction must be in [0, 1], got {c.model.prior_correction}")
   if not 0 <= c.ema_decay < 1:
     raise ValueError(f"config.ema_decay must be in [0, 1), got {c.ema_decay}")
   if c.model.discriminator != "none" and c.pretrain_steps >= c.total_steps:

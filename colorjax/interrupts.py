@@ -90,7 +90,7 @@ def deferred() -> Iterator[None]:
   usual = {signal.SIGINT: (signal.default_int_handler, *([_INTERRUPTS._handle] if _INTERRUPTS else [])),
            signal.SIGTERM: (signal.SIG_DFL,)}
   caught: list[int] = []
-  held = {s: signal.getsignal(s) for s, handlers in usual.items() if signal.getsignal(s) in handlers}
+  held = {s: handler for s, handlers in usual.items() if (handler := signal.getsignal(s)) in handlers}
   for s in held:
     signal.signal(s, lambda signum, frame: caught.append(signum))
   try:

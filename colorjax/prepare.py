@@ -39,7 +39,8 @@ from etils import epath
 
 from colorjax import cli
 from colorjax.data import pipeline, shards, sources, tfds_source
-from colorjax.data.images import BadImageError, GrayscaleError, is_grayscale, resize_short_side, within_aspect
+from colorjax.data.images import (READ_ERRORS, BadImageError, GrayscaleError, Unreadable, is_grayscale, resize_short_side,
+                                  within_aspect)
 
 PROGRESS = ".prepare"  # per-shard completion notes of an unfinished prepare
 
@@ -87,8 +88,8 @@ def _prepare_one(task: tuple[int, str], size: int, quality: int) -> tuple[str, b
   index, name = task
   try:
     record = _records[index]
-  except (RuntimeError, OSError) as e:  # a damaged TFDS file (riegeli's error names none)
-    return name, None, f"cannot be read ({' '.join(str(e).split())})"
+  except READ_ERRORS as e:  # a damaged TFDS file (riegeli's error names none)
+    return name, None, f"cannot be read ({Unreadable.of(name, e).why})"
   try:
     rgb = pipeline.load_rgb(record, draft_size=size)
   except GrayscaleError:  # a gray TFDS example

@@ -290,8 +290,7 @@ class _Throughput:
 
   def __init__(self, step: int):
     self.event_seconds, self.timed_steps = 0.0, 0  # over the run, for the ETA
-    self.events = self.plain_events = 0  # plain: without the eval's compile
-    self.first_event_seconds = 0.0
+    self.plain_events, self.first_event_seconds = 0, 0.0  # plain: without the first eval's compile
     self.evaluated = False
     self.next_window(step)
 
@@ -305,7 +304,6 @@ class _Throughput:
   def event(self, seconds: float, evaluated: bool) -> None:
     """An eval and/or a checkpoint save (`evaluated`: with an eval) that took `seconds`."""
     self.paused += seconds
-    self.events += 1
     if evaluated and not self.evaluated:  # its compile: its time stands in for no other event's
       self.evaluated, self.first_event_seconds = True, seconds
     else:
@@ -316,7 +314,7 @@ class _Throughput:
     """The run's time in evals and saves so far, with the compiling one counted as a plain one."""
     if not self.plain_events:
       return self.first_event_seconds
-    return self.event_seconds * self.events / self.plain_events
+    return self.event_seconds * (self.plain_events + self.evaluated) / self.plain_events
 
   def report(self, step: int, total_steps: int, batch_size: int) -> tuple[float | None, str]:
     """(img/s or None when every step of the window compiled, the log line's speed part)."""

@@ -41,6 +41,9 @@ class GrayscaleError(BadImageError):
   """A photo with no colour: nothing to learn from or score against (left out, not an error)."""
 
 
+READ_ERRORS = (RuntimeError, OSError)  # a random-access source's failed read: riegeli's for a damaged chunk; the disk's
+
+
 @dataclasses.dataclass(frozen=True)
 class Unreadable:
   """Stands in for a record its source could not read (a damaged ArrayRecord chunk: riegeli's
@@ -48,6 +51,10 @@ class Unreadable:
   source before the map that skips bad photos, where an exception would end the run."""
   name: str
   why: str
+
+  @classmethod
+  def of(cls, name: str, error: BaseException) -> "Unreadable":
+    return cls(name, " ".join(str(error).split()))
 
   def error(self) -> BadImageError:
     return BadImageError(f"{self.name}: cannot be read ({self.why})")

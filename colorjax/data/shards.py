@@ -41,7 +41,7 @@ import numpy as np
 from etils import epath
 from PIL import Image
 
-from colorjax.data.images import BadImageError, Unreadable, open_image
+from colorjax.data.images import READ_ERRORS, BadImageError, Unreadable, open_image
 
 FORMAT = "colorjax-shards"
 VERSION = 1
@@ -174,10 +174,10 @@ class ShardRecords(collections.abc.Sequence):
       raise IndexError(f"record {i} of {len(self)}")  # what ends a Sequence's iteration
     try:
       return self._source[i]
-    except (RuntimeError, OSError) as e:  # riegeli's error for a damaged chunk; the disk's
+    except READ_ERRORS as e:
       shard = int(np.searchsorted(self.ends, i, side="right"))
       first = int(self.ends[shard - 1]) if shard else 0
-      return Unreadable(f"{self.paths[shard]} record {i - first}", " ".join(str(e).split()))
+      return Unreadable.of(f"{self.paths[shard]} record {i - first}", e)
 
 
 def _check_shard(path: epath.Path, size: int | None) -> None:

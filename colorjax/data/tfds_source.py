@@ -19,7 +19,7 @@ import os
 from typing import Any
 
 from colorjax.data import sources
-from colorjax.data.images import Unreadable
+from colorjax.data.images import READ_ERRORS, Unreadable
 
 
 class Subset(collections.abc.Sequence):
@@ -38,8 +38,8 @@ class Subset(collections.abc.Sequence):
     key = f"tfds:{self.name}/train/{index}"
     try:
       return {**self.source[index], "colorjax_key": key}
-    except (RuntimeError, OSError) as e:  # a damaged file (riegeli's error names none)
-      return Unreadable(key, " ".join(str(e).split()))
+    except READ_ERRORS as e:  # a damaged file (riegeli's error names none)
+      return Unreadable.of(key, e)
 
 
 def data_source(name: str) -> collections.abc.Sequence[dict[str, Any]]:
